@@ -1,0 +1,1 @@
+//! Warnings about what Spryker silently gets wrong (filled in by the loader work).

@@ -1,0 +1,1 @@
+//! DOT and SVG rendering (filled in by the graph work).

@@ -1,0 +1,278 @@
+//! The in-memory model of one main process with its subprocesses merged in.
+//!
+//! States, events and transitions live in vectors and refer to each other by index, so
+//! the engine's hot path never hashes a name.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::duration::Timeout;
+
+/// Index of a state in [`Process::states`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StateId(pub u32);
+
+/// Index of an event in [`Process::events`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub u32);
+
+/// Index of a transition in [`Process::transitions`], in definition order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransitionId(pub u32);
+
+/// Where a definition was read: file (as given to the loader), 1-based line and column.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct State {
+    pub name: String,
+    /// `display="..."`: a translation key shops show instead of the name.
+    pub display: Option<String>,
+    /// Items in this state hold stock (`reserved="true"`).
+    pub reserved: bool,
+    /// `<flag>` children, any text.
+    pub flags: Vec<String>,
+    /// The (sub)process that declared the state.
+    pub process: String,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub name: String,
+    pub manual: bool,
+    pub on_enter: bool,
+    pub command: Option<String>,
+    pub timeout: Option<Timeout>,
+    pub timeout_processor: Option<String>,
+    pub process: String,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    pub source: StateId,
+    pub target: StateId,
+    /// `None` for an event-less transition, taken by the check-condition worker.
+    pub event: Option<EventId>,
+    pub condition: Option<String>,
+    pub happy: bool,
+    pub process: String,
+    pub origin: Origin,
+}
+
+/// A loaded process: one main process with its subprocesses merged, as Spryker merges them.
+#[derive(Clone, Debug)]
+pub struct Process {
+    name: String,
+    initial: StateId,
+    states: Vec<State>,
+    events: Vec<Event>,
+    transitions: Vec<Transition>,
+    subprocesses: Vec<String>,
+    state_by_name: HashMap<String, StateId>,
+    event_by_name: HashMap<String, EventId>,
+    /// Per state: its outgoing transitions grouped by event, each group in definition order.
+    by_event: Vec<Vec<(EventId, Vec<TransitionId>)>>,
+    /// Per state: its outgoing event-less transitions in definition order.
+    eventless: Vec<Vec<TransitionId>>,
+    /// Per state: events with a timeout on its outgoing transitions, first occurrence order.
+    timeout_events: Vec<Vec<EventId>>,
+    /// Per state: the onEnter event of its outgoing transitions (the first one defined).
+    on_enter: Vec<Option<EventId>>,
+}
+
+impl Process {
+    /// Builds the indexes. Ids in `transitions` must point into `states` and `events`.
+    ///
+    /// # Panics
+    /// When an id is out of range: the parser (or a test) that built the parts is wrong.
+    pub fn new(
+        name: impl Into<String>,
+        initial: StateId,
+        states: Vec<State>,
+        events: Vec<Event>,
+        transitions: Vec<Transition>,
+        subprocesses: Vec<String>,
+    ) -> Self {
+        let n = states.len();
+        assert!((initial.0 as usize) < n, "initial state out of range");
+        let mut by_event: Vec<Vec<(EventId, Vec<TransitionId>)>> = vec![Vec::new(); n];
+        let mut eventless = vec![Vec::new(); n];
+        let mut timeout_events: Vec<Vec<EventId>> = vec![Vec::new(); n];
+        let mut on_enter = vec![None; n];
+        for (i, t) in transitions.iter().enumerate() {
+            let tid = TransitionId(i as u32);
+            let s = t.source.0 as usize;
+            assert!(s < n && (t.target.0 as usize) < n, "transition state out of range");
+            match t.event {
+                None => eventless[s].push(tid),
+                Some(e) => {
+                    let ev = &events[e.0 as usize];
+                    match by_event[s].iter_mut().find(|(id, _)| *id == e) {
+                        Some((_, group)) => group.push(tid),
+                        None => by_event[s].push((e, vec![tid])),
+                    }
+                    if ev.timeout.is_some() && !timeout_events[s].contains(&e) {
+                        timeout_events[s].push(e);
+                    }
+                    if ev.on_enter && on_enter[s].is_none() {
+                        on_enter[s] = Some(e);
+                    }
+                }
+            }
+        }
+        let state_by_name = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), StateId(i as u32)))
+            .collect();
+        let event_by_name = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), EventId(i as u32)))
+            .collect();
+        Self {
+            name: name.into(),
+            initial,
+            states,
+            events,
+            transitions,
+            subprocesses,
+            state_by_name,
+            event_by_name,
+            by_event,
+            eventless,
+            timeout_events,
+            on_enter,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The state new items enter (`new` unless configured otherwise).
+    pub fn initial(&self) -> StateId {
+        self.initial
+    }
+
+    /// Returns a copy whose items start in `state`.
+    pub fn with_initial(mut self, state: StateId) -> Self {
+        assert!((state.0 as usize) < self.states.len(), "initial state out of range");
+        self.initial = state;
+        self
+    }
+
+    pub fn states(&self) -> &[State] {
+        &self.states
+    }
+
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    pub fn transitions(&self) -> &[Transition] {
+        &self.transitions
+    }
+
+    /// Names of the subprocesses merged into this process, in inclusion order.
+    pub fn subprocesses(&self) -> &[String] {
+        &self.subprocesses
+    }
+
+    pub fn state(&self, id: StateId) -> &State {
+        &self.states[id.0 as usize]
+    }
+
+    pub fn event(&self, id: EventId) -> &Event {
+        &self.events[id.0 as usize]
+    }
+
+    pub fn transition(&self, id: TransitionId) -> &Transition {
+        &self.transitions[id.0 as usize]
+    }
+
+    pub fn state_id(&self, name: &str) -> Option<StateId> {
+        self.state_by_name.get(name).copied()
+    }
+
+    pub fn event_id(&self, name: &str) -> Option<EventId> {
+        self.event_by_name.get(name).copied()
+    }
+
+    /// Transitions out of `state` that `event` triggers, in definition order. Empty means the
+    /// event is not applicable to an item in that state.
+    pub fn transitions_for(&self, state: StateId, event: EventId) -> &[TransitionId] {
+        self.by_event[state.0 as usize]
+            .iter()
+            .find(|(e, _)| *e == event)
+            .map_or(&[], |(_, ts)| ts.as_slice())
+    }
+
+    /// Events that leave `state`, in the order their first transition was defined.
+    pub fn events_from(&self, state: StateId) -> impl Iterator<Item = EventId> + '_ {
+        self.by_event[state.0 as usize].iter().map(|(e, _)| *e)
+    }
+
+    /// Event-less transitions out of `state`, in definition order.
+    pub fn eventless_from(&self, state: StateId) -> &[TransitionId] {
+        &self.eventless[state.0 as usize]
+    }
+
+    /// Events with a timeout that leave `state`.
+    pub fn timeout_events_from(&self, state: StateId) -> &[EventId] {
+        &self.timeout_events[state.0 as usize]
+    }
+
+    /// The onEnter event fired when an item enters `state`.
+    pub fn on_enter_event(&self, state: StateId) -> Option<EventId> {
+        self.on_enter[state.0 as usize]
+    }
+
+    /// All transitions that leave `state`, with or without an event, in definition order.
+    pub fn outgoing(&self, state: StateId) -> impl Iterator<Item = (TransitionId, &Transition)> {
+        self.transitions
+            .iter()
+            .enumerate()
+            .filter(move |(_, t)| t.source == state)
+            .map(|(i, t)| (TransitionId(i as u32), t))
+    }
+
+    /// Condition names used by transitions, sorted and unique.
+    pub fn condition_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .transitions
+            .iter()
+            .filter_map(|t| t.condition.as_deref())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Command names used by events, sorted and unique.
+    pub fn command_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.events.iter().filter_map(|e| e.command.as_deref()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The happy transition out of `state` that a walker should follow: the first one with
+    /// `happy="true"`.
+    pub fn happy_from(&self, state: StateId) -> Option<&Transition> {
+        self.transitions.iter().find(|t| t.source == state && t.happy)
+    }
+}

@@ -1,0 +1,1 @@
+//! Spryker `<statemachine>` XML loader (filled in by the parser work).

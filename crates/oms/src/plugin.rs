@@ -1,0 +1,411 @@
+//! Conditions and commands: plugins looked up by the name the process XML uses
+//! (`Payment/IsAuthorized`), registered in Rust or bound by name to a built-in from
+//! configuration.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::engine::{Item, Order};
+use crate::model::{Origin, Process};
+
+/// A condition or command failed. `retryable` tells a worker whether trying the same
+/// update again later can succeed (a remote system was down) or not (bad data).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PluginError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl PluginError {
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+/// Decides whether a conditional transition may be taken for one item.
+pub trait Condition: Send + Sync {
+    fn check(&self, order: &Order, item: &Item, now: DateTime<Utc>) -> Result<bool, PluginError>;
+}
+
+/// How a command is run for the items that an event moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandMode {
+    /// Once per item.
+    #[default]
+    ByItem,
+    /// Once for all the items of one order that share a source state.
+    ByOrder,
+}
+
+/// Work a command hands back to the caller, carried out with or after the transaction.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Effect {
+    /// Trigger `event` for the same order later, through the inbox (never inline: the
+    /// order's transaction is still open).
+    FollowUpEvent { event: String, items: Vec<i64> },
+    /// Something the service runs after commit, such as an HTTP call; `command` names the
+    /// binding and `payload` is what it needs.
+    AfterCommit {
+        command: String,
+        items: Vec<i64>,
+        payload: Value,
+    },
+}
+
+/// An attribute write staged by a command; applied only when the command succeeds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttributeChange {
+    Order { key: String, value: Value },
+    Item { item: i64, key: String, value: Value },
+}
+
+/// What a command sees: the order, the items it runs for, and places to stage changes.
+pub struct CommandContext<'a> {
+    pub order: &'a Order,
+    /// Indexes into `order.items` of the items this run is for.
+    pub items: &'a [usize],
+    pub event: &'a str,
+    pub now: DateTime<Utc>,
+    pub(crate) changes: Vec<AttributeChange>,
+    pub(crate) effects: Vec<Effect>,
+}
+
+impl<'a> CommandContext<'a> {
+    pub fn new(order: &'a Order, items: &'a [usize], event: &'a str, now: DateTime<Utc>) -> Self {
+        Self {
+            order,
+            items,
+            event,
+            now,
+            changes: Vec::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    /// The items this run is for.
+    pub fn items(&self) -> impl Iterator<Item = &'a Item> + '_ {
+        self.items.iter().map(|&i| &self.order.items[i])
+    }
+
+    pub fn set_order_attribute(&mut self, key: impl Into<String>, value: Value) {
+        self.changes.push(AttributeChange::Order {
+            key: key.into(),
+            value,
+        });
+    }
+
+    pub fn set_item_attribute(&mut self, item: i64, key: impl Into<String>, value: Value) {
+        self.changes.push(AttributeChange::Item {
+            item,
+            key: key.into(),
+            value,
+        });
+    }
+
+    pub fn emit(&mut self, effect: Effect) {
+        self.effects.push(effect);
+    }
+
+    /// Staged changes and effects, for callers that run commands themselves.
+    pub fn into_parts(self) -> (Vec<AttributeChange>, Vec<Effect>) {
+        (self.changes, self.effects)
+    }
+}
+
+/// Runs when an event with `command="..."` is triggered, before conditions are checked.
+pub trait Command: Send + Sync {
+    fn mode(&self) -> CommandMode {
+        CommandMode::ByItem
+    }
+    fn run(&self, ctx: &mut CommandContext<'_>) -> Result<(), PluginError>;
+}
+
+/// Plugins by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    conditions: HashMap<String, Arc<dyn Condition>>,
+    commands: HashMap<String, Arc<dyn Command>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut c: Vec<_> = self.conditions.keys().collect();
+        let mut m: Vec<_> = self.commands.keys().collect();
+        c.sort();
+        m.sort();
+        f.debug_struct("Registry")
+            .field("conditions", &c)
+            .field("commands", &m)
+            .finish()
+    }
+}
+
+/// A name the process uses that no plugin is registered for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unbound {
+    pub kind: PluginKind,
+    pub name: String,
+    /// Where it is first used.
+    pub origin: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    Condition,
+    Command,
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Condition => "condition",
+            Self::Command => "command",
+        })
+    }
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register_condition(&mut self, name: impl Into<String>, c: impl Condition + 'static) {
+        self.conditions.insert(name.into(), Arc::new(c));
+    }
+
+    pub fn register_command(&mut self, name: impl Into<String>, c: impl Command + 'static) {
+        self.commands.insert(name.into(), Arc::new(c));
+    }
+
+    pub fn condition(&self, name: &str) -> Option<&dyn Condition> {
+        self.conditions.get(name).map(|c| c.as_ref())
+    }
+
+    pub fn command(&self, name: &str) -> Option<&dyn Command> {
+        self.commands.get(name).map(|c| c.as_ref())
+    }
+
+    /// Binds built-in plugins by name, as configuration lists them.
+    pub fn bind(&mut self, bindings: &Bindings) {
+        for (name, b) in &bindings.conditions {
+            self.conditions.insert(name.clone(), Arc::new(b.clone()));
+        }
+        for (name, b) in &bindings.commands {
+            self.commands.insert(name.clone(), Arc::new(b.clone()));
+        }
+    }
+
+    /// Condition and command names `process` uses that nothing is registered for.
+    pub fn unbound(&self, process: &Process) -> Vec<Unbound> {
+        let mut out = Vec::new();
+        let first_use = |origin: &Origin| origin.to_string();
+        for name in process.condition_names() {
+            if !self.conditions.contains_key(name) {
+                let origin = process
+                    .transitions()
+                    .iter()
+                    .find(|t| t.condition.as_deref() == Some(name))
+                    .map(|t| first_use(&t.origin))
+                    .unwrap_or_default();
+                out.push(Unbound {
+                    kind: PluginKind::Condition,
+                    name: name.to_owned(),
+                    origin,
+                });
+            }
+        }
+        for name in process.command_names() {
+            if !self.commands.contains_key(name) {
+                let origin = process
+                    .events()
+                    .iter()
+                    .find(|e| e.command.as_deref() == Some(name))
+                    .map(|e| first_use(&e.origin))
+                    .unwrap_or_default();
+                out.push(Unbound {
+                    kind: PluginKind::Command,
+                    name: name.to_owned(),
+                    origin,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Built-in bindings from configuration:
+///
+/// ```toml
+/// [conditions."Payment/IsAuthorized"]
+/// type = "attribute"
+/// scope = "order"
+/// path = "payment.status"
+/// equals = "authorized"
+///
+/// [commands."Erp/MarkExported"]
+/// type = "set_attributes"
+/// scope = "order"
+/// values = { exported = true }
+///
+/// [commands."Oms/RequestInvoice"]
+/// type = "emit_event"
+/// event = "invoice"
+/// ```
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Bindings {
+    #[serde(default)]
+    pub conditions: std::collections::BTreeMap<String, ConditionBinding>,
+    #[serde(default)]
+    pub commands: std::collections::BTreeMap<String, CommandBinding>,
+}
+
+/// Where an attribute is read or written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    #[default]
+    Order,
+    Item,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConditionBinding {
+    /// True when the attribute at `path` (dot-separated) passes the test. With no test
+    /// given, true when the attribute is present and not `null` or `false`.
+    Attribute {
+        #[serde(default)]
+        scope: Scope,
+        path: String,
+        #[serde(default)]
+        equals: Option<Value>,
+        #[serde(default, rename = "in")]
+        one_of: Option<Vec<Value>>,
+        #[serde(default)]
+        exists: Option<bool>,
+    },
+    /// Always the given value (useful while the real plugin is being written).
+    Constant { value: bool },
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CommandBinding {
+    /// Sets attributes on the order or on each item.
+    SetAttributes {
+        #[serde(default)]
+        scope: Scope,
+        values: Map<String, Value>,
+    },
+    /// Triggers a follow-up event for the same order through the inbox.
+    EmitEvent { event: String },
+    /// Does nothing; binds a name on purpose.
+    Noop,
+}
+
+/// Reads `a.b.c` from a JSON object.
+pub fn lookup<'v>(attributes: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
+    let mut parts = path.split('.');
+    let mut cur = attributes.get(parts.next()?)?;
+    for p in parts {
+        cur = match cur {
+            Value::Object(m) => m.get(p)?,
+            Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+impl Condition for ConditionBinding {
+    fn check(&self, order: &Order, item: &Item, _now: DateTime<Utc>) -> Result<bool, PluginError> {
+        match self {
+            Self::Constant { value } => Ok(*value),
+            Self::Attribute {
+                scope,
+                path,
+                equals,
+                one_of,
+                exists,
+            } => {
+                let attrs = match scope {
+                    Scope::Order => &order.attributes,
+                    Scope::Item => &item.attributes,
+                };
+                let v = lookup(attrs, path);
+                Ok(match (equals, one_of, exists) {
+                    (Some(e), _, _) => v == Some(e),
+                    (None, Some(set), _) => v.is_some_and(|v| set.contains(v)),
+                    (None, None, Some(want)) => v.is_some() == *want,
+                    (None, None, None) => !matches!(v, None | Some(Value::Null | Value::Bool(false))),
+                })
+            }
+        }
+    }
+}
+
+impl Command for CommandBinding {
+    fn mode(&self) -> CommandMode {
+        match self {
+            Self::SetAttributes {
+                scope: Scope::Item,
+                ..
+            } => CommandMode::ByItem,
+            _ => CommandMode::ByOrder,
+        }
+    }
+
+    fn run(&self, ctx: &mut CommandContext<'_>) -> Result<(), PluginError> {
+        match self {
+            Self::SetAttributes { scope, values } => {
+                for (k, v) in values {
+                    match scope {
+                        Scope::Order => ctx.set_order_attribute(k.clone(), v.clone()),
+                        Scope::Item => {
+                            let ids: Vec<i64> = ctx.items().map(|i| i.id).collect();
+                            for id in ids {
+                                ctx.set_item_attribute(id, k.clone(), v.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            Self::EmitEvent { event } => {
+                let items = ctx.items().map(|i| i.id).collect();
+                ctx.emit(Effect::FollowUpEvent {
+                    event: event.clone(),
+                    items,
+                });
+            }
+            Self::Noop => {}
+        }
+        Ok(())
+    }
+}
