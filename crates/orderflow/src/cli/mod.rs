@@ -1,0 +1,3 @@
+//! Command-line interface: argument types and the code behind each subcommand.
+
+pub mod process;

@@ -1,0 +1,3 @@
+//! orderflow: a durable inbox for ERP order updates in front of a Spryker-compatible OMS.
+
+pub mod cli;
