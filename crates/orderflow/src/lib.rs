@@ -1,3 +1,6 @@
 //! orderflow: a durable inbox for ERP order updates in front of a Spryker-compatible OMS.
 
 pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod store;

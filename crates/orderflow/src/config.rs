@@ -1,0 +1,299 @@
+//! Configuration: built-in defaults, then `orderflow.toml` (or `--config FILE`), then
+//! `ORDERFLOW_*` environment variables (nested keys with `__`:
+//! `ORDERFLOW_ERP__DEFAULT_MODE=wait`), then command-line flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use oms::plugin::{Bindings, CommandBinding, ConditionBinding};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("invalid duration {value:?} for {key}: {reason}")]
+    Duration {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// The effective configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Config {
+    /// `sqlite://FILE` (created if missing) or `postgres://...`.
+    pub database_url: String,
+    /// Address `serve` listens on.
+    pub listen: SocketAddr,
+    /// Folder with the process definitions (`*.xml` with `<process main="true">`).
+    pub processes: PathBuf,
+    /// Refuse to start when a process uses a condition or command nothing is bound to.
+    /// Otherwise start with a warning; such items stay where they are and the reason is
+    /// recorded in their history.
+    pub strict: bool,
+    /// Largest request body accepted, in bytes (413 above).
+    pub max_body_bytes: usize,
+    pub erp: ErpConfig,
+    /// Per OMS event name: what to do with an ERP update whose event does not apply.
+    pub events: BTreeMap<String, EventConfig>,
+    pub worker: WorkerConfig,
+    pub projector: ProjectorConfig,
+    /// Optional per-client limits, by client name.
+    pub clients: BTreeMap<String, ClientConfig>,
+    /// Built-in conditions bound by name (`[conditions."Payment/IsAuthorized"]`).
+    pub conditions: BTreeMap<String, ConditionBinding>,
+    /// Built-in commands bound by name (`[commands."Erp/MarkExported"]`).
+    pub commands: BTreeMap<String, CommandBinding>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErpMode {
+    Async,
+    Wait,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErpConfig {
+    pub default_mode: ErpMode,
+    pub default_wait_seconds: u64,
+    pub max_batch: usize,
+    pub idempotency_retention: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EventPolicy {
+    #[default]
+    Park,
+    Ignore,
+    Reject,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventConfig {
+    pub policy: EventPolicy,
+    pub park_ttl: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    pub batch_size: u32,
+    pub poll_interval: String,
+    pub lease: String,
+    pub max_attempts: u32,
+    pub backoff_base: String,
+    pub backoff_max: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectorConfig {
+    /// Change-feed rows per projector transaction.
+    pub batch_size: u32,
+    /// The projector is woken after each commit in this process; this is the floor for
+    /// changes made by other processes.
+    pub poll_interval: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    pub rate_limit_per_second: Option<u32>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://orderflow.db".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            processes: PathBuf::from("processes"),
+            strict: false,
+            max_body_bytes: 1024 * 1024,
+            erp: ErpConfig::default(),
+            events: BTreeMap::new(),
+            worker: WorkerConfig::default(),
+            projector: ProjectorConfig::default(),
+            clients: BTreeMap::new(),
+            conditions: BTreeMap::new(),
+            commands: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for ErpConfig {
+    fn default() -> Self {
+        Self {
+            default_mode: ErpMode::Async,
+            default_wait_seconds: 5,
+            max_batch: 1000,
+            idempotency_retention: "7d".into(),
+        }
+    }
+}
+
+impl Default for EventConfig {
+    fn default() -> Self {
+        Self {
+            policy: EventPolicy::Park,
+            park_ttl: "72h".into(),
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            poll_interval: "1s".into(),
+            lease: "30s".into(),
+            max_attempts: 10,
+            backoff_base: "1s".into(),
+            backoff_max: "10m".into(),
+        }
+    }
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: "1s".into(),
+        }
+    }
+}
+
+/// Parses a configured duration (`30s`, `10m`, `72h`, `7d`, `PT1H`).
+pub fn duration(key: &str, value: &str) -> Result<Duration> {
+    oms::duration::parse_seconds(value)
+        .map(Duration::from_secs)
+        .map_err(|e| ConfigError::Duration {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+impl Config {
+    /// Loads defaults < `file` (or `./orderflow.toml` when present) < `ORDERFLOW_*` env.
+    /// A file given explicitly must exist.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file_exact("orderflow.toml")),
+        }
+        figment = figment.merge(Env::prefixed("ORDERFLOW_").split("__"));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let w = &self.worker;
+        for (key, value) in [
+            ("worker.poll_interval", &w.poll_interval),
+            ("worker.lease", &w.lease),
+            ("worker.backoff_base", &w.backoff_base),
+            ("worker.backoff_max", &w.backoff_max),
+            ("projector.poll_interval", &self.projector.poll_interval),
+            ("erp.idempotency_retention", &self.erp.idempotency_retention),
+        ] {
+            duration(key, value)?;
+        }
+        for (name, e) in &self.events {
+            duration(&format!("events.{name}.park_ttl"), &e.park_ttl)?;
+        }
+        Ok(())
+    }
+
+    /// The plugin bindings for [`oms::Registry::bind`].
+    pub fn bindings(&self) -> Bindings {
+        Bindings {
+            conditions: self.conditions.clone(),
+            commands: self.commands.clone(),
+        }
+    }
+
+    /// The configuration as TOML with secrets masked, for `orderflow config`.
+    pub fn to_masked_toml(&self) -> String {
+        let mut masked = self.clone();
+        masked.database_url = mask_url_password(&self.database_url);
+        toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:****@host/db`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{user}:****"),
+        None => userinfo.to_owned(),
+    };
+    let mut out = format!("{scheme}://{user}@{host}{tail}");
+    // Passwords may also come as a query parameter (`?password=...`).
+    if let Some(i) = out.find("password=") {
+        let start = i + "password=".len();
+        let end = out[start..].find('&').map_or(out.len(), |j| start + j);
+        out.replace_range(start..end, "****");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_password_in_url() {
+        assert_eq!(
+            mask_url_password("postgres://app:s3cret@db:5432/of"),
+            "postgres://app:****@db:5432/of"
+        );
+        assert_eq!(
+            mask_url_password("postgres://app@db/of"),
+            "postgres://app@db/of"
+        );
+        assert_eq!(
+            mask_url_password("sqlite://orderflow.db"),
+            "sqlite://orderflow.db"
+        );
+    }
+
+    #[test]
+    fn defaults_render_and_validate() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let text = c.to_masked_toml();
+        assert!(
+            text.contains("database_url = \"sqlite://orderflow.db\""),
+            "{text}"
+        );
+        assert!(text.contains("[erp]"), "{text}");
+    }
+}

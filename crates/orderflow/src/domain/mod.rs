@@ -1,0 +1,13 @@
+//! The service's rules: checked values, loaded processes, and the one function that applies
+//! a change to an order.
+
+pub mod processes;
+pub mod service;
+pub mod types;
+pub mod view;
+
+pub use processes::{ProcessError, ProcessSet};
+pub use service::{
+    Applied, Change, DomainError, EventInput, NewItemInput, NewOrderInput, OrderService, Source,
+    Target,
+};

@@ -1,0 +1,124 @@
+//! The loaded process definitions with their plugins: what the engine needs per order.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use oms::engine::{EngineOptions, UnboundPolicy};
+use oms::plugin::{Bindings, Unbound};
+use oms::{Engine, Process, Registry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot load processes from {dir}")]
+    Load {
+        dir: String,
+        #[source]
+        source: oms::parse::LoadError,
+    },
+    #[error("two process files define process {0:?}")]
+    Duplicate(String),
+    #[error(
+        "strict mode: process {process} uses unbound plugins: {}",
+        names.join(", ")
+    )]
+    Unbound { process: String, names: Vec<String> },
+}
+
+/// Processes by name, the plugin registry and engine options. Shared read-only.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessSet {
+    processes: BTreeMap<String, Arc<Process>>,
+    registry: Registry,
+    options: EngineOptions,
+}
+
+impl ProcessSet {
+    /// A set from processes already in memory; `registry` holds their plugins.
+    pub fn new(
+        processes: impl IntoIterator<Item = Process>,
+        registry: Registry,
+    ) -> Result<Self, ProcessError> {
+        let mut map = BTreeMap::new();
+        for p in processes {
+            let name = p.name().to_owned();
+            if map.insert(name.clone(), Arc::new(p)).is_some() {
+                return Err(ProcessError::Duplicate(name));
+            }
+        }
+        Ok(Self {
+            processes: map,
+            registry,
+            // Unbound names never pass silently: the item stays and the reason is recorded.
+            options: EngineOptions {
+                unbound: UnboundPolicy::Fail,
+                ..EngineOptions::default()
+            },
+        })
+    }
+
+    /// Loads every main process in `dir` and binds the configured built-in plugins.
+    pub fn load(dir: &Path, bindings: &Bindings) -> Result<Self, ProcessError> {
+        let loaded = oms::parse::load_dir(dir).map_err(|source| ProcessError::Load {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        for l in &loaded {
+            for w in &l.warnings {
+                tracing::warn!(process = l.process.name(), "{w}");
+            }
+        }
+        let mut registry = Registry::new();
+        registry.bind(bindings);
+        Self::new(loaded.into_iter().map(|l| l.process), registry)
+    }
+
+    /// Names used by processes that no plugin is bound to, per process.
+    pub fn unbound(&self) -> Vec<(String, Vec<Unbound>)> {
+        self.processes
+            .iter()
+            .map(|(name, p)| (name.clone(), self.registry.unbound(p)))
+            .filter(|(_, u)| !u.is_empty())
+            .collect()
+    }
+
+    /// In strict mode, fails on unbound plugin names; otherwise logs each one.
+    pub fn check_unbound(&self, strict: bool) -> Result<(), ProcessError> {
+        for (process, unbound) in self.unbound() {
+            if strict {
+                let names = unbound
+                    .iter()
+                    .map(|u| format!("{} {}", u.kind, u.name))
+                    .collect();
+                return Err(ProcessError::Unbound { process, names });
+            }
+            for u in unbound {
+                tracing::warn!(
+                    process, kind = %u.kind, name = u.name, origin = u.origin,
+                    "plugin is not bound: items that need it will stay where they are"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Process>> {
+        self.processes.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Process>> {
+        self.processes.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+    }
+
+    pub fn engine<'a>(&'a self, process: &'a Process) -> Engine<'a> {
+        Engine::new(process, &self.registry).with_options(self.options)
+    }
+}

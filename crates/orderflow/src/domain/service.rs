@@ -1,0 +1,584 @@
+//! The one processing function: every change to an order (create, attribute patch, manual
+//! event, and later ERP updates and timeouts) runs through [`OrderService`] in one
+//! transaction that holds the order, writes items, history, timers, effects and a
+//! change-feed row, bumps the version and commits.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use oms::engine::{Cause, Decisions, EngineError, Outcome, StayReason, TimerKind};
+use oms::{Process, engine};
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+
+use super::processes::ProcessSet;
+use super::types::{Currency, EventName, OrderId, OrderReference, Quantity, Sku, Version};
+use super::view::{HistoryEntry, ItemState, Move, OrderView, Stay};
+use crate::store::orders::{ItemRow, NewHistory, NewItem, NewOrder, NewTimer, OrderRow};
+use crate::store::{self, Store, StoreError, Tx};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("order not found")]
+    OrderNotFound,
+    #[error("process {0:?} is not loaded")]
+    UnknownProcess(String),
+    #[error("order reference {0:?} is already used")]
+    ReferenceTaken(String),
+    #[error("the order changed: current version is {current}")]
+    VersionConflict { current: i64 },
+    #[error("event {event:?} applies to none of the selected items")]
+    EventNotApplicable {
+        event: String,
+        items: Vec<ItemState>,
+    },
+    #[error("process {process} has no event {event:?}")]
+    UnknownEvent { process: String, event: String },
+    #[error("the order has no item {0}")]
+    UnknownItem(i64),
+    #[error("event {0:?} is not manual; this client may trigger manual events only")]
+    NotManual(String),
+    #[error("item {item} is in state {state:?}, which process {process} does not define")]
+    UnknownState {
+        item: i64,
+        state: String,
+        process: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = DomainError> = std::result::Result<T, E>;
+
+/// Who caused a change; written to history as `source` for triggered moves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The orders API (shop or admin).
+    Api,
+    /// An ERP update, by inbox id.
+    Erp(String),
+}
+
+impl Source {
+    fn label(&self, cause: Cause) -> String {
+        match (cause, self) {
+            (Cause::Trigger, Self::Api) => "api".into(),
+            (Cause::Trigger, Self::Erp(id)) => format!("erp:{id}"),
+            (Cause::OnEnter, _) => "on_enter".into(),
+            (Cause::Timeout, _) => "timeout".into(),
+            (Cause::Condition, _) => "condition".into(),
+        }
+    }
+}
+
+/// A new order, checked at the edge.
+#[derive(Clone, Debug)]
+pub struct NewOrderInput {
+    pub reference: OrderReference,
+    pub process: String,
+    pub currency: Option<Currency>,
+    pub attributes: Map<String, Value>,
+    pub items: Vec<NewItemInput>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewItemInput {
+    pub sku: Sku,
+    pub quantity: Quantity,
+    pub unit_price: Option<i64>,
+    pub attributes: Map<String, Value>,
+}
+
+/// Which order a change is for.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Id(OrderId),
+    Reference(OrderReference),
+}
+
+/// An event to trigger.
+#[derive(Clone, Debug)]
+pub struct EventInput {
+    pub event: EventName,
+    /// Item ids; all items when `None`.
+    pub items: Option<Vec<i64>>,
+    /// Refuse events not marked `manual="true"` (the shop role).
+    pub manual_only: bool,
+}
+
+/// One change to an existing order: attributes are merged first (RFC 7386 merge patch:
+/// `null` removes a key), then the event is triggered.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub expected: Option<Version>,
+    pub attributes: Option<Map<String, Value>>,
+    pub event: Option<EventInput>,
+    pub source: Source,
+}
+
+/// What a change did.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub order: OrderView,
+    pub moved: Vec<Move>,
+    pub not_applicable: Vec<i64>,
+    pub stayed: Vec<Stay>,
+    /// False when nothing changed and the version stayed.
+    pub changed: bool,
+}
+
+/// The order service: the store, the processes and the projector's wake-up.
+#[derive(Clone)]
+pub struct OrderService {
+    store: Store,
+    processes: Arc<ProcessSet>,
+    changed: Arc<Notify>,
+}
+
+impl OrderService {
+    pub fn new(store: Store, processes: Arc<ProcessSet>) -> Self {
+        Self {
+            store,
+            processes,
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn processes(&self) -> &Arc<ProcessSet> {
+        &self.processes
+    }
+
+    /// Notified after every commit that appended to the change feed.
+    pub fn changes(&self) -> &Arc<Notify> {
+        &self.changed
+    }
+
+    /// Creates an order: items enter the initial state and its onEnter chain runs.
+    pub async fn create(&self, input: NewOrderInput, source: Source) -> Result<OrderView> {
+        let process = self
+            .processes
+            .get(&input.process)
+            .ok_or_else(|| DomainError::UnknownProcess(input.process.clone()))?
+            .clone();
+        let now = store::now();
+        let initial = process.state(process.initial());
+        let mut tx = self.store.begin().await?;
+        let row = tx
+            .insert_order(&NewOrder {
+                reference: input.reference.as_str(),
+                process: process.name(),
+                currency: input.currency.as_ref().map(Currency::as_str),
+                attributes: &input.attributes,
+                at: now,
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::ReferenceTaken(r) => DomainError::ReferenceTaken(r),
+                e => e.into(),
+            })?;
+        let mut items = Vec::with_capacity(input.items.len());
+        for i in &input.items {
+            let new = NewItem {
+                sku: i.sku.as_str(),
+                quantity: i.quantity.get(),
+                unit_price: i.unit_price,
+                state: &initial.name,
+                reserved: initial.reserved,
+                attributes: &i.attributes,
+            };
+            let id = tx.insert_item(row.id, &new, now).await?;
+            let history = NewHistory {
+                item_id: id,
+                from_state: None,
+                to_state: &initial.name,
+                event: None,
+                source: &source.label(Cause::Trigger),
+                reason: None,
+            };
+            tx.insert_history(row.id, &history, now).await?;
+            items.push(ItemRow {
+                id,
+                order_id: row.id,
+                sku: new.sku.to_owned(),
+                quantity: new.quantity,
+                unit_price: new.unit_price,
+                state: initial.name.clone(),
+                reserved: initial.reserved,
+                state_entered_at: now,
+                attributes: sqlx::types::Json(i.attributes.clone()),
+            });
+        }
+        let mut order = engine_order(&row, &items, &process)?;
+        let decisions = self.processes.engine(&process).start(&mut order, now);
+        let (row, items, _) = persist(
+            &mut tx, &process, row, &items, &order, &decisions, &source, 1, now,
+        )
+        .await?;
+        let payload = feed_payload("created", None, &decisions, &process, &source);
+        tx.append_change(row.id, row.version, "created", &payload, now)
+            .await?;
+        tx.commit().await?;
+        self.changed.notify_one();
+        Ok(OrderView::new(&row, &items, Some(&process)))
+    }
+
+    /// Applies one change to an existing order in one transaction.
+    pub async fn apply(&self, target: Target, change: Change) -> Result<Applied> {
+        let now = store::now();
+        let mut tx = self.store.begin().await?;
+        let row = match &target {
+            Target::Id(id) => tx.lock_order(id.0).await?,
+            Target::Reference(r) => tx.lock_order_by_reference(r.as_str()).await?,
+        }
+        .ok_or(DomainError::OrderNotFound)?;
+        if let Some(expected) = change.expected
+            && expected.0 != row.version
+        {
+            return Err(DomainError::VersionConflict {
+                current: row.version,
+            });
+        }
+        let process = self
+            .processes
+            .get(&row.process)
+            .ok_or_else(|| DomainError::UnknownProcess(row.process.clone()))?
+            .clone();
+        let items = tx.items(row.id).await?;
+        let mut order = engine_order(&row, &items, &process)?;
+        if let Some(patch) = &change.attributes {
+            merge_patch(&mut order.attributes, patch);
+        }
+        let attributes_changed = order.attributes != row.attributes.0;
+        let decisions = match &change.event {
+            None => Decisions::default(),
+            Some(ev) => self.trigger(&process, &mut order, ev, now)?,
+        };
+        let changed = attributes_changed || decisions.changed();
+        let version = if changed {
+            row.version + 1
+        } else {
+            row.version
+        };
+        let (row, items, stayed) = persist(
+            &mut tx,
+            &process,
+            row,
+            &items,
+            &order,
+            &decisions,
+            &change.source,
+            version,
+            now,
+        )
+        .await?;
+        if changed {
+            let event = change.event.as_ref().map(|e| e.event.as_str());
+            let payload = feed_payload("updated", event, &decisions, &process, &change.source);
+            tx.append_change(row.id, version, "updated", &payload, now)
+                .await?;
+        }
+        tx.commit().await?;
+        if changed {
+            self.changed.notify_one();
+        }
+        let moved = decisions
+            .moves()
+            .map(|(item, from, to)| Move {
+                item,
+                from: process.state(from).name.clone(),
+                to: process.state(to).name.clone(),
+            })
+            .collect();
+        let not_applicable = decisions.not_applicable().map(|(id, _)| id).collect();
+        Ok(Applied {
+            order: OrderView::new(&row, &items, Some(&process)),
+            moved,
+            not_applicable,
+            stayed,
+            changed,
+        })
+    }
+
+    fn trigger(
+        &self,
+        process: &Process,
+        order: &mut engine::Order,
+        ev: &EventInput,
+        now: DateTime<Utc>,
+    ) -> Result<Decisions> {
+        let name = ev.event.as_str();
+        let unknown = || DomainError::UnknownEvent {
+            process: process.name().to_owned(),
+            event: name.to_owned(),
+        };
+        let event_id = process.event_id(name).ok_or_else(unknown)?;
+        if ev.manual_only && !process.event(event_id).manual {
+            return Err(DomainError::NotManual(name.to_owned()));
+        }
+        let decisions = self
+            .processes
+            .engine(process)
+            .trigger(order, ev.items.as_deref(), name, now)
+            .map_err(|e| match e {
+                EngineError::UnknownEvent { .. } => unknown(),
+                EngineError::UnknownItem { item, .. } => DomainError::UnknownItem(item),
+            })?;
+        let nothing_applies = decisions
+            .steps
+            .iter()
+            .all(|s| matches!(s.outcome, Outcome::NotApplicable { .. }));
+        if nothing_applies {
+            let items = decisions
+                .not_applicable()
+                .map(|(item, state)| ItemState {
+                    item,
+                    state: process.state(state).name.clone(),
+                })
+                .collect();
+            return Err(DomainError::EventNotApplicable {
+                event: name.to_owned(),
+                items,
+            });
+        }
+        Ok(decisions)
+    }
+
+    pub async fn get(&self, target: &Target) -> Result<OrderView> {
+        let found = match target {
+            Target::Id(id) => self.store.order(id.0).await?,
+            Target::Reference(r) => self.store.order_by_reference(r.as_str()).await?,
+        };
+        let (row, items) = found.ok_or(DomainError::OrderNotFound)?;
+        let process = self.processes.get(&row.process).map(|p| p.as_ref());
+        Ok(OrderView::new(&row, &items, process))
+    }
+
+    pub async fn history(&self, id: OrderId) -> Result<Vec<HistoryEntry>> {
+        if self.store.order(id.0).await?.is_none() {
+            return Err(DomainError::OrderNotFound);
+        }
+        let rows = self.store.history(id.0).await?;
+        Ok(rows.into_iter().map(HistoryEntry::from).collect())
+    }
+}
+
+/// The engine's view of stored rows.
+fn engine_order(row: &OrderRow, items: &[ItemRow], process: &Process) -> Result<engine::Order> {
+    let items = items
+        .iter()
+        .map(|i| {
+            let state = process
+                .state_id(&i.state)
+                .ok_or_else(|| DomainError::UnknownState {
+                    item: i.id,
+                    state: i.state.clone(),
+                    process: process.name().to_owned(),
+                })?;
+            Ok(engine::Item {
+                id: i.id,
+                sku: i.sku.clone(),
+                quantity: i.quantity,
+                state,
+                state_entered_at: i.state_entered_at,
+                attributes: i.attributes.0.clone(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(engine::Order {
+        reference: row.reference.clone(),
+        attributes: row.attributes.0.clone(),
+        items,
+    })
+}
+
+/// Writes what the engine decided: changed items, history, timers, effects and the order
+/// row. Returns the rows as they now are and the stays worth reporting.
+#[allow(clippy::too_many_arguments)]
+async fn persist(
+    tx: &mut Tx,
+    process: &Process,
+    mut row: OrderRow,
+    before: &[ItemRow],
+    order: &engine::Order,
+    decisions: &Decisions,
+    source: &Source,
+    version: i64,
+    now: DateTime<Utc>,
+) -> Result<(OrderRow, Vec<ItemRow>, Vec<Stay>)> {
+    let mut after = Vec::with_capacity(before.len());
+    for (old, new) in before.iter().zip(&order.items) {
+        let state = process.state(new.state);
+        let mut item = old.clone();
+        if old.state != state.name
+            || old.state_entered_at != new.state_entered_at
+            || old.attributes.0 != new.attributes
+        {
+            tx.update_item(
+                old.id,
+                &state.name,
+                state.reserved,
+                new.state_entered_at,
+                &new.attributes,
+            )
+            .await?;
+            item.state = state.name.clone();
+            item.reserved = state.reserved;
+            item.state_entered_at = new.state_entered_at;
+            item.attributes = sqlx::types::Json(new.attributes.clone());
+        }
+        after.push(item);
+    }
+    let mut stayed = Vec::new();
+    for step in &decisions.steps {
+        let event = step.event.map(|e| process.event(e).name.as_str());
+        let label = source.label(step.cause);
+        match &step.outcome {
+            Outcome::Moved { from, to, .. } => {
+                let h = NewHistory {
+                    item_id: step.item,
+                    from_state: Some(&process.state(*from).name),
+                    to_state: &process.state(*to).name,
+                    event,
+                    source: &label,
+                    reason: None,
+                };
+                tx.insert_history(row.id, &h, now).await?;
+            }
+            Outcome::Stayed { state, reason } => {
+                let state = &process.state(*state).name;
+                let text = reason.to_string();
+                if !matches!(reason, StayReason::NoConditionHeld) {
+                    let h = NewHistory {
+                        item_id: step.item,
+                        from_state: Some(state),
+                        to_state: state,
+                        event,
+                        source: &label,
+                        reason: Some(&text),
+                    };
+                    tx.insert_history(row.id, &h, now).await?;
+                }
+                stayed.push(Stay {
+                    item: step.item,
+                    state: state.clone(),
+                    reason: text,
+                });
+            }
+            Outcome::NotApplicable { .. } => {}
+        }
+    }
+    for &item in &decisions.timers_dropped {
+        tx.drop_timers(item).await?;
+    }
+    for t in &decisions.timers_set {
+        let (kind, event) = match t.kind {
+            TimerKind::Timeout(e) => ("timeout", Some(process.event(e).name.as_str())),
+            TimerKind::Condition => ("condition", None),
+        };
+        let timer = NewTimer {
+            item_id: t.item,
+            state: &process.state(t.state).name,
+            kind,
+            event,
+            due_at: t.due_at,
+        };
+        tx.insert_timer(row.id, &timer).await?;
+    }
+    // Effects are executed after commit by the worker (follow-up events through the inbox,
+    // after-commit calls); here they only become durable with the change that caused them.
+    for effect in &decisions.effects {
+        let payload = serde_json::to_value(effect).unwrap_or(Value::Null);
+        let kind = payload
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("effect")
+            .to_owned();
+        tx.insert_effect(row.id, version, &kind, &payload, now)
+            .await?;
+    }
+    if version != row.version || order.attributes != row.attributes.0 {
+        tx.update_order(row.id, &order.attributes, version, now)
+            .await?;
+        row.version = version;
+        row.updated_at = now;
+        row.attributes = sqlx::types::Json(order.attributes.clone());
+    }
+    Ok((row, after, stayed))
+}
+
+fn feed_payload(
+    kind: &str,
+    event: Option<&str>,
+    decisions: &Decisions,
+    process: &Process,
+    source: &Source,
+) -> Value {
+    let moved: Vec<Value> = decisions
+        .moves()
+        .map(|(item, from, to)| {
+            json!({"item": item, "from": process.state(from).name, "to": process.state(to).name})
+        })
+        .collect();
+    json!({
+        "kind": kind,
+        "event": event,
+        "source": source.label(Cause::Trigger),
+        "moved": moved,
+    })
+}
+
+/// RFC 7386 JSON merge patch on an object: `null` removes, objects merge, the rest replaces.
+pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (k, v) in patch {
+        match v {
+            Value::Null => {
+                target.remove(k);
+            }
+            Value::Object(p) => {
+                let entry = target
+                    .entry(k.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !entry.is_object() {
+                    *entry = Value::Object(Map::new());
+                }
+                if let Value::Object(t) = entry {
+                    merge_patch(t, p);
+                }
+            }
+            other => {
+                target.insert(k.clone(), other.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": 4})
+            .as_object()
+            .unwrap()
+            .clone();
+        let p = json!({"a": null, "b": {"c": null, "x": 5}, "e": [1]})
+            .as_object()
+            .unwrap()
+            .clone();
+        merge_patch(&mut t, &p);
+        assert_eq!(Value::Object(t), json!({"b": {"d": 3, "x": 5}, "e": [1]}));
+    }
+
+    #[test]
+    fn source_labels() {
+        assert_eq!(Source::Api.label(Cause::Trigger), "api");
+        assert_eq!(Source::Erp("u1".into()).label(Cause::Trigger), "erp:u1");
+        assert_eq!(Source::Api.label(Cause::OnEnter), "on_enter");
+        assert_eq!(Source::Api.label(Cause::Timeout), "timeout");
+    }
+}

@@ -1,0 +1,54 @@
+//! API clients: name, role, the SHA-256 of their token, and an optional signing secret.
+
+use chrono::{DateTime, Utc};
+
+use super::{Result, Store, StoreError, is_unique_violation, on_reader, on_tx};
+
+/// A client as the authenticator needs it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ClientRow {
+    pub name: String,
+    pub role: String,
+    /// Standard Webhooks secret (`whsec_...`) for ERP request signatures; never logged.
+    pub signing_secret: Option<String>,
+}
+
+impl Store {
+    /// Stores a new client; a used name is [`StoreError::ClientNameTaken`].
+    pub async fn insert_client(
+        &self,
+        name: &str,
+        role: &str,
+        token_hash: &str,
+        signing_secret: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        const SQL: &str = "INSERT INTO clients (name, role, token_hash, signing_secret, \
+             created_at) VALUES ($1, $2, $3, $4, $5)";
+        let mut tx = self.begin().await?;
+        let result = on_tx!(&mut tx, |c| {
+            sqlx::query(SQL)
+                .bind(name)
+                .bind(role)
+                .bind(token_hash)
+                .bind(signing_secret)
+                .bind(at)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        });
+        match result {
+            Ok(_) => tx.commit().await,
+            Err(e) if is_unique_violation(&e) => Err(StoreError::ClientNameTaken(name.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The client whose token hashes to `token_hash`.
+    pub async fn client_by_token_hash(&self, token_hash: &str) -> Result<Option<ClientRow>> {
+        const SQL: &str = "SELECT name, role, signing_secret FROM clients WHERE token_hash = $1";
+        Ok(on_reader!(self, |p| {
+            sqlx::query_as(SQL).bind(token_hash).fetch_optional(p).await
+        })?)
+    }
+}

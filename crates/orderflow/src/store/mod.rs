@@ -1,0 +1,233 @@
+//! Durable state: orders, items, history, timers, the change feed, effects, clients and the
+//! list projection, in SQLite (embedded default) or PostgreSQL.
+//!
+//! Both backends share one SQL dialect where they can (`$1` placeholders work in both); the
+//! [`Store`] and [`Tx`] enums pick the connection and the few statements that differ. Every
+//! write to an order happens in one [`Tx`] that holds the order exclusively: on PostgreSQL a
+//! row lock (`SELECT ... FOR UPDATE`), on SQLite the single writer connection, whose
+//! transactions start with `BEGIN IMMEDIATE` so SQLite never reports `SQLITE_BUSY` halfway
+//! through a transaction.
+
+pub mod clients;
+pub mod orders;
+pub mod projection;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Postgres, Sqlite, Transaction};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("order reference {0:?} is already used")]
+    ReferenceTaken(String),
+    #[error("a client named {0:?} already exists")]
+    ClientNameTaken(String),
+    #[error("unsupported database URL scheme {0:?}: use sqlite://FILE or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// True when `e` is a unique-constraint violation, on either backend.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// The two SQLite pools: one writer connection (all writes are serialised through it, which
+/// is what SQLite does anyway, minus the busy errors) and a pool of readers (WAL lets them
+/// read while the writer writes).
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+/// A connected store. Cheap to clone: the pools are shared.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgPool),
+}
+
+/// An open write transaction. Dropping it without [`Tx::commit`] rolls back.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$c` bound to the transaction's connection, once per backend: the SQL
+/// and binds are written once and type-checked against both drivers.
+macro_rules! on_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Sqlite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            $crate::store::Tx::Postgres(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$p` bound to a pool for reads (SQLite: the reader pool).
+macro_rules! on_reader {
+    ($store:expr, |$p:ident| $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite(s) => {
+                let $p = &s.reader;
+                $body
+            }
+            $crate::store::Store::Postgres($p) => $body,
+        }
+    };
+}
+
+pub(crate) use {on_reader, on_tx};
+
+/// What kind of database a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Result<Self> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            other => Err(StoreError::UnsupportedUrl(other.to_owned())),
+        }
+    }
+}
+
+impl Store {
+    /// Connects without migrating. A SQLite file is created if missing.
+    pub async fn connect(url: &str) -> Result<Self> {
+        match Backend::of_url(url)? {
+            Backend::Sqlite => {
+                // synchronous=FULL: a write we acknowledged survives power loss. WAL with
+                // NORMAL could lose the last commits; throughput comes from group commit
+                // in the inbox, never from weaker durability.
+                let options = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true);
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options.clone())
+                    .await?;
+                let reader = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(options.read_only(true))
+                    .await?;
+                Ok(Self::Sqlite(SqliteStore { writer, reader }))
+            }
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url)?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await?;
+                Ok(Self::Postgres(pool))
+            }
+        }
+    }
+
+    /// Connects and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Self> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self {
+            Self::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Self::Postgres(_) => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Applies the migrations this build knows and the database has not seen yet.
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Self::Sqlite(s) => SQLITE_MIGRATIONS.run(&s.writer).await?,
+            Self::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// True when the database answers and every migration of this build is applied.
+    pub async fn ready(&self) -> Result<bool> {
+        let want = self.migrator().iter().map(|m| m.version).max().unwrap_or(0);
+        let sql = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
+        let have: i64 = on_reader!(self, |p| sqlx::query_scalar(sql).fetch_one(p).await)?;
+        Ok(have >= want)
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Self::Sqlite(s) => Tx::Sqlite(s.writer.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(s) => {
+                s.reader.close().await;
+                s.writer.close().await;
+            }
+            Self::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Self::Sqlite(t) => t.commit().await?,
+            Self::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// Now, truncated to microseconds: what both backends store, so a value read back equals
+/// the value written.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound, TimeDelta, Utc};
+    let t = Utc::now();
+    t.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(t)
+}

@@ -1,0 +1,410 @@
+//! Orders, items, history, timers, change feed and effects: the rows one order change
+//! writes, and the reads behind the order endpoints.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+
+use super::{Result, Store, StoreError, Tx, is_unique_violation, on_reader, on_tx};
+
+pub type Attributes = Map<String, Value>;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct OrderRow {
+    pub id: i64,
+    pub reference: String,
+    pub process: String,
+    pub currency: Option<String>,
+    pub attributes: Json<Attributes>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ItemRow {
+    pub id: i64,
+    pub order_id: i64,
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price: Option<i64>,
+    pub state: String,
+    pub reserved: bool,
+    pub state_entered_at: DateTime<Utc>,
+    pub attributes: Json<Attributes>,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub item_id: i64,
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub event: Option<String>,
+    pub source: String,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A new order row.
+pub struct NewOrder<'a> {
+    pub reference: &'a str,
+    pub process: &'a str,
+    pub currency: Option<&'a str>,
+    pub attributes: &'a Attributes,
+    pub at: DateTime<Utc>,
+}
+
+/// A new item row, in the state it enters first.
+pub struct NewItem<'a> {
+    pub sku: &'a str,
+    pub quantity: i64,
+    pub unit_price: Option<i64>,
+    pub state: &'a str,
+    pub reserved: bool,
+    pub attributes: &'a Attributes,
+}
+
+/// One history row: a move, or a stay worth recording.
+pub struct NewHistory<'a> {
+    pub item_id: i64,
+    pub from_state: Option<&'a str>,
+    pub to_state: &'a str,
+    pub event: Option<&'a str>,
+    pub source: &'a str,
+    pub reason: Option<&'a str>,
+}
+
+/// A timer for an item in a state: `kind` is `timeout` (with the event) or `condition`.
+pub struct NewTimer<'a> {
+    pub item_id: i64,
+    pub state: &'a str,
+    pub kind: &'static str,
+    pub event: Option<&'a str>,
+    pub due_at: DateTime<Utc>,
+}
+
+const ORDER_BY_ID: &str = "SELECT id, reference, process, currency, attributes, version, \
+     created_at, updated_at FROM orders WHERE id = $1";
+const ORDER_BY_REFERENCE: &str = "SELECT id, reference, process, currency, attributes, \
+     version, created_at, updated_at FROM orders WHERE reference = $1";
+
+const ITEM_SELECT: &str = "SELECT id, order_id, sku, quantity, unit_price, state, reserved, \
+     state_entered_at, attributes FROM items WHERE order_id = $1 ORDER BY id";
+
+impl Tx {
+    /// Reads the order and holds it until commit: a row lock on PostgreSQL; on SQLite the
+    /// transaction already holds the only writer.
+    pub async fn lock_order(&mut self, id: i64) -> Result<Option<OrderRow>> {
+        const POSTGRES: &str = "SELECT id, reference, process, currency, attributes, version, \
+             created_at, updated_at FROM orders WHERE id = $1 FOR UPDATE";
+        let row = match self {
+            Tx::Sqlite(t) => {
+                sqlx::query_as(ORDER_BY_ID)
+                    .bind(id)
+                    .fetch_optional(&mut **t)
+                    .await?
+            }
+            Tx::Postgres(t) => {
+                sqlx::query_as(POSTGRES)
+                    .bind(id)
+                    .fetch_optional(&mut **t)
+                    .await?
+            }
+        };
+        Ok(row)
+    }
+
+    /// [`Tx::lock_order`] by reference (for ERP updates, which name the shop's reference).
+    pub async fn lock_order_by_reference(&mut self, reference: &str) -> Result<Option<OrderRow>> {
+        const SQLITE: &str = "SELECT id FROM orders WHERE reference = $1";
+        const POSTGRES: &str = "SELECT id FROM orders WHERE reference = $1 FOR UPDATE";
+        let id: Option<i64> = match self {
+            Tx::Sqlite(t) => {
+                sqlx::query_scalar(SQLITE)
+                    .bind(reference)
+                    .fetch_optional(&mut **t)
+                    .await?
+            }
+            Tx::Postgres(t) => {
+                sqlx::query_scalar(POSTGRES)
+                    .bind(reference)
+                    .fetch_optional(&mut **t)
+                    .await?
+            }
+        };
+        match id {
+            Some(id) => self.lock_order(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Inserts an order at version 1; a used reference is [`StoreError::ReferenceTaken`].
+    pub async fn insert_order(&mut self, o: &NewOrder<'_>) -> Result<OrderRow> {
+        const SQL: &str = "INSERT INTO orders (reference, process, currency, attributes, version, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, 1, $5, $5) \
+             RETURNING id, reference, process, currency, attributes, version, created_at, updated_at";
+        let result = on_tx!(self, |c| {
+            sqlx::query_as(SQL)
+                .bind(o.reference)
+                .bind(o.process)
+                .bind(o.currency)
+                .bind(Json(o.attributes))
+                .bind(o.at)
+                .fetch_one(c)
+                .await
+        });
+        result.map_err(|e| match is_unique_violation(&e) {
+            true => StoreError::ReferenceTaken(o.reference.to_owned()),
+            false => e.into(),
+        })
+    }
+
+    pub async fn insert_item(
+        &mut self,
+        order_id: i64,
+        item: &NewItem<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<i64> {
+        const SQL: &str = "INSERT INTO items (order_id, sku, quantity, unit_price, state, \
+             reserved, state_entered_at, attributes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             RETURNING id";
+        let id = on_tx!(self, |c| {
+            sqlx::query_scalar(SQL)
+                .bind(order_id)
+                .bind(item.sku)
+                .bind(item.quantity)
+                .bind(item.unit_price)
+                .bind(item.state)
+                .bind(item.reserved)
+                .bind(at)
+                .bind(Json(item.attributes))
+                .fetch_one(c)
+                .await
+        })?;
+        Ok(id)
+    }
+
+    pub async fn items(&mut self, order_id: i64) -> Result<Vec<ItemRow>> {
+        Ok(on_tx!(self, |c| {
+            sqlx::query_as(ITEM_SELECT)
+                .bind(order_id)
+                .fetch_all(c)
+                .await
+        })?)
+    }
+
+    pub async fn update_item(
+        &mut self,
+        id: i64,
+        state: &str,
+        reserved: bool,
+        state_entered_at: DateTime<Utc>,
+        attributes: &Attributes,
+    ) -> Result<()> {
+        const SQL: &str = "UPDATE items SET state = $2, reserved = $3, state_entered_at = $4, \
+             attributes = $5 WHERE id = $1";
+        on_tx!(self, |c| {
+            sqlx::query(SQL)
+                .bind(id)
+                .bind(state)
+                .bind(reserved)
+                .bind(state_entered_at)
+                .bind(Json(attributes))
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Writes the order's attributes and new version.
+    pub async fn update_order(
+        &mut self,
+        id: i64,
+        attributes: &Attributes,
+        version: i64,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        const SQL: &str =
+            "UPDATE orders SET attributes = $2, version = $3, updated_at = $4 WHERE id = $1";
+        on_tx!(self, |c| {
+            sqlx::query(SQL)
+                .bind(id)
+                .bind(Json(attributes))
+                .bind(version)
+                .bind(at)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    pub async fn insert_history(
+        &mut self,
+        order_id: i64,
+        h: &NewHistory<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        const SQL: &str = "INSERT INTO item_history (order_id, item_id, from_state, to_state, \
+             event, source, reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        on_tx!(self, |c| {
+            sqlx::query(SQL)
+                .bind(order_id)
+                .bind(h.item_id)
+                .bind(h.from_state)
+                .bind(h.to_state)
+                .bind(h.event)
+                .bind(h.source)
+                .bind(h.reason)
+                .bind(at)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Drops every timer of an item (it left the state they were set for).
+    pub async fn drop_timers(&mut self, item_id: i64) -> Result<()> {
+        const SQL: &str = "DELETE FROM timers WHERE item_id = $1";
+        on_tx!(self, |c| sqlx::query(SQL)
+            .bind(item_id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn insert_timer(&mut self, order_id: i64, t: &NewTimer<'_>) -> Result<()> {
+        const SQL: &str = "INSERT INTO timers (order_id, item_id, state, kind, event, due_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)";
+        on_tx!(self, |c| {
+            sqlx::query(SQL)
+                .bind(order_id)
+                .bind(t.item_id)
+                .bind(t.state)
+                .bind(t.kind)
+                .bind(t.event)
+                .bind(t.due_at)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Appends to the change feed, which the list projection (and later subscribers) read.
+    pub async fn append_change(
+        &mut self,
+        order_id: i64,
+        version: i64,
+        kind: &str,
+        payload: &Value,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        const SQL: &str = "INSERT INTO change_feed (order_id, version, kind, payload, at) \
+             VALUES ($1, $2, $3, $4, $5)";
+        on_tx!(self, |c| {
+            sqlx::query(SQL)
+                .bind(order_id)
+                .bind(version)
+                .bind(kind)
+                .bind(Json(payload))
+                .bind(at)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Records a command effect to execute after commit (outbox row, `done_at` unset).
+    pub async fn insert_effect(
+        &mut self,
+        order_id: i64,
+        order_version: i64,
+        kind: &str,
+        payload: &Value,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        const SQL: &str = "INSERT INTO effects (order_id, order_version, kind, payload, \
+             created_at) VALUES ($1, $2, $3, $4, $5)";
+        on_tx!(self, |c| {
+            sqlx::query(SQL)
+                .bind(order_id)
+                .bind(order_version)
+                .bind(kind)
+                .bind(Json(payload))
+                .bind(at)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The order and its items, from the primary tables.
+    pub async fn order(&self, id: i64) -> Result<Option<(OrderRow, Vec<ItemRow>)>> {
+        let row: Option<OrderRow> = on_reader!(self, |p| sqlx::query_as(ORDER_BY_ID)
+            .bind(id)
+            .fetch_optional(p)
+            .await)?;
+        self.with_items(row).await
+    }
+
+    pub async fn order_by_reference(
+        &self,
+        reference: &str,
+    ) -> Result<Option<(OrderRow, Vec<ItemRow>)>> {
+        let row: Option<OrderRow> = on_reader!(self, |p| {
+            sqlx::query_as(ORDER_BY_REFERENCE)
+                .bind(reference)
+                .fetch_optional(p)
+                .await
+        })?;
+        self.with_items(row).await
+    }
+
+    async fn with_items(&self, row: Option<OrderRow>) -> Result<Option<(OrderRow, Vec<ItemRow>)>> {
+        let Some(order) = row else { return Ok(None) };
+        let items: Vec<ItemRow> = on_reader!(self, |p| sqlx::query_as(ITEM_SELECT)
+            .bind(order.id)
+            .fetch_all(p)
+            .await)?;
+        Ok(Some((order, items)))
+    }
+
+    /// Every history row of an order, oldest first.
+    pub async fn history(&self, order_id: i64) -> Result<Vec<HistoryRow>> {
+        const SQL: &str = "SELECT id, item_id, from_state, to_state, event, source, reason, at \
+             FROM item_history WHERE order_id = $1 ORDER BY id";
+        Ok(on_reader!(self, |p| sqlx::query_as(SQL)
+            .bind(order_id)
+            .fetch_all(p)
+            .await)?)
+    }
+
+    /// The quantity of `sku` held by items in reserved states.
+    pub async fn reserved_quantity(&self, sku: &str) -> Result<i64> {
+        const SQL: &str = "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM items \
+             WHERE sku = $1 AND reserved";
+        Ok(on_reader!(self, |p| sqlx::query_scalar(SQL)
+            .bind(sku)
+            .fetch_one(p)
+            .await)?)
+    }
+
+    /// Number of items per state for orders of `process`.
+    pub async fn state_counts(&self, process: &str) -> Result<Vec<(String, i64)>> {
+        const SQL: &str = "SELECT i.state, COUNT(*) FROM items i JOIN orders o \
+             ON o.id = i.order_id WHERE o.process = $1 GROUP BY i.state";
+        Ok(on_reader!(self, |p| sqlx::query_as(SQL)
+            .bind(process)
+            .fetch_all(p)
+            .await)?)
+    }
+}

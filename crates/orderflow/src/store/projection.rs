@@ -1,0 +1,240 @@
+//! The list projection: `order_list` (one row per order) and `order_list_terms` (its states
+//! and SKUs, for filtering), fed from `change_feed` after a checkpoint.
+//!
+//! Consuming the feed in order is backend-specific. SQLite has one writer, so `seq` order is
+//! commit order. On PostgreSQL a transaction that drew a lower `seq` can commit after one
+//! with a higher `seq`; the feed is therefore read in `(tx, seq)` order and only up to the
+//! oldest transaction still running (`pg_snapshot_xmin`), so no late commit is skipped.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+
+use super::{Result, Store, Tx, on_reader, on_tx};
+
+const CHECKPOINT: &str = "order_list";
+
+/// What one projector step did.
+#[derive(Clone, Debug, Default)]
+pub struct Projected {
+    /// Change-feed rows consumed.
+    pub rows: usize,
+    /// Distinct orders rewritten.
+    pub orders: usize,
+    /// When each consumed change was committed (for the lag metric).
+    pub changed_at: Vec<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct FeedRow {
+    seq: i64,
+    tx: i64,
+    order_id: i64,
+    at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderHead {
+    reference: String,
+    process: String,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A row of the list view.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ListRow {
+    pub order_id: i64,
+    pub reference: String,
+    pub process: String,
+    pub version: i64,
+    pub states: Json<Vec<String>>,
+    pub skus: Json<Vec<String>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Filters of the list view; `after_id` is the keyset cursor (order ids only grow, so a
+/// page boundary never moves under concurrent writes).
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub state: Option<String>,
+    pub process: Option<String>,
+    pub sku: Option<String>,
+    pub updated_after: Option<DateTime<Utc>>,
+    pub after_id: i64,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Projects up to `limit` change-feed rows past the checkpoint and advances the
+    /// checkpoint in the same transaction. Safe to run from several processes at once: the
+    /// checkpoint row is locked (PostgreSQL) or the writer is held (SQLite).
+    pub async fn project_batch(&self, limit: i64) -> Result<Projected> {
+        let mut tx = self.begin().await?;
+        let (last_tx, last_seq): (i64, i64) = match &mut tx {
+            Tx::Sqlite(t) => {
+                sqlx::query_as("SELECT last_tx, last_seq FROM projector_checkpoint WHERE name = $1")
+                    .bind(CHECKPOINT)
+                    .fetch_one(&mut **t)
+                    .await?
+            }
+            Tx::Postgres(t) => {
+                sqlx::query_as(
+                    "SELECT last_tx, last_seq FROM projector_checkpoint WHERE name = $1 \
+                     FOR UPDATE",
+                )
+                .bind(CHECKPOINT)
+                .fetch_one(&mut **t)
+                .await?
+            }
+        };
+        let rows: Vec<FeedRow> = match &mut tx {
+            Tx::Sqlite(t) => {
+                sqlx::query_as(
+                    "SELECT seq, 0 AS tx, order_id, at FROM change_feed WHERE seq > $1 \
+                     ORDER BY seq LIMIT $2",
+                )
+                .bind(last_seq)
+                .bind(limit)
+                .fetch_all(&mut **t)
+                .await?
+            }
+            Tx::Postgres(t) => {
+                sqlx::query_as(
+                    "SELECT seq, CAST(CAST(tx AS TEXT) AS BIGINT) AS tx, order_id, at \
+                     FROM change_feed \
+                     WHERE (tx, seq) > (CAST(CAST($1 AS TEXT) AS XID8), $2) \
+                       AND tx < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY tx, seq LIMIT $3",
+                )
+                .bind(last_tx)
+                .bind(last_seq)
+                .bind(limit)
+                .fetch_all(&mut **t)
+                .await?
+            }
+        };
+        let Some(last) = rows.last() else {
+            return Ok(Projected::default());
+        };
+        let (new_tx, new_seq) = (last.tx, last.seq);
+        let mut orders: Vec<i64> = rows.iter().map(|r| r.order_id).collect();
+        orders.sort_unstable();
+        orders.dedup();
+        for &id in &orders {
+            project_order(&mut tx, id).await?;
+        }
+        on_tx!(&mut tx, |c| {
+            sqlx::query(
+                "UPDATE projector_checkpoint SET last_tx = $2, last_seq = $3 WHERE name = $1",
+            )
+            .bind(CHECKPOINT)
+            .bind(new_tx)
+            .bind(new_seq)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        tx.commit().await?;
+        Ok(Projected {
+            rows: rows.len(),
+            orders: orders.len(),
+            changed_at: rows.iter().map(|r| r.at).collect(),
+        })
+    }
+
+    /// One page of the list view, ordered by order id.
+    pub async fn list_orders(&self, f: &ListFilter) -> Result<Vec<ListRow>> {
+        const SQL: &str = "SELECT l.order_id, l.reference, l.process, l.version, l.states, \
+             l.skus, l.created_at, l.updated_at FROM order_list l \
+             WHERE l.order_id > $1 \
+               AND ($2 IS NULL OR l.process = $2) \
+               AND ($3 IS NULL OR l.updated_at > $3) \
+               AND ($4 IS NULL OR EXISTS (SELECT 1 FROM order_list_terms t \
+                    WHERE t.kind = 'state' AND t.value = $4 AND t.order_id = l.order_id)) \
+               AND ($5 IS NULL OR EXISTS (SELECT 1 FROM order_list_terms t \
+                    WHERE t.kind = 'sku' AND t.value = $5 AND t.order_id = l.order_id)) \
+             ORDER BY l.order_id LIMIT $6";
+        Ok(on_reader!(self, |p| {
+            sqlx::query_as(SQL)
+                .bind(f.after_id)
+                .bind(f.process.as_deref())
+                .bind(f.updated_after)
+                .bind(f.state.as_deref())
+                .bind(f.sku.as_deref())
+                .bind(f.limit)
+                .fetch_all(p)
+                .await
+        })?)
+    }
+}
+
+/// Rewrites one order's list row and terms from the primary tables.
+async fn project_order(tx: &mut Tx, order_id: i64) -> Result<()> {
+    let head: Option<OrderHead> = on_tx!(&mut *tx, |c| {
+        sqlx::query_as(
+            "SELECT reference, process, version, created_at, updated_at FROM orders \
+             WHERE id = $1",
+        )
+        .bind(order_id)
+        .fetch_optional(c)
+        .await
+    })?;
+    let Some(head) = head else { return Ok(()) };
+    let items: Vec<(String, String)> = on_tx!(&mut *tx, |c| {
+        sqlx::query_as("SELECT state, sku FROM items WHERE order_id = $1 ORDER BY id")
+            .bind(order_id)
+            .fetch_all(c)
+            .await
+    })?;
+    let mut states: Vec<String> = items.iter().map(|(s, _)| s.clone()).collect();
+    let mut skus: Vec<String> = items.into_iter().map(|(_, k)| k).collect();
+    states.sort();
+    states.dedup();
+    skus.sort();
+    skus.dedup();
+    on_tx!(&mut *tx, |c| {
+        sqlx::query(
+            "INSERT INTO order_list (order_id, reference, process, version, states, skus, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (order_id) DO UPDATE SET reference = excluded.reference, \
+             process = excluded.process, version = excluded.version, states = excluded.states, \
+             skus = excluded.skus, updated_at = excluded.updated_at",
+        )
+        .bind(order_id)
+        .bind(&head.reference)
+        .bind(&head.process)
+        .bind(head.version)
+        .bind(Json(&states))
+        .bind(Json(&skus))
+        .bind(head.created_at)
+        .bind(head.updated_at)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    on_tx!(&mut *tx, |c| {
+        sqlx::query("DELETE FROM order_list_terms WHERE order_id = $1")
+            .bind(order_id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    let terms = states
+        .iter()
+        .map(|s| ("state", s))
+        .chain(skus.iter().map(|s| ("sku", s)));
+    for (kind, value) in terms {
+        on_tx!(&mut *tx, |c| {
+            sqlx::query("INSERT INTO order_list_terms (kind, value, order_id) VALUES ($1, $2, $3)")
+                .bind(kind)
+                .bind(value)
+                .bind(order_id)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
