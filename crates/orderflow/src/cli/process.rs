@@ -140,7 +140,7 @@ fn check(
                             );
                         }
                     }
-                    let ok = !(strict && !unbound.is_empty());
+                    let ok = !strict || unbound.is_empty();
                     failed |= !ok;
                     if !as_json && ok {
                         let p = &l.process;
