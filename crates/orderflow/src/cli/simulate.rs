@@ -19,12 +19,18 @@ pub struct SimulateArgs {
     file: PathBuf,
     /// Events to trigger in order, comma-separated. `ship@1+3` triggers `ship` on items 1
     /// and 3 only (a partial shipment); without `@` every item gets the event.
+    /// `wait:14days` moves the clock forward and lets due timeouts fire.
     #[arg(long, value_delimiter = ',', required = true)]
     events: Vec<String>,
-    /// Fix a condition's answer: `--condition Payment/IsPaid=true`. Conditions not given
-    /// are false; commands do nothing.
+    /// Fix a condition's answer: `--condition Payment/IsPaid=true`. It overrides the
+    /// configuration's binding; conditions bound nowhere are false, unbound commands are
+    /// skipped.
     #[arg(long = "condition", value_name = "NAME=true|false")]
     conditions: Vec<String>,
+    /// Configuration whose [conditions] and [commands] bind built-in plugins
+    /// (default: ./orderflow.toml when it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Number of items in the simulated order.
     #[arg(long, default_value_t = 1)]
     items: u32,
@@ -40,6 +46,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let loaded = oms::parse::load_file(&args.file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let process = &loaded.process;
     let mut registry = Registry::new();
+    registry.bind(&super::process::load_bindings(args.config.as_deref())?);
     for c in &args.conditions {
         let (name, value) = c
             .split_once('=')
@@ -56,7 +63,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     });
     // A fixed, readable clock: simulations do not depend on when they run.
-    let now: DateTime<Utc> = DateTime::UNIX_EPOCH;
+    let mut now: DateTime<Utc> = DateTime::UNIX_EPOCH;
     let mut order = Order {
         reference: "simulation".into(),
         attributes: Default::default(),
@@ -76,6 +83,16 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     report(process, "(start)", &d, &mut out);
     settle(&engine, &mut order, now, &mut out)?;
     for spec in &args.events {
+        if let Some(wait) = spec.strip_prefix("wait:") {
+            let t = oms::Timeout::parse(wait).with_context(|| format!("{spec:?}: bad duration"))?;
+            now = t.after(now);
+            let d = engine
+                .check(&mut order, None, now)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            report(process, spec, &d, &mut out);
+            settle(&engine, &mut order, now, &mut out)?;
+            continue;
+        }
         let (event, items) = parse_event(spec)?;
         let d = engine
             .trigger(&mut order, items.as_deref(), event, now)
