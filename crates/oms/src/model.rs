@@ -282,10 +282,27 @@ impl Process {
 
     /// The happy transition out of `state` that a walker should follow: the first one with
     /// `happy="true"`.
-    pub fn happy_from(&self, state: StateId) -> Option<&Transition> {
+    pub fn happy_from(&self, state: StateId) -> Option<TransitionId> {
         self.transitions
             .iter()
-            .find(|t| t.source == state && t.happy)
+            .position(|t| t.source == state && t.happy)
+            .map(|i| TransitionId(i as u32))
+    }
+
+    /// The happy path: from the initial state, the first happy transition out of each state,
+    /// until a state has none or one comes round again.
+    pub fn happy_path(&self) -> Vec<TransitionId> {
+        let mut path = Vec::new();
+        let mut seen = vec![false; self.states.len()];
+        let mut state = self.initial;
+        while !std::mem::replace(&mut seen[state.0 as usize], true) {
+            let Some(t) = self.happy_from(state) else {
+                break;
+            };
+            path.push(t);
+            state = self.transition(t).target;
+        }
+        path
     }
 }
 
