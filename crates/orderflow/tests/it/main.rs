@@ -1,0 +1,3 @@
+//! orderflow's integration tests: one binary, one module per feature.
+
+mod cli_process;
