@@ -7,8 +7,14 @@ use std::path::Path;
 
 use super::*;
 
+mod errors;
+mod files;
+mod props;
+mod rules;
+mod warnings;
+
 /// Loads `main` (labelled `main.xml`) with `files` as the includable files under `defs/`.
-fn load_with(
+pub(super) fn load_with(
     main: &str,
     files: &[(&str, &str)],
     options: &LoadOptions,
@@ -37,7 +43,7 @@ fn load_with(
     )
 }
 
-fn load(main: &str, files: &[(&str, &str)]) -> Result<Loaded, LoadError> {
+pub(super) fn load(main: &str, files: &[(&str, &str)]) -> Result<Loaded, LoadError> {
     load_with(main, files, &LoadOptions::default())
 }
 
@@ -56,4 +62,46 @@ fn loads_a_minimal_process() {
     assert_eq!(l.process.states().len(), 2);
     assert_eq!(l.process.state(l.process.initial()).name, "new");
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+/// Joins lines with `\n`, so a test can name positions as (index + 1, column).
+pub(super) fn lines(ls: &[&str]) -> String {
+    ls.join("\n")
+}
+
+/// A main process named `P` with the given inner XML (states, events, transitions...).
+pub(super) fn main_with(inner: &str) -> String {
+    format!(r#"<statemachine><process name="P" main="true">{inner}</process></statemachine>"#)
+}
+
+/// A subprocess file declaring `name` with the given inner XML.
+pub(super) fn sub(name: &str, inner: &str) -> String {
+    format!(r#"<statemachine><process name="{name}">{inner}</process></statemachine>"#)
+}
+
+pub(super) fn state_names(l: &Loaded) -> Vec<&str> {
+    l.process.states().iter().map(|s| s.name.as_str()).collect()
+}
+
+pub(super) fn event<'a>(l: &'a Loaded, name: &str) -> &'a crate::model::Event {
+    let id = l
+        .process
+        .event_id(name)
+        .unwrap_or_else(|| panic!("no event {name}"));
+    l.process.event(id)
+}
+
+pub(super) fn state<'a>(l: &'a Loaded, name: &str) -> &'a crate::model::State {
+    let id = l
+        .process
+        .state_id(name)
+        .unwrap_or_else(|| panic!("no state {name}"));
+    l.process.state(id)
+}
+
+pub(super) fn err(r: Result<Loaded, LoadError>) -> LoadError {
+    match r {
+        Ok(l) => panic!("expected an error, loaded {}", l.process.name()),
+        Err(e) => e,
+    }
 }
