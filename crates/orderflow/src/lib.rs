@@ -1,3 +1,4 @@
 //! orderflow: a durable inbox for ERP order updates in front of a Spryker-compatible OMS.
 
 pub mod cli;
+pub mod webhook;
