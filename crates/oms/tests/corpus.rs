@@ -233,14 +233,17 @@ fn registry_for(process: &Process, walked: Option<&Transition>) -> Registry {
 /// Payolution and Heidelpay credit-card main files); their authors left the happy path
 /// unmarked rather than absent, so the walker follows definition order there.
 fn next_transition(process: &Process, state: StateId) -> Option<&Transition> {
-    process.happy_from(state).or_else(|| {
-        process.outgoing(state).map(|(_, t)| t).find(|t| {
-            !process
-                .transitions()
-                .iter()
-                .any(|u| u.happy && u.process == t.process)
+    process
+        .happy_from(state)
+        .map(|t| process.transition(t))
+        .or_else(|| {
+            process.outgoing(state).map(|(_, t)| t).find(|t| {
+                !process
+                    .transitions()
+                    .iter()
+                    .any(|u| u.happy && u.process == t.process)
+            })
         })
-    })
 }
 
 /// Walks the happy path of `process` with one item; returns the visited state names.
