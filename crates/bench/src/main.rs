@@ -2,6 +2,8 @@
 //! against a baseline measured in the same run); nothing here asserts a time.
 
 mod engine;
+mod ingest;
+mod server;
 
 use clap::{Parser, Subcommand};
 
@@ -16,11 +18,14 @@ struct Cli {
 enum Command {
     /// OMS engine throughput (item transitions per second, one core) and corpus load time.
     Engine(engine::Args),
+    /// ERP ingest: durable async acks per second and latency, against GET /healthz.
+    Ingest(ingest::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Engine(args) => engine::run(args),
+        Command::Ingest(args) => ingest::run(args),
     }
 }
 
