@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::xml::{self, Named, RawFile, RawProcess};
+use super::xml::{self, Named, RawFile, RawProcess, RawTransition};
 use super::{LoadError, LoadErrorKind, LoadOptions};
 use crate::check::{Warning, WarningCode};
 use crate::model::{Event, EventId, Origin, Process, State, StateId, Transition};
@@ -110,7 +110,6 @@ impl Collector<'_> {
 /// `<source>`, `<target>` and `<event>` texts of the included file get `prefix - `.
 fn apply_prefix(p: &mut RawProcess, prefix: &str) {
     let prefixed = |name: &str| format!("{prefix}{PREFIX_DELIMITER}{name}");
-    p.prefix = Some(prefix.to_owned());
     for s in &mut p.states {
         s.name = prefixed(&s.name);
     }
@@ -141,24 +140,7 @@ pub(super) fn load(
     options: &LoadOptions,
     read: ReadFn<'_>,
 ) -> Result<Merged, LoadError> {
-    let main_name = main
-        .processes
-        .iter()
-        .find(|p| p.main)
-        .map(|p| (p.name.clone(), p.origin.clone()));
-    let Some((Some(main_name), main_origin)) = main_name else {
-        let origin = main
-            .processes
-            .iter()
-            .find(|p| p.main)
-            .map_or_else(|| start_of(label), |p| p.origin.clone());
-        let kind = if main.processes.iter().any(|p| p.main) {
-            LoadErrorKind::Structure("the main <process> needs a \"name\" attribute".into())
-        } else {
-            LoadErrorKind::NoMainProcess
-        };
-        return Err(LoadError { origin, kind });
-    };
+    let (main_name, main_origin) = main_process(&main, label)?;
     let mut c = Collector {
         read,
         root,
@@ -167,21 +149,87 @@ pub(super) fn load(
         seen: HashSet::new(),
     };
     c.add_file(main)?;
-    let main_index = c.by_name[&main_name];
-    let order = c.order(main_index)?;
+    // The main file's processes are registered first, so its name is always known.
+    let main_index = c.by_name.get(&main_name).copied().unwrap_or_default();
+    let order: Vec<&RawProcess> = c
+        .order(main_index)?
+        .into_iter()
+        .map(|i| &c.processes[i])
+        .collect();
 
-    let mut warnings = Vec::new();
-    let mut states: Vec<State> = Vec::new();
-    let mut state_ids: HashMap<String, StateId> = HashMap::new();
-    let mut events: Vec<Event> = Vec::new();
-    let mut event_ids: HashMap<String, EventId> = HashMap::new();
-    for &i in &order {
-        let p = &c.processes[i];
-        let process = p.name.clone().unwrap_or_default();
+    let mut parts = Parts::default();
+    for p in &order {
+        parts.add_states(p);
+        parts.add_events(p);
+    }
+    let transitions = order
+        .iter()
+        .flat_map(|p| p.transitions.iter().map(move |t| (*p, t)))
+        .map(|(p, t)| parts.transition(p, t))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let initial_name = options.initial_state();
+    let initial = *parts.state_ids.get(initial_name).ok_or_else(|| LoadError {
+        origin: main_origin,
+        kind: LoadErrorKind::UnknownInitialState(initial_name.to_owned()),
+    })?;
+    let subprocesses = order[1..].iter().map(|p| name_of(p)).collect();
+    let process = Process::new(
+        main_name,
+        initial,
+        parts.states,
+        parts.events,
+        transitions,
+        subprocesses,
+    );
+    Ok(Merged {
+        process,
+        warnings: parts.warnings,
+    })
+}
+
+/// The name and origin of the file's `<process main="true">`.
+fn main_process(main: &RawFile, label: &str) -> Result<(String, Origin), LoadError> {
+    match main.processes.iter().find(|p| p.main) {
+        None => Err(LoadError {
+            origin: start_of(label),
+            kind: LoadErrorKind::NoMainProcess,
+        }),
+        Some(p) => match &p.name {
+            Some(name) => Ok((name.clone(), p.origin.clone())),
+            None => Err(LoadError {
+                origin: p.origin.clone(),
+                kind: LoadErrorKind::Structure(
+                    "the main <process> needs a \"name\" attribute".into(),
+                ),
+            }),
+        },
+    }
+}
+
+/// Registered processes always have a name (see `Collector::add_process`).
+fn name_of(p: &RawProcess) -> String {
+    p.name.clone().unwrap_or_default()
+}
+
+/// States and events merged so far, with their name indexes and the duplicate warnings.
+#[derive(Default)]
+struct Parts {
+    states: Vec<State>,
+    state_ids: HashMap<String, StateId>,
+    events: Vec<Event>,
+    event_ids: HashMap<String, EventId>,
+    warnings: Vec<Warning>,
+}
+
+impl Parts {
+    /// Adds `p`'s states; a name seen before keeps its first declaration.
+    fn add_states(&mut self, p: &RawProcess) {
+        let process = name_of(p);
         for s in &p.states {
-            if let Some(&first) = state_ids.get(&s.name) {
-                let first = &states[first.0 as usize];
-                warnings.push(Warning {
+            if let Some(&first) = self.state_ids.get(&s.name) {
+                let first = &self.states[first.0 as usize];
+                self.warnings.push(Warning {
                     code: WarningCode::DuplicateState,
                     origin: s.origin.clone(),
                     message: format!(
@@ -192,8 +240,9 @@ pub(super) fn load(
                 });
                 continue;
             }
-            state_ids.insert(s.name.clone(), StateId(states.len() as u32));
-            states.push(State {
+            self.state_ids
+                .insert(s.name.clone(), StateId(self.states.len() as u32));
+            self.states.push(State {
                 name: s.name.clone(),
                 display: s.display.clone(),
                 reserved: s.reserved,
@@ -202,6 +251,12 @@ pub(super) fn load(
                 origin: s.origin.clone(),
             });
         }
+    }
+
+    /// Adds `p`'s events; a name seen before is replaced in place, as Spryker's global
+    /// event map keeps the last declaration read.
+    fn add_events(&mut self, p: &RawProcess) {
+        let process = name_of(p);
         for e in &p.events {
             let event = Event {
                 name: e.name.clone(),
@@ -213,10 +268,10 @@ pub(super) fn load(
                 process: process.clone(),
                 origin: e.origin.clone(),
             };
-            match event_ids.get(&e.name) {
+            match self.event_ids.get(&e.name) {
                 Some(&id) => {
-                    let earlier = &mut events[id.0 as usize];
-                    warnings.push(Warning {
+                    let earlier = &mut self.events[id.0 as usize];
+                    self.warnings.push(Warning {
                         code: WarningCode::DuplicateEvent,
                         origin: e.origin.clone(),
                         message: format!(
@@ -228,62 +283,49 @@ pub(super) fn load(
                     *earlier = event;
                 }
                 None => {
-                    event_ids.insert(e.name.clone(), EventId(events.len() as u32));
-                    events.push(event);
+                    self.event_ids
+                        .insert(e.name.clone(), EventId(self.events.len() as u32));
+                    self.events.push(event);
                 }
             }
         }
     }
 
-    let mut transitions = Vec::new();
-    for &i in &order {
-        let p = &c.processes[i];
-        for t in &p.transitions {
-            let state = |n: &Named, kind: fn(String) -> LoadErrorKind| {
-                state_ids.get(&n.name).copied().ok_or_else(|| LoadError {
+    /// Resolves one transition against every state and event of the merged process.
+    fn transition(&self, p: &RawProcess, t: &RawTransition) -> Result<Transition, LoadError> {
+        let state = |n: &Named, kind: fn(String) -> LoadErrorKind| {
+            self.state_ids
+                .get(&n.name)
+                .copied()
+                .ok_or_else(|| LoadError {
                     origin: n.origin.clone(),
                     kind: kind(n.name.clone()),
                 })
-            };
-            let source = state(&t.source, LoadErrorKind::UnknownSource)?;
-            let target = state(&t.target, LoadErrorKind::UnknownTarget)?;
-            let event = match &t.event {
-                None => None,
-                Some(n) => Some(event_ids.get(&n.name).copied().ok_or_else(|| LoadError {
-                    origin: n.origin.clone(),
-                    kind: LoadErrorKind::UnknownEvent(n.name.clone()),
-                })?),
-            };
-            transitions.push(Transition {
-                source,
-                target,
-                event,
-                condition: t.condition.clone(),
-                happy: t.happy,
-                process: p.name.clone().unwrap_or_default(),
-                origin: t.origin.clone(),
-            });
-        }
+        };
+        let source = state(&t.source, LoadErrorKind::UnknownSource)?;
+        let target = state(&t.target, LoadErrorKind::UnknownTarget)?;
+        let event = match &t.event {
+            None => None,
+            Some(n) => Some(
+                self.event_ids
+                    .get(&n.name)
+                    .copied()
+                    .ok_or_else(|| LoadError {
+                        origin: n.origin.clone(),
+                        kind: LoadErrorKind::UnknownEvent(n.name.clone()),
+                    })?,
+            ),
+        };
+        Ok(Transition {
+            source,
+            target,
+            event,
+            condition: t.condition.clone(),
+            happy: t.happy,
+            process: name_of(p),
+            origin: t.origin.clone(),
+        })
     }
-
-    let initial_name = options.initial_state();
-    let initial = *state_ids.get(initial_name).ok_or_else(|| LoadError {
-        origin: main_origin,
-        kind: LoadErrorKind::UnknownInitialState(initial_name.to_owned()),
-    })?;
-    let subprocesses = order[1..]
-        .iter()
-        .filter_map(|&i| c.processes[i].name.clone())
-        .collect();
-    let process = Process::new(
-        main_name,
-        initial,
-        states,
-        events,
-        transitions,
-        subprocesses,
-    );
-    Ok(Merged { process, warnings })
 }
 
 /// The origin used for problems with a whole file.

@@ -10,7 +10,10 @@
 //!
 //! `prefix="P"` on an include is applied as Spryker's builder applies it: the state and
 //! event names declared in the included file, and the `<source>`, `<target>` and `<event>`
-//! texts there, become `P - name` ([`PREFIX_DELIMITER`]).
+//! texts there, become `P - name` ([`PREFIX_DELIMITER`], Spryker's
+//! `getSubProcessPrefixDelimiter()`), as in `Builder::mergeSubProcessFiles` of spryker/oms
+//! and spryker/state-machine. Process names and the files that file includes in turn are
+//! not prefixed, and a prefixed file can only refer to its own (prefixed) states.
 
 mod merge;
 mod xml;

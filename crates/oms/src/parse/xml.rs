@@ -33,8 +33,6 @@ pub(super) struct RawInclude {
 pub(super) struct RawProcess {
     pub name: Option<String>,
     pub main: bool,
-    /// `prefix=` of the include that brought this file in; already applied to the names.
-    pub prefix: Option<String>,
     pub origin: Origin,
     pub subprocesses: Vec<Named>,
     pub states: Vec<RawState>,
@@ -217,7 +215,6 @@ fn read_process(r: &Reader<'_>, p: Node<'_, '_>) -> Result<RawProcess, LoadError
     let mut out = RawProcess {
         name: optional(p, "name"),
         main: flag(p, "main"),
-        prefix: None,
         origin: r.at(p),
         subprocesses: Vec::new(),
         states: Vec::new(),

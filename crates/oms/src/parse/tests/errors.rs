@@ -244,6 +244,8 @@ fn structure_errors_say_what_is_missing() {
             r#"the main <process> needs a "name" attribute"#,
         ),
     ];
+    let state_without_name = err(load(cases[1].0, &[]));
+    assert_eq!(state_without_name.origin.to_string(), "defs/main.xml:1:53");
     for (xml, want) in cases {
         let e = err(load(xml, &[]));
         assert!(
