@@ -81,11 +81,15 @@ pub(super) struct Layout {
     pub height: f64,
 }
 
-const NODE_GAP: f64 = 28.0;
-const DUMMY_GAP: f64 = 10.0;
-const BAND_GAP: f64 = 12.0;
+mod order;
+mod place;
+
+/// Vertical room between layers; the curves between a state and its labels bend in it.
+const BAND_GAP: f64 = 24.0;
 const MIN_LABEL_BAND: f64 = 16.0;
 const SWEEPS: usize = 24;
+/// Room per edge along the side of a state, so arrows arriving together stay apart.
+const PORT_SPACING: f64 = 20.0;
 
 impl Layout {
     /// Index of the layout node that draws state `s`.
@@ -184,15 +188,22 @@ pub(super) fn layout(input: &Input) -> Layout {
             up[w[1]].push(w[0]);
         }
     }
-    let layers = order(
+    // A state with many edges on one side grows wide enough to keep its arrows apart.
+    for (v, node) in nodes.iter_mut().enumerate().take(n) {
+        let busiest = up[v].len().max(down[v].len()) as f64;
+        let half = node.left.max(busiest * PORT_SPACING / 2.0);
+        node.right += half - node.left;
+        node.left = half;
+    }
+    let layers = order::order(
         &nodes,
         layer_count,
-        &dfs_order(nodes.len(), start, &down),
+        &order::dfs_order(nodes.len(), start, &down),
         &up,
         &down,
     );
-    place_x(&mut nodes, &layers, &up, &down);
-    let height = place_y(&mut nodes, &layers);
+    place::place_x(&mut nodes, &layers, &up, &down);
+    let height = place::place_y(&mut nodes, &layers);
     let min_x = nodes
         .iter()
         .map(|n| n.x - n.left)
@@ -289,215 +300,6 @@ fn ranks(count: usize, dag: &[(usize, usize, Option<usize>, bool)]) -> Vec<usize
     rank
 }
 
-/// Depth-first discovery order, used as the first order within each layer.
-fn dfs_order(count: usize, start: usize, down: &[Vec<usize>]) -> Vec<usize> {
-    let mut seen = vec![false; count];
-    let mut order = Vec::with_capacity(count);
-    let roots = std::iter::once(start).chain(0..count);
-    for root in roots {
-        let mut stack = vec![root];
-        while let Some(v) = stack.pop() {
-            if std::mem::replace(&mut seen[v], true) {
-                continue;
-            }
-            order.push(v);
-            stack.extend(down[v].iter().rev());
-        }
-    }
-    order
-}
-
-/// Orders each layer by barycenter sweeps and returns the order with the fewest crossings.
-fn order(
-    nodes: &[Node],
-    layer_count: usize,
-    first: &[usize],
-    up: &[Vec<usize>],
-    down: &[Vec<usize>],
-) -> Vec<Vec<usize>> {
-    let mut layers: Vec<Vec<usize>> = vec![Vec::new(); layer_count];
-    for &v in first {
-        layers[nodes[v].layer].push(v);
-    }
-    let mut pos = vec![0usize; nodes.len()];
-    let index = |layers: &[Vec<usize>], pos: &mut [usize]| {
-        for layer in layers {
-            for (i, &v) in layer.iter().enumerate() {
-                pos[v] = i;
-            }
-        }
-    };
-    index(&layers, &mut pos);
-    let mut best = (crossings(&layers, &pos, down), layers.clone());
-    for sweep in 0..SWEEPS {
-        let downward = sweep % 2 == 0;
-        let range: Vec<usize> = if downward {
-            (1..layer_count).collect()
-        } else {
-            (0..layer_count.saturating_sub(1)).rev().collect()
-        };
-        for l in range {
-            let neighbours = if downward { up } else { down };
-            let mut keyed: Vec<(f64, usize)> = layers[l]
-                .iter()
-                .map(|&v| {
-                    let ns = &neighbours[v];
-                    let key = if ns.is_empty() {
-                        pos[v] as f64
-                    } else {
-                        ns.iter().map(|&u| pos[u] as f64).sum::<f64>() / ns.len() as f64
-                    };
-                    (key, v)
-                })
-                .collect();
-            keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(pos[a.1].cmp(&pos[b.1])));
-            layers[l] = keyed.into_iter().map(|(_, v)| v).collect();
-            for (i, &v) in layers[l].iter().enumerate() {
-                pos[v] = i;
-            }
-        }
-        let c = crossings(&layers, &pos, down);
-        if c < best.0 {
-            best = (c, layers.clone());
-        }
-    }
-    best.1
-}
-
-/// Counts edge crossings between each pair of adjacent layers.
-fn crossings(layers: &[Vec<usize>], pos: &[usize], down: &[Vec<usize>]) -> usize {
-    let mut total = 0;
-    for layer in layers {
-        let segs: Vec<(usize, usize)> = layer
-            .iter()
-            .flat_map(|&v| down[v].iter().map(move |&w| (pos[v], pos[w])))
-            .collect();
-        for (i, a) in segs.iter().enumerate() {
-            total += segs[i + 1..]
-                .iter()
-                .filter(|b| (a.0 < b.0 && a.1 > b.1) || (a.0 > b.0 && a.1 < b.1))
-                .count();
-        }
-    }
-    total
-}
-
-fn gap(a: &Node, b: &Node) -> f64 {
-    let real = |n: &Node| matches!(n.kind, Kind::State(_) | Kind::Start | Kind::Label(_));
-    if real(a) && real(b) {
-        NODE_GAP
-    } else {
-        DUMMY_GAP
-    }
-}
-
-/// Sweeps that move nodes towards their neighbours' mean x while keeping the order and gaps.
-fn place_x(nodes: &mut [Node], layers: &[Vec<usize>], up: &[Vec<usize>], down: &[Vec<usize>]) {
-    for layer in layers {
-        let mut x = 0.0;
-        for (i, &v) in layer.iter().enumerate() {
-            if i > 0 {
-                x += nodes[layer[i - 1]].right
-                    + gap(&nodes[layer[i - 1]], &nodes[v])
-                    + nodes[v].left;
-            }
-            nodes[v].x = x;
-        }
-    }
-    for sweep in 0..SWEEPS {
-        let ids: Vec<usize> = if sweep % 2 == 0 {
-            (1..layers.len()).collect()
-        } else {
-            (0..layers.len().saturating_sub(1)).rev().collect()
-        };
-        let last = sweep + 2 >= SWEEPS;
-        for l in ids {
-            let layer = &layers[l];
-            let targets: Vec<(f64, f64)> = layer
-                .iter()
-                .map(|&v| {
-                    let ns: Vec<usize> = match (last, sweep % 2 == 0) {
-                        (true, _) => up[v].iter().chain(&down[v]).copied().collect(),
-                        (false, true) => up[v].clone(),
-                        (false, false) => down[v].clone(),
-                    };
-                    // Virtual nodes pull harder so long edges straighten.
-                    let weight = if matches!(nodes[v].kind, Kind::Dummy) {
-                        4.0
-                    } else {
-                        1.0
-                    };
-                    if ns.is_empty() {
-                        (nodes[v].x, 0.1)
-                    } else {
-                        let mean = ns.iter().map(|&u| nodes[u].x).sum::<f64>() / ns.len() as f64;
-                        (mean, weight)
-                    }
-                })
-                .collect();
-            let seps: Vec<f64> = layer
-                .windows(2)
-                .map(|w| nodes[w[0]].right + gap(&nodes[w[0]], &nodes[w[1]]) + nodes[w[1]].left)
-                .collect();
-            for (&v, x) in layer.iter().zip(fit(&targets, &seps)) {
-                nodes[v].x = x;
-            }
-        }
-    }
-}
-
-/// Least-squares positions closest to `targets` (value, weight) with `x[i+1] - x[i] >=
-/// seps[i]`: subtracting the cumulative separation turns it into isotonic regression, which
-/// pool-adjacent-violators solves exactly.
-fn fit(targets: &[(f64, f64)], seps: &[f64]) -> Vec<f64> {
-    let mut offset = Vec::with_capacity(targets.len());
-    let mut acc = 0.0;
-    for i in 0..targets.len() {
-        if i > 0 {
-            acc += seps[i - 1];
-        }
-        offset.push(acc);
-    }
-    // Blocks of (weighted sum, weight, length).
-    let mut blocks: Vec<(f64, f64, usize)> = Vec::new();
-    for (i, &(t, w)) in targets.iter().enumerate() {
-        blocks.push((w * (t - offset[i]), w, 1));
-        while blocks.len() > 1 {
-            let (s1, w1, n1) = blocks[blocks.len() - 1];
-            let (s0, w0, n0) = blocks[blocks.len() - 2];
-            if s0 / w0 <= s1 / w1 {
-                break;
-            }
-            blocks.pop();
-            let last = blocks.len() - 1;
-            blocks[last] = (s0 + s1, w0 + w1, n0 + n1);
-        }
-    }
-    let mut out = Vec::with_capacity(targets.len());
-    for (s, w, n) in blocks {
-        for _ in 0..n {
-            out.push(s / w + offset[out.len()]);
-        }
-    }
-    out
-}
-
-/// Stacks the layers; returns the total height.
-fn place_y(nodes: &mut [Node], layers: &[Vec<usize>]) -> f64 {
-    let mut y = 0.0;
-    for (l, layer) in layers.iter().enumerate() {
-        let mut h = layer.iter().map(|&v| nodes[v].h).fold(0.0, f64::max);
-        if l % 2 == 1 {
-            h = h.max(MIN_LABEL_BAND);
-        }
-        for &v in layer {
-            nodes[v].y = y + h / 2.0;
-        }
-        y += h + BAND_GAP;
-    }
-    y - BAND_GAP
-}
-
 /// Turns chains into point lists. Several edges at one side of a state are spread over its
 /// width in the order of where they go, so arrows do not pile up on one point.
 fn route(
@@ -520,7 +322,7 @@ fn route(
         };
         peers.sort_by(|a, b| nodes[*a].x.total_cmp(&nodes[*b].x).then(a.cmp(b)));
         let k = peers.iter().position(|&p| p == other).unwrap_or(0);
-        let span = (node.left * 2.0 * 0.7).min(18.0 * peers.len() as f64);
+        let span = (node.left * 2.0 * 0.8).min(PORT_SPACING * peers.len() as f64);
         let x = if peers.len() <= 1 {
             node.x
         } else {
@@ -570,12 +372,6 @@ fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fit_keeps_separations_and_reaches_free_targets() {
-        let x = fit(&[(0.0, 1.0), (0.0, 1.0), (100.0, 1.0)], &[10.0, 10.0]);
-        assert_eq!(x, vec![-5.0, 5.0, 100.0]);
-    }
 
     #[test]
     fn cycles_are_broken_and_ranks_follow_edges() {
