@@ -3,6 +3,7 @@
 //! the same input always gives the same output.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use oms::Timeout;
 use oms::graph::{GraphOptions, to_dot, to_svg};
@@ -79,6 +80,7 @@ fn process() -> Process {
             tr(1, 4, None, Some("Payment/IsVoided"), false),
             tr(1, 1, Some(3), None, false),
             tr(4, 0, Some(4), None, false),
+            tr(1, 4, Some(4), None, false),
         ],
         Vec::new(),
     )
@@ -129,6 +131,14 @@ fn dot_has_every_state_and_edge_label() {
         assert!(dot.contains(e), "{e} missing");
     }
     assert!(dot_edge(&dot, "paid", "paid").contains("retry"));
+    let parallel = dot
+        .lines()
+        .filter(|l| l.starts_with("  \"paid\" -> \"canceled\" ["))
+        .count();
+    assert_eq!(
+        parallel, 2,
+        "one edge per transition, also between the same states"
+    );
     assert!(dot_edge(&dot, "__start", "new").contains("color"));
 }
 
@@ -256,10 +266,8 @@ fn svg_is_a_standalone_document_with_every_state() {
 }
 
 /// Rectangles of state boxes and edge-label backgrounds must not overlap.
-#[test]
-fn svg_boxes_do_not_overlap() {
-    let svg = to_svg(&process(), &counts());
-    let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+fn assert_no_overlap(svg: &str) {
+    let doc = roxmltree::Document::parse(svg).expect("well-formed XML");
     let num = |n: &roxmltree::Node, a: &str| n.attribute(a).and_then(|v| v.parse::<f64>().ok());
     let rects: Vec<(f64, f64, f64, f64)> = doc
         .descendants()
@@ -273,7 +281,6 @@ fn svg_boxes_do_not_overlap() {
             ))
         })
         .collect();
-    assert!(rects.len() >= 5 + 4, "states and labels are drawn as boxes");
     for (i, a) in rects.iter().enumerate() {
         for b in &rects[i + 1..] {
             let apart =
@@ -281,6 +288,63 @@ fn svg_boxes_do_not_overlap() {
             assert!(apart, "{a:?} overlaps {b:?}");
         }
     }
+}
+
+#[test]
+fn svg_boxes_do_not_overlap() {
+    let svg = to_svg(&process(), &counts());
+    let boxes = svg.matches(" rx=\"").count();
+    assert!(boxes >= 5 + 4, "states and labels are drawn as boxes");
+    assert_no_overlap(&svg);
+}
+
+/// The project's own example process, loaded by the real parser.
+#[test]
+fn renders_the_example_process() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../processes/ErpOrder01.xml");
+    let loaded = oms::parse::load_file(&file).expect("example process loads");
+    let svg = to_svg(&loaded.process, &GraphOptions::with_legend());
+    assert_no_overlap(&svg);
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+    for s in loaded.process.states() {
+        assert!(
+            doc.descendants().any(|n| n.text() == Some(s.name.as_str())),
+            "{}",
+            s.name
+        );
+    }
+    let dot = to_dot(&loaded.process, &GraphOptions::default());
+    assert!(layout::gv::DotParser::new(&dot).process().is_ok());
+}
+
+#[test]
+fn a_process_without_transitions_renders() {
+    let p = Process::new(
+        "One",
+        StateId(0),
+        vec![state("new", false, &[])],
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let svg = to_svg(&p, &GraphOptions::default());
+    assert!(roxmltree::Document::parse(&svg).is_ok());
+    assert!(to_dot(&p, &GraphOptions::default()).contains("\"__start\" -> \"new\""));
+}
+
+#[test]
+fn highlighted_states_are_emphasised_without_counts() {
+    let opts = GraphOptions {
+        highlight: ["closed".to_owned()].into(),
+        ..GraphOptions::default()
+    };
+    let dot = to_dot(&process(), &opts);
+    let closed = dot
+        .lines()
+        .find(|l| l.starts_with("  \"closed\" ["))
+        .unwrap_or_default();
+    assert!(closed.contains("penwidth"), "{closed}");
+    assert!(!closed.contains('·'), "no count without items: {closed}");
 }
 
 #[test]

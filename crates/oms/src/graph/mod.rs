@@ -202,6 +202,7 @@ impl View {
 
 /// Legend lines shared by both renderers.
 pub(crate) const LEGEND: &[&str] = &[
+    "● start: new items enter the state it points to",
     "✋ manual event",
     "⟶ on enter: fires when an item enters the state",
     "⏱ timeout event",

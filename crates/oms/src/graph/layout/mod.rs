@@ -203,6 +203,11 @@ pub(super) fn layout(input: &Input) -> Layout {
         &down,
     );
     place::place_x(&mut nodes, &layers, &up, &down);
+    // The start marker sits straight above the initial state when nothing else shares its
+    // layer, so its arrow is a plain vertical line.
+    if layers[nodes[start].layer].len() == 1 {
+        nodes[start].x = nodes[input.initial].x;
+    }
     let height = place::place_y(&mut nodes, &layers);
     let min_x = nodes
         .iter()
