@@ -187,7 +187,7 @@ fn render(
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
     let loaded = parse::load_file(file).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let opts = GraphOptions::default();
+    let opts = GraphOptions::with_legend();
     let content = match format {
         Format::Svg => oms::graph::to_svg(&loaded.process, &opts),
         Format::Dot => oms::graph::to_dot(&loaded.process, &opts),
