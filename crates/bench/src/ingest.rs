@@ -30,6 +30,9 @@ pub struct Args {
     orders: u64,
 }
 
+/// Builds the n-th request of a phase on a connection's client.
+type MakeRequest = Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
+
 struct Phase {
     requests: u64,
     errors: u64,
@@ -61,7 +64,7 @@ async fn phase(
     connections: usize,
     duration: Duration,
     pace: Option<f64>,
-    request: Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>,
+    request: MakeRequest,
     expect: u16,
 ) -> Phase {
     let counter = Arc::new(AtomicU64::new(0));
