@@ -344,3 +344,40 @@ fn the_projects_example_processes_load() {
     let loaded = parse::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(!loaded.is_empty(), "no main process in {}", dir.display());
 }
+
+#[test]
+fn every_main_file_renders_to_svg_and_dot() {
+    use oms::graph::{GraphOptions, to_dot, to_svg};
+    let Some(dir) = spryker_dir() else { return };
+    for file in main_files(&dir) {
+        let l = load(&dir, &file);
+        let opts = GraphOptions::with_legend();
+        let svg = to_svg(&l.process, &opts);
+        let doc = roxmltree::Document::parse(&svg)
+            .unwrap_or_else(|e| panic!("{file}: SVG is not well-formed: {e}"));
+        let texts: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text())
+            .collect();
+        for s in l.process.states() {
+            assert!(
+                texts.contains(&s.name.as_str()),
+                "{file}: state {:?} not drawn",
+                s.name
+            );
+        }
+        let dot = to_dot(&l.process, &opts);
+        let mut parser = layout::gv::DotParser::new(&dot);
+        assert!(parser.process().is_ok(), "{file}: DOT does not parse");
+        for t in l.process.transitions() {
+            if let Some(e) = t.event {
+                assert!(
+                    dot.contains(&l.process.event(e).name),
+                    "{file}: no label for {:?}",
+                    l.process.event(e).name
+                );
+            }
+        }
+    }
+}

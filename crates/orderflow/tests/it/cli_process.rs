@@ -198,3 +198,21 @@ fn simulate_rejects_a_bad_condition_flag() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither true nor false"));
 }
+
+#[test]
+fn every_corpus_main_file_passes_check() {
+    let Some(dir) = crate::corpus::corpus_dir() else {
+        return;
+    };
+    let dir = dir.join("spryker-oms");
+    let out = orderflow(&["process", "check", "--json", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v = stdout_json(&out);
+    let files = v["files"].as_array().unwrap();
+    assert_eq!(files.len(), 12, "the corpus has 12 main files");
+    assert!(files.iter().all(|f| f["ok"] == true));
+}
