@@ -1,1 +1,41 @@
-fn main() {}
+//! orderflow's benchmark harness. Each subcommand prints figures (medians, and ratios
+//! against a baseline measured in the same run); nothing here asserts a time.
+
+mod engine;
+mod ingest;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "bench", about = "orderflow benchmarks (run with --release)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// OMS engine throughput (item transitions per second, one core) and corpus load time.
+    Engine(engine::Args),
+    /// ERP ingest: durable async acks per second and latency, against GET /healthz.
+    Ingest(ingest::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Engine(args) => engine::run(args),
+        Command::Ingest(args) => ingest::run(args),
+    }
+}
+
+/// Median of a non-empty sample.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

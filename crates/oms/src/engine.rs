@@ -107,9 +107,18 @@ pub enum Outcome {
 pub enum StayReason {
     /// Every transition has a condition and none held.
     NoConditionHeld,
-    CommandFailed { command: String, error: PluginError },
-    ConditionFailed { condition: String, error: PluginError },
-    Unbound { kind: PluginKind, name: String },
+    CommandFailed {
+        command: String,
+        error: PluginError,
+    },
+    ConditionFailed {
+        condition: String,
+        error: PluginError,
+    },
+    Unbound {
+        kind: PluginKind,
+        name: String,
+    },
     /// The event repeated more than [`EngineOptions::max_event_repeats`] times.
     LoopGuard,
 }
@@ -118,7 +127,9 @@ impl std::fmt::Display for StayReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::NoConditionHeld => f.write_str("no condition held"),
-            Self::CommandFailed { command, error } => write!(f, "command {command} failed: {error}"),
+            Self::CommandFailed { command, error } => {
+                write!(f, "command {command} failed: {error}")
+            }
             Self::ConditionFailed { condition, error } => {
                 write!(f, "condition {condition} failed: {error}")
             }
@@ -280,13 +291,13 @@ impl<'a> Engine<'a> {
         event: &str,
         now: DateTime<Utc>,
     ) -> Result<Decisions, EngineError> {
-        let event_id =
-            self.process
-                .event_id(event)
-                .ok_or_else(|| EngineError::UnknownEvent {
-                    process: self.process.name().to_owned(),
-                    event: event.to_owned(),
-                })?;
+        let event_id = self
+            .process
+            .event_id(event)
+            .ok_or_else(|| EngineError::UnknownEvent {
+                process: self.process.name().to_owned(),
+                event: event.to_owned(),
+            })?;
         let idxs = self.select(order, items)?;
         let mut run = Run::new();
         run.queue.push_back((event_id, idxs, Cause::Trigger));
@@ -352,7 +363,12 @@ impl<'a> Engine<'a> {
             // An item moved by an earlier timeout event no longer waits for this one.
             let members: Vec<usize> = members
                 .into_iter()
-                .filter(|&i| !self.process.transitions_for(order.items[i].state, e).is_empty())
+                .filter(|&i| {
+                    !self
+                        .process
+                        .transitions_for(order.items[i].state, e)
+                        .is_empty()
+                })
                 .filter(|i| !run.moved.contains(i))
                 .collect();
             if !members.is_empty() {

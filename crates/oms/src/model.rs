@@ -115,7 +115,10 @@ impl Process {
         for (i, t) in transitions.iter().enumerate() {
             let tid = TransitionId(i as u32);
             let s = t.source.0 as usize;
-            assert!(s < n && (t.target.0 as usize) < n, "transition state out of range");
+            assert!(
+                s < n && (t.target.0 as usize) < n,
+                "transition state out of range"
+            );
             match t.event {
                 None => eventless[s].push(tid),
                 Some(e) => {
@@ -170,7 +173,10 @@ impl Process {
 
     /// Returns a copy whose items start in `state`.
     pub fn with_initial(mut self, state: StateId) -> Self {
-        assert!((state.0 as usize) < self.states.len(), "initial state out of range");
+        assert!(
+            (state.0 as usize) < self.states.len(),
+            "initial state out of range"
+        );
         self.initial = state;
         self
     }
@@ -264,7 +270,11 @@ impl Process {
 
     /// Command names used by events, sorted and unique.
     pub fn command_names(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.events.iter().filter_map(|e| e.command.as_deref()).collect();
+        let mut v: Vec<&str> = self
+            .events
+            .iter()
+            .filter_map(|e| e.command.as_deref())
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -272,7 +282,191 @@ impl Process {
 
     /// The happy transition out of `state` that a walker should follow: the first one with
     /// `happy="true"`.
-    pub fn happy_from(&self, state: StateId) -> Option<&Transition> {
-        self.transitions.iter().find(|t| t.source == state && t.happy)
+    pub fn happy_from(&self, state: StateId) -> Option<TransitionId> {
+        self.transitions
+            .iter()
+            .position(|t| t.source == state && t.happy)
+            .map(|i| TransitionId(i as u32))
+    }
+
+    /// The happy path: from the initial state, the first happy transition out of each state,
+    /// until a state has none or one comes round again.
+    pub fn happy_path(&self) -> Vec<TransitionId> {
+        let mut path = Vec::new();
+        let mut seen = vec![false; self.states.len()];
+        let mut state = self.initial;
+        while !std::mem::replace(&mut seen[state.0 as usize], true) {
+            let Some(t) = self.happy_from(state) else {
+                break;
+            };
+            path.push(t);
+            state = self.transition(t).target;
+        }
+        path
+    }
+}
+
+/// Builds a [`Process`] in code, by names: for embedders that define processes without XML,
+/// and for tests.
+///
+/// ```
+/// use oms::model::ProcessBuilder;
+/// let p = ProcessBuilder::new("Demo")
+///     .state("new")
+///     .state("paid")
+///     .event("pay", |e| e.manual = true)
+///     .transition("new", "paid", Some("pay"), None)
+///     .build()
+///     .unwrap();
+/// assert_eq!(p.state(p.initial()).name, "new");
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProcessBuilder {
+    name: String,
+    initial: String,
+    states: Vec<State>,
+    events: Vec<Event>,
+    transitions: Vec<PendingTransition>,
+}
+
+#[derive(Clone, Debug)]
+struct PendingTransition {
+    source: String,
+    target: String,
+    event: Option<String>,
+    condition: Option<String>,
+    happy: bool,
+}
+
+impl ProcessBuilder {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            initial: "new".into(),
+            states: Vec::new(),
+            events: Vec::new(),
+            transitions: Vec::new(),
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        Origin {
+            file: format!("<{}>", self.name),
+            line: 0,
+            column: 0,
+        }
+    }
+
+    /// The state new items enter (default `new`).
+    pub fn initial(mut self, state: impl Into<String>) -> Self {
+        self.initial = state.into();
+        self
+    }
+
+    pub fn state(self, name: impl Into<String>) -> Self {
+        self.state_with(name, |_| {})
+    }
+
+    /// Adds a state and lets `f` set reserved, flags or display.
+    pub fn state_with(mut self, name: impl Into<String>, f: impl FnOnce(&mut State)) -> Self {
+        let mut s = State {
+            name: name.into(),
+            display: None,
+            reserved: false,
+            flags: Vec::new(),
+            process: self.name.clone(),
+            origin: self.origin(),
+        };
+        f(&mut s);
+        self.states.push(s);
+        self
+    }
+
+    /// Adds an event and lets `f` set manual, onEnter, command or timeout.
+    pub fn event(mut self, name: impl Into<String>, f: impl FnOnce(&mut Event)) -> Self {
+        let mut e = Event {
+            name: name.into(),
+            manual: false,
+            on_enter: false,
+            command: None,
+            timeout: None,
+            timeout_processor: None,
+            process: self.name.clone(),
+            origin: self.origin(),
+        };
+        f(&mut e);
+        self.events.push(e);
+        self
+    }
+
+    pub fn transition(
+        self,
+        source: &str,
+        target: &str,
+        event: Option<&str>,
+        condition: Option<&str>,
+    ) -> Self {
+        self.transition_with(source, target, event, condition, false)
+    }
+
+    pub fn happy(self, source: &str, target: &str, event: Option<&str>) -> Self {
+        self.transition_with(source, target, event, None, true)
+    }
+
+    pub fn transition_with(
+        mut self,
+        source: &str,
+        target: &str,
+        event: Option<&str>,
+        condition: Option<&str>,
+        happy: bool,
+    ) -> Self {
+        self.transitions.push(PendingTransition {
+            source: source.into(),
+            target: target.into(),
+            event: event.map(Into::into),
+            condition: condition.map(Into::into),
+            happy,
+        });
+        self
+    }
+
+    /// Resolves names; an unknown state or event is an error naming it.
+    pub fn build(self) -> Result<Process, String> {
+        let state = |n: &str| {
+            self.states
+                .iter()
+                .position(|s| s.name == n)
+                .map(|i| StateId(i as u32))
+                .ok_or_else(|| format!("unknown state {n:?}"))
+        };
+        let event = |n: &str| {
+            self.events
+                .iter()
+                .position(|e| e.name == n)
+                .map(|i| EventId(i as u32))
+                .ok_or_else(|| format!("unknown event {n:?}"))
+        };
+        let mut transitions = Vec::with_capacity(self.transitions.len());
+        for t in &self.transitions {
+            transitions.push(Transition {
+                source: state(&t.source)?,
+                target: state(&t.target)?,
+                event: t.event.as_deref().map(event).transpose()?,
+                condition: t.condition.clone(),
+                happy: t.happy,
+                process: self.name.clone(),
+                origin: self.origin(),
+            });
+        }
+        let initial = state(&self.initial)?;
+        Ok(Process::new(
+            self.name,
+            initial,
+            self.states,
+            self.events,
+            transitions,
+            Vec::new(),
+        ))
     }
 }

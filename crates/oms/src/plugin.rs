@@ -80,8 +80,15 @@ pub enum Effect {
 /// An attribute write staged by a command; applied only when the command succeeds.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttributeChange {
-    Order { key: String, value: Value },
-    Item { item: i64, key: String, value: Value },
+    Order {
+        key: String,
+        value: Value,
+    },
+    Item {
+        item: i64,
+        key: String,
+        value: Value,
+    },
 }
 
 /// What a command sees: the order, the items it runs for, and places to stage changes.
@@ -364,7 +371,9 @@ impl Condition for ConditionBinding {
                     (Some(e), _, _) => v == Some(e),
                     (None, Some(set), _) => v.is_some_and(|v| set.contains(v)),
                     (None, None, Some(want)) => v.is_some() == *want,
-                    (None, None, None) => !matches!(v, None | Some(Value::Null | Value::Bool(false))),
+                    (None, None, None) => {
+                        !matches!(v, None | Some(Value::Null | Value::Bool(false)))
+                    }
                 })
             }
         }
@@ -375,8 +384,7 @@ impl Command for CommandBinding {
     fn mode(&self) -> CommandMode {
         match self {
             Self::SetAttributes {
-                scope: Scope::Item,
-                ..
+                scope: Scope::Item, ..
             } => CommandMode::ByItem,
             _ => CommandMode::ByOrder,
         }

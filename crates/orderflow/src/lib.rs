@@ -3,4 +3,6 @@
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod inbox;
 pub mod store;
+pub mod webhook;

@@ -3,7 +3,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "orderflow", version, about = "ERP order updates into an OMS state machine")]
+#[command(
+    name = "orderflow",
+    version,
+    about = "ERP order updates into an OMS state machine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

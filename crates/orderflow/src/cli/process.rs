@@ -1,17 +1,212 @@
 //! `orderflow process check|render|simulate`: work with process definitions offline.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use anyhow::Context;
+use clap::{Subcommand, ValueEnum};
+use oms::graph::GraphOptions;
+use oms::parse::{self, Loaded};
+use oms::plugin::{Bindings, Registry};
+use serde_json::json;
+
+use super::simulate::{self, SimulateArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum ProcessCommand {
-    /// Load and check process files; exit 1 on any error.
-    Check,
+    /// Load and check process files (or folders of them); exit 1 on any error.
+    Check {
+        /// Main process files, or folders whose top-level main processes are all checked.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Treat condition and command names with no plugin bound as errors.
+        #[arg(long)]
+        strict: bool,
+        /// Configuration whose [conditions] and [commands] bind plugins
+        /// (default: ./orderflow.toml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw a process as SVG or Graphviz DOT.
+    Render {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Svg)]
+        format: Format,
+        /// Output file (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Print one JSON object `{"process","format","content"}` instead of the drawing.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run events against a simulated order and print every step.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Svg,
+    Dot,
 }
 
 pub fn run(cmd: ProcessCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ProcessCommand::Check => Ok(ExitCode::SUCCESS),
+        ProcessCommand::Check {
+            files,
+            strict,
+            config,
+            json,
+        } => check(&files, strict, config.as_deref(), json),
+        ProcessCommand::Render {
+            file,
+            format,
+            output,
+            json,
+        } => render(&file, format, output.as_deref(), json),
+        ProcessCommand::Simulate(args) => simulate::run(args),
     }
+}
+
+/// Reads the plugin bindings of a configuration file; other sections are ignored here.
+pub fn load_bindings(config: Option<&Path>) -> anyhow::Result<Bindings> {
+    #[derive(serde::Deserialize, Default)]
+    struct OnlyBindings {
+        #[serde(default)]
+        conditions: std::collections::BTreeMap<String, oms::plugin::ConditionBinding>,
+        #[serde(default)]
+        commands: std::collections::BTreeMap<String, oms::plugin::CommandBinding>,
+    }
+    let default = Path::new("orderflow.toml");
+    let path = match config {
+        Some(p) => p,
+        None if default.exists() => default,
+        None => return Ok(Bindings::default()),
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read configuration {}", path.display()))?;
+    let b: OnlyBindings = toml::from_str(&text)
+        .with_context(|| format!("invalid configuration {}", path.display()))?;
+    Ok(Bindings {
+        conditions: b.conditions,
+        commands: b.commands,
+    })
+}
+
+/// Loads a file, or every main process of a folder.
+fn load_all(path: &Path) -> Result<Vec<Loaded>, parse::LoadError> {
+    if path.is_dir() {
+        parse::load_dir(path)
+    } else {
+        parse::load_file(path).map(|l| vec![l])
+    }
+}
+
+fn check(
+    files: &[PathBuf],
+    strict: bool,
+    config: Option<&Path>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut registry = Registry::new();
+    registry.bind(&load_bindings(config)?);
+    let mut failed = false;
+    let mut report = Vec::new();
+    for path in files {
+        match load_all(path) {
+            Err(e) => {
+                failed = true;
+                if !as_json {
+                    eprintln!("{}: error: {}", e.origin, e.kind);
+                }
+                report.push(json!({"file": path.display().to_string(), "ok": false,
+                    "errors": [{"at": e.origin.to_string(), "message": e.kind.to_string()}]}));
+            }
+            Ok(loaded) => {
+                for l in loaded {
+                    let unbound = registry.unbound(&l.process);
+                    let file = l.path.display().to_string();
+                    if !as_json {
+                        for w in &l.warnings {
+                            eprintln!("{w}");
+                        }
+                        for u in &unbound {
+                            let level = if strict { "error" } else { "warning" };
+                            eprintln!(
+                                "{}: {level}: {} {:?} is not bound to a plugin",
+                                u.origin, u.kind, u.name
+                            );
+                        }
+                    }
+                    let ok = !strict || unbound.is_empty();
+                    failed |= !ok;
+                    if !as_json && ok {
+                        let p = &l.process;
+                        println!(
+                            "{file}: ok: process {} ({} states, {} events, {} transitions, {} warnings)",
+                            p.name(),
+                            p.states().len(),
+                            p.events().len(),
+                            p.transitions().len(),
+                            l.warnings.len()
+                        );
+                    }
+                    report.push(json!({
+                        "file": file,
+                        "process": l.process.name(),
+                        "ok": ok,
+                        "states": l.process.states().len(),
+                        "events": l.process.events().len(),
+                        "transitions": l.process.transitions().len(),
+                        "warnings": l.warnings,
+                        "unbound": unbound,
+                    }));
+                }
+            }
+        }
+    }
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"ok": !failed, "files": report}))?
+        );
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn render(
+    file: &Path,
+    format: Format,
+    output: Option<&Path>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let loaded = parse::load_file(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let opts = GraphOptions::with_legend();
+    let content = match format {
+        Format::Svg => oms::graph::to_svg(&loaded.process, &opts),
+        Format::Dot => oms::graph::to_dot(&loaded.process, &opts),
+    };
+    let content = if as_json {
+        let f = match format {
+            Format::Svg => "svg",
+            Format::Dot => "dot",
+        };
+        serde_json::to_string(
+            &json!({"process": loaded.process.name(), "format": f, "content": content}),
+        )? + "\n"
+    } else {
+        content
+    };
+    match output {
+        Some(out) => std::fs::write(out, content)
+            .with_context(|| format!("cannot write {}", out.display()))?,
+        None => print!("{content}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

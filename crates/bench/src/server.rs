@@ -1,0 +1,164 @@
+//! Starts the real `orderflow` binary on a free loopback port against a fresh database,
+//! the way an operator would, so benchmarks measure what users run.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub dir: PathBuf,
+    pub database_url: String,
+    binary: PathBuf,
+}
+
+/// The release binary next to this benchmark's own executable.
+pub fn default_binary() -> PathBuf {
+    let me = std::env::current_exe().unwrap_or_default();
+    me.with_file_name("orderflow")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl Server {
+    /// Starts `orderflow serve` in a new temporary folder. `database_url` defaults to a
+    /// SQLite file in that folder.
+    pub fn start(
+        binary: &Path,
+        database_url: Option<&str>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        if !binary.exists() {
+            bail!(
+                "{} not found: build it with `cargo build --release`",
+                binary.display()
+            );
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "orderflow-bench-{}-{}",
+            std::process::id(),
+            unique()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let database_url = database_url
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("orderflow.db").display()));
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let root = repo_root();
+        let mut args = vec![
+            "serve".to_owned(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--database-url".into(),
+            database_url.clone(),
+            "--processes".into(),
+            root.join("processes").display().to_string(),
+            "--config".into(),
+            root.join("orderflow.toml").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(binary)
+            .args(&args)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.join("server.log"))?))
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+            database_url,
+            binary: binary.to_owned(),
+        };
+        server.wait_ready(Duration::from_secs(30))?;
+        Ok(server)
+    }
+
+    fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let url = format!("{}/readyz", self.base);
+        while start.elapsed() < limit {
+            if let Ok(r) = reqwest::blocking_get(&url)
+                && r
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "server not ready after {limit:?}; see {}",
+            self.dir.join("server.log").display()
+        )
+    }
+
+    /// `orderflow clients create NAME --role ROLE --json`; returns the token.
+    pub fn create_client(&self, name: &str, role: &str) -> anyhow::Result<String> {
+        let out = Command::new(&self.binary)
+            .args([
+                "clients",
+                "create",
+                name,
+                "--role",
+                role,
+                "--json",
+                "--database-url",
+                &self.database_url,
+            ])
+            .current_dir(&self.dir)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "clients create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no token in clients create output")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
+mod reqwest {
+    //! A tiny blocking readiness probe without pulling reqwest's blocking feature.
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    pub fn blocking_get(url: &str) -> std::io::Result<bool> {
+        let rest = url.trim_start_matches("http://");
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut s = TcpStream::connect(host)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        Ok(buf.starts_with("HTTP/1.1 200"))
+    }
+}

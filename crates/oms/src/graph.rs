@@ -1,1 +1,0 @@
-//! DOT and SVG rendering (filled in by the graph work).

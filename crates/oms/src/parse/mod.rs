@@ -1,0 +1,185 @@
+//! Spryker `<statemachine>` XML loader.
+//!
+//! - [`load_file`] loads one main process file; `<process file="..."/>` includes resolve
+//!   against the folder that holds the main file (the definitions root, as Spryker looks
+//!   them up under `config/Zed/oms`), with spaces in `file` replaced by `_`.
+//! - [`load_dir`] loads every top-level `*.xml` in a folder whose `<process>` has
+//!   `main="true"`, sorted by file name; subprocess-only files are skipped.
+//! - Errors carry `file:line:column`; warnings ([`crate::check`]) are returned beside the
+//!   process.
+//!
+//! `prefix="P"` on an include is applied as Spryker's builder applies it: the state and
+//! event names declared in the included file, and the `<source>`, `<target>` and `<event>`
+//! texts there, become `P - name` ([`PREFIX_DELIMITER`], Spryker's
+//! `getSubProcessPrefixDelimiter()`), as in `Builder::mergeSubProcessFiles` of spryker/oms
+//! and spryker/state-machine. Process names and the files that file includes in turn are
+//! not prefixed, and a prefixed file can only refer to its own (prefixed) states.
+
+mod merge;
+mod xml;
+
+#[cfg(test)]
+mod tests;
+
+pub use merge::PREFIX_DELIMITER;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::check::Warning;
+use crate::model::{Origin, Process};
+
+/// A loaded main process and the warnings about it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub process: Process,
+    pub path: PathBuf,
+    pub warnings: Vec<Warning>,
+}
+
+/// Why a process could not be loaded, and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {kind}")]
+pub struct LoadError {
+    pub origin: Origin,
+    pub kind: LoadErrorKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LoadErrorKind {
+    #[error("cannot read file: {0}")]
+    Unreadable(String),
+    #[error("not well-formed XML: {0}")]
+    Xml(String),
+    #[error("{0}")]
+    Structure(String),
+    #[error("no main process (a <process main=\"true\">) in this file")]
+    NoMainProcess,
+    #[error("subprocess {0:?} is not defined by any <process name=... file=...> include")]
+    MissingSubprocess(String),
+    #[error("unknown source state {0:?}")]
+    UnknownSource(String),
+    #[error("unknown target state {0:?}")]
+    UnknownTarget(String),
+    #[error("unknown event {0:?}: add it to <events>")]
+    UnknownEvent(String),
+    #[error("invalid timeout {value:?}: {reason}")]
+    InvalidTimeout { value: String, reason: String },
+    #[error("initial state {0:?} is not defined")]
+    UnknownInitialState(String),
+}
+
+impl fmt::Display for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.process.name(), self.path.display())
+    }
+}
+
+/// The state new items enter when [`LoadOptions::initial`] is not set (Spryker's
+/// `getInitialStatus()`).
+pub const DEFAULT_INITIAL_STATE: &str = "new";
+
+/// Per-process loading choices.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Name of the initial state; [`DEFAULT_INITIAL_STATE`] when `None`.
+    pub initial: Option<String>,
+}
+
+impl LoadOptions {
+    /// The initial state's name these options ask for.
+    pub fn initial_state(&self) -> &str {
+        self.initial.as_deref().unwrap_or(DEFAULT_INITIAL_STATE)
+    }
+}
+
+/// Loads the main process in `path` with default options.
+pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
+    load_file_with(path, &LoadOptions::default())
+}
+
+/// Loads the main process in `path`. Includes resolve against `path`'s folder.
+pub fn load_file_with(path: &Path, options: &LoadOptions) -> Result<Loaded, LoadError> {
+    let label = path.display().to_string();
+    let text = read_main(path, &label)?;
+    let root = path.parent().unwrap_or(Path::new(""));
+    load_text(&text, &label, root, options, &|p: &Path| {
+        std::fs::read_to_string(p)
+    })
+    .map(|(process, warnings)| Loaded {
+        process,
+        path: path.to_path_buf(),
+        warnings,
+    })
+}
+
+/// Loads a main process from a string; `file_label` names it in origins and includes
+/// resolve against `root` on the filesystem. Useful for tests and for definitions that do
+/// not come from a file.
+pub fn load_str(
+    xml: &str,
+    file_label: &str,
+    root: &Path,
+    options: &LoadOptions,
+) -> Result<Loaded, LoadError> {
+    load_text(xml, file_label, root, options, &|p: &Path| {
+        std::fs::read_to_string(p)
+    })
+    .map(|(process, warnings)| Loaded {
+        process,
+        path: PathBuf::from(file_label),
+        warnings,
+    })
+}
+
+/// Loads every main process file at the top level of `dir`, sorted by file name.
+pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, LoadError> {
+    load_dir_with(dir, &LoadOptions::default())
+}
+
+/// [`load_dir`] with the same options for every process.
+pub fn load_dir_with(dir: &Path, options: &LoadOptions) -> Result<Vec<Loaded>, LoadError> {
+    let label = dir.display().to_string();
+    let unreadable = |e: std::io::Error| LoadError {
+        origin: merge::start_of(&label),
+        kind: LoadErrorKind::Unreadable(format!("{label}: {e}")),
+    };
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let path = entry.map_err(unreadable)?.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "xml") {
+            paths.push(path);
+        }
+    }
+    paths.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    let mut out = Vec::new();
+    for path in paths {
+        let file = path.display().to_string();
+        if xml::has_main_process(&read_main(&path, &file)?, &file)? {
+            out.push(load_file_with(&path, options)?);
+        }
+    }
+    Ok(out)
+}
+
+fn read_main(path: &Path, label: &str) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|e| LoadError {
+        origin: merge::start_of(label),
+        kind: LoadErrorKind::Unreadable(format!("{label}: {e}")),
+    })
+}
+
+/// The whole pipeline on text: read, follow includes through `read`, merge, check.
+fn load_text(
+    text: &str,
+    label: &str,
+    root: &Path,
+    options: &LoadOptions,
+    read: merge::ReadFn<'_>,
+) -> Result<(Process, Vec<Warning>), LoadError> {
+    let raw = xml::read(text, label)?;
+    let merged = merge::load(raw, label, root, options, read)?;
+    let mut warnings = merged.warnings;
+    warnings.extend(crate::check::warnings(&merged.process));
+    Ok((merged.process, warnings))
+}

@@ -1,0 +1,3 @@
+//! The durable inbox of ERP updates.
+
+pub mod batcher;
