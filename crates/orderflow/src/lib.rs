@@ -1,8 +1,13 @@
 //! orderflow: a durable inbox for ERP order updates in front of a Spryker-compatible OMS.
 
+pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod http;
 pub mod inbox;
+pub mod projector;
 pub mod store;
+pub mod telemetry;
 pub mod webhook;

@@ -1,4 +1,104 @@
 //! Command-line interface: argument types and the code behind each subcommand.
 
+mod clients;
 pub mod process;
+mod serve;
 mod simulate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orderflow",
+    version,
+    about = "ERP order updates into an OMS state machine"
+)]
+pub struct Cli {
+    /// Log line format (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API and its background tasks until SIGTERM/SIGINT.
+    Serve(serve::ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(StoreArgs),
+    /// Manage API clients.
+    #[command(subcommand)]
+    Clients(clients::ClientsCommand),
+    /// Print the effective configuration as TOML, secrets masked.
+    Config(StoreArgs),
+    /// Check, render and simulate process definitions.
+    #[command(subcommand)]
+    Process(process::ProcessCommand),
+}
+
+/// Where the configuration and the store are.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Database URL: sqlite://FILE (default sqlite://orderflow.db) or postgres://...
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Configuration file (default: ./orderflow.toml when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(url) = &self.database_url {
+            config.database_url = url.clone();
+        }
+        Ok(config)
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let masked = crate::config::mask_url_password(&config.database_url);
+    Store::open(&config.database_url)
+        .await
+        .with_context(|| format!("cannot open the store at {masked}"))
+}
+
+/// Parses nothing: runs the parsed command and returns the exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    telemetry::init_logging(cli.log_format);
+    match cli.command {
+        Command::Process(cmd) => process::run(cmd),
+        Command::Serve(args) => runtime()?.block_on(serve::run(args)),
+        Command::Migrate(args) => {
+            let config = args.load()?;
+            runtime()?.block_on(async {
+                let store = open_store(&config).await?;
+                store.close().await;
+                println!("migrations applied");
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Clients(cmd) => runtime()?.block_on(clients::run(cmd)),
+        Command::Config(args) => {
+            print!("{}", args.load()?.to_masked_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

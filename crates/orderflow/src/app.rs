@@ -1,0 +1,38 @@
+//! Wiring: the API server and its background tasks on one bound listener, until shutdown.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config};
+use crate::domain::OrderService;
+use crate::http::{self, AppState};
+use crate::projector;
+
+/// Serves the API on `listener` and runs the list projector until `shutdown` is cancelled;
+/// then finishes requests in flight and stops the projector.
+pub async fn run(
+    service: OrderService,
+    listener: TcpListener,
+    config: &Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // Installs the recorder before the first metric is recorded.
+    crate::telemetry::metrics();
+    let poll = config::duration("projector.poll_interval", &config.projector.poll_interval)?;
+    let projector = tokio::spawn(projector::run(
+        service.clone(),
+        config.projector.batch_size.max(1),
+        poll.max(Duration::from_millis(10)),
+        shutdown.child_token(),
+    ));
+    let state = AppState {
+        service: service.clone(),
+    };
+    let served = http::serve(listener, state, config.max_body_bytes, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = projector.await;
+    served?;
+    Ok(())
+}

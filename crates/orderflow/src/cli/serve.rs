@@ -1,0 +1,86 @@
+//! `orderflow serve`: the API, the list projector, until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{StoreArgs, open_store};
+use crate::domain::{OrderService, ProcessSet};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Folder with the process definitions (default: processes).
+    #[arg(long)]
+    processes: Option<PathBuf>,
+    /// Do not run the inbox worker and check-condition loop in this process. Accepted now;
+    /// the worker does not exist yet, so serve runs the API and the list projector only.
+    #[arg(long)]
+    no_worker: bool,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = args.store.load()?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.processes {
+        config.processes = dir;
+    }
+    let processes = ProcessSet::load(&config.processes, &config.bindings())?;
+    processes.check_unbound(config.strict)?;
+    if processes.is_empty() {
+        tracing::warn!(dir = %config.processes.display(), "no main process found: orders cannot be created");
+    }
+    let store = open_store(&config).await?;
+    let service = OrderService::new(store.clone(), Arc::new(processes));
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        backend = ?store.backend(),
+        processes = service.processes().len(),
+        worker = !args.no_worker,
+        "orderflow serving"
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    crate::app::run(service, listener, &config, shutdown).await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested: finishing requests in flight");
+    shutdown.cancel();
+}

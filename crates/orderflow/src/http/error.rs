@@ -1,0 +1,133 @@
+//! `ApiError`: every error the API answers with, mapped to a status and a stable code in
+//! one `match`. Bodies are `{"error": {"code", "message", ...details}}`.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::domain::DomainError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        /// JSON path of the problem (`$.items[0].quantity`), or the parameter name.
+        path: Option<String>,
+    },
+    #[error("give the expected version in the body (`version`) or in If-Match")]
+    VersionRequired,
+    #[error("store not ready")]
+    NotReady,
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Domain(DomainError::Store(e))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        Self::InvalidRequest {
+            message: e.body_text(),
+            path: None,
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::InvalidRequest {
+            message: e.body_text(),
+            path: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        use DomainError as D;
+        let mut details = Map::new();
+        let (status, code) = match &self {
+            Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::PayloadTooLarge { limit } => {
+                details.insert("limit".into(), json!(limit));
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::InvalidRequest { path, .. } => {
+                if let Some(path) = path {
+                    details.insert("path".into(), json!(path));
+                }
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+            }
+            Self::VersionRequired => (StatusCode::PRECONDITION_REQUIRED, "version_required"),
+            Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Self::Domain(d) => match d {
+                D::OrderNotFound => (StatusCode::NOT_FOUND, "order_not_found"),
+                D::UnknownProcess(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_process"),
+                D::ReferenceTaken(_) => (StatusCode::CONFLICT, "reference_taken"),
+                D::VersionConflict { current } => {
+                    details.insert("current_version".into(), json!(current));
+                    (StatusCode::CONFLICT, "version_conflict")
+                }
+                D::EventNotApplicable { event, items } => {
+                    details.insert("event".into(), json!(event));
+                    details.insert("items".into(), json!(items));
+                    (StatusCode::CONFLICT, "event_not_applicable")
+                }
+                D::UnknownEvent { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_event"),
+                D::UnknownItem(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_item"),
+                D::NotManual(_) => (StatusCode::FORBIDDEN, "event_not_manual"),
+                D::UnknownState { .. } | D::Store(_) => internal(&self),
+            },
+            Self::Internal(_) => internal(&self),
+        };
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            "internal error".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut error = Map::new();
+        error.insert("code".into(), json!(code));
+        error.insert("message".into(), json!(message));
+        error.extend(details);
+        (status, axum::Json(json!({ "error": Value::Object(error) }))).into_response()
+    }
+}
+
+/// Logs the whole cause chain; the client only sees `internal`.
+fn internal(e: &dyn std::error::Error) -> (StatusCode, &'static str) {
+    let mut chain = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    tracing::error!(error = %chain, "request failed");
+    (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+}

@@ -1,0 +1,72 @@
+//! `POST /v1/orders/{id}/events`: trigger an OMS event on an order's items.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::{ApiJson, ApiPath, Caller, if_match};
+use super::{ApiResult, AppState};
+use crate::domain::types::{EventName, OrderId, Role, Version};
+use crate::domain::view::{Move, OrderView, Stay};
+use crate::domain::{Change, EventInput, Source, Target};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerEvent {
+    #[schema(value_type = String, example = "pay")]
+    pub event: EventName,
+    /// Item ids; all items of the order when absent.
+    pub items: Option<Vec<i64>>,
+    /// Only apply if the order is still at this version (or send `If-Match`).
+    pub version: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Triggered {
+    pub order: OrderView,
+    pub moved: Vec<Move>,
+    /// Items with no transition for the event in their state.
+    pub not_applicable: Vec<i64>,
+    /// Items the event applied to that stayed (no condition held, a command failed, an
+    /// unbound plugin), with the reason.
+    pub stayed: Vec<Stay>,
+}
+
+/// Triggers an event. Shop clients may trigger manual events only; admins any event.
+#[utoipa::path(post, path = "/v1/orders/{id}/events", tag = "orders", request_body = TriggerEvent,
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Order id")),
+    responses((status = 200, body = Triggered),
+        (status = 409, description = "event_not_applicable (naming each item's state) or version_conflict"),
+        (status = 422, description = "unknown_event, unknown_item or invalid_request")))]
+#[tracing::instrument(skip_all, fields(order = id, event, client))]
+pub async fn trigger_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<i64>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<TriggerEvent>,
+) -> ApiResult<Json<Triggered>> {
+    caller.require_orders()?;
+    tracing::Span::current().record("event", body.event.as_str());
+    let expected = body.version.or(if_match(&headers)?).map(Version);
+    let change = Change {
+        expected,
+        attributes: None,
+        event: Some(EventInput {
+            event: body.event,
+            items: body.items,
+            manual_only: caller.role != Role::Admin,
+        }),
+        source: Source::Api,
+    };
+    let applied = state.service.apply(Target::Id(OrderId(id)), change).await?;
+    Ok(Json(Triggered {
+        order: applied.order,
+        moved: applied.moved,
+        not_applicable: applied.not_applicable,
+        stayed: applied.stayed,
+    }))
+}

@@ -1,0 +1,157 @@
+//! Extractors that answer with [`ApiError`]: JSON bodies with the path of the problem,
+//! path and query parameters, and the calling client.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth;
+use crate::domain::types::Role;
+
+/// A JSON body. Content type must be JSON (415), size within the limit (413), and the
+/// structure must match (422 with the JSON path). Request types reject unknown fields, so
+/// a misspelt field is an error instead of being silently ignored.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::InvalidRequest {
+                    message: e.body_text(),
+                    path: None,
+                }
+            }
+        })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                "$".to_owned()
+            } else {
+                format!("$.{path}")
+            };
+            ApiError::InvalidRequest {
+                message: e.inner().to_string(),
+                path: Some(path),
+            }
+        })?;
+        Ok(Self(value))
+    }
+}
+
+/// The configured body limit, put into request extensions so 413 can name it.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Path parameters; a malformed one is a 422.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// Query parameters; a malformed one is a 422.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// The authenticated client (`Authorization: Bearer <token>`).
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// 403 unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "role {} may not use this endpoint",
+                self.role
+            )))
+        }
+    }
+
+    /// Shop and admin: the orders API.
+    pub fn require_orders(&self) -> Result<(), ApiError> {
+        self.require(&[Role::Shop, Role::Admin])
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::Unauthenticated(
+                "missing Authorization: Bearer <token>",
+            ))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthenticated(
+                "Authorization must be Bearer <token>",
+            ))?;
+        let client = state
+            .service
+            .store()
+            .client_by_token_hash(&auth::hash_token(token))
+            .await?
+            .ok_or(ApiError::Unauthenticated("unknown token"))?;
+        let role = Role::parse(&client.role).ok_or_else(|| {
+            ApiError::Internal(format!("client {} has unknown role", client.name).into())
+        })?;
+        tracing::Span::current().record("client", client.name.as_str());
+        Ok(Caller {
+            name: client.name,
+            role,
+        })
+    }
+}
+
+/// The version in `If-Match: "<version>"` (quotes and a weak `W/` prefix are accepted).
+pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let invalid = || ApiError::InvalidRequest {
+        message: "If-Match must be a quoted order version, e.g. \"3\"".into(),
+        path: Some("If-Match".into()),
+    };
+    let raw = value.to_str().map_err(|_| invalid())?.trim();
+    let raw = raw.strip_prefix("W/").unwrap_or(raw).trim_matches('"');
+    raw.parse().map(Some).map_err(|_| invalid())
+}

@@ -1,0 +1,121 @@
+//! The HTTP API (axum): one resource's handlers per file, OpenAPI generated from them.
+
+pub mod error;
+mod events;
+pub mod extract;
+mod list;
+mod ops;
+mod orders;
+mod processes;
+mod reservations;
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::domain::OrderService;
+pub use error::{ApiError, ApiResult};
+use extract::BodyLimit;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: OrderService,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "orderflow",
+        description = "Orders driven through a Spryker-compatible OMS state machine."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "orders", description = "Create, read and change orders (shop, admin)"),
+        (name = "processes", description = "Process definitions and live item counts"),
+        (name = "operations", description = "Health, readiness and metrics (public)")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The router with every route, and the OpenAPI document generated from the handlers.
+pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openapi::OpenApi) {
+    let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(orders::create_order, list::list_orders))
+        .routes(routes!(orders::get_order, orders::patch_order))
+        .routes(routes!(orders::get_order_by_reference))
+        .routes(routes!(events::trigger_event))
+        .routes(routes!(orders::order_history))
+        .routes(routes!(reservations::reservations))
+        .routes(routes!(processes::list_processes))
+        .routes(routes!(processes::get_process))
+        .routes(routes!(processes::graph_svg))
+        .routes(routes!(processes::graph_dot))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .split_for_parts();
+    let router = api_router
+        .with_state(state)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api.clone()))
+        .fallback(|| async { ApiError::NotFound("no such route".into()).into_response() })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(Extension(BodyLimit(max_body_bytes)))
+        .layer(middleware::from_fn(track))
+        .layer(TraceLayer::new_for_http());
+    (router, api)
+}
+
+/// Counts requests and their duration per route and status.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("orderflow_http_requests_total", &labels).increment(1);
+    metrics::histogram!("orderflow_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves on an already bound listener until `shutdown` is cancelled, then finishes the
+/// requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    max_body_bytes: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let (router, _) = router(state, max_body_bytes);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

@@ -1,0 +1,41 @@
+//! `GET /v1/reservations/{sku}`: stock held by items in reserved states.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::extract::{ApiPath, Caller};
+use super::{ApiError, ApiResult, AppState};
+use crate::domain::types::Sku;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Reservation {
+    pub sku: String,
+    /// Sum of the quantities of items of this SKU whose state is `reserved="true"`.
+    pub reserved_quantity: i64,
+}
+
+#[utoipa::path(get, path = "/v1/reservations/{sku}", tag = "orders", security(("bearer" = [])),
+    params(("sku" = String, Path, description = "SKU")),
+    responses((status = 200, body = Reservation)))]
+pub async fn reservations(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(sku): ApiPath<String>,
+) -> ApiResult<Json<Reservation>> {
+    caller.require_orders()?;
+    let sku = Sku::parse(sku).map_err(|e| ApiError::InvalidRequest {
+        message: e.to_string(),
+        path: Some("sku".into()),
+    })?;
+    let reserved_quantity = state
+        .service
+        .store()
+        .reserved_quantity(sku.as_str())
+        .await?;
+    Ok(Json(Reservation {
+        sku: sku.into_inner(),
+        reserved_quantity,
+    }))
+}
