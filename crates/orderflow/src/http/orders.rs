@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, ApiPath, Caller, if_match};
+use super::extract::{ApiJson, ApiPath, ShopOrAdmin, if_match};
 use super::{ApiError, ApiResult, AppState};
 use crate::domain::types::{Currency, OrderId, OrderReference, Quantity, Sku, Version};
 use crate::domain::view::{HistoryEntry, OrderView};
@@ -72,10 +72,9 @@ pub struct History {
 #[tracing::instrument(skip_all, fields(reference, client))]
 pub async fn create_order(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: ShopOrAdmin,
     ApiJson(body): ApiJson<CreateOrder>,
 ) -> ApiResult<(StatusCode, Json<OrderView>)> {
-    caller.require_orders()?;
     tracing::Span::current().record("reference", body.reference.as_str());
     if body.items.is_empty() || body.items.len() > MAX_ITEMS {
         return Err(ApiError::InvalidRequest {
@@ -109,10 +108,9 @@ pub async fn create_order(
     responses((status = 200, body = OrderView), (status = 404, description = "order_not_found")))]
 pub async fn get_order(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: ShopOrAdmin,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<OrderView>> {
-    caller.require_orders()?;
     Ok(Json(state.service.get(&Target::Id(OrderId(id))).await?))
 }
 
@@ -123,10 +121,9 @@ pub async fn get_order(
     responses((status = 200, body = OrderView), (status = 404, description = "order_not_found")))]
 pub async fn get_order_by_reference(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: ShopOrAdmin,
     ApiPath(reference): ApiPath<String>,
 ) -> ApiResult<Json<OrderView>> {
-    caller.require_orders()?;
     let reference = OrderReference::parse(reference).map_err(|e| ApiError::InvalidRequest {
         message: e.to_string(),
         path: Some("reference".into()),
@@ -147,12 +144,11 @@ pub async fn get_order_by_reference(
 #[tracing::instrument(skip_all, fields(order = id, client))]
 pub async fn patch_order(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: ShopOrAdmin,
     ApiPath(id): ApiPath<i64>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchOrder>,
 ) -> ApiResult<Json<OrderView>> {
-    caller.require_orders()?;
     let expected = body
         .version
         .or(if_match(&headers)?)
@@ -173,10 +169,9 @@ pub async fn patch_order(
     responses((status = 200, body = History), (status = 404, description = "order_not_found")))]
 pub async fn order_history(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: ShopOrAdmin,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<History>> {
-    caller.require_orders()?;
     let entries = state.service.history(OrderId(id)).await?;
     Ok(Json(History { order: id, entries }))
 }

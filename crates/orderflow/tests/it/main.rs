@@ -1,5 +1,12 @@
 //! orderflow's integration tests: one binary, one module per feature.
 
+mod support;
+
+mod api_errors;
+mod api_events;
+mod api_list;
+mod api_orders;
 mod cli_process;
 mod corpus;
+mod openapi;
 mod webhook_vectors;

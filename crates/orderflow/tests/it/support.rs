@@ -1,0 +1,246 @@
+//! A real server on port 0 against a fresh database (SQLite temp file or a new PostgreSQL
+//! database), with one client per role.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use orderflow::config::Config;
+use orderflow::domain::types::Role;
+use orderflow::domain::{OrderService, ProcessSet};
+use orderflow::store::Store;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `<name>::sqlite` and `<name>::postgres` tests from `async fn <name>(Backend)`.
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::support::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::support::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+pub(crate) use backend_tests;
+
+/// Body limit of test servers, small so 413 is cheap to provoke.
+pub const MAX_BODY: usize = 16 * 1024;
+
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub admin: String,
+    pub shop: String,
+    pub erp: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _db: Db,
+}
+
+enum Db {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Db::Postgres { admin_url, name } = self {
+            let (url, name) = (admin_url.clone(), name.clone());
+            // Drop may run inside the test's runtime: use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                                .execute(&mut c)
+                                .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// A fresh database URL, or `None` when PostgreSQL is not configured outside CI.
+async fn database(backend: Backend) -> Option<(String, Db)> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("orderflow.db").display());
+            Some((url, Db::Sqlite(dir)))
+        }
+        Backend::Postgres => {
+            let Ok(admin_url) = std::env::var("ORDERFLOW_TEST_DATABASE_URL") else {
+                if std::env::var_os("CI").is_some() {
+                    panic!("ORDERFLOW_TEST_DATABASE_URL must be set in CI");
+                }
+                eprintln!(
+                    "\n!!! SKIPPED PostgreSQL test: set ORDERFLOW_TEST_DATABASE_URL \
+                     (e.g. postgres://postgres@127.0.0.1:5432/test) to run it !!!\n"
+                );
+                return None;
+            };
+            let name = format!("orderflow_test_{:016x}", rand::random::<u64>());
+            let mut c = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .expect("connect to ORDERFLOW_TEST_DATABASE_URL");
+            let sql = format!("CREATE DATABASE {name}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .expect("create db");
+            let (base, _) = admin_url
+                .rsplit_once('/')
+                .expect("URL with a database name");
+            let url = format!("{base}/{name}");
+            Some((url, Db::Postgres { admin_url, name }))
+        }
+    }
+}
+
+pub fn fixtures() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures"))
+}
+
+/// Starts a server; `None` means the backend is skipped (message printed).
+pub async fn start(backend: Backend) -> Option<TestServer> {
+    let (url, db) = database(backend).await?;
+    let mut config = Config {
+        database_url: url.clone(),
+        max_body_bytes: MAX_BODY,
+        ..Config::default()
+    };
+    config.commands.insert(
+        "Test/Stamp".into(),
+        serde_json::from_value(
+            json!({"type": "set_attributes", "scope": "order", "values": {"stamped": true}}),
+        )
+        .unwrap(),
+    );
+    let processes =
+        ProcessSet::load(&fixtures().join("processes"), &config.bindings()).expect("processes");
+    let store = Store::open(&url).await.expect("open store");
+    let mut tokens = Vec::new();
+    for (name, role) in [
+        ("admin", Role::Admin),
+        ("shop", Role::Shop),
+        ("erp", Role::Erp),
+    ] {
+        let c = orderflow::auth::create_client(&store, name, role, false)
+            .await
+            .unwrap();
+        tokens.push(c.token);
+    }
+    let service = OrderService::new(store, std::sync::Arc::new(processes));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task =
+        tokio::spawn(async move { orderflow::app::run(service, listener, &config, token).await });
+    let mut tokens = tokens.into_iter();
+    Some(TestServer {
+        base,
+        http: reqwest::Client::new(),
+        admin: tokens.next().unwrap(),
+        shop: tokens.next().unwrap(),
+        erp: tokens.next().unwrap(),
+        shutdown,
+        task,
+        _db: db,
+    })
+}
+
+impl TestServer {
+    /// Sends JSON (when `body` is given) with a bearer token; returns status and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, token, Some(body)).await
+    }
+
+    /// Creates an order of process Test01 with the given (sku, quantity) items.
+    pub async fn create_order(&self, reference: &str, items: &[(&str, i64)]) -> Value {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
+            .collect();
+        let body = json!({"reference": reference, "process": "Test01", "currency": "EUR",
+            "items": items});
+        let (status, order) = self.post("/v1/orders", &self.shop, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        order
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        result
+            .expect("server stops within 10 s")
+            .expect("join")
+            .expect("server result");
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
