@@ -197,7 +197,10 @@ impl Config {
                 return Err(ConfigError::MissingFile(path.to_owned()));
             }
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
-            None => figment = figment.merge(Toml::file_exact("orderflow.toml")),
+            None if Path::new("orderflow.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("orderflow.toml"));
+            }
+            None => {}
         }
         figment = figment.merge(Env::prefixed("ORDERFLOW_").split("__"));
         let config: Config = figment.extract().map_err(Box::new)?;

@@ -7,6 +7,7 @@ mod api_events;
 mod api_list;
 mod api_orders;
 mod cli_process;
+mod cli_store;
 mod corpus;
 mod openapi;
 mod webhook_vectors;

@@ -1,0 +1,127 @@
+//! `orderflow migrate | clients create | config`, run as a user would: the real binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn orderflow(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderflow"));
+    cmd.args(args).current_dir(dir);
+    // The test's own environment must not leak configuration into the child.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ORDERFLOW_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run orderflow")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn migrate_then_create_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = orderflow(dir.path(), &["migrate"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        dir.path().join("orderflow.db").exists(),
+        "default store is ./orderflow.db"
+    );
+
+    let args = [
+        "clients",
+        "create",
+        "erp-sap",
+        "--role",
+        "erp",
+        "--signing-secret",
+        "--json",
+    ];
+    let out = orderflow(dir.path(), &args, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["name"], "erp-sap");
+    assert_eq!(v["role"], "erp");
+    assert!(v["token"].as_str().unwrap().starts_with("of_"));
+    assert!(v["signing_secret"].as_str().unwrap().starts_with("whsec_"));
+    let token = v["token"].as_str().unwrap().to_owned();
+    // The token is stored only as a hash.
+    let db = std::fs::read(dir.path().join("orderflow.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("orderflow.db-wal")).unwrap_or_default();
+    let needle = token.as_bytes();
+    assert!(!db.windows(needle.len()).any(|w| w == needle));
+    assert!(!wal.windows(needle.len()).any(|w| w == needle));
+
+    let out = orderflow(dir.path(), &args, &[]);
+    assert!(
+        !out.status.success(),
+        "a second client with the same name is refused"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("erp-sap"),
+        "{err}"
+    );
+    let out = orderflow(
+        dir.path(),
+        &["clients", "create", "x", "--role", "root"],
+        &[],
+    );
+    assert!(!out.status.success());
+}
+
+#[test]
+fn config_prints_effective_values_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("orderflow.toml"),
+        "[worker]\nbatch_size = 7\n",
+    )
+    .unwrap();
+    let env = [
+        (
+            "ORDERFLOW_DATABASE_URL",
+            "postgres://app:hunter2@db.internal:5432/of",
+        ),
+        ("ORDERFLOW_ERP__DEFAULT_MODE", "wait"),
+    ];
+    let out = orderflow(dir.path(), &["config"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(!printed.contains("hunter2"), "{printed}");
+    let v: toml::Value = toml::from_str(&printed).expect("TOML");
+    assert_eq!(
+        v["database_url"].as_str(),
+        Some("postgres://app:****@db.internal:5432/of")
+    );
+    assert_eq!(v["erp"]["default_mode"].as_str(), Some("wait"));
+    assert_eq!(v["worker"]["batch_size"].as_integer(), Some(7));
+    assert_eq!(v["listen"].as_str(), Some("127.0.0.1:8080"));
+
+    let out = orderflow(
+        dir.path(),
+        &["config", "--database-url", "sqlite://x.db"],
+        &env,
+    );
+    let v: toml::Value = toml::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(
+        v["database_url"].as_str(),
+        Some("sqlite://x.db"),
+        "flag beats env"
+    );
+
+    std::fs::write(dir.path().join("bad.toml"), "[worker]\nbatch_sise = 7\n").unwrap();
+    let out = orderflow(dir.path(), &["config", "--config", "bad.toml"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("batch_sise"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = orderflow(dir.path(), &["config", "--config", "missing.toml"], &[]);
+    assert!(!out.status.success());
+}
