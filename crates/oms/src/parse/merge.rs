@@ -243,12 +243,8 @@ impl Parts {
             self.state_ids
                 .insert(s.name.clone(), StateId(self.states.len() as u32));
             self.states.push(State {
-                name: s.name.clone(),
-                display: s.display.clone(),
-                reserved: s.reserved,
-                flags: s.flags.clone(),
                 process: process.clone(),
-                origin: s.origin.clone(),
+                ..s.clone()
             });
         }
     }
@@ -259,14 +255,8 @@ impl Parts {
         let process = name_of(p);
         for e in &p.events {
             let event = Event {
-                name: e.name.clone(),
-                manual: e.manual,
-                on_enter: e.on_enter,
-                command: e.command.clone(),
-                timeout: e.timeout.clone(),
-                timeout_processor: e.timeout_processor.clone(),
                 process: process.clone(),
-                origin: e.origin.clone(),
+                ..e.clone()
             };
             match self.event_ids.get(&e.name) {
                 Some(&id) => {

@@ -10,7 +10,7 @@ use roxmltree::{Document, Node};
 
 use super::{LoadError, LoadErrorKind};
 use crate::duration::Timeout;
-use crate::model::Origin;
+use crate::model::{Event, Origin, State};
 
 /// Everything one file defines: process bodies and `<process file="..."/>` includes.
 #[derive(Debug, Default)]
@@ -35,8 +35,10 @@ pub(super) struct RawProcess {
     pub main: bool,
     pub origin: Origin,
     pub subprocesses: Vec<Named>,
-    pub states: Vec<RawState>,
-    pub events: Vec<RawEvent>,
+    /// States and events as read; `process` is filled in when they are merged, because an
+    /// include may rename the process.
+    pub states: Vec<State>,
+    pub events: Vec<Event>,
     pub transitions: Vec<RawTransition>,
 }
 
@@ -44,26 +46,6 @@ pub(super) struct RawProcess {
 #[derive(Clone, Debug)]
 pub(super) struct Named {
     pub name: String,
-    pub origin: Origin,
-}
-
-#[derive(Debug)]
-pub(super) struct RawState {
-    pub name: String,
-    pub display: Option<String>,
-    pub reserved: bool,
-    pub flags: Vec<String>,
-    pub origin: Origin,
-}
-
-#[derive(Debug)]
-pub(super) struct RawEvent {
-    pub name: String,
-    pub manual: bool,
-    pub on_enter: bool,
-    pub command: Option<String>,
-    pub timeout: Option<Timeout>,
-    pub timeout_processor: Option<String>,
     pub origin: Origin,
 }
 
@@ -257,8 +239,8 @@ fn read_process(r: &Reader<'_>, p: Node<'_, '_>) -> Result<RawProcess, LoadError
     Ok(out)
 }
 
-fn read_state(r: &Reader<'_>, s: Node<'_, '_>) -> Result<RawState, LoadError> {
-    Ok(RawState {
+fn read_state(r: &Reader<'_>, s: Node<'_, '_>) -> Result<State, LoadError> {
+    Ok(State {
         name: r.required(s, "name")?,
         display: optional(s, "display"),
         reserved: flag(s, "reserved"),
@@ -266,11 +248,12 @@ fn read_state(r: &Reader<'_>, s: Node<'_, '_>) -> Result<RawState, LoadError> {
             .filter(|n| n.tag_name().name() == "flag")
             .map(text)
             .collect(),
+        process: String::new(),
         origin: r.at(s),
     })
 }
 
-fn read_event(r: &Reader<'_>, e: Node<'_, '_>) -> Result<RawEvent, LoadError> {
+fn read_event(r: &Reader<'_>, e: Node<'_, '_>) -> Result<Event, LoadError> {
     let timeout = match e.attribute_node("timeout") {
         Some(a) if !a.value().is_empty() => {
             let parsed = Timeout::parse(a.value()).map_err(|err| LoadError {
@@ -284,13 +267,14 @@ fn read_event(r: &Reader<'_>, e: Node<'_, '_>) -> Result<RawEvent, LoadError> {
         }
         _ => None,
     };
-    Ok(RawEvent {
+    Ok(Event {
         name: r.required(e, "name")?,
         manual: flag(e, "manual"),
         on_enter: flag(e, "onEnter"),
         command: optional(e, "command"),
         timeout,
         timeout_processor: optional(e, "timeoutProcessor"),
+        process: String::new(),
         origin: r.at(e),
     })
 }
