@@ -236,17 +236,17 @@ pub struct Engine<'a> {
 
 struct Run {
     decisions: Decisions,
-    /// Item indexes whose state changed in this call, each once.
-    moved: Vec<usize>,
+    /// Per item index: its state changed in this call.
+    moved: Vec<bool>,
     repeats: Vec<(EventId, u32)>,
     queue: VecDeque<(EventId, Vec<usize>, Cause)>,
 }
 
 impl Run {
-    fn new() -> Self {
+    fn new(items: usize) -> Self {
         Self {
             decisions: Decisions::default(),
-            moved: Vec::new(),
+            moved: vec![false; items],
             repeats: Vec::new(),
             queue: VecDeque::new(),
         }
@@ -276,8 +276,8 @@ impl<'a> Engine<'a> {
             item.state_entered_at = now;
         }
         let all: Vec<usize> = (0..order.items.len()).collect();
-        let mut run = Run::new();
-        run.moved.extend(all.iter().copied());
+        let mut run = Run::new(order.items.len());
+        run.moved.fill(true);
         self.queue_on_enter(&mut run, order, &all);
         self.drain(order, &mut run, now);
         self.finish(order, run, now)
@@ -299,7 +299,7 @@ impl<'a> Engine<'a> {
                 event: event.to_owned(),
             })?;
         let idxs = self.select(order, items)?;
-        let mut run = Run::new();
+        let mut run = Run::new(order.items.len());
         run.queue.push_back((event_id, idxs, Cause::Trigger));
         self.drain(order, &mut run, now);
         Ok(self.finish(order, run, now))
@@ -315,7 +315,7 @@ impl<'a> Engine<'a> {
         now: DateTime<Utc>,
     ) -> Result<Decisions, EngineError> {
         let idxs = self.select(order, items)?;
-        let mut run = Run::new();
+        let mut run = Run::new(order.items.len());
         let mut by_target: Vec<usize> = Vec::new();
         for &i in &idxs {
             let state = order.items[i].state;
@@ -343,7 +343,7 @@ impl<'a> Engine<'a> {
         // Timeouts, for items that have not moved above: group due items by event.
         let mut due: Vec<(EventId, Vec<usize>)> = Vec::new();
         for &i in &idxs {
-            if run.moved.contains(&i) {
+            if run.moved[i] {
                 continue;
             }
             let item = &order.items[i];
@@ -361,16 +361,7 @@ impl<'a> Engine<'a> {
         }
         for (e, members) in due {
             // An item moved by an earlier timeout event no longer waits for this one.
-            let members: Vec<usize> = members
-                .into_iter()
-                .filter(|&i| {
-                    !self
-                        .process
-                        .transitions_for(order.items[i].state, e)
-                        .is_empty()
-                })
-                .filter(|i| !run.moved.contains(i))
-                .collect();
+            let members: Vec<usize> = members.into_iter().filter(|&i| !run.moved[i]).collect();
             if !members.is_empty() {
                 run.queue.push_back((e, members, Cause::Timeout));
                 self.drain(order, &mut run, now);
@@ -656,9 +647,7 @@ impl<'a> Engine<'a> {
         let from = item.state;
         item.state = to;
         item.state_entered_at = now;
-        if !run.moved.contains(&i) {
-            run.moved.push(i);
-        }
+        run.moved[i] = true;
         run.decisions.steps.push(Step {
             item: item.id,
             event,
@@ -674,8 +663,8 @@ impl<'a> Engine<'a> {
     /// Timers for every item whose state changed: drop the old ones and set those of the
     /// state it ended in.
     fn finish(&self, order: &Order, mut run: Run, now: DateTime<Utc>) -> Decisions {
-        run.moved.sort_unstable();
-        for &i in &run.moved {
+        let moved = std::mem::take(&mut run.moved);
+        for i in (0..moved.len()).filter(|&i| moved[i]) {
             let item = &order.items[i];
             run.decisions.timers_dropped.push(item.id);
             for &e in self.process.timeout_events_from(item.state) {
