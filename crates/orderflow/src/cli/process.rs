@@ -8,6 +8,8 @@ use clap::{Subcommand, ValueEnum};
 use oms::graph::GraphOptions;
 use oms::parse::{self, Loaded};
 use oms::plugin::{Bindings, Registry};
+
+use crate::config::Config;
 use serde_json::json;
 
 use super::simulate::{self, SimulateArgs};
@@ -70,29 +72,9 @@ pub fn run(cmd: ProcessCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Reads the plugin bindings of a configuration file; other sections are ignored here.
+/// The plugin bindings of the effective configuration (file, then `ORDERFLOW_*`).
 pub fn load_bindings(config: Option<&Path>) -> anyhow::Result<Bindings> {
-    #[derive(serde::Deserialize, Default)]
-    struct OnlyBindings {
-        #[serde(default)]
-        conditions: std::collections::BTreeMap<String, oms::plugin::ConditionBinding>,
-        #[serde(default)]
-        commands: std::collections::BTreeMap<String, oms::plugin::CommandBinding>,
-    }
-    let default = Path::new("orderflow.toml");
-    let path = match config {
-        Some(p) => p,
-        None if default.exists() => default,
-        None => return Ok(Bindings::default()),
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read configuration {}", path.display()))?;
-    let b: OnlyBindings = toml::from_str(&text)
-        .with_context(|| format!("invalid configuration {}", path.display()))?;
-    Ok(Bindings {
-        conditions: b.conditions,
-        commands: b.commands,
-    })
+    Ok(Config::load(config)?.bindings())
 }
 
 /// Loads a file, or every main process of a folder.
