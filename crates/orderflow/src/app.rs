@@ -8,6 +8,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config};
 use crate::domain::OrderService;
 use crate::http::{self, AppState};
+use crate::inbox::worker::WorkerOptions;
+use crate::inbox::{Inbox, InboxSettings};
 use crate::projector;
 
 /// Serves the API on `listener` and runs the list projector until `shutdown` is cancelled;
@@ -27,12 +29,22 @@ pub async fn run(
         poll.max(Duration::from_millis(10)),
         shutdown.child_token(),
     ));
+    let inbox = Inbox::new(service.clone(), InboxSettings::from_config(config)?);
+    let worker = config.worker.in_process.then(|| {
+        let inbox = inbox.clone();
+        let token = shutdown.child_token();
+        tokio::spawn(async move { inbox.run_worker(WorkerOptions::default(), token).await })
+    });
     let state = AppState {
         service: service.clone(),
+        inbox,
     };
     let served = http::serve(listener, state, config.max_body_bytes, shutdown.clone()).await;
     shutdown.cancel();
     let _ = projector.await;
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
     served?;
     Ok(())
 }

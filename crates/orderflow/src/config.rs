@@ -91,6 +91,9 @@ pub struct EventConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
+    /// `serve` runs the inbox worker and check-condition loop in its process (`--no-worker`
+    /// turns this off, for a fleet of separate `orderflow worker` processes).
+    pub in_process: bool,
     pub batch_size: u32,
     pub poll_interval: String,
     pub lease: String,
@@ -157,6 +160,7 @@ impl Default for EventConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
+            in_process: true,
             batch_size: 100,
             poll_interval: "1s".into(),
             lease: "30s".into(),
@@ -176,8 +180,13 @@ impl Default for ProjectorConfig {
     }
 }
 
-/// Parses a configured duration (`30s`, `10m`, `72h`, `7d`, `PT1H`).
+/// Parses a configured duration (`250ms`, `30s`, `10m`, `72h`, `7d`, `PT1H`).
 pub fn duration(key: &str, value: &str) -> Result<Duration> {
+    if let Some(ms) = value.trim().strip_suffix("ms")
+        && let Ok(ms) = ms.trim().parse::<u64>()
+    {
+        return Ok(Duration::from_millis(ms));
+    }
     oms::duration::parse_seconds(value)
         .map(Duration::from_secs)
         .map_err(|e| ConfigError::Duration {
@@ -286,6 +295,13 @@ mod tests {
             mask_url_password("sqlite://orderflow.db"),
             "sqlite://orderflow.db"
         );
+    }
+
+    #[test]
+    fn durations_take_milliseconds() {
+        assert_eq!(duration("k", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(duration("k", "2s").unwrap(), Duration::from_secs(2));
+        assert!(duration("k", "5 parsecs").is_err());
     }
 
     #[test]

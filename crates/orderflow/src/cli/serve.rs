@@ -23,8 +23,8 @@ pub struct ServeArgs {
     /// Folder with the process definitions (default: processes).
     #[arg(long)]
     processes: Option<PathBuf>,
-    /// Do not run the inbox worker and check-condition loop in this process. Accepted now;
-    /// the worker does not exist yet, so serve runs the API and the list projector only.
+    /// Do not run the inbox worker and check-condition loop in this process (run
+    /// `orderflow worker` and `orderflow check-condition` separately).
     #[arg(long)]
     no_worker: bool,
 }
@@ -36,6 +36,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = args.processes {
         config.processes = dir;
+    }
+    if args.no_worker {
+        config.worker.in_process = false;
     }
     let processes = ProcessSet::load(&config.processes, &config.bindings())?;
     processes.check_unbound(config.strict)?;
@@ -51,7 +54,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         addr = %listener.local_addr()?,
         backend = ?store.backend(),
         processes = service.processes().len(),
-        worker = !args.no_worker,
+        worker = config.worker.in_process,
         "orderflow serving"
     );
     let shutdown = CancellationToken::new();

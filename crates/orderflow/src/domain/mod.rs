@@ -8,6 +8,6 @@ pub mod view;
 
 pub use processes::{ProcessError, ProcessSet};
 pub use service::{
-    Applied, Change, DomainError, EventInput, NewItemInput, NewOrderInput, OrderService, Source,
-    Target,
+    Applied, Change, DomainError, EventInput, ItemRef, NewItemInput, NewOrderInput, OrderService,
+    Source, Target,
 };

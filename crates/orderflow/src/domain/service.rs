@@ -36,6 +36,10 @@ pub enum DomainError {
     UnknownEvent { process: String, event: String },
     #[error("the order has no item {0}")]
     UnknownItem(i64),
+    #[error("the order has no item with SKU {0:?}")]
+    UnknownSku(String),
+    #[error("a command failed and may succeed later: {0}")]
+    CommandFailed(String),
     #[error("event {0:?} is not manual; this client may trigger manual events only")]
     NotManual(String),
     #[error("item {item} is in state {state:?}, which process {process} does not define")]
@@ -46,6 +50,24 @@ pub enum DomainError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl DomainError {
+    /// The stable error code the API and the inbox report.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::OrderNotFound => "order_not_found",
+            Self::UnknownProcess(_) => "unknown_process",
+            Self::ReferenceTaken(_) => "reference_taken",
+            Self::VersionConflict { .. } => "version_conflict",
+            Self::EventNotApplicable { .. } => "event_not_applicable",
+            Self::UnknownEvent { .. } => "unknown_event",
+            Self::UnknownItem(_) | Self::UnknownSku(_) => "unknown_item",
+            Self::NotManual(_) => "event_not_manual",
+            Self::CommandFailed(_) => "command_failed",
+            Self::UnknownState { .. } | Self::Store(_) => "internal",
+        }
+    }
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;
@@ -100,22 +122,30 @@ pub enum Target {
 #[derive(Clone, Debug)]
 pub struct EventInput {
     pub event: EventName,
-    /// Item ids; all items when `None`.
-    pub items: Option<Vec<i64>>,
     /// Refuse events not marked `manual="true"` (the shop role).
     pub manual_only: bool,
 }
 
+/// An item named by its id or by SKU (every item with that SKU).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ItemRef {
+    Id(i64),
+    Sku(String),
+}
+
 /// One change to an existing order: attributes are merged first (RFC 7386 merge patch:
-/// `null` removes a key), then the event is triggered.
+/// `null` removes a key), then the event is triggered on the selected items.
 #[derive(Clone, Debug)]
 pub struct Change {
     pub expected: Option<Version>,
     pub attributes: Option<Map<String, Value>>,
+    /// The items the event and `item_attributes` apply to; all items when `None`.
+    pub items: Option<Vec<ItemRef>>,
+    /// Merged into the attributes of each selected item.
+    pub item_attributes: Option<Map<String, Value>>,
     pub event: Option<EventInput>,
     pub source: Source,
 }
-
 /// What a change did.
 #[derive(Clone, Debug)]
 pub struct Applied {
@@ -133,6 +163,7 @@ pub struct OrderService {
     store: Store,
     processes: Arc<ProcessSet>,
     changed: Arc<Notify>,
+    inbox: Arc<Notify>,
 }
 
 impl OrderService {
@@ -141,6 +172,7 @@ impl OrderService {
             store,
             processes,
             changed: Arc::new(Notify::new()),
+            inbox: Arc::new(Notify::new()),
         }
     }
 
@@ -157,6 +189,18 @@ impl OrderService {
         &self.changed
     }
 
+    /// Notified when inbox updates may have become due in this process (stored, or woken
+    /// by a change of their order): the worker's in-process wake-up.
+    pub fn inbox_signal(&self) -> &Arc<Notify> {
+        &self.inbox
+    }
+
+    /// After a commit that changed an order: wake the projector and the inbox worker (the
+    /// change may have woken parked updates of the order).
+    pub(crate) fn committed(&self) {
+        self.changed.notify_one();
+        self.inbox.notify_one();
+    }
     /// Creates an order: items enter the initial state and its onEnter chain runs.
     pub async fn create(&self, input: NewOrderInput, source: Source) -> Result<OrderView> {
         let process = self
@@ -221,8 +265,10 @@ impl OrderService {
         let payload = feed_payload("created", None, &decisions, &process, &source);
         tx.append_change(row.id, row.version, "created", &payload, now)
             .await?;
+        // Updates the ERP sent before the shop created the order may apply now.
+        tx.wake_parked(&row.reference, now).await?;
         tx.commit().await?;
-        self.changed.notify_one();
+        self.committed();
         Ok(OrderView::new(&row, &items, Some(&process)))
     }
 
@@ -230,7 +276,26 @@ impl OrderService {
     pub async fn apply(&self, target: Target, change: Change) -> Result<Applied> {
         let now = store::now();
         let mut tx = self.store.begin().await?;
-        let row = match &target {
+        let applied = self.apply_in(&mut tx, &target, &change, now).await?;
+        tx.commit().await?;
+        if applied.changed {
+            self.committed();
+        }
+        Ok(applied)
+    }
+
+    /// [`OrderService::apply`] inside a transaction the caller commits (the inbox finishes
+    /// the update in the same one). On error nothing has been written yet; the transaction
+    /// is still usable unless the error is [`DomainError::Store`]. The caller signals
+    /// [`OrderService::committed`] after committing a change.
+    pub async fn apply_in(
+        &self,
+        tx: &mut Tx,
+        target: &Target,
+        change: &Change,
+        now: DateTime<Utc>,
+    ) -> Result<Applied> {
+        let row = match target {
             Target::Id(id) => tx.lock_order(id.0).await?,
             Target::Reference(r) => tx.lock_order_by_reference(r.as_str()).await?,
         }
@@ -249,14 +314,38 @@ impl OrderService {
             .clone();
         let items = tx.items(row.id).await?;
         let mut order = engine_order(&row, &items, &process)?;
+        let selected = change
+            .items
+            .as_deref()
+            .map(|refs| select_items(&items, refs))
+            .transpose()?;
         if let Some(patch) = &change.attributes {
             merge_patch(&mut order.attributes, patch);
         }
-        let attributes_changed = order.attributes != row.attributes.0;
+        if let Some(patch) = &change.item_attributes {
+            for item in &mut order.items {
+                if selected.as_ref().is_none_or(|ids| ids.contains(&item.id)) {
+                    merge_patch(&mut item.attributes, patch);
+                }
+            }
+        }
+        let attributes_changed = order.attributes != row.attributes.0
+            || order
+                .items
+                .iter()
+                .zip(&items)
+                .any(|(new, old)| new.attributes != old.attributes.0);
         let decisions = match &change.event {
             None => Decisions::default(),
-            Some(ev) => self.trigger(&process, &mut order, ev, now)?,
+            Some(ev) => self.trigger(&process, &mut order, selected.as_deref(), ev, now)?,
         };
+        // An ERP update whose command failed for a reason that may pass (a remote endpoint
+        // down) is retried as a whole later; a manual event records the stay and answers.
+        if matches!(change.source, Source::Erp(_))
+            && let Some(e) = decisions.retryable_failure()
+        {
+            return Err(DomainError::CommandFailed(e.to_string()));
+        }
         let changed = attributes_changed || decisions.changed();
         let version = if changed {
             row.version + 1
@@ -264,7 +353,7 @@ impl OrderService {
             row.version
         };
         let (row, items, stayed) = persist(
-            &mut tx,
+            tx,
             &process,
             row,
             &items,
@@ -280,10 +369,7 @@ impl OrderService {
             let payload = feed_payload("updated", event, &decisions, &process, &change.source);
             tx.append_change(row.id, version, "updated", &payload, now)
                 .await?;
-        }
-        tx.commit().await?;
-        if changed {
-            self.changed.notify_one();
+            tx.wake_parked(&row.reference, now).await?;
         }
         let moved = decisions
             .moves()
@@ -307,6 +393,7 @@ impl OrderService {
         &self,
         process: &Process,
         order: &mut engine::Order,
+        items: Option<&[i64]>,
         ev: &EventInput,
         now: DateTime<Utc>,
     ) -> Result<Decisions> {
@@ -322,7 +409,7 @@ impl OrderService {
         let decisions = self
             .processes
             .engine(process)
-            .trigger(order, ev.items.as_deref(), name, now)
+            .trigger(order, items, name, now)
             .map_err(|e| match e {
                 EngineError::UnknownEvent { .. } => unknown(),
                 EngineError::UnknownItem { item, .. } => DomainError::UnknownItem(item),
@@ -364,6 +451,33 @@ impl OrderService {
         let rows = self.store.history(id.0).await?;
         Ok(rows.into_iter().map(HistoryEntry::from).collect())
     }
+}
+
+/// Item ids for references: an id must be the order's, a SKU selects every item with it.
+fn select_items(items: &[ItemRow], refs: &[ItemRef]) -> Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    for r in refs {
+        let found: Vec<i64> = match r {
+            ItemRef::Id(id) => items.iter().filter(|i| i.id == *id).map(|i| i.id).collect(),
+            ItemRef::Sku(sku) => items
+                .iter()
+                .filter(|i| &i.sku == sku)
+                .map(|i| i.id)
+                .collect(),
+        };
+        if found.is_empty() {
+            return Err(match r {
+                ItemRef::Id(id) => DomainError::UnknownItem(*id),
+                ItemRef::Sku(sku) => DomainError::UnknownSku(sku.clone()),
+            });
+        }
+        for id in found {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// The engine's view of stored rows.

@@ -14,6 +14,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("{0}")]
+    BadSignature(&'static str),
+    #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
@@ -69,6 +71,7 @@ impl IntoResponse for ApiError {
         let mut details = Map::new();
         let (status, code) = match &self {
             Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Self::BadSignature(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::PayloadTooLarge { limit } => {
@@ -86,24 +89,28 @@ impl IntoResponse for ApiError {
             }
             Self::VersionRequired => (StatusCode::PRECONDITION_REQUIRED, "version_required"),
             Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
-            Self::Domain(d) => match d {
-                D::OrderNotFound => (StatusCode::NOT_FOUND, "order_not_found"),
-                D::UnknownProcess(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_process"),
-                D::ReferenceTaken(_) => (StatusCode::CONFLICT, "reference_taken"),
-                D::VersionConflict { current } => {
-                    details.insert("current_version".into(), json!(current));
-                    (StatusCode::CONFLICT, "version_conflict")
-                }
-                D::EventNotApplicable { event, items } => {
+            Self::Domain(d) => {
+                let status = match d {
+                    D::OrderNotFound => StatusCode::NOT_FOUND,
+                    D::ReferenceTaken(_) | D::EventNotApplicable { .. } => StatusCode::CONFLICT,
+                    D::VersionConflict { current } => {
+                        details.insert("current_version".into(), json!(current));
+                        StatusCode::CONFLICT
+                    }
+                    D::UnknownProcess(_)
+                    | D::UnknownEvent { .. }
+                    | D::UnknownItem(_)
+                    | D::UnknownSku(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    D::NotManual(_) => StatusCode::FORBIDDEN,
+                    D::CommandFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    D::UnknownState { .. } | D::Store(_) => internal(&self).0,
+                };
+                if let D::EventNotApplicable { event, items } = d {
                     details.insert("event".into(), json!(event));
                     details.insert("items".into(), json!(items));
-                    (StatusCode::CONFLICT, "event_not_applicable")
                 }
-                D::UnknownEvent { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_event"),
-                D::UnknownItem(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_item"),
-                D::NotManual(_) => (StatusCode::FORBIDDEN, "event_not_manual"),
-                D::UnknownState { .. } | D::Store(_) => internal(&self),
-            },
+                (status, d.code())
+            }
             Self::Internal(_) => internal(&self),
         };
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {

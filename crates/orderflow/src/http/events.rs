@@ -10,7 +10,7 @@ use super::extract::{ApiJson, ApiPath, ShopOrAdmin, if_match};
 use super::{ApiResult, AppState};
 use crate::domain::types::{EventName, OrderId, Role, Version};
 use crate::domain::view::{Move, OrderView, Stay};
-use crate::domain::{Change, EventInput, Source, Target};
+use crate::domain::{Change, EventInput, ItemRef, Source, Target};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -54,9 +54,12 @@ pub async fn trigger_event(
     let change = Change {
         expected,
         attributes: None,
+        items: body
+            .items
+            .map(|ids| ids.into_iter().map(ItemRef::Id).collect()),
+        item_attributes: None,
         event: Some(EventInput {
             event: body.event,
-            items: body.items,
             manual_only: caller.role != Role::Admin,
         }),
         source: Source::Api,

@@ -22,6 +22,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBody(bytes) = JsonBody::from_request(req, state).await?;
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// The raw bytes of a JSON body (content type and size checked), for handlers that need
+/// them as sent: signatures are computed over the exact bytes.
+pub struct JsonBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
@@ -36,21 +49,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 }
             }
         })?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." {
-                "$".to_owned()
-            } else {
-                format!("$.{path}")
-            };
-            ApiError::InvalidRequest {
-                message: e.inner().to_string(),
-                path: Some(path),
-            }
-        })?;
-        Ok(Self(value))
+        Ok(Self(bytes))
     }
+}
+
+/// Parses JSON into `T`; a mismatch is a 422 naming the JSON path of the problem.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            "$".to_owned()
+        } else {
+            format!("$.{path}")
+        };
+        ApiError::InvalidRequest {
+            message: e.inner().to_string(),
+            path: Some(path),
+        }
+    })
 }
 
 /// The configured body limit, put into request extensions so 413 can name it.
@@ -81,10 +98,22 @@ pub struct ApiPath<T>(pub T);
 pub struct ApiQuery<T>(pub T);
 
 /// The authenticated client (`Authorization: Bearer <token>`).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    /// The client's Standard Webhooks secret: its requests must be signed.
+    pub signing_secret: Option<String>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("signs", &self.signing_secret.is_some())
+            .finish()
+    }
 }
 
 impl Caller {
@@ -110,10 +139,34 @@ impl FromRequestParts<AppState> for ShopOrAdmin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require(&[Role::Shop, Role::Admin])?;
-        Ok(Self(caller))
+        with_role(parts, state, &[Role::Shop, Role::Admin])
+            .await
+            .map(Self)
     }
+}
+
+/// A caller with the erp or admin role: the ERP updates API.
+#[derive(Clone, Debug)]
+pub struct ErpOrAdmin(pub Caller);
+
+impl FromRequestParts<AppState> for ErpOrAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        with_role(parts, state, &[Role::Erp, Role::Admin])
+            .await
+            .map(Self)
+    }
+}
+
+async fn with_role(
+    parts: &mut Parts,
+    state: &AppState,
+    roles: &[Role],
+) -> Result<Caller, ApiError> {
+    let caller = Caller::from_request_parts(parts, state).await?;
+    caller.require(roles)?;
+    Ok(caller)
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -148,6 +201,7 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller {
             name: client.name,
             role,
+            signing_secret: client.signing_secret,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP API (axum): one resource's handlers per file, OpenAPI generated from them.
 
+mod erp;
 pub mod error;
 mod events;
 pub mod extract;
@@ -25,6 +26,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::domain::OrderService;
+use crate::inbox::Inbox;
 pub use error::{ApiError, ApiResult};
 use extract::BodyLimit;
 
@@ -32,6 +34,7 @@ use extract::BodyLimit;
 #[derive(Clone)]
 pub struct AppState {
     pub service: OrderService,
+    pub inbox: Inbox,
 }
 
 #[derive(OpenApi)]
@@ -43,6 +46,7 @@ pub struct AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "orders", description = "Create, read and change orders (shop, admin)"),
+        (name = "erp", description = "Order updates from the ERP: stored durably, then applied (erp, admin)"),
         (name = "processes", description = "Process definitions and live item counts"),
         (name = "operations", description = "Health, readiness and metrics (public)")
     )
@@ -69,6 +73,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
         .routes(routes!(orders::get_order_by_reference))
         .routes(routes!(events::trigger_event))
         .routes(routes!(orders::order_history))
+        .routes(routes!(erp::post_update))
+        .routes(routes!(erp::post_batch))
+        .routes(routes!(erp::get_update))
         .routes(routes!(reservations::reservations))
         .routes(routes!(processes::list_processes))
         .routes(routes!(processes::get_process))

@@ -156,6 +156,8 @@ pub async fn patch_order(
     let change = Change {
         expected: Some(Version(expected)),
         attributes: Some(body.attributes),
+        items: None,
+        item_attributes: None,
         event: None,
         source: Source::Api,
     };

@@ -1,3 +1,130 @@
-//! The durable inbox of ERP updates.
+//! The durable inbox of ERP updates: accepted (stored, then acknowledged), processed by the
+//! one processing function, inline in wait mode or by the worker.
+//!
+//! - [`model`]: the update as the ERP sends it and its status as the API shows it.
+//! - [`ingest`]: validation, idempotency and group-committed inserts.
+//! - [`process`]: applies claimed updates to their orders; the outcome is written in the
+//!   same transaction as the order change, so an update is never applied twice.
+//! - [`worker`]: claims due updates under a lease and processes them.
 
 pub mod batcher;
+pub mod ingest;
+pub mod model;
+pub mod process;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::config::{self, Config, ErpMode, EventPolicy};
+use crate::domain::OrderService;
+use crate::store::Store;
+use batcher::Batcher;
+use ingest::StoreBatch;
+
+/// The inbox's settings, from [`Config`] with durations parsed.
+#[derive(Clone, Debug)]
+pub struct InboxSettings {
+    pub default_mode: ErpMode,
+    pub default_wait: Duration,
+    pub max_batch: usize,
+    pub idempotency_retention: Duration,
+    /// Per event name; events not listed are parked for [`DEFAULT_PARK_TTL`].
+    pub policies: BTreeMap<String, (EventPolicy, Duration)>,
+    pub batch_size: u32,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+/// How long an update is kept parked when its event has no `park_ttl`.
+pub const DEFAULT_PARK_TTL: Duration = Duration::from_secs(72 * 3600);
+
+impl InboxSettings {
+    pub fn from_config(c: &Config) -> config::Result<Self> {
+        let d = config::duration;
+        let mut policies = BTreeMap::new();
+        for (name, e) in &c.events {
+            let ttl = d(&format!("events.{name}.park_ttl"), &e.park_ttl)?;
+            policies.insert(name.clone(), (e.policy, ttl));
+        }
+        Ok(Self {
+            default_mode: c.erp.default_mode,
+            default_wait: Duration::from_secs(c.erp.default_wait_seconds),
+            max_batch: c.erp.max_batch.max(1),
+            idempotency_retention: d("erp.idempotency_retention", &c.erp.idempotency_retention)?,
+            policies,
+            batch_size: c.worker.batch_size.max(1),
+            poll_interval: d("worker.poll_interval", &c.worker.poll_interval)?,
+            lease: d("worker.lease", &c.worker.lease)?,
+            max_attempts: c.worker.max_attempts.max(1),
+            backoff_base: d("worker.backoff_base", &c.worker.backoff_base)?,
+            backoff_max: d("worker.backoff_max", &c.worker.backoff_max)?,
+        })
+    }
+
+    /// The policy and park time limit for an event name (`None`: an update without event).
+    pub fn policy(&self, event: Option<&str>) -> (EventPolicy, Duration) {
+        event
+            .and_then(|e| self.policies.get(e).copied())
+            .unwrap_or((EventPolicy::Park, DEFAULT_PARK_TTL))
+    }
+
+    /// The delay before attempt `n + 1` after `n` failed ones: `backoff_base * 2^(n-1)`,
+    /// capped at `backoff_max`, of which a random half is taken off ("equal jitter"), so
+    /// updates that failed together do not come back together.
+    pub fn backoff(&self, n: u32) -> Duration {
+        let exp = self
+            .backoff_base
+            .saturating_mul(1_u32 << n.saturating_sub(1).min(30));
+        let capped = exp.min(self.backoff_max);
+        let half = capped / 2;
+        let jitter = rand::rng().random_range(0..=half.as_millis().max(1) as u64);
+        half + Duration::from_millis(jitter).min(half)
+    }
+}
+
+/// The inbox: the order service, its settings and the group-commit writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Inbox {
+    service: OrderService,
+    settings: Arc<InboxSettings>,
+    writer: Batcher<StoreBatch, ingest::BatchAnswer>,
+    /// Identifies this process's leases.
+    owner: Arc<str>,
+}
+
+impl Inbox {
+    /// Starts the inbox's writer task (it ends when the last handle is dropped).
+    pub fn new(service: OrderService, settings: InboxSettings) -> Self {
+        let writer = ingest::spawn_writer(service.clone());
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        Self {
+            service,
+            settings: Arc::new(settings),
+            writer,
+            owner: owner.into(),
+        }
+    }
+
+    pub fn service(&self) -> &OrderService {
+        &self.service
+    }
+
+    pub fn store(&self) -> &Store {
+        self.service.store()
+    }
+
+    pub fn settings(&self) -> &InboxSettings {
+        &self.settings
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+}

@@ -9,6 +9,7 @@
 //! through a transaction.
 
 pub mod clients;
+pub mod inbox;
 pub mod orders;
 pub mod projection;
 
@@ -215,6 +216,27 @@ impl Store {
 }
 
 impl Tx {
+    /// Marks a point [`Tx::rollback_to_savepoint`] returns to (one level: the inbox's
+    /// per-update savepoint inside a batch transaction).
+    pub async fn savepoint(&mut self) -> Result<()> {
+        self.execute_raw("SAVEPOINT inbox_update").await
+    }
+
+    pub async fn release_savepoint(&mut self) -> Result<()> {
+        self.execute_raw("RELEASE SAVEPOINT inbox_update").await
+    }
+
+    /// Undoes everything since [`Tx::savepoint`]; the transaction is usable again after a
+    /// failed statement (PostgreSQL aborts the whole transaction otherwise).
+    pub async fn rollback_to_savepoint(&mut self) -> Result<()> {
+        self.execute_raw("ROLLBACK TO SAVEPOINT inbox_update").await
+    }
+
+    async fn execute_raw(&mut self, sql: &'static str) -> Result<()> {
+        on_tx!(self, |c| sqlx::raw_sql(sql).execute(c).await.map(|_| ()))?;
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<()> {
         match self {
             Self::Sqlite(t) => t.commit().await?,

@@ -1,0 +1,323 @@
+//! ERP updates: `POST /v1/erp/order-updates`, `.../batch`, `GET .../{id}`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use super::extract::{Caller, ErpOrAdmin, JsonBody, parse_json};
+use super::{ApiError, ApiResult, AppState};
+use crate::config::ErpMode;
+use crate::domain::types::Role;
+use crate::inbox::ingest::{Mode, Refused, Reply};
+use crate::inbox::model::{OrderUpdate, UpdateStatus, UpdateView, accepted_body};
+use crate::store::inbox::Stored;
+use crate::webhook::{SigningSecret, VerifyError};
+
+/// The longest `Prefer: wait=N` honoured; longer waits are cut to this.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// The 202 answer: the update is stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdateAccepted {
+    pub id: String,
+    pub status: UpdateStatus,
+}
+
+/// The batch body as documented; entries are parsed one by one (see `BatchEnvelope`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "documents the body in OpenAPI")]
+pub struct UpdateBatch {
+    pub updates: Vec<OrderUpdate>,
+}
+
+/// One result per entry of a batch, in order: `{id, status}` or `{error: {...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResults {
+    #[schema(value_type = Vec<Object>)]
+    pub results: Vec<Value>,
+}
+
+/// Stores an order update and answers at once (`Prefer: respond-async`, 202) or with the
+/// result of processing it inline (`Prefer: wait=N`; past N seconds, 202). The default
+/// mode comes from `[erp] default_mode`. A repeated `Idempotency-Key` (else `webhook-id`)
+/// gets the first answer and has no second effect.
+#[utoipa::path(post, path = "/v1/erp/order-updates", tag = "erp", request_body = OrderUpdate,
+    security(("bearer" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Unique per update and client; `webhook-id` is used when absent"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async` or `wait=N` (seconds, at most 60)"),
+    ),
+    responses(
+        (status = 202, body = UpdateAccepted, description = "Stored; `Location` names its status resource"),
+        (status = 200, description = "Wait mode: processed (`applied`, `ignored`) with the moved items"),
+        (status = 404, description = "Wait mode: order_not_found (the update is parked until the order exists)"),
+        (status = 409, description = "Wait mode: event_not_applicable under the reject policy"),
+        (status = 401, description = "unauthenticated or bad signature"),
+        (status = 413, description = "payload_too_large"),
+        (status = 415, description = "unsupported_media_type"),
+        (status = 422, description = "invalid_request (with `path`), unknown_event, idempotency_key_reused"),
+        (status = 429, description = "rate_limited"),
+    ))]
+#[tracing::instrument(skip_all, fields(client))]
+pub async fn post_update(
+    State(state): State<AppState>,
+    ErpOrAdmin(caller): ErpOrAdmin,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    verify_signature(&caller, &headers, &body)?;
+    let value: Value = parse_json(&body)?;
+    let key = idempotency_key(&headers)?;
+    let (mode, applied) = mode(
+        &headers,
+        state.inbox.settings().default_mode,
+        state.inbox.settings().default_wait,
+    )?;
+    let update = match state.inbox.prepare(&caller.name, key, value, "$") {
+        Ok(u) => u,
+        Err(refused) => return Ok(refused_response(&refused)),
+    };
+    let reply = state.inbox.accept(update, mode).await.map_err(internal)?;
+    let mut response = reply_response(reply);
+    if let Ok(v) = HeaderValue::from_str(&applied) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("preference-applied"), v);
+    }
+    Ok(response)
+}
+
+/// Stores up to `[erp] max_batch` updates, each its own inbox row, and answers 202 with
+/// one result per entry, in order. Invalid entries get their error and store nothing;
+/// the others are stored. An entry's idempotency key is its `idempotency_key`, else the
+/// request's `Idempotency-Key` (or `webhook-id`) with `#<index>` appended.
+#[utoipa::path(post, path = "/v1/erp/order-updates/batch", tag = "erp", request_body = UpdateBatch,
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Key of the batch; entry `i` uses `<key>#<i>`")),
+    responses(
+        (status = 202, body = BatchResults),
+        (status = 401, description = "unauthenticated or bad signature"),
+        (status = 413, description = "payload_too_large"),
+        (status = 415, description = "unsupported_media_type"),
+        (status = 422, description = "invalid_request: not `{updates: [...]}`, or more than max_batch entries"),
+    ))]
+#[tracing::instrument(skip_all, fields(client, size))]
+pub async fn post_batch(
+    State(state): State<AppState>,
+    ErpOrAdmin(caller): ErpOrAdmin,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    verify_signature(&caller, &headers, &body)?;
+    let envelope: BatchEnvelope = parse_json(&body)?;
+    let max = state.inbox.settings().max_batch;
+    if envelope.updates.len() > max {
+        return Err(ApiError::InvalidRequest {
+            message: format!(
+                "a batch holds at most {max} updates, this one has {}",
+                envelope.updates.len()
+            ),
+            path: Some("$.updates".into()),
+        });
+    }
+    tracing::Span::current().record("size", envelope.updates.len());
+    let key = idempotency_key(&headers)?;
+    let mut results: Vec<Option<Value>> = Vec::with_capacity(envelope.updates.len());
+    let mut valid = Vec::new();
+    let mut hashes = Vec::new();
+    for (i, value) in envelope.updates.into_iter().enumerate() {
+        let entry_key = key.as_ref().map(|k| format!("{k}#{i}"));
+        match state
+            .inbox
+            .prepare(&caller.name, entry_key, value, &format!("$.updates[{i}]"))
+        {
+            Ok(mut u) => {
+                u.response = Some((202, accepted_body(&u.id, UpdateStatus::Accepted)));
+                hashes.push((results.len(), u.id.clone(), u.request_hash.clone()));
+                results.push(None);
+                valid.push(u);
+            }
+            Err(refused) => results.push(Some(refused.body())),
+        }
+    }
+    let stored = state.inbox.store_updates(valid).await.map_err(internal)?;
+    for ((index, id, hash), stored) in hashes.into_iter().zip(stored) {
+        results[index] = Some(match stored {
+            Stored::New(_) => accepted_body(&id, UpdateStatus::Accepted),
+            Stored::Existing(row) if row.request_hash != hash => {
+                let reused = Refused {
+                    status: 422,
+                    code: "idempotency_key_reused",
+                    message: format!(
+                        "idempotency key {:?} was used for a different update ({})",
+                        row.idempotency_key.as_deref().unwrap_or_default(),
+                        row.id
+                    ),
+                    path: Some(format!("$.updates[{index}]")),
+                };
+                reused.body()
+            }
+            Stored::Existing(row) => row.response_body.map_or_else(
+                || {
+                    accepted_body(
+                        &row.id,
+                        UpdateStatus::parse(&row.status).unwrap_or(UpdateStatus::Accepted),
+                    )
+                },
+                |b| b.0,
+            ),
+        });
+    }
+    let results: Vec<Value> = results.into_iter().map(Option::unwrap_or_default).collect();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "results": results }))).into_response())
+}
+
+/// The batch body with entries kept as JSON, so each is checked on its own.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchEnvelope {
+    updates: Vec<Value>,
+}
+
+/// An update's status. ERP clients see their own updates; admins see all.
+#[utoipa::path(get, path = "/v1/erp/order-updates/{id}", tag = "erp", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Update id from the 202")),
+    responses((status = 200, body = UpdateView), (status = 404, description = "not_found")))]
+pub async fn get_update(
+    State(state): State<AppState>,
+    ErpOrAdmin(caller): ErpOrAdmin,
+    super::extract::ApiPath(id): super::extract::ApiPath<String>,
+) -> ApiResult<Json<UpdateView>> {
+    let row = state.inbox.store().update_by_id(&id).await?;
+    match row {
+        Some(row) if caller.role == Role::Admin || row.client == caller.name => {
+            Ok(Json(UpdateView::of(&row)))
+        }
+        _ => Err(ApiError::NotFound(format!("no update {id}"))),
+    }
+}
+
+/// Checks the Standard Webhooks signature when the client has a signing secret.
+fn verify_signature(caller: &Caller, headers: &HeaderMap, body: &[u8]) -> ApiResult<()> {
+    let Some(secret) = &caller.signing_secret else {
+        return Ok(());
+    };
+    let secret = SigningSecret::parse(secret).map_err(|_| {
+        ApiError::Internal(format!("client {} has an invalid signing secret", caller.name).into())
+    })?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    secret
+        .verify(header, body, chrono::Utc::now().timestamp())
+        .map_err(|e| {
+            metrics::counter!("orderflow_signature_failures_total").increment(1);
+            ApiError::BadSignature(match e {
+                VerifyError::MissingHeader(_) => {
+                    "missing webhook-id, webhook-timestamp or webhook-signature"
+                }
+                VerifyError::BadTimestamp => "webhook-timestamp is not a unix time in seconds",
+                VerifyError::OutOfTolerance => {
+                    "webhook-timestamp is more than 300 s away from the server's clock"
+                }
+                VerifyError::NoMatch => "no signature in webhook-signature matches the body",
+            })
+        })
+}
+
+/// `Idempotency-Key`, else `webhook-id` (or `svix-id`).
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    for name in ["idempotency-key", "webhook-id", "svix-id"] {
+        if let Some(v) = headers.get(name) {
+            let key = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 255);
+            return key
+                .map(|k| Some(k.to_owned()))
+                .ok_or_else(|| ApiError::InvalidRequest {
+                    message: format!("{name} must be 1 to 255 visible ASCII characters"),
+                    path: Some(name.into()),
+                });
+        }
+    }
+    Ok(None)
+}
+
+/// The mode from `Prefer` (RFC 7240), else the configured default, and the preference
+/// applied. `respond-async` with `wait=N` waits up to N seconds, then answers 202.
+fn mode(
+    headers: &HeaderMap,
+    default: ErpMode,
+    default_wait: Duration,
+) -> ApiResult<(Mode, String)> {
+    let mut respond_async = false;
+    let mut wait = None;
+    for value in headers.get_all("prefer") {
+        let text = value.to_str().map_err(|_| bad_prefer())?;
+        for pref in text
+            .split([',', ';'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (name, arg) = pref.split_once('=').map_or((pref, None), |(n, a)| {
+                (n.trim(), Some(a.trim().trim_matches('"')))
+            });
+            match (name.to_ascii_lowercase().as_str(), arg) {
+                ("respond-async", _) => respond_async = true,
+                ("wait", Some(n)) => {
+                    let secs: u64 = n.parse().map_err(|_| bad_prefer())?;
+                    wait = Some(Duration::from_secs(secs).min(MAX_WAIT));
+                }
+                // Other preferences (return=minimal, ...) are not ours to refuse.
+                _ => {}
+            }
+        }
+    }
+    Ok(match (respond_async, wait) {
+        (_, Some(w)) => (Mode::Wait(w), format!("wait={}", w.as_secs())),
+        (true, None) => (Mode::Async, "respond-async".into()),
+        (false, None) => match default {
+            ErpMode::Async => (Mode::Async, "respond-async".into()),
+            ErpMode::Wait => (
+                Mode::Wait(default_wait.min(MAX_WAIT)),
+                format!("wait={}", default_wait.min(MAX_WAIT).as_secs()),
+            ),
+        },
+    })
+}
+
+fn bad_prefer() -> ApiError {
+    ApiError::InvalidRequest {
+        message: "Prefer must be respond-async or wait=<seconds>".into(),
+        path: Some("Prefer".into()),
+    }
+}
+
+fn reply_response(reply: Reply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Json(reply.body)).into_response();
+    if status == StatusCode::ACCEPTED
+        && let Some(loc) = reply.location
+        && let Ok(v) = HeaderValue::from_str(&loc)
+    {
+        response.headers_mut().insert(LOCATION, v);
+    }
+    response
+}
+
+fn refused_response(refused: &Refused) -> Response {
+    let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+    (status, Json(refused.body())).into_response()
+}
+
+fn internal(e: crate::inbox::ingest::AcceptError) -> ApiError {
+    ApiError::Internal(Box::new(e))
+}

@@ -1,0 +1,249 @@
+//! An ERP update as it is sent and stored, and its status as the API shows it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+use crate::domain::types::{EventName, OrderReference, Sku};
+use crate::domain::{Change, EventInput, ItemRef, Source};
+use crate::store::inbox::UpdateRow;
+
+/// One order update from the ERP. It sets the given attributes and triggers the OMS event
+/// on the selected items (all items when none are given).
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderUpdate {
+    /// The shop's order reference.
+    #[schema(value_type = String, example = "DE--1001")]
+    pub order_reference: OrderReference,
+    /// The OMS event to trigger (`ship`, `invoice`, ...).
+    #[schema(value_type = Option<String>, example = "ship")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventName>,
+    /// Items by `{"id": ...}` or `{"sku": ...}` (every item with the SKU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<ItemSelector>>,
+    /// Merged into the order's attributes (JSON merge patch: `null` removes a key).
+    #[schema(value_type = Option<Object>)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<Map<String, Value>>,
+    /// Merged into the attributes of each selected item.
+    #[schema(value_type = Option<Object>)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_attributes: Option<Map<String, Value>>,
+    /// When it happened at the ERP; kept for the record. Updates are applied in the order
+    /// they were received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// In a batch entry: this entry's idempotency key (else the request's key and the
+    /// entry's index). A single update takes its key from the `Idempotency-Key` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// An item of the order, by id or by SKU.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum ItemSelector {
+    Id {
+        id: i64,
+    },
+    Sku {
+        #[schema(value_type = String)]
+        sku: Sku,
+    },
+}
+
+impl OrderUpdate {
+    /// Problems a structurally valid update can still have, as (JSON path, message).
+    pub fn check(&self, known_event: impl Fn(&str) -> bool) -> Result<(), (String, String)> {
+        if self.event.is_none() && self.attributes.is_none() && self.item_attributes.is_none() {
+            return Err((
+                "$".into(),
+                "an update needs an event, attributes or item_attributes".into(),
+            ));
+        }
+        if let Some(e) = &self.event
+            && !known_event(e.as_str())
+        {
+            return Err((
+                "$.event".into(),
+                format!("no loaded process has an event {:?}", e.as_str()),
+            ));
+        }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > 255)
+        {
+            return Err((
+                "$.idempotency_key".into(),
+                "idempotency_key must have 1 to 255 characters".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The change this update makes to its order, attributed to inbox update `id`.
+    pub fn change(&self, id: &str) -> Change {
+        Change {
+            expected: None,
+            attributes: self.attributes.clone(),
+            items: self.items.as_ref().map(|items| {
+                items
+                    .iter()
+                    .map(|s| match s {
+                        ItemSelector::Id { id } => ItemRef::Id(*id),
+                        ItemSelector::Sku { sku } => ItemRef::Sku(sku.as_str().to_owned()),
+                    })
+                    .collect()
+            }),
+            item_attributes: self.item_attributes.clone(),
+            event: self.event.clone().map(|event| EventInput {
+                event,
+                manual_only: false,
+            }),
+            source: Source::Erp(id.to_owned()),
+        }
+    }
+}
+
+/// Where an update is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateStatus {
+    /// Stored; waiting for the worker (also between retries).
+    Accepted,
+    /// Claimed by a worker or processed inline.
+    Processing,
+    Applied,
+    /// Waiting for its order to exist or its event to apply; retried when the order changes.
+    Parked,
+    /// Its event did not apply and the event's policy is `ignore`.
+    Ignored,
+    /// Its event did not apply under the `reject` policy, or it cannot apply to its order.
+    Rejected,
+    /// Out of attempts, or parked past its time limit.
+    Dead,
+}
+
+impl UpdateStatus {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "accepted" => Self::Accepted,
+            "processing" => Self::Processing,
+            "applied" => Self::Applied,
+            "parked" => Self::Parked,
+            "ignored" => Self::Ignored,
+            "rejected" => Self::Rejected,
+            "dead" => Self::Dead,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Processing => "processing",
+            Self::Applied => "applied",
+            Self::Parked => "parked",
+            Self::Ignored => "ignored",
+            Self::Rejected => "rejected",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// No worker will touch it again (unless retried by an operator).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Applied | Self::Ignored | Self::Rejected | Self::Dead
+        )
+    }
+
+    pub const ALL: [Self; 7] = [
+        Self::Accepted,
+        Self::Processing,
+        Self::Applied,
+        Self::Parked,
+        Self::Ignored,
+        Self::Rejected,
+        Self::Dead,
+    ];
+}
+
+/// An update's status as `GET /v1/erp/order-updates/{id}` shows it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct UpdateView {
+    pub id: String,
+    pub status: UpdateStatus,
+    pub order_reference: String,
+    pub event: Option<String>,
+    /// Processing attempts so far.
+    pub attempts: i32,
+    /// The last attempt's error: `{attempt, at, code, message, ...}`.
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<Value>,
+    /// For `applied`: the order's new version and the items moved.
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    pub received_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+/// Everything stored about an update (admin view and `inbox show`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct UpdateDetail {
+    #[serde(flatten)]
+    pub view: UpdateView,
+    pub client: String,
+    pub idempotency_key: Option<String>,
+    /// Every attempt's error, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Vec<Value>,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub park_until: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+}
+
+impl UpdateView {
+    pub fn of(row: &UpdateRow) -> Self {
+        Self {
+            id: row.id.clone(),
+            status: UpdateStatus::parse(&row.status).unwrap_or(UpdateStatus::Accepted),
+            order_reference: row.order_reference.clone(),
+            event: row.event.clone(),
+            attempts: row.attempts,
+            last_error: row.errors.0.last().cloned(),
+            result: row.result.as_ref().map(|r| r.0.clone()),
+            received_at: row.received_at,
+            processed_at: row.processed_at,
+        }
+    }
+}
+
+impl UpdateDetail {
+    pub fn of(row: &UpdateRow) -> Self {
+        let view = UpdateView::of(row);
+        let waiting = !view.status.is_final();
+        Self {
+            view,
+            client: row.client.clone(),
+            idempotency_key: row.idempotency_key.clone(),
+            errors: row.errors.0.clone(),
+            payload: row.payload.0.clone(),
+            next_attempt_at: waiting.then_some(row.next_attempt_at),
+            park_until: row.park_until,
+            lease_owner: row.lease_owner.clone(),
+        }
+    }
+}
+
+/// The body of a 202: the update is stored and the worker will finish it.
+pub fn accepted_body(id: &str, status: UpdateStatus) -> Value {
+    json!({"id": id, "status": status})
+}

@@ -1,0 +1,241 @@
+//! The inbox worker: claims due updates in batches under a lease and processes them.
+//!
+//! It wakes when updates are stored or an order changes in this process (an in-process
+//! signal), on PostgreSQL also on `NOTIFY orderflow_inbox` from any process, and polls every
+//! `worker.poll_interval` as the floor. On shutdown it stops claiming, gives the batch in
+//! flight a grace period, releases the leases of whatever it could not finish and returns.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Inbox;
+use super::model::UpdateStatus;
+use crate::store::{self, Store};
+
+/// How a worker runs.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerOptions {
+    /// Process what is due, then return.
+    pub once: bool,
+    /// Time the batch in flight gets to finish after shutdown is requested.
+    pub grace: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            once: false,
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counts of what a worker did, by new status.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkerTotals {
+    pub batches: u64,
+    pub applied: u64,
+    pub parked: u64,
+    pub ignored: u64,
+    pub rejected: u64,
+    pub dead: u64,
+    /// Failed attempts that will be retried.
+    pub retried: u64,
+    /// Updates whose lease another worker had taken over.
+    pub lost: u64,
+}
+
+impl WorkerTotals {
+    fn add(&mut self, statuses: &[Option<UpdateStatus>]) -> WorkerTotals {
+        let mut batch = WorkerTotals {
+            batches: 1,
+            ..WorkerTotals::default()
+        };
+        for s in statuses {
+            match s {
+                Some(UpdateStatus::Applied) => batch.applied += 1,
+                Some(UpdateStatus::Parked) => batch.parked += 1,
+                Some(UpdateStatus::Ignored) => batch.ignored += 1,
+                Some(UpdateStatus::Rejected) => batch.rejected += 1,
+                Some(UpdateStatus::Dead) => batch.dead += 1,
+                Some(UpdateStatus::Accepted | UpdateStatus::Processing) => batch.retried += 1,
+                None => batch.lost += 1,
+            }
+        }
+        self.batches += 1;
+        self.applied += batch.applied;
+        self.parked += batch.parked;
+        self.ignored += batch.ignored;
+        self.rejected += batch.rejected;
+        self.dead += batch.dead;
+        self.retried += batch.retried;
+        self.lost += batch.lost;
+        batch
+    }
+}
+
+/// How often the worker frees idempotency keys older than the retention.
+const KEY_EXPIRY_EVERY: Duration = Duration::from_secs(600);
+
+impl Inbox {
+    /// Runs the worker until `shutdown` (or, with `once`, until nothing is due).
+    pub async fn run_worker(
+        &self,
+        options: WorkerOptions,
+        shutdown: CancellationToken,
+    ) -> Result<WorkerTotals, store::StoreError> {
+        let listener = match self.store() {
+            Store::Postgres(pool) if !options.once => Some(tokio::spawn(listen(
+                pool.clone(),
+                self.clone(),
+                shutdown.child_token(),
+            ))),
+            _ => None,
+        };
+        let signal = self.service.inbox_signal().clone();
+        let owner = self.owner.to_string();
+        let mut totals = WorkerTotals::default();
+        let mut next_expiry = Instant::now();
+        let mut failures = 0_u32;
+        tracing::info!(owner = %owner, once = options.once, "inbox worker started");
+        while !shutdown.is_cancelled() {
+            if Instant::now() >= next_expiry {
+                next_expiry = Instant::now() + KEY_EXPIRY_EVERY;
+                self.expire_keys().await;
+            }
+            let now = store::now();
+            let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
+            let claimed = self
+                .store()
+                .claim_updates(
+                    now,
+                    i64::from(self.settings.batch_size),
+                    &owner,
+                    now + lease,
+                )
+                .await;
+            let rows = match claimed {
+                Ok(rows) => {
+                    failures = 0;
+                    rows
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = self.settings.backoff(failures).min(Duration::from_secs(30));
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "claiming updates failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                    continue;
+                }
+            };
+            if rows.is_empty() {
+                if options.once {
+                    break;
+                }
+                tokio::select! {
+                    () = signal.notified() => {}
+                    () = tokio::time::sleep(self.settings.poll_interval) => {}
+                    () = shutdown.cancelled() => {}
+                }
+                continue;
+            }
+            let started = Instant::now();
+            let work = self.process_batch(&rows, &owner);
+            tokio::pin!(work);
+            let result = tokio::select! {
+                r = &mut work => Some(r),
+                () = shutdown.cancelled() => {
+                    tracing::info!(in_flight = rows.len(), grace_ms = options.grace.as_millis() as u64, "shutdown: finishing the batch in flight");
+                    tokio::time::timeout(options.grace, &mut work).await.ok()
+                }
+            };
+            match result {
+                Some(Ok(statuses)) => {
+                    let batch = totals.add(&statuses);
+                    tracing::info!(
+                        size = rows.len(),
+                        applied = batch.applied,
+                        parked = batch.parked,
+                        ignored = batch.ignored,
+                        rejected = batch.rejected,
+                        dead = batch.dead,
+                        retried = batch.retried,
+                        lost = batch.lost,
+                        duration_ms = started.elapsed().as_millis() as u64,
+                        "inbox batch"
+                    );
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, size = rows.len(), "inbox batch failed; releasing its leases");
+                    self.release_leases(&owner).await;
+                }
+                None => {
+                    tracing::warn!(size = rows.len(), "grace period over; releasing leases");
+                    self.release_leases(&owner).await;
+                }
+            }
+        }
+        if let Some(l) = listener {
+            l.abort();
+        }
+        tracing::info!(?totals, "inbox worker stopped");
+        Ok(totals)
+    }
+
+    async fn release_leases(&self, owner: &str) {
+        match self.store().release_leases(owner, store::now()).await {
+            Ok(n) if n > 0 => tracing::info!(released = n, "leases released"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "releasing leases failed; they expire"),
+        }
+    }
+
+    async fn expire_keys(&self) {
+        let retention =
+            chrono::Duration::from_std(self.settings.idempotency_retention).unwrap_or_default();
+        match self.store().expire_keys(store::now() - retention).await {
+            Ok(n) if n > 0 => tracing::info!(expired = n, "idempotency keys past retention freed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiring idempotency keys failed"),
+        }
+    }
+}
+
+/// Forwards `NOTIFY orderflow_inbox` (from any process) to the worker's wake-up signal;
+/// reconnects after a lost connection. Polling covers the gaps.
+async fn listen(pool: sqlx::PgPool, inbox: Inbox, shutdown: CancellationToken) {
+    use sqlx::postgres::PgListener;
+    let signal = inbox.service.inbox_signal().clone();
+    while !shutdown.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen("orderflow_inbox").await {
+            tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(_) => signal.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        break;
+                    }
+                },
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}

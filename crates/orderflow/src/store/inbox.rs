@@ -1,0 +1,525 @@
+//! The ERP inbox: updates stored before they are acknowledged, claimed by workers under a
+//! lease, and finished with their outcome in the same transaction as the order change.
+//!
+//! Claiming keeps two rules on both backends:
+//! - an update is claimed only when no other update of its order is `processing` and no
+//!   earlier one is still waiting (`accepted`, or `parked` and due): updates of one order
+//!   are applied one at a time, in receive order (`seq`);
+//! - a claim sets `next_attempt_at` to the lease's end, so an update whose worker died is
+//!   due again when the lease runs out.
+//!
+//! On PostgreSQL claims take a transaction-scoped advisory lock, so two claims never decide
+//! on the same snapshot, and skip rows another transaction holds (`SKIP LOCKED`), so a claim
+//! never waits for an order transaction. SQLite has one writer, which serialises them.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::AssertSqlSafe;
+use sqlx::types::Json;
+
+use super::{Result, Store, Tx, on_reader, on_tx};
+
+/// Every column of an inbox row.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct UpdateRow {
+    pub seq: i64,
+    pub id: String,
+    pub client: String,
+    pub idempotency_key: Option<String>,
+    pub request_hash: String,
+    pub order_reference: String,
+    pub event: Option<String>,
+    pub payload: Json<Value>,
+    pub status: String,
+    pub attempts: i32,
+    pub errors: Json<Vec<Value>>,
+    pub result: Option<Json<Value>>,
+    pub response_status: Option<i32>,
+    pub response_body: Option<Json<Value>>,
+    pub received_at: DateTime<Utc>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub park_until: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "seq, id, client, idempotency_key, request_hash, order_reference, event, \
+     payload, status, attempts, errors, result, response_status, response_body, received_at, \
+     processed_at, next_attempt_at, park_until, lease_owner, lease_until";
+
+/// A validated update to store as `accepted`.
+#[derive(Clone, Debug)]
+pub struct NewUpdate {
+    pub id: String,
+    pub client: String,
+    pub idempotency_key: Option<String>,
+    pub request_hash: String,
+    pub order_reference: String,
+    pub event: Option<String>,
+    pub payload: Value,
+    /// The response to replay for a repeat, when it is known at insert time (async mode).
+    pub response: Option<(u16, Value)>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// What storing one update did.
+#[derive(Clone, Debug)]
+pub enum Stored {
+    /// A new row, with its `seq`.
+    New(i64),
+    /// The client already used this idempotency key: the row stored then.
+    Existing(Box<UpdateRow>),
+}
+
+/// How an attempt ends: the row's new status and what to keep.
+#[derive(Clone, Debug)]
+pub struct Finish<'a> {
+    pub status: &'a str,
+    pub result: Option<&'a Value>,
+    /// Appended to `errors`.
+    pub error: Option<&'a Value>,
+    /// When it is due again (`accepted`/`parked`); ignored for final states.
+    pub next_attempt_at: DateTime<Utc>,
+    pub park_until: Option<DateTime<Utc>>,
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+/// Filters of the admin list and replay.
+#[derive(Clone, Debug, Default)]
+pub struct UpdateFilter {
+    pub status: Option<String>,
+    pub order_reference: Option<String>,
+    pub event: Option<String>,
+    pub received_after: Option<DateTime<Utc>>,
+    pub received_before: Option<DateTime<Utc>>,
+    /// Rows after this `seq` (paging).
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// Rows per multi-row INSERT: 11 binds a row stays under both backends' bind limits.
+const INSERT_CHUNK: usize = 500;
+
+/// The claim predicate over `r` (`$1` = now). Processing rows past their lease are claimed
+/// again as they are; any other row only when nothing of its order is processing and no
+/// earlier update of its order is still waiting.
+const CLAIMABLE: &str = "r.status IN ('accepted', 'parked', 'processing') \
+     AND r.next_attempt_at <= $1 \
+     AND (r.status = 'processing' OR NOT EXISTS ( \
+         SELECT 1 FROM inbox o \
+         WHERE o.order_reference = r.order_reference \
+           AND o.status IN ('accepted', 'parked', 'processing') \
+           AND o.seq <> r.seq \
+           AND (o.status = 'processing' \
+                OR (o.seq < r.seq AND (o.status = 'accepted' \
+                    OR (o.status = 'parked' AND o.next_attempt_at <= $1))))))";
+
+impl Store {
+    /// Stores updates in one transaction (one commit, one fsync, for the whole group), in
+    /// order. A repeated `(client, idempotency_key)` stores nothing and returns the row
+    /// stored first, also when the repeat is in the same group.
+    pub async fn insert_updates(&self, updates: &[NewUpdate]) -> Result<Vec<Stored>> {
+        let mut tx = self.begin().await?;
+        let mut inserted = std::collections::HashMap::new();
+        for chunk in updates.chunks(INSERT_CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO inbox (id, client, idempotency_key, request_hash, order_reference, \
+                 event, payload, status, response_status, response_body, received_at, \
+                 next_attempt_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 11;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, 'accepted', ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9,
+                    b + 10,
+                    b + 11
+                ));
+            }
+            sql.push_str(" ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING id, seq");
+            let ids: Vec<(String, i64)> = on_tx!(&mut tx, |c| {
+                let mut q = sqlx::query_as(AssertSqlSafe(sql.clone()));
+                for u in chunk {
+                    let (status, body) = match &u.response {
+                        Some((s, b)) => (Some(i32::from(*s)), Some(Json(b))),
+                        None => (None, None),
+                    };
+                    q = q
+                        .bind(&u.id)
+                        .bind(&u.client)
+                        .bind(&u.idempotency_key)
+                        .bind(&u.request_hash)
+                        .bind(&u.order_reference)
+                        .bind(&u.event)
+                        .bind(Json(&u.payload))
+                        .bind(status)
+                        .bind(body)
+                        .bind(u.received_at)
+                        .bind(u.received_at);
+                }
+                q.fetch_all(c).await
+            })?;
+            inserted.extend(ids);
+        }
+        let mut out = Vec::with_capacity(updates.len());
+        for u in updates {
+            if let Some(seq) = inserted.get(&u.id) {
+                out.push(Stored::New(*seq));
+                continue;
+            }
+            let sql =
+                format!("SELECT {COLUMNS} FROM inbox WHERE client = $1 AND idempotency_key = $2");
+            let row: UpdateRow = on_tx!(&mut tx, |c| {
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(&u.client)
+                    .bind(&u.idempotency_key)
+                    .fetch_one(c)
+                    .await
+            })?;
+            out.push(Stored::Existing(Box::new(row)));
+        }
+        if let Tx::Postgres(t) = &mut tx
+            && !inserted.is_empty()
+        {
+            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
+                .execute(&mut **t)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// One update by its public id.
+    pub async fn update_by_id(&self, id: &str) -> Result<Option<UpdateRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM inbox WHERE id = $1");
+        Ok(on_reader!(self, |p| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(p)
+                .await
+        })?)
+    }
+
+    /// One update by its receive sequence number.
+    pub async fn update_by_seq(&self, seq: i64) -> Result<Option<UpdateRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM inbox WHERE seq = $1");
+        Ok(on_reader!(self, |p| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(seq)
+                .fetch_optional(p)
+                .await
+        })?)
+    }
+
+    /// Claims up to `limit` due updates for `owner` until `lease_until`: at most one per
+    /// order, each the next of its order. Each claim counts as an attempt.
+    pub async fn claim_updates(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<UpdateRow>> {
+        let mut tx = self.begin().await?;
+        let rows = tx.claim(None, now, limit, owner, lease_until).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Claims the update `seq` if it is due and next of its order (wait mode processes it
+    /// inline then); `None` when it must wait for the worker.
+    pub async fn claim_update(
+        &self,
+        seq: i64,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<UpdateRow>> {
+        let mut tx = self.begin().await?;
+        let rows = tx.claim(Some(seq), now, 1, owner, lease_until).await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Stores the first response to replay for the update, unless one is stored already;
+    /// returns the one that is stored.
+    pub async fn set_response(&self, seq: i64, status: u16, body: &Value) -> Result<(u16, Value)> {
+        const SQL: &str = "UPDATE inbox SET response_status = $2, response_body = $3 \
+             WHERE seq = $1 AND response_status IS NULL";
+        const READ: &str = "SELECT response_status, response_body FROM inbox WHERE seq = $1";
+        let mut tx = self.begin().await?;
+        on_tx!(&mut tx, |c| {
+            sqlx::query(SQL)
+                .bind(seq)
+                .bind(i32::from(status))
+                .bind(Json(body))
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        let (s, b): (Option<i32>, Option<Json<Value>>) = on_tx!(&mut tx, |c| {
+            sqlx::query_as(READ).bind(seq).fetch_one(c).await
+        })?;
+        tx.commit().await?;
+        Ok((
+            s.and_then(|s| u16::try_from(s).ok()).unwrap_or(status),
+            b.map_or_else(|| body.clone(), |b| b.0),
+        ))
+    }
+
+    /// Frees idempotency keys of updates received before `before`; returns how many.
+    pub async fn expire_keys(&self, before: DateTime<Utc>) -> Result<u64> {
+        const SQL: &str = "UPDATE inbox SET idempotency_key = NULL \
+             WHERE received_at < $1 AND idempotency_key IS NOT NULL";
+        let mut tx = self.begin().await?;
+        let n = on_tx!(&mut tx, |c| {
+            sqlx::query(SQL)
+                .bind(before)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Updates matching `filter`, in receive order.
+    pub async fn list_updates(&self, filter: &UpdateFilter) -> Result<Vec<UpdateRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM inbox WHERE ($1 IS NULL OR status = $1) \
+             AND ($2 IS NULL OR order_reference = $2) AND ($3 IS NULL OR event = $3) \
+             AND ($4 IS NULL OR received_at >= $4) AND ($5 IS NULL OR received_at < $5) \
+             AND seq > $6 ORDER BY seq LIMIT $7"
+        );
+        Ok(on_reader!(self, |p| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(&filter.status)
+                .bind(&filter.order_reference)
+                .bind(&filter.event)
+                .bind(filter.received_after)
+                .bind(filter.received_before)
+                .bind(filter.after_seq.unwrap_or(0))
+                .bind(filter.limit)
+                .fetch_all(p)
+                .await
+        })?)
+    }
+
+    /// Counts by status and the receive time of the oldest update not yet finished.
+    pub async fn inbox_stats(&self) -> Result<(Vec<(String, i64)>, Option<DateTime<Utc>>)> {
+        const COUNTS: &str = "SELECT status, COUNT(*) FROM inbox GROUP BY status ORDER BY status";
+        const OLDEST: &str = "SELECT MIN(received_at) FROM inbox \
+             WHERE status IN ('accepted', 'parked', 'processing')";
+        let counts: Vec<(String, i64)> =
+            on_reader!(self, |p| sqlx::query_as(COUNTS).fetch_all(p).await)?;
+        let oldest: Option<DateTime<Utc>> =
+            on_reader!(self, |p| sqlx::query_scalar(OLDEST).fetch_one(p).await)?;
+        Ok((counts, oldest))
+    }
+
+    /// Makes a finished or waiting update due now again (`inbox retry`, admin retry):
+    /// dead, rejected, ignored and parked updates go back to `accepted` with their attempt
+    /// history kept. Applied or processing updates are left alone; returns the row if it
+    /// was moved.
+    pub async fn retry_update(&self, id: &str, now: DateTime<Utc>) -> Result<Option<UpdateRow>> {
+        let sql = format!(
+            "UPDATE inbox SET status = 'accepted', next_attempt_at = $2, park_until = NULL, \
+             lease_owner = NULL, lease_until = NULL, processed_at = NULL \
+             WHERE id = $1 AND status IN ('dead', 'rejected', 'ignored', 'parked') \
+             RETURNING {COLUMNS}"
+        );
+        let mut tx = self.begin().await?;
+        let row: Option<UpdateRow> = on_tx!(&mut tx, |c| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(id)
+                .bind(now)
+                .fetch_optional(c)
+                .await
+        })?;
+        if let Tx::Postgres(t) = &mut tx
+            && row.is_some()
+        {
+            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
+                .execute(&mut **t)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(row)
+    }
+}
+
+impl Store {
+    /// Gives back the updates `owner` still holds (shutdown past its grace period): due at
+    /// once for any worker.
+    pub async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
+        const SQL: &str = "UPDATE inbox SET status = 'accepted', next_attempt_at = $2, \
+             lease_owner = NULL, lease_until = NULL \
+             WHERE lease_owner = $1 AND status = 'processing'";
+        let mut tx = self.begin().await?;
+        let n = on_tx!(&mut tx, |c| {
+            sqlx::query(SQL)
+                .bind(owner)
+                .bind(now)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+impl Tx {
+    async fn claim(
+        &mut self,
+        only: Option<i64>,
+        now: DateTime<Utc>,
+        limit: i64,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<UpdateRow>> {
+        let only_sql = if only.is_some() { "AND r.seq = $3" } else { "" };
+        let lock = match self {
+            Tx::Sqlite(_) => "",
+            Tx::Postgres(_) => " FOR UPDATE OF r SKIP LOCKED",
+        };
+        let select = format!(
+            "SELECT r.seq, r.order_reference FROM inbox r WHERE {CLAIMABLE} {only_sql} \
+             ORDER BY r.next_attempt_at, r.seq LIMIT $2{lock}"
+        );
+        if let Tx::Postgres(t) = self {
+            // One claim at a time: each decides on a snapshot that sees every claim before.
+            sqlx::query("SELECT pg_advisory_xact_lock(7036111)")
+                .execute(&mut **t)
+                .await?;
+        }
+        let candidates: Vec<(i64, String)> = on_tx!(&mut *self, |c| {
+            let q = sqlx::query_as(AssertSqlSafe(select)).bind(now).bind(limit);
+            match only {
+                Some(seq) => q.bind(seq).fetch_all(c).await,
+                None => q.fetch_all(c).await,
+            }
+        })?;
+        // At most one update per order in one claim: the first is the next of its order.
+        let mut seen = std::collections::HashSet::new();
+        let seqs: Vec<i64> = candidates
+            .into_iter()
+            .filter(|(_, r)| seen.insert(r.clone()))
+            .map(|(s, _)| s)
+            .collect();
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (0..seqs.len()).map(|i| format!("${}", i + 3)).collect();
+        let update = format!(
+            "UPDATE inbox SET status = 'processing', lease_owner = $1, lease_until = $2, \
+             next_attempt_at = $2, attempts = attempts + 1 WHERE seq IN ({}) \
+             RETURNING {COLUMNS}",
+            placeholders.join(", ")
+        );
+        let mut rows: Vec<UpdateRow> = on_tx!(&mut *self, |c| {
+            let mut q = sqlx::query_as(AssertSqlSafe(update.clone()))
+                .bind(owner)
+                .bind(lease_until);
+            for s in &seqs {
+                q = q.bind(*s);
+            }
+            q.fetch_all(c).await
+        })?;
+        rows.sort_by_key(|r| r.seq);
+        Ok(rows)
+    }
+
+    /// Reads the update and holds it until commit; `None` unless `owner` still holds its
+    /// lease (a worker that overran its lease must not finish an update someone else took).
+    pub async fn lock_claimed(&mut self, seq: i64, owner: &str) -> Result<Option<UpdateRow>> {
+        let lock = match self {
+            Tx::Sqlite(_) => "",
+            Tx::Postgres(_) => " FOR UPDATE",
+        };
+        let sql = format!("SELECT {COLUMNS} FROM inbox WHERE seq = $1{lock}");
+        let row: Option<UpdateRow> = on_tx!(self, |c| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(seq)
+                .fetch_optional(c)
+                .await
+        })?;
+        Ok(row.filter(|r| r.status == "processing" && r.lease_owner.as_deref() == Some(owner)))
+    }
+
+    /// Ends an attempt: new status, result, the attempt's error, and the lease released.
+    pub async fn finish_update(&mut self, seq: i64, f: &Finish<'_>) -> Result<()> {
+        const SQL: &str = "UPDATE inbox SET status = $2, result = COALESCE($3, result), \
+             next_attempt_at = $4, park_until = $5, processed_at = $6, \
+             lease_owner = NULL, lease_until = NULL WHERE seq = $1";
+        on_tx!(&mut *self, |c| {
+            sqlx::query(SQL)
+                .bind(seq)
+                .bind(f.status)
+                .bind(f.result.map(Json))
+                .bind(f.next_attempt_at)
+                .bind(f.park_until)
+                .bind(f.processed_at)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if let Some(error) = f.error {
+            self.append_update_error(seq, error).await?;
+        }
+        Ok(())
+    }
+
+    async fn append_update_error(&mut self, seq: i64, error: &Value) -> Result<()> {
+        const READ: &str = "SELECT errors FROM inbox WHERE seq = $1";
+        const WRITE: &str = "UPDATE inbox SET errors = $2 WHERE seq = $1";
+        let Json(mut errors): Json<Vec<Value>> = on_tx!(&mut *self, |c| {
+            sqlx::query_scalar(READ).bind(seq).fetch_one(c).await
+        })?;
+        errors.push(error.clone());
+        on_tx!(&mut *self, |c| {
+            sqlx::query(WRITE)
+                .bind(seq)
+                .bind(Json(&errors))
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Makes the parked updates of an order due now: the order was created or changed, so
+    /// they may apply. Returns how many.
+    pub async fn wake_parked(&mut self, reference: &str, now: DateTime<Utc>) -> Result<u64> {
+        const SQL: &str = "UPDATE inbox SET next_attempt_at = $2 \
+             WHERE order_reference = $1 AND status = 'parked' AND next_attempt_at > $2";
+        let n = on_tx!(&mut *self, |c| {
+            sqlx::query(SQL)
+                .bind(reference)
+                .bind(now)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if n > 0
+            && let Tx::Postgres(t) = self
+        {
+            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(n)
+    }
+}
