@@ -27,9 +27,7 @@ pub async fn run(
         poll.max(Duration::from_millis(10)),
         shutdown.child_token(),
     ));
-    let state = AppState {
-        service: service.clone(),
-    };
+    let state = AppState::new(service.clone(), config);
     let served = http::serve(listener, state, config.max_body_bytes, shutdown.clone()).await;
     shutdown.cancel();
     let _ = projector.await;

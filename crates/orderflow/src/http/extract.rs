@@ -80,7 +80,11 @@ pub struct ApiPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-/// The authenticated client (`Authorization: Bearer <token>`).
+/// The authenticated client (`Authorization: Bearer <token>`), within its rate limit.
+///
+/// Extracting it authenticates (401), then takes one request from the client's rate limit
+/// (429), before any handler reads the body. It is extracted once per request: a second
+/// extraction reuses the first.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub name: String,
@@ -120,6 +124,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Counted against the rate limit once, however many extractors ask for the caller.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let header = parts
             .headers
             .get(AUTHORIZATION)
@@ -145,10 +153,17 @@ impl FromRequestParts<AppState> for Caller {
             ApiError::Internal(format!("client {} has unknown role", client.name).into())
         })?;
         tracing::Span::current().record("client", client.name.as_str());
-        Ok(Caller {
+        if let Err(retry_after) = state.rate_limits.check(&client.name) {
+            metrics::counter!("orderflow_http_rate_limited_total", "client" => client.name.clone())
+                .increment(1);
+            return Err(ApiError::RateLimited { retry_after });
+        }
+        let caller = Caller {
             name: client.name,
             role,
-        })
+        };
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
     }
 }
 

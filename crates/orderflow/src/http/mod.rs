@@ -7,8 +7,10 @@ mod list;
 mod ops;
 mod orders;
 mod processes;
+pub mod ratelimit;
 mod reservations;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -24,14 +26,28 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::config::Config;
 use crate::domain::OrderService;
 pub use error::{ApiError, ApiResult};
 use extract::BodyLimit;
+use ratelimit::RateLimits;
 
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub service: OrderService,
+    /// The configured per-client rate limits.
+    pub rate_limits: Arc<RateLimits>,
+}
+
+impl AppState {
+    /// The state for `service` with the client limits from `config`.
+    pub fn new(service: OrderService, config: &Config) -> Self {
+        Self {
+            rate_limits: Arc::new(RateLimits::from_config(&config.clients)),
+            service,
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -56,7 +72,16 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A client's token (`orderflow clients create`). 401 when missing or \
+                         unknown; 429 `rate_limited` with `retry-after` (seconds) over the \
+                         client's configured rate limit.",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

@@ -124,6 +124,15 @@ pub fn fixtures() -> &'static Path {
 
 /// Starts a server; `None` means the backend is skipped (message printed).
 pub async fn start(backend: Backend) -> Option<TestServer> {
+    start_with(backend, |_| {}).await
+}
+
+/// Like [`start`], after `configure` has changed the test configuration (e.g. client rate
+/// limits). The clients are `admin`, `shop` and `erp`.
+pub async fn start_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut Config),
+) -> Option<TestServer> {
     let (url, db) = database(backend).await?;
     let mut config = Config {
         database_url: url.clone(),
@@ -137,6 +146,7 @@ pub async fn start(backend: Backend) -> Option<TestServer> {
         )
         .unwrap(),
     );
+    configure(&mut config);
     let processes =
         ProcessSet::load(&fixtures().join("processes"), &config.bindings()).expect("processes");
     let store = Store::open(&url).await.expect("open store");
