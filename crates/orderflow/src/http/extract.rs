@@ -6,11 +6,11 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth;
 use crate::domain::types::Role;
 
 /// A JSON body. Content type must be JSON (415), size within the limit (413), and the
@@ -83,12 +83,16 @@ pub struct ApiQuery<T>(pub T);
 /// The authenticated client (`Authorization: Bearer <token>`), within its rate limit.
 ///
 /// Extracting it authenticates (401), then takes one request from the client's rate limit
-/// (429), before any handler reads the body. It is extracted once per request: a second
-/// extraction reuses the first.
+/// (429), before any handler reads the body. Tokens are checked against
+/// [`ClientCache`](crate::auth::ClientCache), not the database, on most requests. It is
+/// extracted once per request: a second extraction reuses the first.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    /// The client's Standard Webhooks secret, when it has one: its ERP requests must then
+    /// be signed. Debug output shows it as redacted.
+    pub signing_secret: Option<SecretString>,
 }
 
 impl Caller {
@@ -144,14 +148,11 @@ impl FromRequestParts<AppState> for Caller {
                 "Authorization must be Bearer <token>",
             ))?;
         let client = state
-            .service
-            .store()
-            .client_by_token_hash(&auth::hash_token(token))
-            .await?
+            .clients
+            .by_token(token)
+            .await
+            .map_err(|e| ApiError::Internal(Box::new(e)))?
             .ok_or(ApiError::Unauthenticated("unknown token"))?;
-        let role = Role::parse(&client.role).ok_or_else(|| {
-            ApiError::Internal(format!("client {} has unknown role", client.name).into())
-        })?;
         tracing::Span::current().record("client", client.name.as_str());
         if let Err(retry_after) = state.rate_limits.check(&client.name) {
             metrics::counter!("orderflow_http_rate_limited_total", "client" => client.name.clone())
@@ -159,8 +160,9 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::RateLimited { retry_after });
         }
         let caller = Caller {
-            name: client.name,
-            role,
+            name: client.name.clone(),
+            role: client.role,
+            signing_secret: client.signing_secret.clone(),
         };
         parts.extensions.insert(caller.clone());
         Ok(caller)

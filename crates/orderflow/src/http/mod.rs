@@ -26,6 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::auth::ClientCache;
 use crate::config::Config;
 use crate::domain::OrderService;
 pub use error::{ApiError, ApiResult};
@@ -36,6 +37,8 @@ use ratelimit::RateLimits;
 #[derive(Clone)]
 pub struct AppState {
     pub service: OrderService,
+    /// Bearer token → client, in memory.
+    pub clients: ClientCache,
     /// The configured per-client rate limits.
     pub rate_limits: Arc<RateLimits>,
 }
@@ -44,6 +47,7 @@ impl AppState {
     /// The state for `service` with the client limits from `config`.
     pub fn new(service: OrderService, config: &Config) -> Self {
         Self {
+            clients: ClientCache::new(service.store().clone()),
             rate_limits: Arc::new(RateLimits::from_config(&config.clients)),
             service,
         }

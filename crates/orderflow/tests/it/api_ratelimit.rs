@@ -1,17 +1,20 @@
-//! Per-client rate limits: 429 with `retry-after`.
+//! Per-client rate limits (429 with `retry-after`) and token checks against the client
+//! cache.
 
 use std::time::Duration;
 
 use orderflow::config::ClientConfig;
+use orderflow::domain::types::Role;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::Value;
 
-use crate::support::{Backend, TestServer, backend_tests, start_with};
+use crate::support::{Backend, TestServer, backend_tests, start, start_with};
 
 backend_tests!(
     a_limited_client_gets_429_until_retry_after,
     a_limited_client_is_refused_before_its_body_is_read,
+    a_client_created_while_running_can_authenticate,
 );
 
 /// Upper bound on requests sent to empty a bucket of 2: far more than 2 requests per
@@ -117,5 +120,23 @@ async fn a_limited_client_is_refused_before_its_body_is_read(b: Backend) {
         Some(&StatusCode::TOO_MANY_REQUESTS),
         "{statuses:?}"
     );
+    s.stop().await;
+}
+
+async fn a_client_created_while_running_can_authenticate(b: Backend) {
+    let Some(s) = start(b).await else { return };
+    // Warm the cache, with a known and an unknown token.
+    let (status, _) = s.get("/v1/processes", &s.shop).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s.get("/v1/processes", "of_not_yet").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let late = orderflow::auth::create_client(&s.store, "late-shop", Role::Shop, false)
+        .await
+        .unwrap();
+    let (status, body) = s.get("/v1/processes", &late.token).await;
+    assert_eq!(status, StatusCode::OK, "a new client works at once: {body}");
+    let (status, _) = s.get("/v1/processes", &s.shop).await;
+    assert_eq!(status, StatusCode::OK);
     s.stop().await;
 }

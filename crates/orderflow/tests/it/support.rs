@@ -46,6 +46,8 @@ pub struct TestServer {
     pub admin: String,
     pub shop: String,
     pub erp: String,
+    /// The server's store, for tests that change it behind the API's back.
+    pub store: Store,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _db: Db,
@@ -161,7 +163,7 @@ pub async fn start_with(
             .unwrap();
         tokens.push(c.token);
     }
-    let service = OrderService::new(store, std::sync::Arc::new(processes));
+    let service = OrderService::new(store.clone(), std::sync::Arc::new(processes));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
@@ -175,6 +177,7 @@ pub async fn start_with(
         admin: tokens.next().unwrap(),
         shop: tokens.next().unwrap(),
         erp: tokens.next().unwrap(),
+        store,
         shutdown,
         task,
         _db: db,
