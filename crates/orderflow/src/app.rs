@@ -35,10 +35,7 @@ pub async fn run(
         let token = shutdown.child_token();
         tokio::spawn(async move { inbox.run_worker(WorkerOptions::default(), token).await })
     });
-    let state = AppState {
-        service: service.clone(),
-        inbox,
-    };
+    let state = AppState::new(service.clone(), inbox, config);
     let served = http::serve(listener, state, config.max_body_bytes, shutdown.clone()).await;
     shutdown.cancel();
     let _ = projector.await;

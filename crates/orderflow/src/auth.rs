@@ -1,10 +1,16 @@
-//! Client credentials: random bearer tokens stored as SHA-256 hashes, and Standard
-//! Webhooks signing secrets.
+//! Client credentials: random bearer tokens stored as SHA-256 hashes, Standard Webhooks
+//! signing secrets, and the in-memory cache that keeps token checks off the database.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::Utc;
+use moka::Expiry;
+use moka::future::Cache;
 use rand::RngCore;
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use crate::domain::types::Role;
@@ -65,6 +71,88 @@ pub async fn create_client(
     })
 }
 
+/// A known client as a request sees it.
+#[derive(Debug)]
+pub struct Client {
+    pub name: String,
+    pub role: Role,
+    /// Standard Webhooks secret (`whsec_...`); `SecretString` keeps it out of Debug output.
+    pub signing_secret: Option<SecretString>,
+}
+
+/// How long a known token is served from memory. A client removed from the store (or given
+/// a new role) is seen within this time.
+pub const KNOWN_TOKEN_TTL: Duration = Duration::from_secs(60);
+/// How long an unknown token is remembered as unknown, so a caller repeating a wrong token
+/// does not cost a database read each time.
+pub const UNKNOWN_TOKEN_TTL: Duration = Duration::from_secs(5);
+/// Tokens held at most; the least useful are dropped first.
+const CAPACITY: u64 = 10_000;
+
+/// Token hash → client, cached in memory so a request does not read the database to
+/// authenticate.
+///
+/// Known tokens are kept for [`KNOWN_TOKEN_TTL`]; unknown ones for [`UNKNOWN_TOKEN_TTL`]
+/// only. A client created with `orderflow clients create` while the server runs works at
+/// once: its token is new and random, so no "unknown" entry can exist for it. (A token
+/// that was tried before it was stored, which only a hand-made token could be, works after
+/// at most `UNKNOWN_TOKEN_TTL`.) Concurrent lookups of one uncached token share one read.
+#[derive(Clone)]
+pub struct ClientCache {
+    store: Store,
+    cache: Cache<String, Option<Arc<Client>>>,
+}
+
+impl ClientCache {
+    pub fn new(store: Store) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(CAPACITY)
+            .time_to_live(KNOWN_TOKEN_TTL)
+            .expire_after(ShortForUnknown)
+            .build();
+        Self { store, cache }
+    }
+
+    /// The client with this bearer token, `None` when the token is unknown.
+    pub async fn by_token(&self, token: &str) -> Result<Option<Arc<Client>>, Arc<StoreError>> {
+        let hash = hash_token(token);
+        self.cache
+            .try_get_with_by_ref(&hash, self.load(&hash))
+            .await
+    }
+
+    async fn load(&self, hash: &str) -> Result<Option<Arc<Client>>, StoreError> {
+        let Some(row) = self.store.client_by_token_hash(hash).await? else {
+            return Ok(None);
+        };
+        let role = Role::parse(&row.role).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "client {} has unknown role {:?}",
+                row.name, row.role
+            ))
+        })?;
+        Ok(Some(Arc::new(Client {
+            name: row.name,
+            role,
+            signing_secret: row.signing_secret.map(SecretString::from),
+        })))
+    }
+}
+
+/// Unknown tokens expire after [`UNKNOWN_TOKEN_TTL`]; known ones by the cache's TTL.
+struct ShortForUnknown;
+
+impl Expiry<String, Option<Arc<Client>>> for ShortForUnknown {
+    fn expire_after_create(
+        &self,
+        _token_hash: &String,
+        client: &Option<Arc<Client>>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        client.is_none().then_some(UNKNOWN_TOKEN_TTL)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +165,34 @@ mod tests {
         assert_eq!(hash_token("x").len(), 64);
         let s = new_signing_secret();
         assert!(s.starts_with("whsec_") && STANDARD.decode(&s[6..]).unwrap().len() == 24);
+    }
+
+    #[test]
+    fn unknown_tokens_expire_sooner() {
+        let now = Instant::now();
+        let key = "hash".to_owned();
+        assert_eq!(
+            ShortForUnknown.expire_after_create(&key, &None, now),
+            Some(UNKNOWN_TOKEN_TTL)
+        );
+        let known = Some(Arc::new(Client {
+            name: "shop".into(),
+            role: Role::Shop,
+            signing_secret: None,
+        }));
+        // None: the cache-wide KNOWN_TOKEN_TTL applies.
+        assert_eq!(ShortForUnknown.expire_after_create(&key, &known, now), None);
+    }
+
+    #[test]
+    fn debug_output_hides_the_signing_secret() {
+        let client = Client {
+            name: "erp-sap".into(),
+            role: Role::Erp,
+            signing_secret: Some(SecretString::from("whsec_c2VjcmV0")),
+        };
+        let debug = format!("{client:?}");
+        assert!(!debug.contains("whsec_"), "{debug}");
+        assert!(debug.contains("erp-sap"), "{debug}");
     }
 }

@@ -24,6 +24,8 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    #[error("clients.{0}.rate_limit_per_second must be at least 1 (leave it out for no limit)")]
+    ZeroRateLimit(String),
 }
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -115,6 +117,8 @@ pub struct ProjectorConfig {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientConfig {
+    /// Requests per second, with bursts of up to the same number; over it the API answers
+    /// 429 with `retry-after`. No limit when absent.
     pub rate_limit_per_second: Option<u32>,
 }
 
@@ -232,6 +236,11 @@ impl Config {
         for (name, e) in &self.events {
             duration(&format!("events.{name}.park_ttl"), &e.park_ttl)?;
         }
+        for (name, c) in &self.clients {
+            if c.rate_limit_per_second == Some(0) {
+                return Err(ConfigError::ZeroRateLimit(name.clone()));
+            }
+        }
         Ok(())
     }
 
@@ -314,5 +323,21 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("[erp]"), "{text}");
+    }
+
+    #[test]
+    fn a_zero_rate_limit_is_refused() {
+        let mut c = Config::default();
+        c.clients.insert(
+            "erp-sap".into(),
+            ClientConfig {
+                rate_limit_per_second: Some(0),
+            },
+        );
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("clients.erp-sap.rate_limit_per_second"),
+            "{err}"
+        );
     }
 }

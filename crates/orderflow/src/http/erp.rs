@@ -19,6 +19,7 @@ use crate::inbox::ingest::{Mode, Refused, Reply};
 use crate::inbox::model::{OrderUpdate, UpdateStatus, UpdateView, accepted_body};
 use crate::store::inbox::Stored;
 use crate::webhook::{SigningSecret, VerifyError};
+use secrecy::ExposeSecret;
 
 /// The longest `Prefer: wait=N` honoured; longer waits are cut to this.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -210,7 +211,7 @@ fn verify_signature(caller: &Caller, headers: &HeaderMap, body: &[u8]) -> ApiRes
     let Some(secret) = &caller.signing_secret else {
         return Ok(());
     };
-    let secret = SigningSecret::parse(secret).map_err(|_| {
+    let secret = SigningSecret::parse(secret.expose_secret()).map_err(|_| {
         ApiError::Internal(format!("client {} has an invalid signing secret", caller.name).into())
     })?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());

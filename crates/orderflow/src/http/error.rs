@@ -2,7 +2,10 @@
 //! one `match`. Bodies are `{"error": {"code", "message", ...details}}`.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -33,6 +36,9 @@ pub enum ApiError {
     VersionRequired,
     #[error("store not ready")]
     NotReady,
+    /// Over the client's rate limit; `retry_after` is sent in whole seconds, at least one.
+    #[error("rate limit exceeded, retry after {} s", retry_secs(*retry_after))]
+    RateLimited { retry_after: Duration },
     #[error(transparent)]
     Domain(#[from] DomainError),
     #[error("internal error")]
@@ -89,6 +95,10 @@ impl IntoResponse for ApiError {
             }
             Self::VersionRequired => (StatusCode::PRECONDITION_REQUIRED, "version_required"),
             Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Self::RateLimited { retry_after } => {
+                details.insert("retry_after".into(), json!(retry_secs(*retry_after)));
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             Self::Domain(d) => {
                 let status = match d {
                     D::OrderNotFound => StatusCode::NOT_FOUND,
@@ -122,8 +132,21 @@ impl IntoResponse for ApiError {
         error.insert("code".into(), json!(code));
         error.insert("message".into(), json!(message));
         error.extend(details);
-        (status, axum::Json(json!({ "error": Value::Object(error) }))).into_response()
+        let mut response =
+            (status, axum::Json(json!({ "error": Value::Object(error) }))).into_response();
+        if let Self::RateLimited { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_secs(retry_after)));
+        }
+        response
     }
+}
+
+/// `retry-after` has whole seconds only; rounded up, and never 0 (an immediate retry would
+/// be refused again).
+fn retry_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// Logs the whole cause chain; the client only sees `internal`.
@@ -137,4 +160,17 @@ fn internal(e: &dyn std::error::Error) -> (StatusCode, &'static str) {
     }
     tracing::error!(error = %chain, "request failed");
     (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_secs(Duration::ZERO), 1);
+        assert_eq!(retry_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_secs(Duration::from_millis(2001)), 3);
+    }
 }

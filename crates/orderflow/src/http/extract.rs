@@ -6,11 +6,11 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth;
 use crate::domain::types::Role;
 
 /// A JSON body. Content type must be JSON (415), size within the limit (413), and the
@@ -97,23 +97,19 @@ pub struct ApiPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-/// The authenticated client (`Authorization: Bearer <token>`).
-#[derive(Clone)]
+/// The authenticated client (`Authorization: Bearer <token>`), within its rate limit.
+///
+/// Extracting it authenticates (401), then takes one request from the client's rate limit
+/// (429), before any handler reads the body. Tokens are checked against
+/// [`ClientCache`](crate::auth::ClientCache), not the database, on most requests. It is
+/// extracted once per request: a second extraction reuses the first.
+#[derive(Clone, Debug)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
-    /// The client's Standard Webhooks secret: its requests must be signed.
-    pub signing_secret: Option<String>,
-}
-
-impl std::fmt::Debug for Caller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Caller")
-            .field("name", &self.name)
-            .field("role", &self.role)
-            .field("signs", &self.signing_secret.is_some())
-            .finish()
-    }
+    /// The client's Standard Webhooks secret, when it has one: its ERP requests must then
+    /// be signed. Debug output shows it as redacted.
+    pub signing_secret: Option<SecretString>,
 }
 
 impl Caller {
@@ -173,6 +169,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Counted against the rate limit once, however many extractors ask for the caller.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let header = parts
             .headers
             .get(AUTHORIZATION)
@@ -189,20 +189,24 @@ impl FromRequestParts<AppState> for Caller {
                 "Authorization must be Bearer <token>",
             ))?;
         let client = state
-            .service
-            .store()
-            .client_by_token_hash(&auth::hash_token(token))
-            .await?
+            .clients
+            .by_token(token)
+            .await
+            .map_err(|e| ApiError::Internal(Box::new(e)))?
             .ok_or(ApiError::Unauthenticated("unknown token"))?;
-        let role = Role::parse(&client.role).ok_or_else(|| {
-            ApiError::Internal(format!("client {} has unknown role", client.name).into())
-        })?;
         tracing::Span::current().record("client", client.name.as_str());
-        Ok(Caller {
-            name: client.name,
-            role,
-            signing_secret: client.signing_secret,
-        })
+        if let Err(retry_after) = state.rate_limits.check(&client.name) {
+            metrics::counter!("orderflow_http_rate_limited_total", "client" => client.name.clone())
+                .increment(1);
+            return Err(ApiError::RateLimited { retry_after });
+        }
+        let caller = Caller {
+            name: client.name.clone(),
+            role: client.role,
+            signing_secret: client.signing_secret.clone(),
+        };
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
     }
 }
 

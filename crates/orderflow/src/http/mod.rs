@@ -8,8 +8,10 @@ mod list;
 mod ops;
 mod orders;
 mod processes;
+pub mod ratelimit;
 mod reservations;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -25,16 +27,35 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::auth::ClientCache;
+use crate::config::Config;
 use crate::domain::OrderService;
 use crate::inbox::Inbox;
 pub use error::{ApiError, ApiResult};
 use extract::BodyLimit;
+use ratelimit::RateLimits;
 
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub service: OrderService,
     pub inbox: Inbox,
+    /// Bearer token → client, in memory.
+    pub clients: ClientCache,
+    /// The configured per-client rate limits.
+    pub rate_limits: Arc<RateLimits>,
+}
+
+impl AppState {
+    /// The state for `service` and `inbox` with the client limits from `config`.
+    pub fn new(service: OrderService, inbox: Inbox, config: &Config) -> Self {
+        Self {
+            inbox,
+            clients: ClientCache::new(service.store().clone()),
+            rate_limits: Arc::new(RateLimits::from_config(&config.clients)),
+            service,
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -60,7 +81,16 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A client's token (`orderflow clients create`). 401 when missing or \
+                         unknown; 429 `rate_limited` with `retry-after` (seconds) over the \
+                         client's configured rate limit.",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

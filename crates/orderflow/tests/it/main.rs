@@ -6,6 +6,7 @@ mod api_errors;
 mod api_events;
 mod api_list;
 mod api_orders;
+mod api_ratelimit;
 mod cli_process;
 mod cli_store;
 mod corpus;

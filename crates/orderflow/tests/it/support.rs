@@ -46,6 +46,8 @@ pub struct TestServer {
     pub admin: String,
     pub shop: String,
     pub erp: String,
+    /// The server's store, for tests that change it behind the API's back.
+    pub store: Store,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _db: Db,
@@ -124,6 +126,15 @@ pub fn fixtures() -> &'static Path {
 
 /// Starts a server; `None` means the backend is skipped (message printed).
 pub async fn start(backend: Backend) -> Option<TestServer> {
+    start_with(backend, |_| {}).await
+}
+
+/// Like [`start`], after `configure` has changed the test configuration (e.g. client rate
+/// limits). The clients are `admin`, `shop` and `erp`.
+pub async fn start_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut Config),
+) -> Option<TestServer> {
     let (url, db) = database(backend).await?;
     let mut config = Config {
         database_url: url.clone(),
@@ -137,6 +148,7 @@ pub async fn start(backend: Backend) -> Option<TestServer> {
         )
         .unwrap(),
     );
+    configure(&mut config);
     let processes =
         ProcessSet::load(&fixtures().join("processes"), &config.bindings()).expect("processes");
     let store = Store::open(&url).await.expect("open store");
@@ -151,7 +163,7 @@ pub async fn start(backend: Backend) -> Option<TestServer> {
             .unwrap();
         tokens.push(c.token);
     }
-    let service = OrderService::new(store, std::sync::Arc::new(processes));
+    let service = OrderService::new(store.clone(), std::sync::Arc::new(processes));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
@@ -165,6 +177,7 @@ pub async fn start(backend: Backend) -> Option<TestServer> {
         admin: tokens.next().unwrap(),
         shop: tokens.next().unwrap(),
         erp: tokens.next().unwrap(),
+        store,
         shutdown,
         task,
         _db: db,
