@@ -2,6 +2,7 @@
 
 mod support;
 
+mod api_erp;
 mod api_errors;
 mod api_events;
 mod api_list;
