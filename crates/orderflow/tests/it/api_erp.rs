@@ -23,6 +23,7 @@ backend_tests!(
     batch_gives_results_per_entry_in_order,
     signed_clients_must_sign,
     invalid_updates_never_enter_the_inbox,
+    keys_are_freed_after_the_retention,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -639,5 +640,38 @@ async fn invalid_updates_never_enter_the_inbox(b: Backend) {
         )
         .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+async fn keys_are_freed_after_the_retention(b: Backend) {
+    let Some(s) = start(b).await else { return };
+    let key = [("idempotency-key", "k-retention")];
+    let first = json!({"order_reference": "R-10", "attributes": {"n": 1}});
+    let (code, _, r1) = send(&s, &s.erp, &key, &first).await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    // Within the retention the key is taken.
+    assert_eq!(
+        s.store
+            .expire_keys(chrono::Utc::now() - chrono::Duration::days(7))
+            .await
+            .unwrap(),
+        0
+    );
+    let second = json!({"order_reference": "R-10", "attributes": {"n": 2}});
+    let (code, _, _) = send(&s, &s.erp, &key, &second).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    // Seven days later (the worker runs this on its own) the key is free again; the
+    // update stays in the inbox.
+    let later = chrono::Utc::now() + chrono::Duration::days(7) + chrono::Duration::seconds(1);
+    let freed = s
+        .store
+        .expire_keys(later - chrono::Duration::days(7))
+        .await
+        .unwrap();
+    assert_eq!(freed, 1);
+    let (code, _, r2) = send(&s, &s.erp, &key, &second).await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_ne!(r1["id"], r2["id"]);
+    assert_eq!(inbox_rows(&s).await, 2);
     s.stop().await;
 }
