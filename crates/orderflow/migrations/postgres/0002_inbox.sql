@@ -33,7 +33,7 @@ CREATE TABLE inbox (
 );
 CREATE UNIQUE INDEX inbox_idempotency ON inbox (client, idempotency_key);
 -- What a worker may claim, by due time.
-CREATE INDEX inbox_due ON inbox (next_attempt_at)
+CREATE INDEX inbox_due ON inbox (next_attempt_at, seq)
     WHERE status IN ('accepted', 'parked', 'processing');
 -- Per-order ordering checks and waking parked updates when their order changes.
 CREATE INDEX inbox_order_pending ON inbox (order_reference, seq)
