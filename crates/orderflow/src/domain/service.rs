@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use super::processes::ProcessSet;
 use super::types::{Currency, EventName, OrderId, OrderReference, Quantity, Sku, Version};
 use super::view::{HistoryEntry, ItemState, Move, OrderView, Stay};
+use crate::store::inbox::NewUpdate;
 use crate::store::orders::{ItemRow, NewHistory, NewItem, NewOrder, NewTimer, OrderRow};
 use crate::store::{self, Store, StoreError, Tx};
 
@@ -602,9 +603,15 @@ async fn persist(
         };
         tx.insert_timer(row.id, &timer).await?;
     }
-    // Effects are executed after commit by the worker (follow-up events through the inbox,
-    // after-commit calls); here they only become durable with the change that caused them.
+    // A follow-up event goes into the inbox in this transaction: it is applied after this
+    // change, in order with the order's other updates, exactly once. Other effects
+    // (after-commit calls) are kept in `effects` with the change that caused them.
     for effect in &decisions.effects {
+        if let oms::plugin::Effect::FollowUpEvent { event, items } = effect {
+            tx.insert_updates(&[follow_up(&row.reference, event, items, now)])
+                .await?;
+            continue;
+        }
         let payload = serde_json::to_value(effect).unwrap_or(Value::Null);
         let kind = payload
             .get("kind")
@@ -622,6 +629,23 @@ async fn persist(
         row.attributes = sqlx::types::Json(order.attributes.clone());
     }
     Ok((row, after, stayed))
+}
+
+/// The inbox update a command's follow-up event becomes (client `orderflow`).
+fn follow_up(reference: &str, event: &str, items: &[i64], now: DateTime<Utc>) -> NewUpdate {
+    let items: Vec<Value> = items.iter().map(|id| json!({ "id": id })).collect();
+    let payload = json!({"order_reference": reference, "event": event, "items": items});
+    NewUpdate {
+        id: uuid::Uuid::now_v7().to_string(),
+        client: "orderflow".into(),
+        idempotency_key: None,
+        request_hash: crate::inbox::ingest::request_hash(&payload),
+        order_reference: reference.to_owned(),
+        event: Some(event.to_owned()),
+        payload,
+        response: None,
+        received_at: now,
+    }
 }
 
 fn feed_payload(

@@ -121,58 +121,7 @@ impl Store {
     /// stored first, also when the repeat is in the same group.
     pub async fn insert_updates(&self, updates: &[NewUpdate]) -> Result<Vec<Stored>> {
         let mut tx = self.begin().await?;
-        let mut inserted = std::collections::HashMap::new();
-        for chunk in updates.chunks(INSERT_CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO inbox (id, client, idempotency_key, request_hash, order_reference, \
-                 event, payload, status, response_status, response_body, received_at, \
-                 next_attempt_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 11;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, 'accepted', ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9,
-                    b + 10,
-                    b + 11
-                ));
-            }
-            sql.push_str(" ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING id, seq");
-            let ids: Vec<(String, i64)> = on_tx!(&mut tx, |c| {
-                let mut q = sqlx::query_as(AssertSqlSafe(sql.clone()));
-                for u in chunk {
-                    let (status, body) = match &u.response {
-                        Some((s, b)) => (Some(i32::from(*s)), Some(Json(b))),
-                        None => (None, None),
-                    };
-                    q = q
-                        .bind(&u.id)
-                        .bind(&u.client)
-                        .bind(&u.idempotency_key)
-                        .bind(&u.request_hash)
-                        .bind(&u.order_reference)
-                        .bind(&u.event)
-                        .bind(Json(&u.payload))
-                        .bind(status)
-                        .bind(body)
-                        .bind(u.received_at)
-                        .bind(u.received_at);
-                }
-                q.fetch_all(c).await
-            })?;
-            inserted.extend(ids);
-        }
+        let inserted = tx.insert_updates(updates).await?;
         let mut out = Vec::with_capacity(updates.len());
         for u in updates {
             if let Some(seq) = inserted.get(&u.id) {
@@ -189,13 +138,6 @@ impl Store {
                     .await
             })?;
             out.push(Stored::Existing(Box::new(row)));
-        }
-        if let Tx::Postgres(t) = &mut tx
-            && !inserted.is_empty()
-        {
-            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
-                .execute(&mut **t)
-                .await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -382,6 +324,75 @@ impl Store {
 }
 
 impl Tx {
+    /// Inserts updates as `accepted`, skipping repeated `(client, idempotency_key)`s;
+    /// returns the `seq` of each inserted one by id. On PostgreSQL workers are notified
+    /// at commit.
+    pub async fn insert_updates(
+        &mut self,
+        updates: &[NewUpdate],
+    ) -> Result<std::collections::HashMap<String, i64>> {
+        let mut inserted = std::collections::HashMap::new();
+        for chunk in updates.chunks(INSERT_CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO inbox (id, client, idempotency_key, request_hash, order_reference, \
+                 event, payload, status, response_status, response_body, received_at, \
+                 next_attempt_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 11;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, 'accepted', ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9,
+                    b + 10,
+                    b + 11
+                ));
+            }
+            sql.push_str(" ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING id, seq");
+            let ids: Vec<(String, i64)> = on_tx!(&mut *self, |c| {
+                let mut q = sqlx::query_as(AssertSqlSafe(sql.clone()));
+                for u in chunk {
+                    let (status, body) = match &u.response {
+                        Some((s, b)) => (Some(i32::from(*s)), Some(Json(b))),
+                        None => (None, None),
+                    };
+                    q = q
+                        .bind(&u.id)
+                        .bind(&u.client)
+                        .bind(&u.idempotency_key)
+                        .bind(&u.request_hash)
+                        .bind(&u.order_reference)
+                        .bind(&u.event)
+                        .bind(Json(&u.payload))
+                        .bind(status)
+                        .bind(body)
+                        .bind(u.received_at)
+                        .bind(u.received_at);
+                }
+                q.fetch_all(c).await
+            })?;
+            inserted.extend(ids);
+        }
+        if let Tx::Postgres(t) = self
+            && !inserted.is_empty()
+        {
+            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(inserted)
+    }
+
     async fn claim(
         &mut self,
         only: Option<i64>,

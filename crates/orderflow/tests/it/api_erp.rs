@@ -24,6 +24,7 @@ backend_tests!(
     signed_clients_must_sign,
     invalid_updates_never_enter_the_inbox,
     keys_are_freed_after_the_retention,
+    follow_up_events_go_through_the_inbox,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -673,5 +674,37 @@ async fn keys_are_freed_after_the_retention(b: Backend) {
     assert_eq!(code, StatusCode::ACCEPTED);
     assert_ne!(r1["id"], r2["id"]);
     assert_eq!(inbox_rows(&s).await, 2);
+    s.stop().await;
+}
+
+async fn follow_up_events_go_through_the_inbox(b: Backend) {
+    let Some(s) = start(b).await else { return };
+    let body = json!({"reference": "F-1", "process": "FollowUp01", "items": [{"sku": "A", "quantity": 1}]});
+    let (code, _) = s.post("/v1/orders", &s.shop, body).await;
+    assert_eq!(code, StatusCode::CREATED);
+    let confirm = json!({"order_reference": "F-1", "event": "confirm"});
+    let (code, _, r) = send(&s, &s.erp, &[("prefer", "wait=5")], &confirm).await;
+    assert_eq!(code, StatusCode::OK, "{r}");
+    assert_eq!(r["result"]["moved"][0]["to"], "confirmed");
+    // The command's `ship` is an inbox update of its own, applied after the confirmation.
+    let o = eventually(WAIT, "follow-up applied", || async {
+        let o = order(&s, "F-1").await;
+        (o["items"][0]["state"] == "shipped").then_some(o)
+    })
+    .await;
+    let history = erp_history(&s, &o).await;
+    assert_eq!(history.len(), 2, "{history:?}");
+    let follow_up = history[1]["source"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("erp:");
+    let (code, v) = s
+        .get(&format!("/v1/erp/order-updates/{follow_up}"), &s.admin)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["event"].as_str()),
+        (Some("applied"), Some("ship"))
+    );
     s.stop().await;
 }

@@ -148,6 +148,10 @@ pub async fn start_with(
         )
         .unwrap(),
     );
+    config.commands.insert(
+        "Test/EmitShip".into(),
+        serde_json::from_value(json!({"type": "emit_event", "event": "ship"})).unwrap(),
+    );
     configure(&mut config);
     let processes =
         ProcessSet::load(&fixtures().join("processes"), &config.bindings()).expect("processes");
