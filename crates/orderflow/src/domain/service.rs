@@ -367,7 +367,11 @@ impl OrderService {
 }
 
 /// The engine's view of stored rows.
-fn engine_order(row: &OrderRow, items: &[ItemRow], process: &Process) -> Result<engine::Order> {
+pub(super) fn engine_order(
+    row: &OrderRow,
+    items: &[ItemRow],
+    process: &Process,
+) -> Result<engine::Order> {
     let items = items
         .iter()
         .map(|i| {
@@ -398,7 +402,7 @@ fn engine_order(row: &OrderRow, items: &[ItemRow], process: &Process) -> Result<
 /// Writes what the engine decided: changed items, history, timers, effects and the order
 /// row. Returns the rows as they now are and the stays worth reporting.
 #[allow(clippy::too_many_arguments)]
-async fn persist(
+pub(super) async fn persist(
     tx: &mut Tx,
     process: &Process,
     mut row: OrderRow,
@@ -510,7 +514,7 @@ async fn persist(
     Ok((row, after, stayed))
 }
 
-fn feed_payload(
+pub(super) fn feed_payload(
     kind: &str,
     event: Option<&str>,
     decisions: &Decisions,

@@ -11,6 +11,7 @@
 pub mod clients;
 pub mod orders;
 pub mod projection;
+pub mod timers;
 
 use std::str::FromStr;
 use std::time::Duration;
