@@ -6,12 +6,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::domain::OrderService;
+use crate::domain::{OrderService, timers};
 use crate::http::{self, AppState};
 use crate::projector;
 
-/// Serves the API on `listener` and runs the list projector until `shutdown` is cancelled;
-/// then finishes requests in flight and stops the projector.
+/// Serves the API on `listener` and runs the list projector and the check-condition loop
+/// until `shutdown` is cancelled; then finishes requests in flight and stops both.
 pub async fn run(
     service: OrderService,
     listener: TcpListener,
@@ -21,10 +21,16 @@ pub async fn run(
     // Installs the recorder before the first metric is recorded.
     crate::telemetry::metrics();
     let poll = config::duration("projector.poll_interval", &config.projector.poll_interval)?;
+    let check_poll = config::duration("worker.poll_interval", &config.worker.poll_interval)?;
     let projector = tokio::spawn(projector::run(
         service.clone(),
         config.projector.batch_size.max(1),
         poll.max(Duration::from_millis(10)),
+        shutdown.child_token(),
+    ));
+    let checker = tokio::spawn(timers::run_loop(
+        service.clone(),
+        check_poll.max(Duration::from_millis(10)),
         shutdown.child_token(),
     ));
     let state = AppState {
@@ -33,6 +39,7 @@ pub async fn run(
     let served = http::serve(listener, state, config.max_body_bytes, shutdown.clone()).await;
     shutdown.cancel();
     let _ = projector.await;
+    let _ = checker.await;
     served?;
     Ok(())
 }
