@@ -46,6 +46,8 @@ pub struct TestServer {
     pub admin: String,
     pub shop: String,
     pub erp: String,
+    /// The server's service, for driving background steps (with an injected clock).
+    pub service: OrderService,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _db: Db,
@@ -124,6 +126,14 @@ pub fn fixtures() -> &'static Path {
 
 /// Starts a server; `None` means the backend is skipped (message printed).
 pub async fn start(backend: Backend) -> Option<TestServer> {
+    start_with(backend, |_| {}).await
+}
+
+/// [`start`] with the test configuration changed by `configure` first.
+pub async fn start_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut Config),
+) -> Option<TestServer> {
     let (url, db) = database(backend).await?;
     let mut config = Config {
         database_url: url.clone(),
@@ -137,6 +147,11 @@ pub async fn start(backend: Backend) -> Option<TestServer> {
         )
         .unwrap(),
     );
+    config.conditions.insert(
+        "Test/Approved".into(),
+        serde_json::from_value(json!({"type": "attribute", "path": "approved"})).unwrap(),
+    );
+    configure(&mut config);
     let processes =
         ProcessSet::load(&fixtures().join("processes"), &config.bindings()).expect("processes");
     let store = Store::open(&url).await.expect("open store");
@@ -152,12 +167,15 @@ pub async fn start(backend: Backend) -> Option<TestServer> {
         tokens.push(c.token);
     }
     let service = OrderService::new(store, std::sync::Arc::new(processes));
+    let server_service = service.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let task =
-        tokio::spawn(async move { orderflow::app::run(service, listener, &config, token).await });
+        tokio::spawn(
+            async move { orderflow::app::run(server_service, listener, &config, token).await },
+        );
     let mut tokens = tokens.into_iter();
     Some(TestServer {
         base,
@@ -165,6 +183,7 @@ pub async fn start(backend: Backend) -> Option<TestServer> {
         admin: tokens.next().unwrap(),
         shop: tokens.next().unwrap(),
         erp: tokens.next().unwrap(),
+        service,
         shutdown,
         task,
         _db: db,
