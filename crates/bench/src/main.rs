@@ -1,6 +1,7 @@
 //! orderflow's benchmark harness. Each subcommand prints figures (medians, and ratios
 //! against a baseline measured in the same run); nothing here asserts a time.
 
+mod check_condition;
 mod engine;
 mod ingest;
 mod server;
@@ -20,12 +21,15 @@ enum Command {
     Engine(engine::Args),
     /// ERP ingest: durable async acks per second and latency, against GET /healthz.
     Ingest(ingest::Args),
+    /// Check-condition pass time over 1,000,000 waiting timers, against SELECT 1.
+    CheckCondition(check_condition::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Engine(args) => engine::run(args),
         Command::Ingest(args) => ingest::run(args),
+        Command::CheckCondition(args) => check_condition::run(args),
     }
 }
 

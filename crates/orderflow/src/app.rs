@@ -6,14 +6,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::domain::OrderService;
+use crate::domain::{OrderService, timers};
 use crate::http::{self, AppState};
 use crate::inbox::worker::WorkerOptions;
 use crate::inbox::{Inbox, InboxSettings};
 use crate::projector;
 
-/// Serves the API on `listener` and runs the list projector until `shutdown` is cancelled;
-/// then finishes requests in flight and stops the projector.
+/// Serves the API on `listener` and runs the list projector and the check-condition loop
+/// until `shutdown` is cancelled; then finishes requests in flight and stops both.
 pub async fn run(
     service: OrderService,
     listener: TcpListener,
@@ -23,6 +23,7 @@ pub async fn run(
     // Installs the recorder before the first metric is recorded.
     crate::telemetry::metrics();
     let poll = config::duration("projector.poll_interval", &config.projector.poll_interval)?;
+    let check_poll = config::duration("worker.poll_interval", &config.worker.poll_interval)?;
     let projector = tokio::spawn(projector::run(
         service.clone(),
         config.projector.batch_size.max(1),
@@ -30,17 +31,26 @@ pub async fn run(
         shutdown.child_token(),
     ));
     let inbox = Inbox::new(service.clone(), InboxSettings::from_config(config)?);
-    let worker = config.worker.in_process.then(|| {
+    // The inbox worker and the check-condition loop, unless `serve --no-worker`.
+    let background = config.worker.in_process.then(|| {
         let inbox = inbox.clone();
         let token = shutdown.child_token();
-        tokio::spawn(async move { inbox.run_worker(WorkerOptions::default(), token).await })
+        let worker =
+            tokio::spawn(async move { inbox.run_worker(WorkerOptions::default(), token).await });
+        let checker = tokio::spawn(timers::run_loop(
+            service.clone(),
+            check_poll.max(Duration::from_millis(10)),
+            shutdown.child_token(),
+        ));
+        (worker, checker)
     });
     let state = AppState::new(service.clone(), inbox, config);
     let served = http::serve(listener, state, config.max_body_bytes, shutdown.clone()).await;
     shutdown.cancel();
     let _ = projector.await;
-    if let Some(worker) = worker {
+    if let Some((worker, checker)) = background {
         let _ = worker.await;
+        let _ = checker.await;
     }
     served?;
     Ok(())

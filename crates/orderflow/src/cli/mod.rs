@@ -1,5 +1,6 @@
 //! Command-line interface: argument types and the code behind each subcommand.
 
+mod check_condition;
 mod clients;
 pub mod process;
 mod serve;
@@ -33,6 +34,8 @@ pub struct Cli {
 enum Command {
     /// Run the HTTP API and its background tasks until SIGTERM/SIGINT.
     Serve(serve::ServeArgs),
+    /// Move items whose timeout is due or whose event-less transition's condition holds.
+    CheckCondition(check_condition::CheckConditionArgs),
     /// Apply pending database migrations and exit.
     Migrate(StoreArgs),
     /// Manage API clients.
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Process(cmd) => process::run(cmd),
         Command::Serve(args) => runtime()?.block_on(serve::run(args)),
+        Command::CheckCondition(args) => runtime()?.block_on(check_condition::run(args)),
         Command::Migrate(args) => {
             let config = args.load()?;
             runtime()?.block_on(async {

@@ -3,6 +3,7 @@
 
 pub mod processes;
 pub mod service;
+pub mod timers;
 pub mod types;
 pub mod view;
 
@@ -11,3 +12,4 @@ pub use service::{
     Applied, Change, DomainError, EventInput, ItemRef, NewItemInput, NewOrderInput, OrderService,
     Source, Target,
 };
+pub use timers::{Backoff, CheckPass};

@@ -371,6 +371,10 @@ impl OrderService {
             tx.append_change(row.id, version, "updated", &payload, now)
                 .await?;
             tx.wake_parked(&row.reference, now).await?;
+            if attributes_changed {
+                // Event-less transitions may hang on the attributes just changed.
+                tx.wake_condition_timers(row.id, now).await?;
+            }
         }
         let moved = decisions
             .moves()
@@ -482,7 +486,11 @@ fn select_items(items: &[ItemRow], refs: &[ItemRef]) -> Result<Vec<i64>> {
 }
 
 /// The engine's view of stored rows.
-fn engine_order(row: &OrderRow, items: &[ItemRow], process: &Process) -> Result<engine::Order> {
+pub(super) fn engine_order(
+    row: &OrderRow,
+    items: &[ItemRow],
+    process: &Process,
+) -> Result<engine::Order> {
     let items = items
         .iter()
         .map(|i| {
@@ -513,7 +521,7 @@ fn engine_order(row: &OrderRow, items: &[ItemRow], process: &Process) -> Result<
 /// Writes what the engine decided: changed items, history, timers, effects and the order
 /// row. Returns the rows as they now are and the stays worth reporting.
 #[allow(clippy::too_many_arguments)]
-async fn persist(
+pub(super) async fn persist(
     tx: &mut Tx,
     process: &Process,
     mut row: OrderRow,
@@ -648,7 +656,7 @@ fn follow_up(reference: &str, event: &str, items: &[i64], now: DateTime<Utc>) ->
     }
 }
 
-fn feed_payload(
+pub(super) fn feed_payload(
     kind: &str,
     event: Option<&str>,
     decisions: &Decisions,

@@ -12,6 +12,7 @@ pub mod clients;
 pub mod inbox;
 pub mod orders;
 pub mod projection;
+pub mod timers;
 
 use std::str::FromStr;
 use std::time::Duration;

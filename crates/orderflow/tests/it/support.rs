@@ -48,6 +48,8 @@ pub struct TestServer {
     pub erp: String,
     /// The server's store, for tests that change it behind the API's back.
     pub store: Store,
+    /// The server's service, for driving background steps (with an injected clock).
+    pub service: OrderService,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _db: Db,
@@ -152,6 +154,10 @@ pub async fn start_with(
         "Test/EmitShip".into(),
         serde_json::from_value(json!({"type": "emit_event", "event": "ship"})).unwrap(),
     );
+    config.conditions.insert(
+        "Test/Approved".into(),
+        serde_json::from_value(json!({"type": "attribute", "path": "approved"})).unwrap(),
+    );
     configure(&mut config);
     let processes =
         ProcessSet::load(&fixtures().join("processes"), &config.bindings()).expect("processes");
@@ -168,12 +174,15 @@ pub async fn start_with(
         tokens.push(c.token);
     }
     let service = OrderService::new(store.clone(), std::sync::Arc::new(processes));
+    let server_service = service.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let task =
-        tokio::spawn(async move { orderflow::app::run(service, listener, &config, token).await });
+        tokio::spawn(
+            async move { orderflow::app::run(server_service, listener, &config, token).await },
+        );
     let mut tokens = tokens.into_iter();
     Some(TestServer {
         base,
@@ -182,6 +191,7 @@ pub async fn start_with(
         shop: tokens.next().unwrap(),
         erp: tokens.next().unwrap(),
         store,
+        service,
         shutdown,
         task,
         _db: db,
