@@ -12,8 +12,13 @@ use crate::inbox::worker::WorkerOptions;
 use crate::inbox::{Inbox, InboxSettings};
 use crate::projector;
 
+/// How often the inbox gauges (`orderflow_inbox_updates{status}`, oldest pending age) are
+/// refreshed from the store.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Serves the API on `listener` and runs the list projector until `shutdown` is cancelled;
-/// then finishes requests in flight and stops the projector.
+/// then finishes requests in flight and stops the projector. It also refreshes the inbox
+/// gauges every few seconds.
 pub async fn run(
     service: OrderService,
     listener: TcpListener,
@@ -30,6 +35,11 @@ pub async fn run(
         shutdown.child_token(),
     ));
     let inbox = Inbox::new(service.clone(), InboxSettings::from_config(config)?);
+    let gauges = tokio::spawn(crate::inbox::ops::run_gauges(
+        service.store().clone(),
+        GAUGE_INTERVAL,
+        shutdown.child_token(),
+    ));
     let worker = config.worker.in_process.then(|| {
         let inbox = inbox.clone();
         let token = shutdown.child_token();
@@ -39,6 +49,7 @@ pub async fn run(
     let served = http::serve(listener, state, config.max_body_bytes, shutdown.clone()).await;
     shutdown.cancel();
     let _ = projector.await;
+    let _ = gauges.await;
     if let Some(worker) = worker {
         let _ = worker.await;
     }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod admin_inbox;
 mod api_errors;
 mod api_events;
 mod api_list;
@@ -10,5 +11,6 @@ mod api_ratelimit;
 mod cli_process;
 mod cli_store;
 mod corpus;
+mod inbox_retry;
 mod openapi;
 mod webhook_vectors;

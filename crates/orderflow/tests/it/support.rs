@@ -5,6 +5,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use oms::Registry;
 use orderflow::config::Config;
 use orderflow::domain::types::Role;
 use orderflow::domain::{OrderService, ProcessSet};
@@ -135,6 +136,16 @@ pub async fn start_with(
     backend: Backend,
     configure: impl FnOnce(&mut Config),
 ) -> Option<TestServer> {
+    start_with_plugins(backend, configure, Registry::new()).await
+}
+
+/// Like [`start_with`], with the test's own conditions and commands in `registry` (as an
+/// embedder registers them), e.g. a command that fails while a flag is set.
+pub async fn start_with_plugins(
+    backend: Backend,
+    configure: impl FnOnce(&mut Config),
+    registry: Registry,
+) -> Option<TestServer> {
     let (url, db) = database(backend).await?;
     let mut config = Config {
         database_url: url.clone(),
@@ -150,7 +161,8 @@ pub async fn start_with(
     );
     configure(&mut config);
     let processes =
-        ProcessSet::load(&fixtures().join("processes"), &config.bindings()).expect("processes");
+        ProcessSet::load_with(&fixtures().join("processes"), &config.bindings(), registry)
+            .expect("processes");
     let store = Store::open(&url).await.expect("open store");
     let mut tokens = Vec::new();
     for (name, role) in [
