@@ -1,7 +1,9 @@
 //! Issue #5, "done means": an update whose command fails retryably is attempted on the
 //! configured backoff schedule until `max_attempts`, then it is dead; an operator's retry
-//! (admin API) brings it back and it applies.
+//! (admin API or `orderflow inbox retry`) brings it back and it applies.
 
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,7 +16,10 @@ use serde_json::{Value, json};
 
 use crate::support::{Backend, TestServer, backend_tests, eventually, start_with_plugins};
 
-backend_tests!(dead_after_max_attempts_then_admin_retry_applies);
+backend_tests!(
+    dead_after_max_attempts_then_admin_retry_applies,
+    cli_retry_and_replay_apply_dead_updates
+);
 
 /// A command that fails retryably ("remote endpoint down") while `down` is set.
 struct Remote {
@@ -178,5 +183,104 @@ async fn dead_after_max_attempts_then_admin_retry_applies(b: Backend) {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "not_retryable", "{body}");
     assert_eq!(body["error"]["status"], "applied", "{body}");
+    s.stop().await;
+}
+
+fn orderflow(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderflow"));
+    cmd.args(args).current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ORDERFLOW_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.output().expect("run orderflow")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn cli_retry_and_replay_apply_dead_updates(b: Backend) {
+    let down = Arc::new(AtomicBool::new(true));
+    let Some(s) = start(b, &down).await else {
+        return;
+    };
+    let id = dead_update(&s, "DE--R2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(["--database-url".into(), s.database_url.clone()]);
+        let dir = dir.path().to_owned();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                orderflow(&dir, &args)
+            })
+            .await
+        }
+    };
+
+    let out = run(&["inbox", "list", "--status", "dead"]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let row = table.lines().find(|l| l.starts_with(&id)).expect(&table);
+    for cell in ["dead", "DE--R2", "export", "3", "command_failed"] {
+        assert!(row.split_whitespace().any(|c| c == cell), "{cell} in {row}");
+    }
+    let out = run(&["inbox", "show", &id]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert_eq!(shown.matches("remote endpoint down").count(), 3, "{shown}");
+
+    // A second dead update, for replay.
+    let other = dead_update(&s, "DE--R3").await;
+    let out = run(&["inbox", "replay", "--status", "dead"]).await.unwrap();
+    assert!(
+        !out.status.success(),
+        "a replay without a terminal needs --yes"
+    );
+    assert!(text(&out.stderr).contains("--yes"), "{}", text(&out.stderr));
+    let out = run(&["inbox", "replay", "--status", "dead", "--dry-run"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "2 updates match; 2 would be retried (dead, rejected, ignored or parked)"
+    );
+
+    down.store(false, Ordering::SeqCst);
+    let out = run(&["inbox", "retry", &id]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("accepted again"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The server's worker is in another process: it finds the update by polling
+    // (PostgreSQL also wakes it with NOTIFY).
+    applied(&s, &id, "DE--R2").await;
+    let out = run(&["inbox", "replay", "--status", "dead", "--yes"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("retried 1 of 1 matching updates"),
+        "{}",
+        text(&out.stdout)
+    );
+    applied(&s, &other, "DE--R3").await;
+
+    let out = run(&["inbox", "retry", &id]).await.unwrap();
+    assert!(!out.status.success(), "an applied update is not retried");
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("is applied") && err.lines().count() == 1,
+        "{err}"
+    );
+    let out = run(&["inbox", "show", &id, "--json"]).await.unwrap();
+    let detail: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(detail["status"], "applied", "{detail}");
     s.stop().await;
 }

@@ -49,6 +49,8 @@ pub struct TestServer {
     pub erp: String,
     /// The server's store, for tests that change it behind the API's back.
     pub store: Store,
+    /// The store's URL, for the command line against the same database.
+    pub database_url: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _db: Db,
@@ -190,6 +192,7 @@ pub async fn start_with_plugins(
         shop: tokens.next().unwrap(),
         erp: tokens.next().unwrap(),
         store,
+        database_url: url,
         shutdown,
         task,
         _db: db,
