@@ -161,20 +161,40 @@ async fn dead_after_max_attempts_then_admin_retry_applies(b: Backend) {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
-    down.store(false, Ordering::SeqCst);
+    // Retried while the remote is still down: the retry starts a fresh set of attempts, so
+    // the next failure is retried on the backoff instead of making the update dead again.
     let (status, body) = s
         .post(&format!("/v1/admin/inbox/{id}/retry"), &s.admin, json!({}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "accepted", "{body}");
-    let detail = applied(&s, &id, "DE--R1").await;
-    assert_eq!(detail["attempts"], MAX_ATTEMPTS + 1, "{detail}");
+    let detail = eventually(
+        Duration::from_secs(10),
+        "an attempt after the retry",
+        || async {
+            let (_, d) = s.get(&format!("/v1/admin/inbox/{id}"), &s.admin).await;
+            (d["errors"].as_array().unwrap().len() > MAX_ATTEMPTS + 1).then_some(d)
+        },
+    )
+    .await;
+    down.store(false, Ordering::SeqCst);
     let errors = detail["errors"].as_array().unwrap();
-    assert_eq!(errors.len(), MAX_ATTEMPTS + 1, "{detail}");
     let marker = &errors[MAX_ATTEMPTS];
     assert_eq!(marker["code"], "operator_retry", "{marker}");
     assert_eq!(marker["from"], "dead", "{marker}");
+    assert_eq!(marker["attempt"], MAX_ATTEMPTS, "{marker}");
+    let failed = &errors[MAX_ATTEMPTS + 1];
+    assert_eq!(failed["attempt"], MAX_ATTEMPTS + 1, "{failed}");
+    assert_eq!(failed["code"], "command_failed", "{failed}");
+    assert!(
+        failed["retry_at"].is_string(),
+        "retried, not dead: {failed}"
+    );
+
+    let detail = applied(&s, &id, "DE--R1").await;
     assert_eq!(detail["result"]["moved"][0]["to"], "exported", "{detail}");
+    let (_, view) = s.get(&format!("/v1/erp/order-updates/{id}"), &s.erp).await;
+    assert_eq!(view["status"], "applied", "{view}");
 
     // Applied now: a second retry is refused.
     let (status, body) = s
