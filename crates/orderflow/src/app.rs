@@ -12,8 +12,13 @@ use crate::inbox::worker::WorkerOptions;
 use crate::inbox::{Inbox, InboxSettings};
 use crate::projector;
 
-/// Serves the API on `listener` and runs the list projector and the check-condition loop
-/// until `shutdown` is cancelled; then finishes requests in flight and stops both.
+/// How often the inbox gauges (`orderflow_inbox_updates{status}`, oldest pending age) are
+/// refreshed from the store.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Serves the API on `listener` and runs the list projector, the inbox gauges and (unless
+/// `worker.in_process` is off) the inbox worker and the check-condition loop until
+/// `shutdown` is cancelled; then finishes requests in flight and stops them all.
 pub async fn run(
     service: OrderService,
     listener: TcpListener,
@@ -31,6 +36,11 @@ pub async fn run(
         shutdown.child_token(),
     ));
     let inbox = Inbox::new(service.clone(), InboxSettings::from_config(config)?);
+    let gauges = tokio::spawn(crate::inbox::ops::run_gauges(
+        service.store().clone(),
+        GAUGE_INTERVAL,
+        shutdown.child_token(),
+    ));
     // The inbox worker and the check-condition loop, unless `serve --no-worker`.
     let background = config.worker.in_process.then(|| {
         let inbox = inbox.clone();
@@ -48,6 +58,7 @@ pub async fn run(
     let served = http::serve(listener, state, config.max_body_bytes, shutdown.clone()).await;
     shutdown.cancel();
     let _ = projector.await;
+    let _ = gauges.await;
     if let Some((worker, checker)) = background {
         let _ = worker.await;
         let _ = checker.await;

@@ -2,6 +2,7 @@
 
 mod check_condition;
 mod clients;
+mod inbox;
 pub mod process;
 mod serve;
 mod simulate;
@@ -46,6 +47,9 @@ enum Command {
     /// Check, render and simulate process definitions.
     #[command(subcommand)]
     Process(process::ProcessCommand),
+    /// Inspect the ERP inbox and retry or replay updates.
+    #[command(subcommand)]
+    Inbox(inbox::InboxCommand),
 }
 
 /// Where the configuration and the store are.
@@ -100,6 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Clients(cmd) => runtime()?.block_on(clients::run(cmd)),
+        Command::Inbox(cmd) => runtime()?.block_on(inbox::run(cmd)),
         Command::Config(args) => {
             print!("{}", args.load()?.to_masked_toml());
             Ok(ExitCode::SUCCESS)

@@ -59,6 +59,16 @@ impl ProcessSet {
 
     /// Loads every main process in `dir` and binds the configured built-in plugins.
     pub fn load(dir: &Path, bindings: &Bindings) -> Result<Self, ProcessError> {
+        Self::load_with(dir, bindings, Registry::new())
+    }
+
+    /// Like [`ProcessSet::load`], for an embedder with plugins of its own in `registry`;
+    /// a configured binding with the same name replaces the embedder's plugin.
+    pub fn load_with(
+        dir: &Path,
+        bindings: &Bindings,
+        mut registry: Registry,
+    ) -> Result<Self, ProcessError> {
         let loaded = oms::parse::load_dir(dir).map_err(|source| ProcessError::Load {
             dir: dir.display().to_string(),
             source,
@@ -68,7 +78,6 @@ impl ProcessSet {
                 tracing::warn!(process = l.process.name(), "{w}");
             }
         }
-        let mut registry = Registry::new();
         registry.bind(bindings);
         Self::new(loaded.into_iter().map(|l| l.process), registry)
     }

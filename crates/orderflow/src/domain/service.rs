@@ -561,6 +561,10 @@ pub(super) async fn persist(
         let label = source.label(step.cause);
         match &step.outcome {
             Outcome::Moved { from, to, .. } => {
+                metrics::counter!("orderflow_transitions_total",
+                    "process" => process.name().to_owned(),
+                    "event" => event.unwrap_or("none").to_owned())
+                .increment(1);
                 let h = NewHistory {
                     item_id: step.item,
                     from_state: Some(&process.state(*from).name),

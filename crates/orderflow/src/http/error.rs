@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::domain::DomainError;
+use crate::inbox::model::UpdateStatus;
+use crate::inbox::ops::OpsError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,11 @@ pub enum ApiError {
     /// Over the client's rate limit; `retry_after` is sent in whole seconds, at least one.
     #[error("rate limit exceeded, retry after {} s", retry_secs(*retry_after))]
     RateLimited { retry_after: Duration },
+    /// An operator asked to retry an update that is not finished or was applied.
+    #[error(
+        "update {id} is {status}: only dead, rejected, ignored and parked updates can be retried"
+    )]
+    NotRetryable { id: String, status: UpdateStatus },
     #[error(transparent)]
     Domain(#[from] DomainError),
     #[error("internal error")]
@@ -50,6 +57,20 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         Self::Domain(DomainError::Store(e))
+    }
+}
+
+impl From<OpsError> for ApiError {
+    fn from(e: OpsError) -> Self {
+        match e {
+            OpsError::NotFound(id) => Self::NotFound(format!("no update {id}")),
+            OpsError::NotRetryable { id, status } => Self::NotRetryable { id, status },
+            e @ OpsError::NoFilter => Self::InvalidRequest {
+                message: e.to_string(),
+                path: Some("$".into()),
+            },
+            OpsError::Store(e) => e.into(),
+        }
     }
 }
 
@@ -98,6 +119,10 @@ impl IntoResponse for ApiError {
             Self::RateLimited { retry_after } => {
                 details.insert("retry_after".into(), json!(retry_secs(*retry_after)));
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
+            Self::NotRetryable { status, .. } => {
+                details.insert("status".into(), json!(status));
+                (StatusCode::CONFLICT, "not_retryable")
             }
             Self::Domain(d) => {
                 let status = match d {

@@ -155,6 +155,18 @@ impl FromRequestParts<AppState> for ErpOrAdmin {
     }
 }
 
+/// A caller with the admin role: operations on the inbox and stats.
+#[derive(Clone, Debug)]
+pub struct AdminOnly(pub Caller);
+
+impl FromRequestParts<AppState> for AdminOnly {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        with_role(parts, state, &[Role::Admin]).await.map(Self)
+    }
+}
+
 async fn with_role(
     parts: &mut Parts,
     state: &AppState,

@@ -1,5 +1,6 @@
 //! The HTTP API (axum): one resource's handlers per file, OpenAPI generated from them.
 
+mod admin;
 mod erp;
 pub mod error;
 mod events;
@@ -69,7 +70,8 @@ impl AppState {
         (name = "orders", description = "Create, read and change orders (shop, admin)"),
         (name = "erp", description = "Order updates from the ERP: stored durably, then applied (erp, admin)"),
         (name = "processes", description = "Process definitions and live item counts"),
-        (name = "operations", description = "Health, readiness and metrics (public)")
+        (name = "operations", description = "Health, readiness and metrics (public)"),
+        (name = "admin", description = "Inbox operations and stats: list, retry, replay (admin)")
     )
 )]
 struct ApiDoc;
@@ -111,6 +113,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
         .routes(routes!(processes::get_process))
         .routes(routes!(processes::graph_svg))
         .routes(routes!(processes::graph_dot))
+        .routes(routes!(admin::list_inbox))
+        .routes(routes!(admin::replay))
+        .routes(routes!(admin::get_inbox_update))
+        .routes(routes!(admin::retry_update))
+        .routes(routes!(admin::stats))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -354,7 +354,13 @@ impl Inbox {
 /// The answer that describes an update's current state (wait mode).
 pub fn outcome_reply(row: &UpdateRow) -> (u16, Value) {
     let status = UpdateStatus::parse(&row.status).unwrap_or(UpdateStatus::Accepted);
-    let last_error = row.errors.0.last().cloned();
+    let last_error = row
+        .errors
+        .0
+        .iter()
+        .rev()
+        .find(|e| !super::model::is_retry_marker(e))
+        .cloned();
     let code = last_error
         .as_ref()
         .and_then(|e| e.get("code"))

@@ -6,10 +6,12 @@
 //! - [`process`]: applies claimed updates to their orders; the outcome is written in the
 //!   same transaction as the order change, so an update is never applied twice.
 //! - [`worker`]: claims due updates under a lease and processes them.
+//! - [`ops`]: what operators do: list, retry, replay by filter, counts for stats and gauges.
 
 pub mod batcher;
 pub mod ingest;
 pub mod model;
+pub mod ops;
 pub mod process;
 pub mod worker;
 

@@ -108,7 +108,9 @@ impl OrderUpdate {
 }
 
 /// Where an update is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateStatus {
     /// Stored; waiting for the worker (also between retries).
@@ -171,6 +173,18 @@ impl UpdateStatus {
     ];
 }
 
+impl std::fmt::Display for UpdateStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// True for the entry an operator's retry adds to an update's error history (not an
+/// error: it marks where a fresh set of attempts starts).
+pub fn is_retry_marker(entry: &Value) -> bool {
+    entry.get("code").and_then(Value::as_str) == Some(crate::store::inbox::RETRY_CODE)
+}
+
 /// An update's status as `GET /v1/erp/order-updates/{id}` shows it.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct UpdateView {
@@ -200,7 +214,8 @@ pub struct UpdateDetail {
     pub view: UpdateView,
     pub client: String,
     pub idempotency_key: Option<String>,
-    /// Every attempt's error, oldest first.
+    /// Every attempt's error, oldest first, and an `operator_retry` entry for each retry
+    /// by an operator (`{attempt, at, code: "operator_retry", from: <status it had>}`).
     #[schema(value_type = Vec<Object>)]
     pub errors: Vec<Value>,
     #[schema(value_type = Object)]
@@ -218,7 +233,13 @@ impl UpdateView {
             order_reference: row.order_reference.clone(),
             event: row.event.clone(),
             attempts: row.attempts,
-            last_error: row.errors.0.last().cloned(),
+            last_error: row
+                .errors
+                .0
+                .iter()
+                .rev()
+                .find(|e| !is_retry_marker(e))
+                .cloned(),
             result: row.result.as_ref().map(|r| r.0.clone()),
             received_at: row.received_at,
             processed_at: row.processed_at,

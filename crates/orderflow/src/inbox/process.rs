@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::Inbox;
-use super::model::{OrderUpdate, UpdateStatus};
+use super::model::{OrderUpdate, UpdateStatus, is_retry_marker};
 use crate::config::EventPolicy;
 use crate::domain::types::OrderReference;
 use crate::domain::{DomainError, Target};
@@ -164,14 +164,14 @@ impl Inbox {
             }
             EventPolicy::Park => {
                 let ttl = chrono::Duration::from_std(park_ttl).unwrap_or(chrono::Duration::MAX);
+                // Parked since it was received, or since an operator retried it.
+                let since = last_retry(&row).unwrap_or(row.received_at);
                 let until = row
                     .park_until
-                    .unwrap_or_else(|| row.received_at.checked_add_signed(ttl).unwrap_or(now));
+                    .unwrap_or_else(|| since.checked_add_signed(ttl).unwrap_or(now));
                 if now >= until {
-                    entry["message"] = json!(format!(
-                        "{} (parked since {}, past park_ttl)",
-                        error, row.received_at
-                    ));
+                    entry["message"] =
+                        json!(format!("{error} (parked since {since}, past park_ttl)"));
                     let status = UpdateStatus::Dead;
                     finish(tx, &row, status, None, Some(&entry), now, None).await?;
                     status
@@ -214,6 +214,9 @@ impl Inbox {
             UpdateStatus::Accepted
         };
         let next = later(now, self.settings.backoff(failures));
+        if status == UpdateStatus::Accepted {
+            entry["retry_at"] = json!(next);
+        }
         finish(tx, &row, status, None, Some(&entry), next, row.park_until).await?;
         Ok(Some(status))
     }
@@ -223,8 +226,22 @@ fn error_entry(row: &UpdateRow, now: DateTime<Utc>, code: &str, message: &str) -
     json!({"attempt": row.attempts, "at": now, "code": code, "message": message})
 }
 
+/// Errors since the last operator retry that satisfy `pred`: a retry starts the count of
+/// attempts again.
 fn count_errors(row: &UpdateRow, pred: impl Fn(&Value) -> bool) -> u32 {
-    row.errors.0.iter().filter(|e| pred(e)).count() as u32
+    row.errors
+        .0
+        .iter()
+        .rev()
+        .take_while(|e| !is_retry_marker(e))
+        .filter(|e| pred(e))
+        .count() as u32
+}
+
+/// When an operator last retried the update.
+fn last_retry(row: &UpdateRow) -> Option<DateTime<Utc>> {
+    let marker = row.errors.0.iter().rev().find(|e| is_retry_marker(e))?;
+    serde_json::from_value(marker.get("at")?.clone()).ok()
 }
 
 fn later(now: DateTime<Utc>, delay: std::time::Duration) -> DateTime<Utc> {

@@ -4,9 +4,10 @@
 //! Both backends share one SQL dialect where they can (`$1` placeholders work in both); the
 //! [`Store`] and [`Tx`] enums pick the connection and the few statements that differ. Every
 //! write to an order happens in one [`Tx`] that holds the order exclusively: on PostgreSQL a
-//! row lock (`SELECT ... FOR UPDATE`), on SQLite the single writer connection, whose
-//! transactions start with `BEGIN IMMEDIATE` so SQLite never reports `SQLITE_BUSY` halfway
-//! through a transaction.
+//! row lock (`SELECT ... FOR NO KEY UPDATE`: exclusive among writers, yet it does not block
+//! inserts of rows that reference the order, such as the list projection's), on SQLite the
+//! single writer connection, whose transactions start with `BEGIN IMMEDIATE` so SQLite never
+//! reports `SQLITE_BUSY` halfway through a transaction.
 
 pub mod clients;
 pub mod inbox;

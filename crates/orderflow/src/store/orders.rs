@@ -97,7 +97,7 @@ impl Tx {
     /// transaction already holds the only writer.
     pub async fn lock_order(&mut self, id: i64) -> Result<Option<OrderRow>> {
         const POSTGRES: &str = "SELECT id, reference, process, currency, attributes, version, \
-             created_at, updated_at FROM orders WHERE id = $1 FOR UPDATE";
+             created_at, updated_at FROM orders WHERE id = $1 FOR NO KEY UPDATE";
         let row = match self {
             Tx::Sqlite(t) => {
                 sqlx::query_as(ORDER_BY_ID)
@@ -118,7 +118,7 @@ impl Tx {
     /// [`Tx::lock_order`] by reference (for ERP updates, which name the shop's reference).
     pub async fn lock_order_by_reference(&mut self, reference: &str) -> Result<Option<OrderRow>> {
         const SQLITE: &str = "SELECT id FROM orders WHERE reference = $1";
-        const POSTGRES: &str = "SELECT id FROM orders WHERE reference = $1 FOR UPDATE";
+        const POSTGRES: &str = "SELECT id FROM orders WHERE reference = $1 FOR NO KEY UPDATE";
         let id: Option<i64> = match self {
             Tx::Sqlite(t) => {
                 sqlx::query_scalar(SQLITE)

@@ -144,6 +144,30 @@ impl Store {
         })
     }
 
+    /// Change-feed rows the projector has not consumed yet, and when the oldest of them was
+    /// committed (admin stats: how far the list view lags).
+    pub async fn projection_backlog(&self) -> Result<(i64, Option<DateTime<Utc>>)> {
+        const SQLITE: &str = "SELECT COUNT(*), MIN(f.at) FROM change_feed f \
+             JOIN projector_checkpoint c ON c.name = $1 WHERE f.seq > c.last_seq";
+        const POSTGRES: &str = "SELECT COUNT(*), MIN(f.at) FROM change_feed f \
+             JOIN projector_checkpoint c ON c.name = $1 \
+             WHERE (f.tx, f.seq) > (CAST(CAST(c.last_tx AS TEXT) AS XID8), c.last_seq)";
+        Ok(match self {
+            Store::Sqlite(s) => {
+                sqlx::query_as(SQLITE)
+                    .bind(CHECKPOINT)
+                    .fetch_one(&s.reader)
+                    .await?
+            }
+            Store::Postgres(p) => {
+                sqlx::query_as(POSTGRES)
+                    .bind(CHECKPOINT)
+                    .fetch_one(p)
+                    .await?
+            }
+        })
+    }
+
     /// One page of the list view, ordered by order id.
     pub async fn list_orders(&self, f: &ListFilter) -> Result<Vec<ListRow>> {
         const SQL: &str = "SELECT l.order_id, l.reference, l.process, l.version, l.states, \

@@ -127,7 +127,7 @@ impl Tx {
     /// the only writer and never has to wait.
     pub async fn try_lock_order(&mut self, id: i64) -> Result<Option<OrderRow>> {
         const POSTGRES: &str = "SELECT id, reference, process, currency, attributes, version, \
-             created_at, updated_at FROM orders WHERE id = $1 FOR UPDATE SKIP LOCKED";
+             created_at, updated_at FROM orders WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED";
         match self {
             Tx::Sqlite(_) => self.lock_order(id).await,
             Tx::Postgres(t) => Ok(sqlx::query_as(POSTGRES)

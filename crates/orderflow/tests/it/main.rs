@@ -2,6 +2,7 @@
 
 mod support;
 
+mod admin_inbox;
 mod api_erp;
 mod api_errors;
 mod api_events;
@@ -12,6 +13,7 @@ mod cli_check_condition;
 mod cli_process;
 mod cli_store;
 mod corpus;
+mod inbox_retry;
 mod openapi;
 mod timers;
 mod webhook_vectors;

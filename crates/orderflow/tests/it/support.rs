@@ -5,6 +5,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use oms::Registry;
 use orderflow::config::Config;
 use orderflow::domain::types::Role;
 use orderflow::domain::{OrderService, ProcessSet};
@@ -50,6 +51,8 @@ pub struct TestServer {
     pub store: Store,
     /// The server's service, for driving background steps (with an injected clock).
     pub service: OrderService,
+    /// The store's URL, for the command line against the same database.
+    pub database_url: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _db: Db,
@@ -137,6 +140,16 @@ pub async fn start_with(
     backend: Backend,
     configure: impl FnOnce(&mut Config),
 ) -> Option<TestServer> {
+    start_with_plugins(backend, configure, Registry::new()).await
+}
+
+/// Like [`start_with`], with the test's own conditions and commands in `registry` (as an
+/// embedder registers them), e.g. a command that fails while a flag is set.
+pub async fn start_with_plugins(
+    backend: Backend,
+    configure: impl FnOnce(&mut Config),
+    registry: Registry,
+) -> Option<TestServer> {
     let (url, db) = database(backend).await?;
     let mut config = Config {
         database_url: url.clone(),
@@ -160,7 +173,8 @@ pub async fn start_with(
     );
     configure(&mut config);
     let processes =
-        ProcessSet::load(&fixtures().join("processes"), &config.bindings()).expect("processes");
+        ProcessSet::load_with(&fixtures().join("processes"), &config.bindings(), registry)
+            .expect("processes");
     let store = Store::open(&url).await.expect("open store");
     let mut tokens = Vec::new();
     for (name, role) in [
@@ -192,6 +206,7 @@ pub async fn start_with(
         erp: tokens.next().unwrap(),
         store,
         service,
+        database_url: url,
         shutdown,
         task,
         _db: db,

@@ -1,0 +1,256 @@
+//! What an operator does with the inbox: list, retry one update, replay many by filter,
+//! and the counts behind `/v1/admin/stats` and the inbox gauges. The admin API and the
+//! `orderflow inbox` commands both call these functions; neither has rules of its own.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::model::UpdateStatus;
+use crate::store::inbox::{UpdateFilter, UpdateRow};
+use crate::store::{self, Store, StoreError};
+
+/// Rows retried per transaction by [`replay`]: large enough to be quick, small enough that
+/// a replay of 100,000 updates never holds the writer (SQLite) or many row locks for long.
+pub const REPLAY_PAGE: i64 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("no update {0}")]
+    NotFound(String),
+    #[error(
+        "update {id} is {status}: only dead, rejected, ignored and parked updates can be retried"
+    )]
+    NotRetryable { id: String, status: UpdateStatus },
+    #[error(
+        "a replay needs at least one filter (status, order_reference, event, received_after \
+         or received_before)"
+    )]
+    NoFilter,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = OpsError> = std::result::Result<T, E>;
+
+/// Which updates to list or replay; every given field must match.
+#[derive(Clone, Debug, Default)]
+pub struct InboxFilter {
+    pub status: Option<UpdateStatus>,
+    pub order_reference: Option<String>,
+    pub event: Option<String>,
+    /// Received at or after this instant (RFC 3339).
+    pub received_after: Option<DateTime<Utc>>,
+    /// Received before this instant (RFC 3339).
+    pub received_before: Option<DateTime<Utc>>,
+}
+
+impl InboxFilter {
+    fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.order_reference.is_none()
+            && self.event.is_none()
+            && self.received_after.is_none()
+            && self.received_before.is_none()
+    }
+
+    /// The store's filter for `limit` rows after `after_seq`.
+    pub fn page(&self, after_seq: Option<i64>, limit: i64) -> UpdateFilter {
+        UpdateFilter {
+            status: self.status.map(|s| s.as_str().to_owned()),
+            order_reference: self.order_reference.clone(),
+            event: self.event.clone(),
+            received_after: self.received_after,
+            received_before: self.received_before,
+            after_seq,
+            limit,
+        }
+    }
+}
+
+/// One page of updates in receive order, and the `seq` to continue after when there are
+/// more.
+pub async fn list(
+    store: &Store,
+    filter: &InboxFilter,
+    after_seq: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<UpdateRow>, Option<i64>)> {
+    let mut rows = store
+        .list_updates(&filter.page(after_seq, limit + 1))
+        .await?;
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+/// Makes a dead, rejected, ignored or parked update due now again, with a fresh set of
+/// attempts; its history is kept. Returns the row as it now is.
+pub async fn retry(store: &Store, id: &str) -> Result<UpdateRow> {
+    if let Some(row) = store.retry_update(id, store::now()).await? {
+        metrics::counter!("orderflow_inbox_operator_retries_total").increment(1);
+        tracing::info!(update = %id, order = %row.order_reference, "update retried by an operator");
+        return Ok(row);
+    }
+    match store.update_by_id(id).await? {
+        None => Err(OpsError::NotFound(id.to_owned())),
+        Some(row) => Err(OpsError::NotRetryable {
+            id: id.to_owned(),
+            status: UpdateStatus::parse(&row.status).unwrap_or(UpdateStatus::Accepted),
+        }),
+    }
+}
+
+/// What a replay found and did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ReplayReport {
+    /// Updates that match the filter.
+    pub matched: u64,
+    /// Of those, the ones retried (dead, rejected, ignored or parked); with `dry_run`, the
+    /// ones that would be.
+    pub retried: u64,
+    pub dry_run: bool,
+}
+
+/// Retries every retryable update that matches `filter`, page by page (one transaction
+/// per [`REPLAY_PAGE`] rows). `progress` is called after each page with the totals so far.
+/// With `dry_run` it only counts.
+pub async fn replay(
+    store: &Store,
+    filter: &InboxFilter,
+    dry_run: bool,
+    mut progress: impl FnMut(&ReplayReport),
+) -> Result<ReplayReport> {
+    if filter.is_empty() {
+        return Err(OpsError::NoFilter);
+    }
+    if dry_run {
+        let (matched, retryable) = store.count_updates(&filter.page(None, 0)).await?;
+        return Ok(ReplayReport {
+            matched: matched as u64,
+            retried: retryable as u64,
+            dry_run,
+        });
+    }
+    let mut report = ReplayReport::default();
+    let mut after = None;
+    loop {
+        let page = store
+            .retry_page(&filter.page(after, REPLAY_PAGE), store::now())
+            .await?;
+        let Some(last) = page.last_seq else { break };
+        after = Some(last);
+        report.matched += page.matched;
+        report.retried += page.retried;
+        progress(&report);
+        if page.matched < REPLAY_PAGE as u64 {
+            break;
+        }
+    }
+    metrics::counter!("orderflow_inbox_operator_retries_total").increment(report.retried);
+    tracing::info!(
+        matched = report.matched,
+        retried = report.retried,
+        status = filter.status.map(UpdateStatus::as_str),
+        order = filter.order_reference.as_deref(),
+        event = filter.event.as_deref(),
+        "inbox replayed by an operator"
+    );
+    Ok(report)
+}
+
+/// Updates by status; every status is present.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct StatusCounts {
+    pub accepted: i64,
+    pub processing: i64,
+    pub applied: i64,
+    pub parked: i64,
+    pub ignored: i64,
+    pub rejected: i64,
+    pub dead: i64,
+}
+
+impl StatusCounts {
+    pub fn get(&self, status: UpdateStatus) -> i64 {
+        match status {
+            UpdateStatus::Accepted => self.accepted,
+            UpdateStatus::Processing => self.processing,
+            UpdateStatus::Applied => self.applied,
+            UpdateStatus::Parked => self.parked,
+            UpdateStatus::Ignored => self.ignored,
+            UpdateStatus::Rejected => self.rejected,
+            UpdateStatus::Dead => self.dead,
+        }
+    }
+
+    fn slot(&mut self, status: UpdateStatus) -> &mut i64 {
+        match status {
+            UpdateStatus::Accepted => &mut self.accepted,
+            UpdateStatus::Processing => &mut self.processing,
+            UpdateStatus::Applied => &mut self.applied,
+            UpdateStatus::Parked => &mut self.parked,
+            UpdateStatus::Ignored => &mut self.ignored,
+            UpdateStatus::Rejected => &mut self.rejected,
+            UpdateStatus::Dead => &mut self.dead,
+        }
+    }
+}
+
+/// The inbox by status, and how long the oldest unfinished update has waited.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct InboxStats {
+    pub counts: StatusCounts,
+    /// Age of the oldest accepted, processing or parked update; 0 when there is none.
+    pub oldest_pending_age_seconds: f64,
+}
+
+/// Reads the inbox counts.
+pub async fn stats(store: &Store) -> Result<InboxStats> {
+    let (rows, oldest) = store.inbox_stats().await?;
+    let mut counts = StatusCounts::default();
+    for (status, n) in rows {
+        if let Some(s) = UpdateStatus::parse(&status) {
+            *counts.slot(s) = n;
+        }
+    }
+    let age = oldest.map_or(0.0, |t| (Utc::now() - t).as_seconds_f64().max(0.0));
+    Ok(InboxStats {
+        counts,
+        oldest_pending_age_seconds: age,
+    })
+}
+
+/// Sets the gauges `orderflow_inbox_updates{status}` and
+/// `orderflow_inbox_oldest_pending_age_seconds` from the store.
+pub async fn refresh_gauges(store: &Store) -> Result<InboxStats> {
+    let stats = stats(store).await?;
+    for s in UpdateStatus::ALL {
+        metrics::gauge!("orderflow_inbox_updates", "status" => s.as_str())
+            .set(stats.counts.get(s) as f64);
+    }
+    metrics::gauge!("orderflow_inbox_oldest_pending_age_seconds")
+        .set(stats.oldest_pending_age_seconds);
+    Ok(stats)
+}
+
+/// Refreshes the inbox gauges every `every` until `shutdown`.
+pub async fn run_gauges(
+    store: Store,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        if let Err(e) = refresh_gauges(&store).await {
+            tracing::debug!(error = %e, "refreshing the inbox gauges failed");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
