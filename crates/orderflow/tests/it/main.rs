@@ -10,5 +10,6 @@ mod api_ratelimit;
 mod cli_process;
 mod cli_store;
 mod corpus;
+mod crash;
 mod openapi;
 mod webhook_vectors;
