@@ -13,6 +13,7 @@ mod cli_check_condition;
 mod cli_process;
 mod cli_store;
 mod corpus;
+mod crash;
 mod inbox_retry;
 mod openapi;
 mod timers;

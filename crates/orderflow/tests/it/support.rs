@@ -1,5 +1,7 @@
 //! A real server on port 0 against a fresh database (SQLite temp file or a new PostgreSQL
-//! database), with one client per role.
+//! database), with one client per role. [`binary`]: the real binary in its own process.
+
+pub mod binary;
 
 use std::future::Future;
 use std::path::Path;
@@ -58,7 +60,8 @@ pub struct TestServer {
     _db: Db,
 }
 
-enum Db {
+/// A test database; dropping it removes it (the temp folder, or the PostgreSQL database).
+pub enum Db {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
     Postgres { admin_url: String, name: String },
 }
@@ -89,7 +92,7 @@ impl Drop for Db {
 }
 
 /// A fresh database URL, or `None` when PostgreSQL is not configured outside CI.
-async fn database(backend: Backend) -> Option<(String, Db)> {
+pub async fn database(backend: Backend) -> Option<(String, Db)> {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
