@@ -4,6 +4,7 @@ mod clients;
 pub mod process;
 mod serve;
 mod simulate;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ pub struct Cli {
 enum Command {
     /// Run the HTTP API and its background tasks until SIGTERM/SIGINT.
     Serve(serve::ServeArgs),
+    /// Run the inbox worker until SIGTERM/SIGINT, or with --once until nothing is due.
+    Worker(worker::WorkerArgs),
     /// Apply pending database migrations and exit.
     Migrate(StoreArgs),
     /// Manage API clients.
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Process(cmd) => process::run(cmd),
         Command::Serve(args) => runtime()?.block_on(serve::run(args)),
+        Command::Worker(args) => runtime()?.block_on(worker::run(args)),
         Command::Migrate(args) => {
             let config = args.load()?;
             runtime()?.block_on(async {

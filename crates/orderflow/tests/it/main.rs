@@ -9,6 +9,7 @@ mod api_orders;
 mod api_ratelimit;
 mod cli_process;
 mod cli_store;
+mod cli_worker;
 mod corpus;
 mod openapi;
 mod webhook_vectors;
