@@ -11,5 +11,6 @@ mod cli_process;
 mod cli_store;
 mod cli_worker;
 mod corpus;
+mod fleet;
 mod openapi;
 mod webhook_vectors;

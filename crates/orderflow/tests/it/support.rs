@@ -53,7 +53,8 @@ pub struct TestServer {
     _db: Db,
 }
 
-enum Db {
+/// A test database; dropping it removes it.
+pub enum Db {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
     Postgres { admin_url: String, name: String },
 }
@@ -84,7 +85,7 @@ impl Drop for Db {
 }
 
 /// A fresh database URL, or `None` when PostgreSQL is not configured outside CI.
-async fn database(backend: Backend) -> Option<(String, Db)> {
+pub async fn database(backend: Backend) -> Option<(String, Db)> {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
