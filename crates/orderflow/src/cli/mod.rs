@@ -6,6 +6,7 @@ mod inbox;
 pub mod process;
 mod serve;
 mod simulate;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Move items whose timeout is due or whose event-less transition's condition holds.
     CheckCondition(check_condition::CheckConditionArgs),
+    /// Run the inbox worker until SIGTERM/SIGINT, or with --once until nothing is due.
+    Worker(worker::WorkerArgs),
     /// Apply pending database migrations and exit.
     Migrate(StoreArgs),
     /// Manage API clients.
@@ -94,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Process(cmd) => process::run(cmd),
         Command::Serve(args) => runtime()?.block_on(serve::run(args)),
         Command::CheckCondition(args) => runtime()?.block_on(check_condition::run(args)),
+        Command::Worker(args) => runtime()?.block_on(worker::run(args)),
         Command::Migrate(args) => {
             let config = args.load()?;
             runtime()?.block_on(async {

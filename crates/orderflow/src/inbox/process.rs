@@ -14,8 +14,9 @@
 //!   `dead` after `park_ttl`), `ignore` (`ignored`) or `reject` (`rejected`);
 //! - the update cannot apply to this order (unknown item or SKU, an event its process
 //!   lacks): `rejected` at once (a fatal error; retrying cannot help);
-//! - a retryable failure (database error, a command that failed retryably): `accepted`
-//!   again after an exponential backoff with jitter, `dead` after `worker.max_attempts`.
+//! - a retryable failure (database error, a command that failed retryably, a process
+//!   this worker has not loaded): `accepted` again after an exponential backoff with
+//!   jitter, `dead` after `worker.max_attempts`.
 
 use std::time::Instant;
 
@@ -137,6 +138,14 @@ impl Inbox {
             Err(DomainError::CommandFailed(message)) => {
                 let status = self
                     .retry_later(tx, row.seq, owner, "command_failed", &message)
+                    .await?;
+                return Ok((status, false));
+            }
+            // This process lacks the order's process definition (a fleet mid-deploy, a
+            // wrong --processes): another attempt, maybe by another worker, can apply it.
+            Err(e @ DomainError::UnknownProcess(_)) => {
+                let status = self
+                    .retry_later(tx, row.seq, owner, "unknown_process", &e.to_string())
                     .await?;
                 return Ok((status, false));
             }

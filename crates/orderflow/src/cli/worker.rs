@@ -1,0 +1,95 @@
+//! `orderflow worker`: the inbox worker on its own, for a fleet of worker processes beside
+//! `serve --no-worker`, or with `--once` from cron or a CI scheduler.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::serve::stop_on_signal;
+use super::{StoreArgs, open_store};
+use crate::domain::{OrderService, ProcessSet};
+use crate::inbox::worker::{WorkerOptions, WorkerTotals};
+use crate::inbox::{Inbox, InboxSettings};
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Folder with the process definitions (default: processes).
+    #[arg(long)]
+    processes: Option<PathBuf>,
+    /// Process the updates that are due now, then exit.
+    #[arg(long)]
+    once: bool,
+    /// After SIGTERM/SIGINT: how long the batch in flight may take to finish before its
+    /// leases are released (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_grace)]
+    grace: Duration,
+    /// With --once: print the totals as one JSON object instead of a sentence.
+    #[arg(long, requires = "once")]
+    json: bool,
+}
+
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    crate::config::duration("--grace", s).map_err(|e| e.to_string())
+}
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let mut config = args.store.load()?;
+    if let Some(dir) = args.processes {
+        config.processes = dir;
+    }
+    let processes = ProcessSet::load(&config.processes, &config.bindings())?;
+    processes.check_unbound(config.strict)?;
+    if processes.is_empty() {
+        // Every update would fail on its order's unknown process.
+        anyhow::bail!(
+            "no main process found in {}: give the folder with --processes",
+            config.processes.display()
+        );
+    }
+    let settings = InboxSettings::from_config(&config)?;
+    let store = open_store(&config).await?;
+    let service = OrderService::new(store.clone(), Arc::new(processes));
+    let inbox = Inbox::new(service, settings);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let options = WorkerOptions {
+        once: args.once,
+        grace: args.grace,
+    };
+    let started = Instant::now();
+    let totals = inbox.run_worker(options, shutdown).await;
+    store.close().await;
+    let totals = totals?;
+    if args.once {
+        if args.json {
+            println!("{}", serde_json::to_string(&totals)?);
+        } else {
+            println!("{}", summary(&totals, started.elapsed()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One sentence: what `--once` did.
+fn summary(t: &WorkerTotals, took: Duration) -> String {
+    let done = t.applied + t.parked + t.ignored + t.rejected + t.dead;
+    format!(
+        "processed {done} updates in {} batches ({:.2} s): {} applied, {} parked, {} ignored, \
+         {} rejected, {} dead, {} to retry, {} taken over by another worker",
+        t.batches,
+        took.as_secs_f64(),
+        t.applied,
+        t.parked,
+        t.ignored,
+        t.rejected,
+        t.dead,
+        t.retried,
+        t.lost
+    )
+}
