@@ -1,5 +1,10 @@
 //! Ingest benchmark: async ERP updates with unique idempotency keys over many connections,
 //! against the same server's `GET /healthz` as the baseline in the same run.
+//!
+//! Each run measures three phases on one server: the baseline at full speed, updates at
+//! full speed (every 202 is a durable ack: the update was committed first), and updates
+//! paced at half the rate just reached, for the latency a server sees when it is not
+//! saturated. With several runs the medians are printed at the end.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +15,7 @@ use anyhow::bail;
 use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 
+use crate::median;
 use crate::server::{Server, default_binary};
 
 #[derive(Debug, clap::Args)]
@@ -23,8 +29,11 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     connections: usize,
     /// Seconds per measured phase.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Runs of the three phases; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// Orders the updates are spread over.
     #[arg(long, default_value_t = 1_000)]
     orders: u64,
@@ -45,14 +54,18 @@ impl Phase {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// Latency at quantile `q`, in milliseconds.
+    fn ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
     fn print(&self, name: &str) {
-        let q = |p: f64| self.latency.value_at_quantile(p) as f64 / 1000.0;
         println!(
-            "{name:<22} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms  ({} requests, {} errors)",
+            "  {name:<24} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms  ({} requests, {} errors)",
             self.rate(),
-            q(0.5),
-            q(0.99),
-            q(0.999),
+            self.ms(0.5),
+            self.ms(0.99),
+            self.ms(0.999),
             self.requests,
             self.errors
         );
@@ -121,6 +134,43 @@ async fn phase(
     }
 }
 
+/// The server's `orderflow_inbox_group_commit_size` histogram: (sum, count).
+async fn group_commits(base: &str) -> (f64, f64) {
+    let text = match reqwest::get(format!("{base}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return (0.0, 0.0),
+    };
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("orderflow_inbox_group_commit_size_sum"),
+        value("orderflow_inbox_group_commit_size_count"),
+    )
+}
+
+/// The 1-minute load average (Linux), to print beside the figures: the load generator and
+/// the server share the machine, and anything else running skews them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// One run's figures.
+struct Figures {
+    baseline: f64,
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    half_p99: f64,
+    commit_size: f64,
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let binary = args.binary.clone().unwrap_or_else(default_binary);
     let server = Server::start(&binary, args.database_url.as_deref(), &["--no-worker"])?;
@@ -135,9 +185,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let base = base.clone();
         Arc::new(move |c: &reqwest::Client, _n: u64| c.get(format!("{base}/healthz")))
     };
-    let ingest = {
+    // Keys are unique over all phases and runs: every request is a new update, never a
+    // replay of an earlier one.
+    let sent = Arc::new(AtomicU64::new(0));
+    let ingest: MakeRequest = {
         let base = base.clone();
-        Arc::new(move |c: &reqwest::Client, n: u64| {
+        Arc::new(move |c: &reqwest::Client, _n: u64| {
+            let n = sent.fetch_add(1, Ordering::Relaxed);
             c.post(format!("{base}/v1/erp/order-updates"))
                 .bearer_auth(&token)
                 .header("content-type", "application/json")
@@ -151,37 +205,74 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     println!(
-        "ingest benchmark: {} connections, {} s per phase, server {} ({}), worker off",
+        "ingest benchmark: {} connections, {} s per phase, {} runs, server {} ({}), worker off, \
+         {} cores, load average {}",
         args.connections,
         args.seconds,
+        args.runs,
         base,
         if args.database_url.is_some() {
             "given database"
         } else {
             "SQLite file"
-        }
+        },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
     );
-    let baseline = rt.block_on(phase(args.connections, duration, None, health, 200));
-    baseline.print("GET /healthz");
-    let full = rt.block_on(phase(args.connections, duration, None, ingest.clone(), 202));
-    full.print("POST async (max)");
-    if full.requests == 0 {
-        bail!(
-            "no update was acknowledged; see {}",
-            server.dir.join("server.log").display()
+    let mut runs = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        println!("run {run} (load average {}):", load_average());
+        let baseline = rt.block_on(phase(args.connections, duration, None, health.clone(), 200));
+        baseline.print("GET /healthz");
+        let before = rt.block_on(group_commits(&base));
+        let full = rt.block_on(phase(args.connections, duration, None, ingest.clone(), 202));
+        let after = rt.block_on(group_commits(&base));
+        full.print("POST async (max)");
+        if full.requests == 0 {
+            bail!(
+                "no update was acknowledged; see {}",
+                server.dir.join("server.log").display()
+            );
+        }
+        let half = rt.block_on(phase(
+            args.connections,
+            duration,
+            Some(full.rate() / 2.0),
+            ingest.clone(),
+            202,
+        ));
+        half.print("POST async (half rate)");
+        let commit_size = (after.0 - before.0) / (after.1 - before.1).max(1.0);
+        println!(
+            "  ratio to baseline {:.2}; {commit_size:.1} updates per commit at max",
+            full.rate() / baseline.rate()
         );
+        runs.push(Figures {
+            baseline: baseline.rate(),
+            rate: full.rate(),
+            p50: full.ms(0.5),
+            p99: full.ms(0.99),
+            p999: full.ms(0.999),
+            half_p99: half.ms(0.99),
+            commit_size,
+        });
     }
-    let half = rt.block_on(phase(
-        args.connections,
-        duration,
-        Some(full.rate() / 2.0),
-        ingest,
-        202,
-    ));
-    half.print("POST async (half rate)");
+    let med = |f: fn(&Figures) -> f64| median(runs.iter().map(f).collect());
     println!(
-        "ratio to baseline: {:.2} (durable acks/s ÷ healthz req/s)",
-        full.rate() / baseline.rate()
+        "median of {} runs (load average now {}):\n  \
+         GET /healthz {:.0} req/s; POST async {:.0} durable acks/s, p50 {:.2} ms, \
+         p99 {:.2} ms, p99.9 {:.2} ms; ratio {:.2}; p99 at half rate {:.2} ms; \
+         {:.1} updates per commit",
+        runs.len(),
+        load_average(),
+        med(|f| f.baseline),
+        med(|f| f.rate),
+        med(|f| f.p50),
+        med(|f| f.p99),
+        med(|f| f.p999),
+        med(|f| f.rate / f.baseline),
+        med(|f| f.half_p99),
+        med(|f| f.commit_size),
     );
     Ok(())
 }

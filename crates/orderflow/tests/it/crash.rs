@@ -15,7 +15,7 @@
 //! one row per item and application; see `fixtures/crash/Crash01.xml`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,9 @@ const ORDERS_PER_CLIENT: usize = 4;
 /// Items per order: an applied `touch` writes this many history rows.
 const ITEMS: usize = 2;
 const KILLS: usize = 4;
+/// Updates each client sends (not counting repeats): the work is bounded, so the time the
+/// worker needs to finish it is too.
+const PER_CLIENT: usize = 250;
 
 /// Short leases: updates a killed server had claimed are claimed again soon after restart.
 const CONFIG: &str = r#"
@@ -88,29 +91,31 @@ async fn acknowledged_updates_survive_sigkill(backend: Backend) {
     }
 
     let base = Arc::new(RwLock::new(server.base.clone()));
-    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| tokio::spawn(client(c, erp.clone(), base.clone(), stop.clone())))
+        .map(|c| tokio::spawn(client(c, erp.clone(), base.clone(), sent.clone())))
         .collect();
-    let pauses: Vec<Duration> = {
+    // Kill at a random moment in each of KILLS stretches of the stream.
+    let stretch = CLIENTS * PER_CLIENT / (KILLS + 1);
+    let kill_at: Vec<usize> = {
         let mut rng = rand::rng();
-        (0..KILLS)
-            .map(|_| Duration::from_millis(rng.random_range(1_000..3_500)))
+        (1..=KILLS)
+            .map(|k| k * stretch + rng.random_range(0..stretch / 2) - stretch / 4)
             .collect()
     };
-    for (generation, pause) in pauses.into_iter().enumerate() {
-        tokio::time::sleep(pause).await;
+    for (generation, at) in kill_at.into_iter().enumerate() {
+        while sent.load(Ordering::Relaxed) < at {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         server.kill().await;
         server = Server::start(&url, dir.path(), &processes, generation + 1).await;
         *base.write().unwrap() = server.base.clone();
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let streamed = started.elapsed();
     let mut logs = Vec::new();
     for c in clients {
         logs.push(c.await.expect("client task"));
     }
+    let streamed = started.elapsed();
     let acked: Vec<&Acked> = logs.iter().flat_map(|l| &l.acked).collect();
 
     // The restarted server's worker finishes everything, including what a killed one held.
@@ -297,29 +302,28 @@ fn sent_index(key: &str) -> usize {
         .expect("key")
 }
 
-/// One ERP client: updates to its own orders, one at a time, until `stop`. Every third one
-/// is a `touch`; all set `last` to their key. Every other failed request is sent again with
-/// the same key until it is acknowledged; the rest are given up.
+/// One ERP client: [`PER_CLIENT`] updates to its own orders, one at a time, counted in
+/// `sent`. Every third one is a `touch`; all set `last` to their key. Every other failed
+/// request is sent again with the same key until it is acknowledged; the rest are given up.
 async fn client(
     c: usize,
     token: String,
     base: Arc<RwLock<String>>,
-    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
 ) -> ClientLog {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
     let mut log = ClientLog::default();
-    let mut n = 0;
-    while !stop.load(Ordering::Relaxed) {
+    for n in 0..PER_CLIENT {
+        sent.fetch_add(1, Ordering::Relaxed);
         let key = format!("crash-{c}-{n}");
         let order = c + CLIENTS * (n % ORDERS_PER_CLIENT);
         let mut body = json!({"order_reference": reference(order), "attributes": {"last": key}});
         if n % 3 == 2 {
             body["event"] = json!("touch");
         }
-        n += 1;
         let url = base.read().unwrap().clone();
         match send(&http, &url, &token, &key, &body).await {
             Ok(id) => log.acked.push(Acked {
