@@ -44,9 +44,10 @@ pub struct UpdateRow {
     pub lease_until: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "seq, id, client, idempotency_key, request_hash, order_reference, event, \
-     payload, status, attempts, errors, result, response_status, response_body, received_at, \
-     processed_at, next_attempt_at, park_until, lease_owner, lease_until";
+pub(super) const COLUMNS: &str = "seq, id, client, idempotency_key, request_hash, \
+     order_reference, event, payload, status, attempts, errors, result, response_status, \
+     response_body, received_at, processed_at, next_attempt_at, park_until, lease_owner, \
+     lease_until";
 
 /// A validated update to store as `accepted`.
 #[derive(Clone, Debug)]
@@ -98,9 +99,6 @@ pub struct UpdateFilter {
     pub limit: i64,
 }
 
-/// Rows per multi-row INSERT: 11 binds a row stays under both backends' bind limits.
-const INSERT_CHUNK: usize = 500;
-
 /// The claim predicate over `r` (`$1` = now). Processing rows past their lease are claimed
 /// again as they are; any other row only when nothing of its order is processing and no
 /// earlier update of its order is still waiting.
@@ -116,91 +114,6 @@ const CLAIMABLE: &str = "r.status IN ('accepted', 'parked', 'processing') \
                     OR (o.status = 'parked' AND o.next_attempt_at <= $1))))))";
 
 impl Store {
-    /// Stores updates in one transaction (one commit, one fsync, for the whole group), in
-    /// order. A repeated `(client, idempotency_key)` stores nothing and returns the row
-    /// stored first, also when the repeat is in the same group.
-    pub async fn insert_updates(&self, updates: &[NewUpdate]) -> Result<Vec<Stored>> {
-        let mut tx = self.begin().await?;
-        let mut inserted = std::collections::HashMap::new();
-        for chunk in updates.chunks(INSERT_CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO inbox (id, client, idempotency_key, request_hash, order_reference, \
-                 event, payload, status, response_status, response_body, received_at, \
-                 next_attempt_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 11;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, 'accepted', ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9,
-                    b + 10,
-                    b + 11
-                ));
-            }
-            sql.push_str(" ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING id, seq");
-            let ids: Vec<(String, i64)> = on_tx!(&mut tx, |c| {
-                let mut q = sqlx::query_as(AssertSqlSafe(sql.clone()));
-                for u in chunk {
-                    let (status, body) = match &u.response {
-                        Some((s, b)) => (Some(i32::from(*s)), Some(Json(b))),
-                        None => (None, None),
-                    };
-                    q = q
-                        .bind(&u.id)
-                        .bind(&u.client)
-                        .bind(&u.idempotency_key)
-                        .bind(&u.request_hash)
-                        .bind(&u.order_reference)
-                        .bind(&u.event)
-                        .bind(Json(&u.payload))
-                        .bind(status)
-                        .bind(body)
-                        .bind(u.received_at)
-                        .bind(u.received_at);
-                }
-                q.fetch_all(c).await
-            })?;
-            inserted.extend(ids);
-        }
-        let mut out = Vec::with_capacity(updates.len());
-        for u in updates {
-            if let Some(seq) = inserted.get(&u.id) {
-                out.push(Stored::New(*seq));
-                continue;
-            }
-            let sql =
-                format!("SELECT {COLUMNS} FROM inbox WHERE client = $1 AND idempotency_key = $2");
-            let row: UpdateRow = on_tx!(&mut tx, |c| {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(&u.client)
-                    .bind(&u.idempotency_key)
-                    .fetch_one(c)
-                    .await
-            })?;
-            out.push(Stored::Existing(Box::new(row)));
-        }
-        if let Tx::Postgres(t) = &mut tx
-            && !inserted.is_empty()
-        {
-            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
-                .execute(&mut **t)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
-
     /// One update by its public id.
     pub async fn update_by_id(&self, id: &str) -> Result<Option<UpdateRow>> {
         let sql = format!("SELECT {COLUMNS} FROM inbox WHERE id = $1");

@@ -11,5 +11,6 @@ mod cli_process;
 mod cli_store;
 mod corpus;
 mod crash;
+mod ingest;
 mod openapi;
 mod webhook_vectors;
