@@ -8,6 +8,7 @@
 
 use std::future::Future;
 
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -17,6 +18,29 @@ use tokio::task::JoinHandle;
 pub struct WriterStopped;
 
 type Job<T, R> = (T, oneshot::Sender<R>);
+
+/// What the writer task does with a batch.
+pub trait Flush<T, R>: Send + 'static {
+    /// Writes a batch (in arrival order) and returns one answer per item, in order.
+    fn flush(&mut self, batch: Vec<T>) -> impl Future<Output = Vec<R>> + Send;
+
+    /// The queue is empty: let go of what is kept between batches (a connection) before
+    /// the writer waits for the next item.
+    fn idle(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// A closure is a writer that keeps nothing between batches.
+impl<T, R, F, Fut> Flush<T, R> for F
+where
+    F: FnMut(Vec<T>) -> Fut + Send + 'static,
+    Fut: Future<Output = Vec<R>> + Send,
+{
+    fn flush(&mut self, batch: Vec<T>) -> impl Future<Output = Vec<R>> + Send {
+        self(batch)
+    }
+}
 
 /// A handle to the writer task; cheap to clone.
 pub struct Batcher<T, R> {
@@ -32,19 +56,32 @@ impl<T, R> Clone for Batcher<T, R> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
-    /// Spawns the writer. `flush` gets a batch in arrival order and returns one answer per
-    /// item, in the same order. The task ends when every handle is dropped.
-    pub fn spawn<F, Fut>(max_batch: usize, queue: usize, mut flush: F) -> (Self, JoinHandle<()>)
-    where
-        F: FnMut(Vec<T>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<R>> + Send,
-    {
+    /// Spawns the writer. It hands each batch to `writer` and sends each item its answer;
+    /// the task ends when every handle is dropped.
+    pub fn spawn(
+        max_batch: usize,
+        queue: usize,
+        mut writer: impl Flush<T, R>,
+    ) -> (Self, JoinHandle<()>) {
         let max_batch = max_batch.max(1);
         let (tx, mut rx) = mpsc::channel::<Job<T, R>>(queue.max(1));
         let task = tokio::spawn(async move {
             let mut items = Vec::with_capacity(max_batch);
             let mut replies = Vec::with_capacity(max_batch);
-            while let Some((item, reply)) = rx.recv().await {
+            loop {
+                let (item, reply) = match rx.try_recv() {
+                    Ok(job) => job,
+                    Err(empty_or_closed) => {
+                        writer.idle().await;
+                        if empty_or_closed == TryRecvError::Disconnected {
+                            break;
+                        }
+                        match rx.recv().await {
+                            Some(job) => job,
+                            None => break,
+                        }
+                    }
+                };
                 items.push(item);
                 replies.push(reply);
                 while items.len() < max_batch {
@@ -56,7 +93,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                         Err(_) => break,
                     }
                 }
-                let answers = flush(std::mem::take(&mut items)).await;
+                let answers = writer.flush(std::mem::take(&mut items)).await;
                 debug_assert_eq!(answers.len(), replies.len(), "one answer per item");
                 for (reply, answer) in replies.drain(..).zip(answers) {
                     // The caller may have gone away (client disconnected); the row is
@@ -132,5 +169,46 @@ mod tests {
         assert_eq!(b.submit(1).await, Err(WriterStopped));
         assert!(task.await.is_err());
         assert_eq!(b.submit(2).await, Err(WriterStopped));
+    }
+
+    /// Records what the writer is asked to do: `flush(n)` and `idle`.
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl Flush<u32, u32> for Recorder {
+        async fn flush(&mut self, batch: Vec<u32>) -> Vec<u32> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("flush({})", batch.len()));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            batch
+        }
+
+        async fn idle(&mut self) {
+            self.0.lock().unwrap().push("idle".into());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_told_when_the_queue_runs_empty_and_not_between_full_batches() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (b, task) = Batcher::spawn(4, 64, Recorder(log.clone()));
+        // Six at once (one thread): they queue while the writer waits, which takes them
+        // in batches of at most four.
+        let tasks: Vec<_> = (0..6u32)
+            .map(|n| {
+                let b = b.clone();
+                tokio::spawn(async move { b.submit(n).await })
+            })
+            .collect();
+        for (n, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap(), Ok(n as u32));
+        }
+        drop(b);
+        task.await.unwrap();
+        // Idle before the first item and once the queue is empty; batches that follow
+        // each other are not separated by `idle`.
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log, ["idle", "flush(4)", "flush(2)", "idle"]);
     }
 }

@@ -15,9 +15,10 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::Inbox;
-use super::batcher::{Batcher, WriterStopped};
+use super::batcher::{Batcher, Flush, WriterStopped};
 use super::model::{OrderUpdate, UpdateStatus, accepted_body};
 use crate::domain::OrderService;
+use crate::store::group::GroupWriter;
 use crate::store::inbox::{NewUpdate, Stored, UpdateRow};
 use crate::store::{self, StoreError};
 
@@ -32,30 +33,45 @@ pub type BatchAnswer = Result<Vec<Stored>, Arc<StoreError>>;
 const GROUP_REQUESTS: usize = 256;
 
 pub(super) fn spawn_writer(service: OrderService) -> Batcher<StoreBatch, BatchAnswer> {
-    let (writer, _task) = Batcher::spawn(GROUP_REQUESTS, 4096, move |groups: Vec<StoreBatch>| {
-        let service = service.clone();
-        async move {
-            let sizes: Vec<usize> = groups.iter().map(|g| g.0.len()).collect();
-            let all: Vec<NewUpdate> = groups.into_iter().flat_map(|g| g.0).collect();
-            metrics::histogram!("orderflow_inbox_group_commit_size").record(all.len() as f64);
-            match service.store().insert_updates(&all).await {
-                Ok(stored) => {
-                    service.inbox_signal().notify_one();
-                    let mut stored = stored.into_iter();
-                    sizes
-                        .into_iter()
-                        .map(|n| Ok(stored.by_ref().take(n).collect()))
-                        .collect()
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, updates = all.len(), "storing updates failed");
-                    let e = Arc::new(e);
-                    sizes.iter().map(|_| Err(e.clone())).collect()
-                }
+    let writer = Writer {
+        group: GroupWriter::new(service.store().clone()),
+        service,
+    };
+    let (writer, _task) = Batcher::spawn(GROUP_REQUESTS, 4096, writer);
+    writer
+}
+
+/// The writer task's side: stores the requests of a batch as one group.
+struct Writer {
+    service: OrderService,
+    group: GroupWriter,
+}
+
+impl Flush<StoreBatch, BatchAnswer> for Writer {
+    async fn flush(&mut self, requests: Vec<StoreBatch>) -> Vec<BatchAnswer> {
+        let sizes: Vec<usize> = requests.iter().map(|g| g.0.len()).collect();
+        let all: Vec<NewUpdate> = requests.into_iter().flat_map(|g| g.0).collect();
+        metrics::histogram!("orderflow_inbox_group_commit_size").record(all.len() as f64);
+        match self.group.insert(&all).await {
+            Ok(stored) => {
+                self.service.inbox_signal().notify_one();
+                let mut stored = stored.into_iter();
+                sizes
+                    .into_iter()
+                    .map(|n| Ok(stored.by_ref().take(n).collect()))
+                    .collect()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, updates = all.len(), "storing updates failed");
+                let e = Arc::new(e);
+                sizes.iter().map(|_| Err(e.clone())).collect()
             }
         }
-    });
-    writer
+    }
+
+    async fn idle(&mut self) {
+        self.group.release();
+    }
 }
 
 /// Why an update was not accepted: a stable code, a message, and the JSON path.

@@ -44,9 +44,10 @@ pub struct UpdateRow {
     pub lease_until: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "seq, id, client, idempotency_key, request_hash, order_reference, event, \
-     payload, status, attempts, errors, result, response_status, response_body, received_at, \
-     processed_at, next_attempt_at, park_until, lease_owner, lease_until";
+pub(super) const COLUMNS: &str = "seq, id, client, idempotency_key, request_hash, \
+     order_reference, event, payload, status, attempts, errors, result, response_status, \
+     response_body, received_at, processed_at, next_attempt_at, park_until, lease_owner, \
+     lease_until";
 
 /// A validated update to store as `accepted`.
 #[derive(Clone, Debug)]

@@ -10,6 +10,7 @@
 //! reports `SQLITE_BUSY` halfway through a transaction.
 
 pub mod clients;
+pub mod group;
 pub mod inbox;
 pub mod orders;
 pub mod projection;
@@ -137,13 +138,17 @@ impl Store {
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true);
+                // No ping before each use: a connection to a local file does not go stale,
+                // and the ping is a round trip to the connection's thread on every write.
                 let writer = SqlitePoolOptions::new()
                     .max_connections(1)
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(options.clone())
                     .await?;
                 let reader = SqlitePoolOptions::new()
                     .max_connections(4)
+                    .test_before_acquire(false)
                     .connect_with(options.read_only(true))
                     .await?;
                 Ok(Self::Sqlite(SqliteStore { writer, reader }))

@@ -1,0 +1,150 @@
+//! Accepting ERP updates: idempotency across requests and within one group commit, and a
+//! group that fails to store.
+
+use orderflow::store::group::GroupWriter;
+use orderflow::store::inbox::{NewUpdate, Stored, UpdateFilter};
+use orderflow::store::{self, Store};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{Backend, TestServer, backend_tests, start};
+
+backend_tests!(
+    a_repeated_key_gets_the_first_answer_and_no_second_row,
+    repeats_that_meet_in_one_group_store_one_row,
+    a_failed_group_stores_nothing_and_the_next_one_is_stored,
+);
+
+async fn post_update(s: &TestServer, key: &str, body: &Value) -> (StatusCode, Value) {
+    let resp = s
+        .http
+        .post(format!("{}/v1/erp/order-updates", s.base))
+        .bearer_auth(&s.erp)
+        .header("prefer", "respond-async")
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status();
+    (status, resp.json().await.expect("JSON"))
+}
+
+async fn rows_of(store: &Store, reference: &str) -> usize {
+    let filter = UpdateFilter {
+        order_reference: Some(reference.into()),
+        limit: 1_000,
+        ..UpdateFilter::default()
+    };
+    store.list_updates(&filter).await.expect("rows").len()
+}
+
+async fn a_repeated_key_gets_the_first_answer_and_no_second_row(backend: Backend) {
+    let Some(s) = start(backend).await else {
+        return;
+    };
+    let body = json!({"order_reference": "ING-1", "attributes": {"n": 1}});
+    let (status, first) = post_update(&s, "k-1", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, again) = post_update(&s, "k-1", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    let other = json!({"order_reference": "ING-1", "attributes": {"n": 2}});
+    let (status, reused) = post_update(&s, "k-1", &other).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reused}");
+    assert_eq!(reused["error"]["code"], "idempotency_key_reused");
+    assert_eq!(rows_of(&s.store, "ING-1").await, 1);
+    s.stop().await;
+}
+
+async fn repeats_that_meet_in_one_group_store_one_row(backend: Backend) {
+    let Some(s) = start(backend).await else {
+        return;
+    };
+    // Within one request: two entries with one key.
+    let entry =
+        json!({"order_reference": "ING-2", "attributes": {"n": 1}, "idempotency_key": "same"});
+    let (status, batch) = s
+        .post(
+            "/v1/erp/order-updates/batch",
+            &s.erp,
+            json!({"updates": [entry, entry]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{batch}");
+    let results = batch["results"].as_array().unwrap();
+    assert!(results[0]["id"].is_string(), "{batch}");
+    assert_eq!(results[0]["id"], results[1]["id"], "{batch}");
+    assert_eq!(rows_of(&s.store, "ING-2").await, 1);
+
+    // Many requests at once with one key: whichever groups they land in, one row.
+    let body = json!({"order_reference": "ING-3", "attributes": {"n": 1}});
+    let answers: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, base, erp, body) =
+                (s.http.clone(), s.base.clone(), s.erp.clone(), body.clone());
+            tokio::spawn(async move {
+                let resp = http
+                    .post(format!("{base}/v1/erp/order-updates"))
+                    .bearer_auth(erp)
+                    .header("prefer", "respond-async")
+                    .header("idempotency-key", "racing")
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("request");
+                (resp.status(), resp.json::<Value>().await.expect("JSON"))
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for a in answers {
+        let (status, v) = a.await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        ids.push(v["id"].clone());
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert_eq!(rows_of(&s.store, "ING-3").await, 1);
+    s.stop().await;
+}
+
+fn new_update(id: &str, key: &str) -> NewUpdate {
+    NewUpdate {
+        id: id.into(),
+        client: "erp".into(),
+        idempotency_key: Some(key.into()),
+        request_hash: "h".into(),
+        order_reference: "ING-4".into(),
+        event: None,
+        payload: json!({"order_reference": "ING-4", "attributes": {"k": key}}),
+        response: None,
+        received_at: store::now(),
+    }
+}
+
+async fn a_failed_group_stores_nothing_and_the_next_one_is_stored(backend: Backend) {
+    let Some(s) = start(backend).await else {
+        return;
+    };
+    let mut writer = GroupWriter::new(s.store.clone());
+    // The second row repeats the first one's id: the insert fails after the first row.
+    let group = [new_update("u-1", "a"), new_update("u-1", "b")];
+    assert!(writer.insert(&group).await.is_err());
+    assert_eq!(rows_of(&s.store, "ING-4").await, 0);
+    // The writer (and on SQLite the one writer connection) is usable again.
+    let stored = writer
+        .insert(&[new_update("u-2", "c")])
+        .await
+        .expect("insert");
+    assert!(matches!(stored[..], [Stored::New(_)]), "{stored:?}");
+    writer.release();
+    let (status, _) = post_update(
+        &s,
+        "k-4",
+        &json!({"order_reference": "ING-4", "attributes": {}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(rows_of(&s.store, "ING-4").await, 2);
+    s.stop().await;
+}
