@@ -12,5 +12,6 @@ mod cli_store;
 mod cli_worker;
 mod corpus;
 mod fleet;
+mod inbox_worker;
 mod openapi;
 mod webhook_vectors;
