@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use super::processes::ProcessSet;
 use super::types::{Currency, EventName, OrderId, OrderReference, Quantity, Sku, Version};
 use super::view::{HistoryEntry, ItemState, Move, OrderView, Stay};
+use crate::store::batch::Writes;
 use crate::store::orders::{ItemRow, NewHistory, NewItem, NewOrder, NewTimer, OrderRow};
 use crate::store::{self, Store, StoreError, Tx};
 
@@ -300,6 +301,25 @@ impl OrderService {
             Target::Reference(r) => tx.lock_order_by_reference(r.as_str()).await?,
         }
         .ok_or(DomainError::OrderNotFound)?;
+        let items = tx.items(row.id).await?;
+        let mut writes = Writes::default();
+        let applied = self.decide(row, items, change, now, &mut writes)?;
+        tx.write(&writes).await?;
+        Ok(applied)
+    }
+
+    /// The pure part of [`OrderService::apply_in`]: given the order as read under its lock,
+    /// decides the change and adds the rows it writes to `writes`, which the caller sends
+    /// in the same transaction (the inbox worker collects a whole batch of updates, one per
+    /// order, before it sends them). On error nothing is added.
+    pub fn decide(
+        &self,
+        row: OrderRow,
+        items: Vec<ItemRow>,
+        change: &Change,
+        now: DateTime<Utc>,
+        writes: &mut Writes,
+    ) -> Result<Applied> {
         if let Some(expected) = change.expected
             && expected.0 != row.version
         {
@@ -312,7 +332,6 @@ impl OrderService {
             .get(&row.process)
             .ok_or_else(|| DomainError::UnknownProcess(row.process.clone()))?
             .clone();
-        let items = tx.items(row.id).await?;
         let mut order = engine_order(&row, &items, &process)?;
         let selected = change
             .items
@@ -352,8 +371,8 @@ impl OrderService {
         } else {
             row.version
         };
-        let (row, items, stayed) = persist(
-            tx,
+        let (row, items, stayed) = plan(
+            writes,
             &process,
             row,
             &items,
@@ -362,14 +381,12 @@ impl OrderService {
             &change.source,
             version,
             now,
-        )
-        .await?;
+        );
         if changed {
             let event = change.event.as_ref().map(|e| e.event.as_str());
             let payload = feed_payload("updated", event, &decisions, &process, &change.source);
-            tx.append_change(row.id, version, "updated", &payload, now)
-                .await?;
-            tx.wake_parked(&row.reference, now).await?;
+            writes.append_change(row.id, version, "updated", &payload, now);
+            writes.wake_parked(&row.reference, now);
         }
         let moved = decisions
             .moves()
@@ -515,7 +532,7 @@ fn engine_order(row: &OrderRow, items: &[ItemRow], process: &Process) -> Result<
 async fn persist(
     tx: &mut Tx,
     process: &Process,
-    mut row: OrderRow,
+    row: OrderRow,
     before: &[ItemRow],
     order: &engine::Order,
     decisions: &Decisions,
@@ -523,6 +540,35 @@ async fn persist(
     version: i64,
     now: DateTime<Utc>,
 ) -> Result<(OrderRow, Vec<ItemRow>, Vec<Stay>)> {
+    let mut writes = Writes::default();
+    let done = plan(
+        &mut writes,
+        process,
+        row,
+        before,
+        order,
+        decisions,
+        source,
+        version,
+        now,
+    );
+    tx.write(&writes).await?;
+    Ok(done)
+}
+
+/// [`persist`] without sending: adds the rows to `writes`.
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    writes: &mut Writes,
+    process: &Process,
+    mut row: OrderRow,
+    before: &[ItemRow],
+    order: &engine::Order,
+    decisions: &Decisions,
+    source: &Source,
+    version: i64,
+    now: DateTime<Utc>,
+) -> (OrderRow, Vec<ItemRow>, Vec<Stay>) {
     let mut after = Vec::with_capacity(before.len());
     for (old, new) in before.iter().zip(&order.items) {
         let state = process.state(new.state);
@@ -531,14 +577,13 @@ async fn persist(
             || old.state_entered_at != new.state_entered_at
             || old.attributes.0 != new.attributes
         {
-            tx.update_item(
+            writes.update_item(
                 old.id,
                 &state.name,
                 state.reserved,
                 new.state_entered_at,
                 &new.attributes,
-            )
-            .await?;
+            );
             item.state = state.name.clone();
             item.reserved = state.reserved;
             item.state_entered_at = new.state_entered_at;
@@ -560,7 +605,7 @@ async fn persist(
                     source: &label,
                     reason: None,
                 };
-                tx.insert_history(row.id, &h, now).await?;
+                writes.insert_history(row.id, &h, now);
             }
             Outcome::Stayed { state, reason } => {
                 let state = &process.state(*state).name;
@@ -574,7 +619,7 @@ async fn persist(
                         source: &label,
                         reason: Some(&text),
                     };
-                    tx.insert_history(row.id, &h, now).await?;
+                    writes.insert_history(row.id, &h, now);
                 }
                 stayed.push(Stay {
                     item: step.item,
@@ -586,7 +631,7 @@ async fn persist(
         }
     }
     for &item in &decisions.timers_dropped {
-        tx.drop_timers(item).await?;
+        writes.drop_timers(item);
     }
     for t in &decisions.timers_set {
         let (kind, event) = match t.kind {
@@ -600,7 +645,7 @@ async fn persist(
             event,
             due_at: t.due_at,
         };
-        tx.insert_timer(row.id, &timer).await?;
+        writes.insert_timer(row.id, &timer);
     }
     // Effects are executed after commit by the worker (follow-up events through the inbox,
     // after-commit calls); here they only become durable with the change that caused them.
@@ -611,17 +656,15 @@ async fn persist(
             .and_then(Value::as_str)
             .unwrap_or("effect")
             .to_owned();
-        tx.insert_effect(row.id, version, &kind, &payload, now)
-            .await?;
+        writes.insert_effect(row.id, version, &kind, &payload, now);
     }
     if version != row.version || order.attributes != row.attributes.0 {
-        tx.update_order(row.id, &order.attributes, version, now)
-            .await?;
+        writes.update_order(row.id, &order.attributes, version, now);
         row.version = version;
         row.updated_at = now;
         row.attributes = sqlx::types::Json(order.attributes.clone());
     }
-    Ok((row, after, stayed))
+    (row, after, stayed)
 }
 
 fn feed_payload(

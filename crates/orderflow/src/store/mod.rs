@@ -8,6 +8,7 @@
 //! transactions start with `BEGIN IMMEDIATE` so SQLite never reports `SQLITE_BUSY` halfway
 //! through a transaction.
 
+pub mod batch;
 pub mod clients;
 pub mod inbox;
 pub mod orders;
