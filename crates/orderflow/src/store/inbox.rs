@@ -435,9 +435,16 @@ impl Tx {
         );
         if let Tx::Postgres(t) = self {
             // One claim at a time: each decides on a snapshot that sees every claim before.
-            sqlx::query("SELECT pg_advisory_xact_lock(7036111)")
-                .execute(&mut **t)
-                .await?;
+            // And walk the due index in claim order, stopping at the limit: without fresh
+            // statistics (a burst into an idle inbox) the planner expects a few due rows,
+            // reads them all with a bitmap scan and sorts them, so each claim would cost
+            // time in proportion to the backlog. Both settings end with the transaction.
+            sqlx::raw_sql(
+                "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; \
+                 SELECT pg_advisory_xact_lock(7036111)",
+            )
+            .execute(&mut **t)
+            .await?;
         }
         let candidates: Vec<(i64, String)> = on_tx!(&mut *self, |c| {
             let q = sqlx::query_as(AssertSqlSafe(select)).bind(now).bind(limit);
