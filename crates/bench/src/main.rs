@@ -1,6 +1,7 @@
 //! orderflow's benchmark harness. Each subcommand prints figures (medians, and ratios
 //! against a baseline measured in the same run); nothing here asserts a time.
 
+mod drain;
 mod engine;
 mod ingest;
 mod server;
@@ -20,12 +21,16 @@ enum Command {
     Engine(engine::Args),
     /// ERP ingest: durable async acks per second and latency, against GET /healthz.
     Ingest(ingest::Args),
+    /// Inbox worker: a backlog applied per second (SQLite, PostgreSQL with 1 and N
+    /// workers) against the rate it was stored at, and 202-to-applied latency.
+    Drain(drain::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Engine(args) => engine::run(args),
         Command::Ingest(args) => ingest::run(args),
+        Command::Drain(args) => drain::run(args),
     }
 }
 
