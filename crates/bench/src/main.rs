@@ -2,6 +2,7 @@
 //! against a baseline measured in the same run); nothing here asserts a time.
 
 mod check_condition;
+mod drain;
 mod engine;
 mod ingest;
 mod server;
@@ -23,6 +24,9 @@ enum Command {
     Ingest(ingest::Args),
     /// Check-condition pass time over 1,000,000 waiting timers, against SELECT 1.
     CheckCondition(check_condition::Args),
+    /// Inbox worker: a backlog applied per second (SQLite, PostgreSQL with 1 and N
+    /// workers) against the rate it was stored at, and 202-to-applied latency.
+    Drain(drain::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,6 +34,7 @@ fn main() -> anyhow::Result<()> {
         Command::Engine(args) => engine::run(args),
         Command::Ingest(args) => ingest::run(args),
         Command::CheckCondition(args) => check_condition::run(args),
+        Command::Drain(args) => drain::run(args),
     }
 }
 

@@ -27,11 +27,21 @@ fn repo_root() -> PathBuf {
 }
 
 impl Server {
-    /// Starts `orderflow serve` in a new temporary folder. `database_url` defaults to a
-    /// SQLite file in that folder.
+    /// Starts `orderflow serve` in a new temporary folder with the example processes.
+    /// `database_url` defaults to a SQLite file in that folder.
     pub fn start(
         binary: &Path,
         database_url: Option<&str>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(binary, database_url, &repo_root().join("processes"), extra)
+    }
+
+    /// [`Server::start`] with the process definitions in `processes`.
+    pub fn start_with(
+        binary: &Path,
+        database_url: Option<&str>,
+        processes: &Path,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
         if !binary.exists() {
@@ -58,7 +68,7 @@ impl Server {
             "--database-url".into(),
             database_url.clone(),
             "--processes".into(),
-            root.join("processes").display().to_string(),
+            processes.display().to_string(),
             "--config".into(),
             root.join("orderflow.toml").display().to_string(),
         ];
@@ -124,6 +134,31 @@ impl Server {
             .as_str()
             .map(str::to_owned)
             .context("no token in clients create output")
+    }
+}
+
+impl Server {
+    /// Stops the server with SIGTERM, as an operator would, and waits for it; the folder
+    /// (and a SQLite database in it) stays until the server is dropped.
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("server exited with {status}");
+        }
+        Ok(())
+    }
+
+    /// A command running the same `orderflow` binary in the server's folder.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.current_dir(&self.dir);
+        cmd
     }
 }
 

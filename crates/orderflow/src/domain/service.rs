@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use super::processes::ProcessSet;
 use super::types::{Currency, EventName, OrderId, OrderReference, Quantity, Sku, Version};
 use super::view::{HistoryEntry, ItemState, Move, OrderView, Stay};
+use crate::store::batch::Writes;
 use crate::store::inbox::NewUpdate;
 use crate::store::orders::{ItemRow, NewHistory, NewItem, NewOrder, NewTimer, OrderRow};
 use crate::store::{self, Store, StoreError, Tx};
@@ -301,6 +302,25 @@ impl OrderService {
             Target::Reference(r) => tx.lock_order_by_reference(r.as_str()).await?,
         }
         .ok_or(DomainError::OrderNotFound)?;
+        let items = tx.items(row.id).await?;
+        let mut writes = Writes::default();
+        let applied = self.decide(row, items, change, now, &mut writes)?;
+        tx.write(&writes).await?;
+        Ok(applied)
+    }
+
+    /// The pure part of [`OrderService::apply_in`]: given the order as read under its lock,
+    /// decides the change and adds the rows it writes to `writes`, which the caller sends
+    /// in the same transaction (the inbox worker collects a whole batch of updates, one per
+    /// order, before it sends them). On error nothing is added.
+    pub fn decide(
+        &self,
+        row: OrderRow,
+        items: Vec<ItemRow>,
+        change: &Change,
+        now: DateTime<Utc>,
+        writes: &mut Writes,
+    ) -> Result<Applied> {
         if let Some(expected) = change.expected
             && expected.0 != row.version
         {
@@ -313,7 +333,6 @@ impl OrderService {
             .get(&row.process)
             .ok_or_else(|| DomainError::UnknownProcess(row.process.clone()))?
             .clone();
-        let items = tx.items(row.id).await?;
         let mut order = engine_order(&row, &items, &process)?;
         let selected = change
             .items
@@ -353,8 +372,8 @@ impl OrderService {
         } else {
             row.version
         };
-        let (row, items, stayed) = persist(
-            tx,
+        let (row, items, stayed) = plan(
+            writes,
             &process,
             row,
             &items,
@@ -363,17 +382,15 @@ impl OrderService {
             &change.source,
             version,
             now,
-        )
-        .await?;
+        );
         if changed {
             let event = change.event.as_ref().map(|e| e.event.as_str());
             let payload = feed_payload("updated", event, &decisions, &process, &change.source);
-            tx.append_change(row.id, version, "updated", &payload, now)
-                .await?;
-            tx.wake_parked(&row.reference, now).await?;
+            writes.append_change(row.id, version, "updated", &payload, now);
+            writes.wake_parked(&row.reference, now);
             if attributes_changed {
                 // Event-less transitions may hang on the attributes just changed.
-                tx.wake_condition_timers(row.id, now).await?;
+                writes.wake_condition_timers(row.id, now);
             }
         }
         let moved = decisions
@@ -524,7 +541,7 @@ pub(super) fn engine_order(
 pub(super) async fn persist(
     tx: &mut Tx,
     process: &Process,
-    mut row: OrderRow,
+    row: OrderRow,
     before: &[ItemRow],
     order: &engine::Order,
     decisions: &Decisions,
@@ -532,6 +549,35 @@ pub(super) async fn persist(
     version: i64,
     now: DateTime<Utc>,
 ) -> Result<(OrderRow, Vec<ItemRow>, Vec<Stay>)> {
+    let mut writes = Writes::default();
+    let done = plan(
+        &mut writes,
+        process,
+        row,
+        before,
+        order,
+        decisions,
+        source,
+        version,
+        now,
+    );
+    tx.write(&writes).await?;
+    Ok(done)
+}
+
+/// [`persist`] without sending: adds the rows to `writes`.
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    writes: &mut Writes,
+    process: &Process,
+    mut row: OrderRow,
+    before: &[ItemRow],
+    order: &engine::Order,
+    decisions: &Decisions,
+    source: &Source,
+    version: i64,
+    now: DateTime<Utc>,
+) -> (OrderRow, Vec<ItemRow>, Vec<Stay>) {
     let mut after = Vec::with_capacity(before.len());
     for (old, new) in before.iter().zip(&order.items) {
         let state = process.state(new.state);
@@ -540,14 +586,13 @@ pub(super) async fn persist(
             || old.state_entered_at != new.state_entered_at
             || old.attributes.0 != new.attributes
         {
-            tx.update_item(
+            writes.update_item(
                 old.id,
                 &state.name,
                 state.reserved,
                 new.state_entered_at,
                 &new.attributes,
-            )
-            .await?;
+            );
             item.state = state.name.clone();
             item.reserved = state.reserved;
             item.state_entered_at = new.state_entered_at;
@@ -573,7 +618,7 @@ pub(super) async fn persist(
                     source: &label,
                     reason: None,
                 };
-                tx.insert_history(row.id, &h, now).await?;
+                writes.insert_history(row.id, &h, now);
             }
             Outcome::Stayed { state, reason } => {
                 let state = &process.state(*state).name;
@@ -587,7 +632,7 @@ pub(super) async fn persist(
                         source: &label,
                         reason: Some(&text),
                     };
-                    tx.insert_history(row.id, &h, now).await?;
+                    writes.insert_history(row.id, &h, now);
                 }
                 stayed.push(Stay {
                     item: step.item,
@@ -599,7 +644,7 @@ pub(super) async fn persist(
         }
     }
     for &item in &decisions.timers_dropped {
-        tx.drop_timers(item).await?;
+        writes.drop_timers(item);
     }
     for t in &decisions.timers_set {
         let (kind, event) = match t.kind {
@@ -613,15 +658,14 @@ pub(super) async fn persist(
             event,
             due_at: t.due_at,
         };
-        tx.insert_timer(row.id, &timer).await?;
+        writes.insert_timer(row.id, &timer);
     }
     // A follow-up event goes into the inbox in this transaction: it is applied after this
     // change, in order with the order's other updates, exactly once. Other effects
     // (after-commit calls) are kept in `effects` with the change that caused them.
     for effect in &decisions.effects {
         if let oms::plugin::Effect::FollowUpEvent { event, items } = effect {
-            tx.insert_updates(&[follow_up(&row.reference, event, items, now)])
-                .await?;
+            writes.follow_up(follow_up(&row.reference, event, items, now));
             continue;
         }
         let payload = serde_json::to_value(effect).unwrap_or(Value::Null);
@@ -630,17 +674,15 @@ pub(super) async fn persist(
             .and_then(Value::as_str)
             .unwrap_or("effect")
             .to_owned();
-        tx.insert_effect(row.id, version, &kind, &payload, now)
-            .await?;
+        writes.insert_effect(row.id, version, &kind, &payload, now);
     }
     if version != row.version || order.attributes != row.attributes.0 {
-        tx.update_order(row.id, &order.attributes, version, now)
-            .await?;
+        writes.update_order(row.id, &order.attributes, version, now);
         row.version = version;
         row.updated_at = now;
         row.attributes = sqlx::types::Json(order.attributes.clone());
     }
-    Ok((row, after, stayed))
+    (row, after, stayed)
 }
 
 /// The inbox update a command's follow-up event becomes (client `orderflow`).

@@ -14,7 +14,7 @@
 //! item's timers gone (the move dropped them) or in the future (rescheduled), and does
 //! nothing. That is why two instances never move an item twice, with no lease column and
 //! nothing left behind by a crash (the transaction rolls back, the timers stay due). On
-//! PostgreSQL the order is taken with `FOR UPDATE SKIP LOCKED`: an order that another
+//! PostgreSQL the order is taken with `FOR NO KEY UPDATE SKIP LOCKED`: an order that another
 //! instance (or an API request) holds is skipped, not waited for, and left to the holder or
 //! the next pass. SQLite has one writer, so passes are serialised anyway.
 //!
@@ -199,7 +199,7 @@ impl OrderService {
         let mut moved = Vec::new();
         let mut changed = false;
         if !due_items.is_empty() {
-            match self.decide(&row, &items, &due_items, now) {
+            match self.decide_due(&row, &items, &due_items, now) {
                 Ok((process, order, decisions)) => {
                     moved = decisions.timers_dropped.clone();
                     changed = decisions.changed();
@@ -229,7 +229,7 @@ impl OrderService {
     }
 
     /// The engine's decisions for the due items; writes nothing.
-    fn decide(
+    fn decide_due(
         &self,
         row: &OrderRow,
         items: &[ItemRow],

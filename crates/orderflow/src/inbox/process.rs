@@ -1,11 +1,16 @@
 //! The processing function for claimed updates: the worker and wait mode both call
 //! [`Inbox::process_batch`].
 //!
-//! Claimed updates (at most one per order) are processed in one transaction, each under a
-//! savepoint: the order change and the update's new status commit together, so an update
-//! is applied exactly once, and one commit (one fsync) covers the batch. An update whose
-//! processing hits a database error is rolled back to its savepoint and recorded as a
-//! failed attempt; the others commit.
+//! Claimed updates (at most one per order) are processed in one transaction: the order
+//! changes and the updates' new statuses commit together, so an update is applied exactly
+//! once, and one commit (one fsync) covers the batch. That transaction reads the updates,
+//! their orders and their items in three statements, decides each update in memory with
+//! the order service, and sends the rows all of them write in one multi-row statement per
+//! table ([`Writes`]): a batch costs a dozen round trips, not a dozen per update.
+//!
+//! Should that transaction fail (a database error), the batch is done again one update at
+//! a time, each under a savepoint: an update whose processing hits a database error is
+//! rolled back to its savepoint and recorded as a failed attempt; the others commit.
 //!
 //! Outcomes:
 //! - applied: the change committed; the result names the new version and the moves;
@@ -18,23 +23,68 @@
 //!   this worker has not loaded): `accepted` again after an exponential backoff with
 //!   jitter, `dead` after `worker.max_attempts`.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Inbox;
 use super::model::{OrderUpdate, UpdateStatus, is_retry_marker};
 use crate::config::EventPolicy;
 use crate::domain::types::OrderReference;
-use crate::domain::{DomainError, Target};
+use crate::domain::{Applied, Change, DomainError, Target};
+use crate::store::batch::Writes;
 use crate::store::inbox::{Finish, UpdateRow};
-use crate::store::{self, StoreError, Tx};
+use crate::store::orders::{ItemRow, OrderRow};
+use crate::store::{self, Store, StoreError, Tx};
 
 /// Error codes of a parked update (not failures: they do not count toward max_attempts).
 const PARK_CODES: [&str; 2] = ["order_not_found", "event_not_applicable"];
 
+/// How one update's attempt ends: its new status, the row to write, and whether its order
+/// changed.
+type Decided = (UpdateStatus, Finish, bool);
+
 impl Inbox {
+    /// The worker's step: claims up to `worker.batch_size` due updates for `owner` and
+    /// processes them. Returns their new statuses (`None`: the lease was lost to another
+    /// worker); empty when nothing was due.
+    ///
+    /// On SQLite the claim and the processing share one transaction. SQLite has one
+    /// writer, so that transaction holds the updates as a lease would (no other worker can
+    /// claim them before it commits, and a crash rolls the claim back with the work), and
+    /// the batch costs one commit instead of two. On PostgreSQL the claim commits first,
+    /// so other workers skip the claimed updates while this one processes them.
+    pub async fn process_next_batch(
+        &self,
+        owner: &str,
+    ) -> Result<Vec<Option<UpdateStatus>>, StoreError> {
+        let started = Instant::now();
+        let now = store::now();
+        let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
+        let limit = i64::from(self.settings.batch_size);
+        if let Store::Sqlite(_) = self.store() {
+            match self.claim_and_process(now, limit, owner, now + lease).await {
+                Ok((rows, out, changed)) => {
+                    self.processed(&rows, &out, changed, started);
+                    return Ok(out);
+                }
+                // Claim on its own, then find the update at fault one at a time.
+                Err(e) => tracing::warn!(error = %e, "batch failed; claiming it on its own"),
+            }
+        }
+        let rows = self
+            .store()
+            .claim_updates(now, limit, owner, now + lease)
+            .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.process_batch(&rows, owner).await
+    }
+
     /// Processes updates claimed by `owner`. Returns each update's new status, or `None`
     /// when `owner` no longer held its lease (another worker took it over).
     pub async fn process_batch(
@@ -42,37 +92,45 @@ impl Inbox {
         rows: &[UpdateRow],
         owner: &str,
     ) -> Result<Vec<Option<UpdateStatus>>, StoreError> {
-        let mut tx = self.store().begin().await?;
-        let mut out = Vec::with_capacity(rows.len());
-        let mut changed = false;
-        for row in rows {
-            tx.savepoint().await?;
-            match self.process_one(&mut tx, row, owner).await {
-                Ok((status, ch)) => {
-                    tx.release_savepoint().await?;
-                    changed |= ch;
-                    out.push(status);
-                }
-                Err(e) => {
-                    tx.rollback_to_savepoint().await?;
-                    tracing::warn!(update = %row.id, error = %e, "processing failed; retried later");
-                    let status = self
-                        .retry_later(&mut tx, row.seq, owner, "store_error", &e.to_string())
-                        .await?;
-                    tx.release_savepoint().await?;
-                    out.push(status);
-                }
+        let started = Instant::now();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let orders: HashSet<&str> = rows.iter().map(|r| r.order_reference.as_str()).collect();
+        // Two updates of one order cannot share the batch's multi-row writes (claims never
+        // give a worker two; the check keeps this function right for any caller).
+        let together = if orders.len() == rows.len() {
+            Some(self.process_together(&seqs, owner).await)
+        } else {
+            None
+        };
+        let (out, changed) = match together {
+            Some(Ok(done)) => done,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, size = rows.len(), "batch failed; processing its updates one at a time");
+                self.process_one_by_one(&seqs, owner).await?
             }
-        }
-        tx.commit().await?;
+            None => self.process_one_by_one(&seqs, owner).await?,
+        };
+        self.processed(rows, &out, changed, started);
+        Ok(out)
+    }
+
+    /// After commit: wake-ups and metrics.
+    fn processed(
+        &self,
+        rows: &[UpdateRow],
+        out: &[Option<UpdateStatus>],
+        changed: bool,
+        started: Instant,
+    ) {
         if changed {
             self.service.committed();
-        } else {
+        } else if !rows.is_empty() {
             // Finished updates may unblock later ones of the same order.
             self.service.inbox_signal().notify_one();
         }
         let done = Utc::now();
-        for (row, status) in rows.iter().zip(&out) {
+        let took = started.elapsed().as_secs_f64();
+        for (row, status) in rows.iter().zip(out) {
             let Some(status) = status else { continue };
             metrics::counter!("orderflow_inbox_processed_total", "status" => status.as_str())
                 .increment(1);
@@ -83,40 +141,176 @@ impl Inbox {
                 let waited = (done - row.received_at).to_std().unwrap_or_default();
                 metrics::histogram!("orderflow_inbox_received_to_done_seconds")
                     .record(waited.as_secs_f64());
+                metrics::histogram!("orderflow_inbox_claim_to_done_seconds").record(took);
             }
         }
-        Ok(out)
     }
 
-    /// One update inside the batch transaction: `(new status, order changed)`.
-    async fn process_one(
+    /// SQLite: claim and process in one transaction (see [`Inbox::process_next_batch`]).
+    async fn claim_and_process(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(Vec<UpdateRow>, Vec<Option<UpdateStatus>>, bool), StoreError> {
+        let mut tx = self.store().begin().await?;
+        let mut rows = tx.due_updates(now, limit).await?;
+        if rows.is_empty() {
+            return Ok((rows, Vec::new(), false));
+        }
+        // What the claim would have written: finishing writes the attempt count.
+        for r in &mut rows {
+            r.attempts += 1;
+            r.status = "processing".into();
+            r.lease_owner = Some(owner.to_owned());
+            r.lease_until = Some(lease_until);
+        }
+        let (statuses, changed) = self.apply_held(&mut tx, &rows, store::now()).await?;
+        tx.commit().await?;
+        Ok((rows, statuses.into_iter().map(Some).collect(), changed))
+    }
+
+    /// The whole batch in one transaction with batched reads and writes.
+    async fn process_together(
+        &self,
+        seqs: &[i64],
+        owner: &str,
+    ) -> Result<(Vec<Option<UpdateStatus>>, bool), StoreError> {
+        let mut tx = self.store().begin().await?;
+        let held = tx.lock_claimed_many(seqs, owner).await?;
+        let (statuses, changed) = self.apply_held(&mut tx, &held, store::now()).await?;
+        tx.commit().await?;
+        let by_seq: HashMap<i64, UpdateStatus> = held.iter().map(|r| r.seq).zip(statuses).collect();
+        Ok((
+            seqs.iter().map(|s| by_seq.get(s).copied()).collect(),
+            changed,
+        ))
+    }
+
+    /// Applies updates this transaction holds (one per order), reading their orders and
+    /// items and writing every row in a few statements. Returns their new statuses.
+    async fn apply_held(
         &self,
         tx: &mut Tx,
-        claimed: &UpdateRow,
+        held: &[UpdateRow],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<UpdateStatus>, bool), StoreError> {
+        let references: Vec<String> = held.iter().map(|r| r.order_reference.clone()).collect();
+        let orders = tx.lock_orders_by_reference(&references).await?;
+        let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
+        let mut items: HashMap<i64, Vec<ItemRow>> = HashMap::new();
+        for item in tx.items_of(&ids).await? {
+            items.entry(item.order_id).or_default().push(item);
+        }
+        let mut orders: HashMap<String, OrderRow> = orders
+            .into_iter()
+            .map(|o| (o.reference.clone(), o))
+            .collect();
+        let mut writes = Writes::default();
+        let mut finishes = Vec::with_capacity(held.len());
+        let mut out = Vec::with_capacity(held.len());
+        let mut changed = false;
+        for row in held {
+            let loaded = orders.remove(&row.order_reference).map(|o| {
+                let its = items.remove(&o.id).unwrap_or_default();
+                (o, its)
+            });
+            let (status, finish, ch) = self.decide(row, loaded, now, &mut writes);
+            changed |= ch;
+            out.push(status);
+            finishes.push(finish);
+        }
+        tx.write(&writes).await?;
+        tx.finish_updates(&finishes).await?;
+        Ok((out, changed))
+    }
+
+    /// The batch one update at a time, each under a savepoint: an update that fails with a
+    /// database error is recorded as a failed attempt, the others commit.
+    async fn process_one_by_one(
+        &self,
+        seqs: &[i64],
         owner: &str,
-    ) -> Result<(Option<UpdateStatus>, bool), StoreError> {
-        let started = Instant::now();
-        let now = store::now();
-        let Some(row) = tx.lock_claimed(claimed.seq, owner).await? else {
-            return Ok((None, false));
-        };
-        let update: OrderUpdate = match serde_json::from_value(row.payload.0.clone()) {
-            Ok(u) => u,
-            Err(e) => {
-                let error = error_entry(&row, now, "invalid_payload", &e.to_string());
-                let status = UpdateStatus::Rejected;
-                finish(tx, &row, status, None, Some(&error), now, None).await?;
-                return Ok((Some(status), false));
-            }
+    ) -> Result<(Vec<Option<UpdateStatus>>, bool), StoreError> {
+        let mut tx = self.store().begin().await?;
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut changed = false;
+        for &seq in seqs {
+            tx.savepoint().await?;
+            let Some(row) = tx.lock_claimed(seq, owner).await? else {
+                tx.release_savepoint().await?;
+                out.push(None);
+                continue;
+            };
+            let now = store::now();
+            let (status, finish, ch) = match self.apply_one(&mut tx, &row, now).await {
+                Ok(done) => done,
+                Err(e) => {
+                    tx.rollback_to_savepoint().await?;
+                    tracing::warn!(update = %row.id, error = %e, "processing failed; retried later");
+                    self.retry_later(&row, now, "store_error", &e.to_string())
+                }
+            };
+            tx.finish_updates(std::slice::from_ref(&finish)).await?;
+            tx.release_savepoint().await?;
+            changed |= ch;
+            out.push(Some(status));
+        }
+        tx.commit().await?;
+        Ok((out, changed))
+    }
+
+    /// One update, its order read and written at once; a database error is returned.
+    async fn apply_one(
+        &self,
+        tx: &mut Tx,
+        row: &UpdateRow,
+        now: DateTime<Utc>,
+    ) -> Result<Decided, StoreError> {
+        let change = match change(row) {
+            Ok(c) => c,
+            Err(e) => return Ok(unreadable(row, now, &e)),
         };
         let target = Target::Reference(
             OrderReference::parse(&row.order_reference)
                 .map_err(|e| StoreError::Corrupt(format!("update {}: {e}", row.id)))?,
         );
-        let change = update.change(&row.id);
-        let applied = self.service.apply_in(tx, &target, &change, now).await;
+        match self.service.apply_in(tx, &target, &change, now).await {
+            Err(DomainError::Store(e)) => Err(e),
+            applied => Ok(self.outcome(row, applied, now)),
+        }
+    }
+
+    /// One update of a batch, its order as read under the batch's lock (`None`: no such
+    /// order); the rows it writes go to `writes`.
+    fn decide(
+        &self,
+        row: &UpdateRow,
+        loaded: Option<(OrderRow, Vec<ItemRow>)>,
+        now: DateTime<Utc>,
+        writes: &mut Writes,
+    ) -> Decided {
+        let change = match change(row) {
+            Ok(c) => c,
+            Err(e) => return unreadable(row, now, &e),
+        };
+        let applied = match loaded {
+            Some((order, items)) => self.service.decide(order, items, &change, now, writes),
+            None => Err(DomainError::OrderNotFound),
+        };
+        self.outcome(row, applied, now)
+    }
+
+    /// What the attempt's result means for the update.
+    fn outcome(
+        &self,
+        row: &UpdateRow,
+        applied: Result<Applied, DomainError>,
+        now: DateTime<Utc>,
+    ) -> Decided {
         let (policy, park_ttl) = self.settings.policy(row.event.as_deref());
-        let outcome = match applied {
+        let (error, policy) = match applied {
             Ok(applied) => {
                 let result = json!({
                     "order": {
@@ -129,52 +323,46 @@ impl Inbox {
                     "stayed": applied.stayed,
                 });
                 let status = UpdateStatus::Applied;
-                finish(tx, &row, status, Some(&result), None, now, None).await?;
-                metrics::histogram!("orderflow_inbox_claim_to_done_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                return Ok((Some(status), applied.changed));
+                let finish = finish(row, status, Some(result), None, now, None);
+                return (status, finish, applied.changed);
             }
-            Err(DomainError::Store(e)) => return Err(e),
             Err(DomainError::CommandFailed(message)) => {
-                let status = self
-                    .retry_later(tx, row.seq, owner, "command_failed", &message)
-                    .await?;
-                return Ok((status, false));
+                return self.retry_later(row, now, "command_failed", &message);
             }
             // This process lacks the order's process definition (a fleet mid-deploy, a
             // wrong --processes): another attempt, maybe by another worker, can apply it.
             Err(e @ DomainError::UnknownProcess(_)) => {
-                let status = self
-                    .retry_later(tx, row.seq, owner, "unknown_process", &e.to_string())
-                    .await?;
-                return Ok((status, false));
+                return self.retry_later(row, now, "unknown_process", &e.to_string());
+            }
+            Err(DomainError::Store(e)) => {
+                return self.retry_later(row, now, "store_error", &e.to_string());
             }
             Err(e @ DomainError::OrderNotFound) => (e, EventPolicy::Park),
             Err(e @ DomainError::EventNotApplicable { .. }) => (e, policy),
             Err(e) => (e, EventPolicy::Reject),
         };
-        let (error, policy) = outcome;
-        let mut entry = error_entry(&row, now, error.code(), &error.to_string());
+        let mut entry = error_entry(row, now, error.code(), &error.to_string());
         if let DomainError::EventNotApplicable { event, items } = &error {
             entry["event"] = json!(event);
             entry["items"] = json!(items);
         }
-        let status = match policy {
+        let (status, finish) = match policy {
             EventPolicy::Ignore => {
                 let result = json!({"not_applicable": entry.get("items")});
                 let status = UpdateStatus::Ignored;
-                finish(tx, &row, status, Some(&result), Some(&entry), now, None).await?;
-                status
+                (
+                    status,
+                    finish(row, status, Some(result), Some(entry), now, None),
+                )
             }
             EventPolicy::Reject => {
                 let status = UpdateStatus::Rejected;
-                finish(tx, &row, status, None, Some(&entry), now, None).await?;
-                status
+                (status, finish(row, status, None, Some(entry), now, None))
             }
             EventPolicy::Park => {
                 let ttl = chrono::Duration::from_std(park_ttl).unwrap_or(chrono::Duration::MAX);
                 // Parked since it was received, or since an operator retried it.
-                let since = last_retry(&row).unwrap_or(row.received_at);
+                let since = last_retry(row).unwrap_or(row.received_at);
                 let until = row
                     .park_until
                     .unwrap_or_else(|| since.checked_add_signed(ttl).unwrap_or(now));
@@ -182,41 +370,35 @@ impl Inbox {
                     entry["message"] =
                         json!(format!("{error} (parked since {since}, past park_ttl)"));
                     let status = UpdateStatus::Dead;
-                    finish(tx, &row, status, None, Some(&entry), now, None).await?;
-                    status
+                    (status, finish(row, status, None, Some(entry), now, None))
                 } else {
-                    let parks = count_errors(&row, |e| {
+                    let parks = count_errors(row, |e| {
                         e.get("code")
                             .and_then(Value::as_str)
                             .is_some_and(|c| PARK_CODES.contains(&c))
                     });
                     let next = later(now, self.settings.backoff(parks + 1)).min(until);
                     let status = UpdateStatus::Parked;
-                    finish(tx, &row, status, None, Some(&entry), next, Some(until)).await?;
-                    status
+                    let finish = finish(row, status, None, Some(entry), next, Some(until));
+                    (status, finish)
                 }
             }
         };
-        Ok((Some(status), false))
+        (status, finish, false)
     }
 
-    /// Records a retryable failure: `accepted` again after a backoff, or `dead` when this
-    /// was the last attempt. `None` if `owner` lost the lease meanwhile.
-    async fn retry_later(
+    /// A retryable failure: `accepted` again after a backoff, or `dead` when this was the
+    /// last attempt.
+    fn retry_later(
         &self,
-        tx: &mut Tx,
-        seq: i64,
-        owner: &str,
+        row: &UpdateRow,
+        now: DateTime<Utc>,
         code: &str,
         message: &str,
-    ) -> Result<Option<UpdateStatus>, StoreError> {
-        let now = store::now();
-        let Some(row) = tx.lock_claimed(seq, owner).await? else {
-            return Ok(None);
-        };
-        let mut entry = error_entry(&row, now, code, message);
+    ) -> Decided {
+        let mut entry = error_entry(row, now, code, message);
         entry["retryable"] = json!(true);
-        let failures = count_errors(&row, |e| e.get("retryable") == Some(&json!(true))) + 1;
+        let failures = count_errors(row, |e| e.get("retryable") == Some(&json!(true))) + 1;
         let status = if failures >= self.settings.max_attempts {
             UpdateStatus::Dead
         } else {
@@ -226,9 +408,25 @@ impl Inbox {
         if status == UpdateStatus::Accepted {
             entry["retry_at"] = json!(next);
         }
-        finish(tx, &row, status, None, Some(&entry), next, row.park_until).await?;
-        Ok(Some(status))
+        let finish = finish(row, status, None, Some(entry), next, row.park_until);
+        (status, finish, false)
     }
+}
+
+/// The change an update makes.
+fn change(row: &UpdateRow) -> Result<Change, serde_json::Error> {
+    OrderUpdate::deserialize(&row.payload.0).map(|u| u.change(&row.id))
+}
+
+/// How an update ends whose stored payload cannot be read: rejected (fatal).
+fn unreadable(row: &UpdateRow, now: DateTime<Utc>, e: &serde_json::Error) -> Decided {
+    let error = error_entry(row, now, "invalid_payload", &e.to_string());
+    let status = UpdateStatus::Rejected;
+    (
+        status,
+        finish(row, status, None, Some(error), now, None),
+        false,
+    )
 }
 
 fn error_entry(row: &UpdateRow, now: DateTime<Utc>, code: &str, message: &str) -> Value {
@@ -257,26 +455,28 @@ fn later(now: DateTime<Utc>, delay: std::time::Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX / 2)
 }
 
-async fn finish(
-    tx: &mut Tx,
+/// The row that ends the attempt: `error` is appended to the update's errors.
+fn finish(
     row: &UpdateRow,
     status: UpdateStatus,
-    result: Option<&Value>,
-    error: Option<&Value>,
+    result: Option<Value>,
+    error: Option<Value>,
     next_attempt_at: DateTime<Utc>,
     park_until: Option<DateTime<Utc>>,
-) -> Result<(), StoreError> {
-    let processed_at = status.is_final().then_some(next_attempt_at);
-    tx.finish_update(
-        row.seq,
-        &Finish {
-            status: status.as_str(),
-            result,
-            error,
-            next_attempt_at,
-            park_until,
-            processed_at,
-        },
-    )
-    .await
+) -> Finish {
+    let errors = error.map(|e| {
+        let mut all = row.errors.0.clone();
+        all.push(e);
+        all
+    });
+    Finish {
+        seq: row.seq,
+        status: status.as_str(),
+        attempts: row.attempts,
+        result,
+        errors,
+        next_attempt_at,
+        park_until,
+        processed_at: status.is_final().then_some(next_attempt_at),
+    }
 }

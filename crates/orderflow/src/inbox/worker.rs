@@ -81,7 +81,8 @@ impl WorkerTotals {
 const KEY_EXPIRY_EVERY: Duration = Duration::from_secs(600);
 
 impl Inbox {
-    /// Runs the worker until `shutdown` (or, with `once`, until nothing is due).
+    /// Runs the worker until `shutdown` (or, with `once`, until nothing is due; then a failed
+    /// batch ends the run with its error).
     pub async fn run_worker(
         &self,
         options: WorkerOptions,
@@ -106,59 +107,33 @@ impl Inbox {
                 next_expiry = Instant::now() + KEY_EXPIRY_EVERY;
                 self.expire_keys().await;
             }
-            let now = store::now();
-            let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
-            let claimed = self
-                .store()
-                .claim_updates(
-                    now,
-                    i64::from(self.settings.batch_size),
-                    &owner,
-                    now + lease,
-                )
-                .await;
-            let rows = match claimed {
-                Ok(rows) => {
-                    failures = 0;
-                    rows
-                }
-                Err(e) => {
-                    failures += 1;
-                    let delay = self.settings.backoff(failures).min(Duration::from_secs(30));
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "claiming updates failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = shutdown.cancelled() => {}
-                    }
-                    continue;
-                }
-            };
-            if rows.is_empty() {
-                if options.once {
-                    break;
-                }
-                tokio::select! {
-                    () = signal.notified() => {}
-                    () = tokio::time::sleep(self.settings.poll_interval) => {}
-                    () = shutdown.cancelled() => {}
-                }
-                continue;
-            }
             let started = Instant::now();
-            let work = self.process_batch(&rows, &owner);
-            tokio::pin!(work);
+            let step = self.process_next_batch(&owner);
+            tokio::pin!(step);
             let result = tokio::select! {
-                r = &mut work => Some(r),
+                r = &mut step => Some(r),
                 () = shutdown.cancelled() => {
-                    tracing::info!(in_flight = rows.len(), grace_ms = options.grace.as_millis() as u64, "shutdown: finishing the batch in flight");
-                    tokio::time::timeout(options.grace, &mut work).await.ok()
+                    tracing::info!(grace_ms = options.grace.as_millis() as u64, "shutdown: finishing the batch in flight");
+                    tokio::time::timeout(options.grace, &mut step).await.ok()
                 }
             };
             match result {
+                Some(Ok(statuses)) if statuses.is_empty() => {
+                    failures = 0;
+                    if options.once {
+                        break;
+                    }
+                    tokio::select! {
+                        () = signal.notified() => {}
+                        () = tokio::time::sleep(self.settings.poll_interval) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
                 Some(Ok(statuses)) => {
+                    failures = 0;
                     let batch = totals.add(&statuses);
                     tracing::info!(
-                        size = rows.len(),
+                        size = statuses.len(),
                         applied = batch.applied,
                         parked = batch.parked,
                         ignored = batch.ignored,
@@ -171,11 +146,21 @@ impl Inbox {
                     );
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, size = rows.len(), "inbox batch failed; releasing its leases");
+                    failures += 1;
+                    let delay = self.settings.backoff(failures).min(Duration::from_secs(30));
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "inbox batch failed; releasing its leases");
                     self.release_leases(&owner).await;
+                    if options.once {
+                        // A cron run reports the failure instead of retrying forever.
+                        return Err(e);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => {}
+                    }
                 }
                 None => {
-                    tracing::warn!(size = rows.len(), "grace period over; releasing leases");
+                    tracing::warn!("grace period over; releasing leases");
                     self.release_leases(&owner).await;
                 }
             }

@@ -17,6 +17,7 @@ use serde_json::Value;
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
+use super::batch::placeholders;
 use super::{Result, Store, Tx, on_reader, on_tx};
 
 /// Every column of an inbox row.
@@ -73,13 +74,16 @@ pub enum Stored {
     Existing(Box<UpdateRow>),
 }
 
-/// How an attempt ends: the row's new status and what to keep.
+/// How an attempt at update `seq` ends: the row's new status and what to keep.
 #[derive(Clone, Debug)]
-pub struct Finish<'a> {
-    pub status: &'a str,
-    pub result: Option<&'a Value>,
-    /// Appended to `errors`.
-    pub error: Option<&'a Value>,
+pub struct Finish {
+    pub seq: i64,
+    pub status: &'static str,
+    /// Attempts made, this one included.
+    pub attempts: i32,
+    pub result: Option<Value>,
+    /// Every attempt's error, this one's last, when this attempt failed (else kept).
+    pub errors: Option<Vec<Value>>,
     /// When it is due again (`accepted`/`parked`); ignored for final states.
     pub next_attempt_at: DateTime<Utc>,
     pub park_until: Option<DateTime<Utc>>,
@@ -533,6 +537,35 @@ impl Tx {
         Ok(inserted)
     }
 
+    /// The updates [`Store::claim_updates`] would claim, read but not marked: for a
+    /// transaction that processes and finishes them itself, so holds them until it commits
+    /// (SQLite: the worker claims and processes a batch in one transaction, see
+    /// `Inbox::process_next_batch`). At most one per order, in `seq` order.
+    pub async fn due_updates(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<UpdateRow>> {
+        let index = match self {
+            Tx::Sqlite(_) => " INDEXED BY inbox_due",
+            Tx::Postgres(_) => "",
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM inbox r{index} WHERE {CLAIMABLE} \
+             ORDER BY r.next_attempt_at, r.seq LIMIT $2"
+        );
+        let rows: Vec<UpdateRow> = on_tx!(&mut *self, |c| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(now)
+                .bind(limit)
+                .fetch_all(c)
+                .await
+        })?;
+        let mut seen = std::collections::HashSet::new();
+        let mut rows: Vec<UpdateRow> = rows
+            .into_iter()
+            .filter(|r| seen.insert(r.order_reference.clone()))
+            .collect();
+        rows.sort_by_key(|r| r.seq);
+        Ok(rows)
+    }
+
     async fn claim(
         &mut self,
         only: Option<i64>,
@@ -542,22 +575,31 @@ impl Tx {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<UpdateRow>> {
         let only_sql = if only.is_some() { "AND r.seq = $3" } else { "" };
-        // SQLite without statistics would rather sort every waiting row by `status`; the
-        // due index walks only the due ones, in claim order.
-        let (hint, lock) = match self {
-            Tx::Sqlite(_) if only.is_none() => (" INDEXED BY inbox_due", ""),
-            Tx::Sqlite(_) => ("", ""),
-            Tx::Postgres(_) => ("", " FOR UPDATE OF r SKIP LOCKED"),
+        let (from, lock) = match self {
+            // Walk the due index in claim order and stop at the limit. Left to itself,
+            // SQLite's planner (no statistics) picks the status index, checks the order
+            // rule for every waiting update and sorts them all: each claim then costs time
+            // in proportion to the backlog. One update by seq is found by its key.
+            Tx::Sqlite(_) if only.is_none() => ("inbox r INDEXED BY inbox_due", ""),
+            Tx::Sqlite(_) => ("inbox r", ""),
+            Tx::Postgres(_) => ("inbox r", " FOR UPDATE OF r SKIP LOCKED"),
         };
         let select = format!(
-            "SELECT r.seq, r.order_reference FROM inbox r{hint} WHERE {CLAIMABLE} {only_sql} \
+            "SELECT r.seq, r.order_reference FROM {from} WHERE {CLAIMABLE} {only_sql} \
              ORDER BY r.next_attempt_at, r.seq LIMIT $2{lock}"
         );
         if let Tx::Postgres(t) = self {
             // One claim at a time: each decides on a snapshot that sees every claim before.
-            sqlx::query("SELECT pg_advisory_xact_lock(7036111)")
-                .execute(&mut **t)
-                .await?;
+            // And walk the due index in claim order, stopping at the limit: without fresh
+            // statistics (a burst into an idle inbox) the planner expects a few due rows,
+            // reads them all with a bitmap scan and sorts them, so each claim would cost
+            // time in proportion to the backlog. Both settings end with the transaction.
+            sqlx::raw_sql(
+                "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; \
+                 SELECT pg_advisory_xact_lock(7036111)",
+            )
+            .execute(&mut **t)
+            .await?;
         }
         let candidates: Vec<(i64, String)> = on_tx!(&mut *self, |c| {
             let q = sqlx::query_as(AssertSqlSafe(select)).bind(now).bind(limit);
@@ -576,22 +618,30 @@ impl Tx {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders: Vec<String> = (0..seqs.len()).map(|i| format!("${}", i + 3)).collect();
-        let update = format!(
-            "UPDATE inbox SET status = 'processing', lease_owner = $1, lease_until = $2, \
-             next_attempt_at = $2, attempts = attempts + 1 WHERE seq IN ({}) \
-             RETURNING {COLUMNS}",
-            placeholders.join(", ")
-        );
-        let mut rows: Vec<UpdateRow> = on_tx!(&mut *self, |c| {
-            let mut q = sqlx::query_as(AssertSqlSafe(update.clone()))
-                .bind(owner)
-                .bind(lease_until);
-            for s in &seqs {
-                q = q.bind(*s);
+        const SET: &str = "UPDATE inbox SET status = 'processing', lease_owner = $1, \
+             lease_until = $2, next_attempt_at = $2, attempts = attempts + 1";
+        let mut rows: Vec<UpdateRow> = match self {
+            Tx::Postgres(t) => {
+                let sql = format!("{SET} WHERE seq = ANY($3) RETURNING {COLUMNS}");
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(lease_until)
+                    .bind(&seqs)
+                    .fetch_all(&mut **t)
+                    .await?
             }
-            q.fetch_all(c).await
-        })?;
+            Tx::Sqlite(t) => {
+                let sql = format!(
+                    "{SET} WHERE seq IN (SELECT value FROM json_each($3)) RETURNING {COLUMNS}"
+                );
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(lease_until)
+                    .bind(Json(&seqs))
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+        };
         rows.sort_by_key(|r| r.seq);
         Ok(rows)
     }
@@ -599,59 +649,144 @@ impl Tx {
     /// Reads the update and holds it until commit; `None` unless `owner` still holds its
     /// lease (a worker that overran its lease must not finish an update someone else took).
     pub async fn lock_claimed(&mut self, seq: i64, owner: &str) -> Result<Option<UpdateRow>> {
-        let lock = match self {
-            Tx::Sqlite(_) => "",
-            Tx::Postgres(_) => " FOR UPDATE",
-        };
-        let sql = format!("SELECT {COLUMNS} FROM inbox WHERE seq = $1{lock}");
-        let row: Option<UpdateRow> = on_tx!(self, |c| {
-            sqlx::query_as(AssertSqlSafe(sql))
-                .bind(seq)
-                .fetch_optional(c)
-                .await
-        })?;
-        Ok(row.filter(|r| r.status == "processing" && r.lease_owner.as_deref() == Some(owner)))
+        Ok(self.lock_claimed_many(&[seq], owner).await?.pop())
     }
 
-    /// Ends an attempt: new status, result, the attempt's error, and the lease released.
-    pub async fn finish_update(&mut self, seq: i64, f: &Finish<'_>) -> Result<()> {
-        const SQL: &str = "UPDATE inbox SET status = $2, result = COALESCE($3, result), \
-             next_attempt_at = $4, park_until = $5, processed_at = $6, \
-             lease_owner = NULL, lease_until = NULL WHERE seq = $1";
-        on_tx!(&mut *self, |c| {
-            sqlx::query(SQL)
-                .bind(seq)
-                .bind(f.status)
-                .bind(f.result.map(Json))
-                .bind(f.next_attempt_at)
-                .bind(f.park_until)
-                .bind(f.processed_at)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        if let Some(error) = f.error {
-            self.append_update_error(seq, error).await?;
+    /// [`Tx::lock_claimed`] for several updates, in `seq` order: those `owner` still holds.
+    pub async fn lock_claimed_many(&mut self, seqs: &[i64], owner: &str) -> Result<Vec<UpdateRow>> {
+        let rows: Vec<UpdateRow> = match self {
+            Tx::Postgres(t) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM inbox WHERE seq = ANY($1) ORDER BY seq FOR UPDATE"
+                );
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(seqs)
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+            Tx::Sqlite(t) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM inbox \
+                     WHERE seq IN (SELECT value FROM json_each($1)) ORDER BY seq"
+                );
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(Json(seqs))
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.status == "processing" && r.lease_owner.as_deref() == Some(owner))
+            .collect())
+    }
+
+    /// Ends attempts: new status, result, errors, and the leases released. One statement
+    /// for all of them.
+    pub async fn finish_updates(&mut self, finishes: &[Finish]) -> Result<()> {
+        if finishes.is_empty() {
+            return Ok(());
+        }
+        const SET: &str = "status = v.status, attempts = v.attempts, \
+             result = COALESCE(v.result, inbox.result), \
+             errors = COALESCE(v.errors, inbox.errors), next_attempt_at = v.next_attempt_at, \
+             park_until = v.park_until, processed_at = v.processed_at, \
+             lease_owner = NULL, lease_until = NULL";
+        let f = finishes;
+        match self {
+            Tx::Postgres(t) => {
+                let sql = format!(
+                    "UPDATE inbox SET {SET} FROM UNNEST($1::int8[], $2::text[], $3::int4[], \
+                     $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::timestamptz[], \
+                     $8::timestamptz[]) AS v(seq, status, attempts, result, errors, \
+                     next_attempt_at, park_until, processed_at) WHERE inbox.seq = v.seq"
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(f.iter().map(|x| x.seq).collect::<Vec<_>>())
+                    .bind(f.iter().map(|x| x.status).collect::<Vec<_>>())
+                    .bind(f.iter().map(|x| x.attempts).collect::<Vec<_>>())
+                    .bind(
+                        f.iter()
+                            .map(|x| x.result.as_ref().map(Json))
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        f.iter()
+                            .map(|x| x.errors.as_ref().map(Json))
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(f.iter().map(|x| x.next_attempt_at).collect::<Vec<_>>())
+                    .bind(f.iter().map(|x| x.park_until).collect::<Vec<_>>())
+                    .bind(f.iter().map(|x| x.processed_at).collect::<Vec<_>>())
+                    .execute(&mut **t)
+                    .await?;
+            }
+            Tx::Sqlite(t) => {
+                for chunk in f.chunks(INSERT_CHUNK) {
+                    // SQLite names the columns of a VALUES list column1, column2, ...
+                    let sql = format!(
+                        "UPDATE inbox SET {} FROM (SELECT column1 AS seq, column2 AS status, \
+                         column3 AS attempts, column4 AS result, column5 AS errors, \
+                         column6 AS next_attempt_at, column7 AS park_until, \
+                         column8 AS processed_at FROM (VALUES {})) AS v \
+                         WHERE inbox.seq = v.seq",
+                        SET,
+                        placeholders(chunk.len(), 8)
+                    );
+                    let mut q = sqlx::query(AssertSqlSafe(sql));
+                    for x in chunk {
+                        q = q
+                            .bind(x.seq)
+                            .bind(x.status)
+                            .bind(x.attempts)
+                            .bind(x.result.as_ref().map(Json))
+                            .bind(x.errors.as_ref().map(Json))
+                            .bind(x.next_attempt_at)
+                            .bind(x.park_until)
+                            .bind(x.processed_at);
+                    }
+                    q.execute(&mut **t).await?;
+                }
+            }
         }
         Ok(())
     }
 
-    async fn append_update_error(&mut self, seq: i64, error: &Value) -> Result<()> {
-        const READ: &str = "SELECT errors FROM inbox WHERE seq = $1";
-        const WRITE: &str = "UPDATE inbox SET errors = $2 WHERE seq = $1";
-        let Json(mut errors): Json<Vec<Value>> = on_tx!(&mut *self, |c| {
-            sqlx::query_scalar(READ).bind(seq).fetch_one(c).await
-        })?;
-        errors.push(error.clone());
-        on_tx!(&mut *self, |c| {
-            sqlx::query(WRITE)
-                .bind(seq)
-                .bind(Json(&errors))
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
+    /// [`Tx::wake_parked`] for several orders at once.
+    pub async fn wake_parked_many(
+        &mut self,
+        references: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let n = match self {
+            Tx::Postgres(t) => sqlx::query(
+                "UPDATE inbox SET next_attempt_at = $2 WHERE order_reference = ANY($1) \
+                     AND status = 'parked' AND next_attempt_at > $2",
+            )
+            .bind(references)
+            .bind(now)
+            .execute(&mut **t)
+            .await?
+            .rows_affected(),
+            Tx::Sqlite(t) => sqlx::query(
+                "UPDATE inbox SET next_attempt_at = $2 \
+                     WHERE order_reference IN (SELECT value FROM json_each($1)) \
+                     AND status = 'parked' AND next_attempt_at > $2",
+            )
+            .bind(Json(references))
+            .bind(now)
+            .execute(&mut **t)
+            .await?
+            .rows_affected(),
+        };
+        if n > 0
+            && let Tx::Postgres(t) = self
+        {
+            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(n)
     }
 
     /// Makes the parked updates of an order due now: the order was created or changed, so

@@ -117,26 +117,23 @@ impl Tx {
 
     /// [`Tx::lock_order`] by reference (for ERP updates, which name the shop's reference).
     pub async fn lock_order_by_reference(&mut self, reference: &str) -> Result<Option<OrderRow>> {
-        const SQLITE: &str = "SELECT id FROM orders WHERE reference = $1";
-        const POSTGRES: &str = "SELECT id FROM orders WHERE reference = $1 FOR NO KEY UPDATE";
-        let id: Option<i64> = match self {
+        const POSTGRES: &str = "SELECT id, reference, process, currency, attributes, version, \
+             created_at, updated_at FROM orders WHERE reference = $1 FOR NO KEY UPDATE";
+        let row = match self {
             Tx::Sqlite(t) => {
-                sqlx::query_scalar(SQLITE)
+                sqlx::query_as(ORDER_BY_REFERENCE)
                     .bind(reference)
                     .fetch_optional(&mut **t)
                     .await?
             }
             Tx::Postgres(t) => {
-                sqlx::query_scalar(POSTGRES)
+                sqlx::query_as(POSTGRES)
                     .bind(reference)
                     .fetch_optional(&mut **t)
                     .await?
             }
         };
-        match id {
-            Some(id) => self.lock_order(id).await,
-            None => Ok(None),
-        }
+        Ok(row)
     }
 
     /// Inserts an order at version 1; a used reference is [`StoreError::ReferenceTaken`].

@@ -17,6 +17,7 @@ mod corpus;
 mod crash;
 mod fleet;
 mod inbox_retry;
+mod inbox_worker;
 mod ingest;
 mod openapi;
 mod timers;
