@@ -10,7 +10,9 @@
 //!
 //! On PostgreSQL claims take a transaction-scoped advisory lock, so two claims never decide
 //! on the same snapshot, and skip rows another transaction holds (`SKIP LOCKED`), so a claim
-//! never waits for an order transaction. SQLite has one writer, which serialises them.
+//! never waits for an order transaction. SQLite has one writer, which serialises them; there
+//! the worker reads the due updates ([`Tx::due_updates`]) and finishes them in the same
+//! transaction, which holds them as a lease would until it commits.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
