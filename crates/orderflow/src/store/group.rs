@@ -16,13 +16,12 @@ use std::collections::HashMap;
 
 use sqlx::AssertSqlSafe;
 use sqlx::pool::PoolConnection;
-use sqlx::types::Json;
 
 use super::inbox::{COLUMNS, NewUpdate, Stored, UpdateRow};
 use super::{Result, Store, StoreError, on_reader};
 
 /// Rows per multi-row INSERT: 11 binds a row stays under both backends' bind limits.
-const INSERT_CHUNK: usize = 500;
+pub(super) const INSERT_CHUNK: usize = 500;
 
 /// Groups one [`GroupWriter`] stores in a row on one SQLite connection before it lets
 /// other writers (the inbox worker, the orders API) have the connection.
@@ -111,7 +110,7 @@ const INSERT_HEAD: &str = "INSERT INTO inbox (id, client, idempotency_key, reque
 
 /// One multi-row INSERT with `row(i)` as the placeholders of row `i`; a conflicting key
 /// inserts nothing and returns nothing.
-fn insert_sql(rows: usize, mut row: impl FnMut(usize) -> String) -> String {
+pub(super) fn insert_sql(rows: usize, mut row: impl FnMut(usize) -> String) -> String {
     let mut sql = String::with_capacity(INSERT_HEAD.len() + rows * 64 + 96);
     sql.push_str(INSERT_HEAD);
     for i in 0..rows {
@@ -130,7 +129,7 @@ macro_rules! bind_updates {
         let mut q = $q;
         for u in $updates {
             let (status, body) = match &u.response {
-                Some((s, b)) => (Some(i32::from(*s)), Some(Json(b))),
+                Some((s, b)) => (Some(i32::from(*s)), Some(::sqlx::types::Json(b))),
                 None => (None, None),
             };
             q = q
@@ -140,7 +139,7 @@ macro_rules! bind_updates {
                 .bind(&u.request_hash)
                 .bind(&u.order_reference)
                 .bind(&u.event)
-                .bind(Json(&u.payload))
+                .bind(::sqlx::types::Json(&u.payload))
                 .bind(status)
                 .bind(body)
                 .bind(u.received_at)
@@ -149,6 +148,20 @@ macro_rules! bind_updates {
         q
     }};
 }
+pub(super) use bind_updates;
+
+/// The placeholders of one row on SQLite: anonymous (numbered ones bind in quadratic time).
+pub(super) const SQLITE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?)";
+
+/// The placeholders of row `i` on PostgreSQL.
+pub(super) fn postgres_row(i: usize) -> String {
+    let b = i * 11;
+    let p: Vec<String> = (b + 1..=b + 11).map(|n| format!("${n}")).collect();
+    format!(
+        "({}, {}, {}, {}, {}, {}, {}, 'accepted', {}, {}, {}, {})",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]
+    )
+}
 
 /// `BEGIN IMMEDIATE`, the inserts and `COMMIT` as one statement list: `Ok` only after the
 /// commit. On error the transaction is rolled back, or the connection given up.
@@ -156,10 +169,9 @@ async fn insert_sqlite(
     conn: &mut PoolConnection<sqlx::Sqlite>,
     updates: &[NewUpdate],
 ) -> Result<Vec<(String, i64)>> {
-    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?)";
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     for chunk in updates.chunks(INSERT_CHUNK) {
-        sql.push_str(&insert_sql(chunk.len(), |_| ROW.to_owned()));
+        sql.push_str(&insert_sql(chunk.len(), |_| SQLITE_ROW.to_owned()));
         sql.push_str(";\n");
     }
     sql.push_str("COMMIT");
@@ -185,14 +197,7 @@ async fn insert_postgres(pool: &sqlx::PgPool, updates: &[NewUpdate]) -> Result<V
     let mut tx = pool.begin().await?;
     let mut ids = Vec::with_capacity(updates.len());
     for chunk in updates.chunks(INSERT_CHUNK) {
-        let sql = insert_sql(chunk.len(), |i| {
-            let b = i * 11;
-            let p: Vec<String> = (b + 1..=b + 11).map(|n| format!("${n}")).collect();
-            format!(
-                "({}, {}, {}, {}, {}, {}, {}, 'accepted', {}, {}, {}, {})",
-                p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]
-            )
-        });
+        let sql = insert_sql(chunk.len(), postgres_row);
         let q = bind_updates!(sqlx::query_as(AssertSqlSafe(sql)), chunk);
         ids.extend(q.fetch_all(&mut *tx).await?);
     }

@@ -20,6 +20,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
 use super::batch::placeholders;
+use super::group::{INSERT_CHUNK, SQLITE_ROW, bind_updates, insert_sql, postgres_row};
 use super::{Result, Store, Tx, on_reader, on_tx};
 
 /// Every column of an inbox row.
@@ -114,9 +115,6 @@ const FILTER: &str = "($1 IS NULL OR status = $1) AND ($2 IS NULL OR order_refer
 /// Statuses an operator may retry.
 const RETRYABLE: &str = "('dead', 'rejected', 'ignored', 'parked')";
 const RETRYABLE_STATUSES: [&str; 4] = ["dead", "rejected", "ignored", "parked"];
-
-/// Rows per multi-row INSERT: 11 binds a row stays under both backends' bind limits.
-const INSERT_CHUNK: usize = 500;
 
 /// The claim predicate over `r` (`$1` = now). Processing rows past their lease are claimed
 /// again as they are; any other row only when nothing of its order is processing and no
@@ -479,53 +477,14 @@ impl Tx {
     ) -> Result<std::collections::HashMap<String, i64>> {
         let mut inserted = std::collections::HashMap::new();
         for chunk in updates.chunks(INSERT_CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO inbox (id, client, idempotency_key, request_hash, order_reference, \
-                 event, payload, status, response_status, response_body, received_at, \
-                 next_attempt_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 11;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, 'accepted', ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9,
-                    b + 10,
-                    b + 11
-                ));
-            }
-            sql.push_str(" ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING id, seq");
+            let sql = match self {
+                Tx::Sqlite(_) => insert_sql(chunk.len(), |_| SQLITE_ROW.to_owned()),
+                Tx::Postgres(_) => insert_sql(chunk.len(), postgres_row),
+            };
             let ids: Vec<(String, i64)> = on_tx!(&mut *self, |c| {
-                let mut q = sqlx::query_as(AssertSqlSafe(sql.clone()));
-                for u in chunk {
-                    let (status, body) = match &u.response {
-                        Some((s, b)) => (Some(i32::from(*s)), Some(Json(b))),
-                        None => (None, None),
-                    };
-                    q = q
-                        .bind(&u.id)
-                        .bind(&u.client)
-                        .bind(&u.idempotency_key)
-                        .bind(&u.request_hash)
-                        .bind(&u.order_reference)
-                        .bind(&u.event)
-                        .bind(Json(&u.payload))
-                        .bind(status)
-                        .bind(body)
-                        .bind(u.received_at)
-                        .bind(u.received_at);
-                }
-                q.fetch_all(c).await
+                bind_updates!(sqlx::query_as(AssertSqlSafe(sql.clone())), chunk)
+                    .fetch_all(c)
+                    .await
             })?;
             inserted.extend(ids);
         }
