@@ -99,7 +99,8 @@ impl SigningSecret {
             .trim()
             .parse()
             .map_err(|_| VerifyError::BadTimestamp)?;
-        if (now - ts).abs() > TOLERANCE_SECONDS {
+        // abs_diff: a timestamp near i64::MIN or MAX must not wrap into the window.
+        if now.abs_diff(ts) > TOLERANCE_SECONDS.unsigned_abs() {
             return Err(VerifyError::OutOfTolerance);
         }
         let mac = self.mac(id, timestamp.trim(), body);
@@ -153,6 +154,25 @@ mod tests {
             secret.verify(headers("msg_1", "soon", &sig), b"{}", 1_000),
             Err(VerifyError::BadTimestamp)
         );
+    }
+
+    #[test]
+    fn timestamps_far_away_do_not_wrap_into_the_window() {
+        let secret = SigningSecret::parse(&SigningSecret::generate([7; 24])).unwrap();
+        let now = 1_764_000_000;
+        for ts in [
+            i64::MIN,
+            i64::MIN + now,
+            i64::MAX,
+            now.wrapping_add(i64::MIN),
+        ] {
+            let sig = secret.sign("msg_1", ts, b"{}");
+            assert_eq!(
+                secret.verify(headers("msg_1", &ts.to_string(), &sig), b"{}", now),
+                Err(VerifyError::OutOfTolerance),
+                "timestamp {ts}"
+            );
+        }
     }
 
     #[test]

@@ -166,15 +166,12 @@ pub async fn post_batch(
                 };
                 reused.body()
             }
-            Stored::Existing(row) => row.response_body.map_or_else(
-                || {
-                    accepted_body(
-                        &row.id,
-                        UpdateStatus::parse(&row.status).unwrap_or(UpdateStatus::Accepted),
-                    )
-                },
-                |b| b.0,
-            ),
+            Stored::Existing(row) => row.response_body().cloned().unwrap_or_else(|| {
+                accepted_body(
+                    &row.id,
+                    UpdateStatus::parse(&row.status).unwrap_or(UpdateStatus::Accepted),
+                )
+            }),
         });
     }
     let results: Vec<Value> = results.into_iter().map(Option::unwrap_or_default).collect();

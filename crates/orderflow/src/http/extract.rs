@@ -55,6 +55,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
 /// Parses JSON into `T`; a mismatch is a 422 naming the JSON path of the problem.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    super::validate::check_json(bytes).map_err(|v| ApiError::InvalidRequest {
+        message: v.message,
+        path: Some(v.path),
+    })?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -47,6 +47,22 @@ struct Writer {
     group: GroupWriter,
 }
 
+impl Writer {
+    /// Stores one request's updates in a transaction of their own.
+    async fn store_one(&mut self, updates: &[NewUpdate]) -> BatchAnswer {
+        match self.group.insert(updates).await {
+            Ok(stored) => {
+                self.service.inbox_signal().notify_one();
+                Ok(stored)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, updates = updates.len(), "storing updates failed");
+                Err(Arc::new(e))
+            }
+        }
+    }
+}
+
 impl Flush<StoreBatch, BatchAnswer> for Writer {
     async fn flush(&mut self, requests: Vec<StoreBatch>) -> Vec<BatchAnswer> {
         let sizes: Vec<usize> = requests.iter().map(|g| g.0.len()).collect();
@@ -61,10 +77,22 @@ impl Flush<StoreBatch, BatchAnswer> for Writer {
                     .map(|n| Ok(stored.by_ref().take(n).collect()))
                     .collect()
             }
+            Err(e) if sizes.len() > 1 => {
+                // One request's bad row must not fail the others that shared its
+                // transaction: store each request on its own, so only a request whose own
+                // rows fail gets the error.
+                tracing::warn!(error = %e, requests = sizes.len(), "storing a group failed; storing its requests one by one");
+                let mut all = all.into_iter();
+                let mut answers = Vec::with_capacity(sizes.len());
+                for n in sizes {
+                    let one: Vec<NewUpdate> = all.by_ref().take(n).collect();
+                    answers.push(self.store_one(&one).await);
+                }
+                answers
+            }
             Err(e) => {
                 tracing::error!(error = %e, updates = all.len(), "storing updates failed");
-                let e = Arc::new(e);
-                sizes.iter().map(|_| Err(e.clone())).collect()
+                vec![Err(Arc::new(e))]
             }
         }
     }
@@ -301,9 +329,9 @@ impl Inbox {
         let deadline = deadline.max(Instant::now() + self.settings.default_wait);
         let mut current = row.clone();
         loop {
-            if let (Some(status), Some(body)) = (current.response_status, &current.response_body) {
+            if let (Some(status), Some(body)) = (current.response_status, current.response_body()) {
                 let status = u16::try_from(status).unwrap_or(500);
-                return Ok(Reply::new(status, body.0.clone(), &current.id));
+                return Ok(Reply::new(status, body.clone(), &current.id));
             }
             if Instant::now() >= deadline {
                 let status = UpdateStatus::parse(&current.status).unwrap_or(UpdateStatus::Accepted);
@@ -371,8 +399,7 @@ impl Inbox {
 pub fn outcome_reply(row: &UpdateRow) -> (u16, Value) {
     let status = UpdateStatus::parse(&row.status).unwrap_or(UpdateStatus::Accepted);
     let last_error = row
-        .errors
-        .0
+        .errors()
         .iter()
         .rev()
         .find(|e| !super::model::is_retry_marker(e))
@@ -396,8 +423,8 @@ pub fn outcome_reply(row: &UpdateRow) -> (u16, Value) {
     match status {
         UpdateStatus::Applied | UpdateStatus::Ignored | UpdateStatus::Dead => {
             let mut body = accepted_body(&row.id, status);
-            if let Some(r) = &row.result {
-                body["result"] = r.0.clone();
+            if let Some(r) = row.result() {
+                body["result"] = r.clone();
             }
             if let Some(e) = last_error.filter(|_| status != UpdateStatus::Applied) {
                 body["last_error"] = e;

@@ -234,13 +234,12 @@ impl UpdateView {
             event: row.event.clone(),
             attempts: row.attempts,
             last_error: row
-                .errors
-                .0
+                .errors()
                 .iter()
                 .rev()
                 .find(|e| !is_retry_marker(e))
                 .cloned(),
-            result: row.result.as_ref().map(|r| r.0.clone()),
+            result: row.result().cloned(),
             received_at: row.received_at,
             processed_at: row.processed_at,
         }
@@ -255,8 +254,13 @@ impl UpdateDetail {
             view,
             client: row.client.clone(),
             idempotency_key: row.idempotency_key.clone(),
-            errors: row.errors.0.clone(),
-            payload: row.payload.0.clone(),
+            errors: row.errors().to_vec(),
+            // A payload that cannot be read shows as the reason, so the row can still be
+            // listed, inspected and retried.
+            payload: row
+                .payload()
+                .cloned()
+                .unwrap_or_else(|e| json!({ "unreadable": e })),
             next_attempt_at: waiting.then_some(row.next_attempt_at),
             park_until: row.park_until,
             lease_owner: row.lease_owner.clone(),

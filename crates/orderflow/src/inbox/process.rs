@@ -413,15 +413,22 @@ impl Inbox {
     }
 }
 
-/// The change an update makes.
-fn change(row: &UpdateRow) -> Result<Change, serde_json::Error> {
-    OrderUpdate::deserialize(&row.payload.0).map(|u| u.change(&row.id))
+/// The change an update makes, or why its stored payload cannot be read.
+fn change(row: &UpdateRow) -> Result<Change, String> {
+    let payload = row
+        .payload()
+        .map_err(|e| format!("the stored payload is not readable JSON: {e}"))?;
+    OrderUpdate::deserialize(payload)
+        .map(|u| u.change(&row.id))
+        .map_err(|e| format!("the stored payload is not an order update: {e}"))
 }
 
-/// How an update ends whose stored payload cannot be read: rejected (fatal).
-fn unreadable(row: &UpdateRow, now: DateTime<Utc>, e: &serde_json::Error) -> Decided {
-    let error = error_entry(row, now, "invalid_payload", &e.to_string());
-    let status = UpdateStatus::Rejected;
+/// How an update ends whose stored payload cannot be read: `dead` at once, with the reason
+/// (fatal: no retry can read it). The attempt is counted, and the batch and every other
+/// order go on.
+fn unreadable(row: &UpdateRow, now: DateTime<Utc>, e: &str) -> Decided {
+    let error = error_entry(row, now, "invalid_payload", e);
+    let status = UpdateStatus::Dead;
     (
         status,
         finish(row, status, None, Some(error), now, None),
@@ -436,8 +443,7 @@ fn error_entry(row: &UpdateRow, now: DateTime<Utc>, code: &str, message: &str) -
 /// Errors since the last operator retry that satisfy `pred`: a retry starts the count of
 /// attempts again.
 fn count_errors(row: &UpdateRow, pred: impl Fn(&Value) -> bool) -> u32 {
-    row.errors
-        .0
+    row.errors()
         .iter()
         .rev()
         .take_while(|e| !is_retry_marker(e))
@@ -447,7 +453,7 @@ fn count_errors(row: &UpdateRow, pred: impl Fn(&Value) -> bool) -> u32 {
 
 /// When an operator last retried the update.
 fn last_retry(row: &UpdateRow) -> Option<DateTime<Utc>> {
-    let marker = row.errors.0.iter().rev().find(|e| is_retry_marker(e))?;
+    let marker = row.errors().iter().rev().find(|e| is_retry_marker(e))?;
     serde_json::from_value(marker.get("at")?.clone()).ok()
 }
 
@@ -465,7 +471,7 @@ fn finish(
     park_until: Option<DateTime<Utc>>,
 ) -> Finish {
     let errors = error.map(|e| {
-        let mut all = row.errors.0.clone();
+        let mut all = row.errors().to_vec();
         all.push(e);
         all
     });

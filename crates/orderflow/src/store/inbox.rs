@@ -21,6 +21,7 @@ use sqlx::types::Json;
 
 use super::batch::placeholders;
 use super::group::{INSERT_CHUNK, SQLITE_ROW, bind_updates, insert_sql, postgres_row};
+use super::json::StoredJson;
 use super::{Result, Store, Tx, on_reader, on_tx};
 
 /// Every column of an inbox row.
@@ -33,19 +34,44 @@ pub struct UpdateRow {
     pub request_hash: String,
     pub order_reference: String,
     pub event: Option<String>,
-    pub payload: Json<Value>,
+    pub payload: StoredJson<Value>,
     pub status: String,
     pub attempts: i32,
-    pub errors: Json<Vec<Value>>,
-    pub result: Option<Json<Value>>,
+    pub errors: StoredJson<Vec<Value>>,
+    pub result: Option<StoredJson<Value>>,
     pub response_status: Option<i32>,
-    pub response_body: Option<Json<Value>>,
+    pub response_body: Option<StoredJson<Value>>,
     pub received_at: DateTime<Utc>,
     pub processed_at: Option<DateTime<Utc>>,
     pub next_attempt_at: DateTime<Utc>,
     pub park_until: Option<DateTime<Utc>>,
     pub lease_owner: Option<String>,
     pub lease_until: Option<DateTime<Utc>>,
+}
+
+impl UpdateRow {
+    /// The update as sent, or why the stored payload cannot be read.
+    pub fn payload(&self) -> Result<&Value, &str> {
+        self.payload.get()
+    }
+
+    /// Every attempt's error (none when the stored list cannot be read).
+    pub fn errors(&self) -> &[Value] {
+        self.errors.ok().map_or(&[], Vec::as_slice)
+    }
+
+    pub fn result(&self) -> Option<&Value> {
+        self.result.as_ref().and_then(StoredJson::ok)
+    }
+
+    pub fn response_body(&self) -> Option<&Value> {
+        self.response_body.as_ref().and_then(StoredJson::ok)
+    }
+}
+
+/// True when `e` is a value that could not be decoded (not a failure of the database).
+fn is_decode(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_))
 }
 
 pub(super) const COLUMNS: &str = "seq, id, client, idempotency_key, request_hash, \
@@ -511,13 +537,30 @@ impl Tx {
             "SELECT {COLUMNS} FROM inbox r{index} WHERE {CLAIMABLE} \
              ORDER BY r.next_attempt_at, r.seq LIMIT $2"
         );
-        let rows: Vec<UpdateRow> = on_tx!(&mut *self, |c| {
+        let read: Result<Vec<UpdateRow>, sqlx::Error> = on_tx!(&mut *self, |c| {
             sqlx::query_as(AssertSqlSafe(sql))
                 .bind(now)
                 .bind(limit)
                 .fetch_all(c)
                 .await
-        })?;
+        });
+        let rows = match read {
+            Err(e) if is_decode(&e) => {
+                let sql = format!(
+                    "SELECT r.seq FROM inbox r{index} WHERE {CLAIMABLE} \
+                     ORDER BY r.next_attempt_at, r.seq LIMIT $2"
+                );
+                let seqs: Vec<i64> = on_tx!(&mut *self, |c| {
+                    sqlx::query_scalar(AssertSqlSafe(sql))
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_all(c)
+                        .await
+                })?;
+                self.read_isolating(&seqs, now, 1).await?
+            }
+            read => read?,
+        };
         let mut seen = std::collections::HashSet::new();
         let mut rows: Vec<UpdateRow> = rows
             .into_iter()
@@ -525,6 +568,81 @@ impl Tx {
             .collect();
         rows.sort_by_key(|r| r.seq);
         Ok(rows)
+    }
+
+    /// Reads updates `seqs` one at a time, after reading them together failed to decode a
+    /// row: a row that cannot be read is set `dead` with the decoder's error (`attempt`
+    /// more attempts counted: 1 when it was not claimed yet) and left out, so one bad row
+    /// never stops the batch, nor the worker for every other order.
+    async fn read_isolating(
+        &mut self,
+        seqs: &[i64],
+        now: DateTime<Utc>,
+        attempt: i32,
+    ) -> Result<Vec<UpdateRow>> {
+        let lock = match self {
+            Tx::Postgres(_) => " FOR UPDATE",
+            Tx::Sqlite(_) => "",
+        };
+        let read = format!("SELECT {COLUMNS} FROM inbox WHERE seq = $1{lock}");
+        let mut rows = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            let row: Result<Option<UpdateRow>, sqlx::Error> = on_tx!(&mut *self, |c| {
+                sqlx::query_as(AssertSqlSafe(read.as_str()))
+                    .bind(seq)
+                    .fetch_optional(c)
+                    .await
+            });
+            match row {
+                Ok(Some(row)) => rows.push(row),
+                Ok(None) => {}
+                Err(e) if is_decode(&e) => {
+                    tracing::error!(seq, error = %e, "inbox row cannot be read; it is dead");
+                    metrics::counter!("orderflow_inbox_unreadable_total").increment(1);
+                    self.bury(seq, now, attempt, &e.to_string()).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Sets update `seq` `dead` without reading it, appending `message` to its errors.
+    async fn bury(
+        &mut self,
+        seq: i64,
+        now: DateTime<Utc>,
+        attempt: i32,
+        message: &str,
+    ) -> Result<()> {
+        let entry = serde_json::json!({
+            "at": now,
+            "code": "unreadable_row",
+            "message": format!("the stored row cannot be read: {message}"),
+        });
+        let errors = match self {
+            Tx::Postgres(_) => "errors || jsonb_build_array($4::jsonb)",
+            Tx::Sqlite(_) => {
+                "CASE WHEN json_valid(errors) AND json_type(errors) = 'array' \
+                 THEN json_insert(errors, '$[#]', json($4)) ELSE json_array(json($4)) END"
+            }
+        };
+        let sql = format!(
+            "UPDATE inbox SET status = 'dead', attempts = attempts + $3, errors = {errors}, \
+             processed_at = $2, next_attempt_at = $2, lease_owner = NULL, lease_until = NULL \
+             WHERE seq = $1"
+        );
+        on_tx!(&mut *self, |c| {
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(seq)
+                .bind(now)
+                .bind(attempt)
+                .bind(Json(&entry))
+                .execute(c)
+                .await
+                .map(|_| ())
+        })?;
+        Ok(())
     }
 
     async fn claim(
@@ -581,7 +699,7 @@ impl Tx {
         }
         const SET: &str = "UPDATE inbox SET status = 'processing', lease_owner = $1, \
              lease_until = $2, next_attempt_at = $2, attempts = attempts + 1";
-        let mut rows: Vec<UpdateRow> = match self {
+        let claimed: Result<Vec<UpdateRow>, sqlx::Error> = match self {
             Tx::Postgres(t) => {
                 let sql = format!("{SET} WHERE seq = ANY($3) RETURNING {COLUMNS}");
                 sqlx::query_as(AssertSqlSafe(sql))
@@ -589,7 +707,7 @@ impl Tx {
                     .bind(lease_until)
                     .bind(&seqs)
                     .fetch_all(&mut **t)
-                    .await?
+                    .await
             }
             Tx::Sqlite(t) => {
                 let sql = format!(
@@ -600,8 +718,13 @@ impl Tx {
                     .bind(lease_until)
                     .bind(Json(&seqs))
                     .fetch_all(&mut **t)
-                    .await?
+                    .await
             }
+        };
+        // The rows are claimed (the statement ran); only reading one of them back failed.
+        let mut rows = match claimed {
+            Err(e) if is_decode(&e) => self.read_isolating(&seqs, now, 0).await?,
+            claimed => claimed?,
         };
         rows.sort_by_key(|r| r.seq);
         Ok(rows)
@@ -615,7 +738,7 @@ impl Tx {
 
     /// [`Tx::lock_claimed`] for several updates, in `seq` order: those `owner` still holds.
     pub async fn lock_claimed_many(&mut self, seqs: &[i64], owner: &str) -> Result<Vec<UpdateRow>> {
-        let rows: Vec<UpdateRow> = match self {
+        let read: Result<Vec<UpdateRow>, sqlx::Error> = match self {
             Tx::Postgres(t) => {
                 let sql = format!(
                     "SELECT {COLUMNS} FROM inbox WHERE seq = ANY($1) ORDER BY seq FOR UPDATE"
@@ -623,7 +746,7 @@ impl Tx {
                 sqlx::query_as(AssertSqlSafe(sql))
                     .bind(seqs)
                     .fetch_all(&mut **t)
-                    .await?
+                    .await
             }
             Tx::Sqlite(t) => {
                 let sql = format!(
@@ -633,8 +756,12 @@ impl Tx {
                 sqlx::query_as(AssertSqlSafe(sql))
                     .bind(Json(seqs))
                     .fetch_all(&mut **t)
-                    .await?
+                    .await
             }
+        };
+        let rows = match read {
+            Err(e) if is_decode(&e) => self.read_isolating(seqs, super::now(), 0).await?,
+            read => read?,
         };
         Ok(rows
             .into_iter()

@@ -13,6 +13,7 @@ pub mod batch;
 pub mod clients;
 pub mod group;
 pub mod inbox;
+pub mod json;
 pub mod orders;
 pub mod projection;
 pub mod timers;

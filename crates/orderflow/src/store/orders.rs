@@ -386,10 +386,20 @@ impl Store {
     }
 
     /// The quantity of `sku` held by items in reserved states.
+    /// The sum saturates at `i64::MAX` instead of failing (SQLite's `SUM` raises an error on
+    /// overflow, PostgreSQL's returns a `numeric` wider than any integer column).
     pub async fn reserved_quantity(&self, sku: &str) -> Result<i64> {
-        const SQL: &str = "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM items \
-             WHERE sku = $1 AND reserved";
-        Ok(on_reader!(self, |p| sqlx::query_scalar(SQL)
+        let sql = match self {
+            Store::Sqlite(_) => {
+                "SELECT CAST(MIN(TOTAL(quantity), 9223372036854775807) AS INTEGER) FROM items \
+                 WHERE sku = $1 AND reserved"
+            }
+            Store::Postgres(_) => {
+                "SELECT LEAST(COALESCE(SUM(quantity), 0), 9223372036854775807)::BIGINT \
+                 FROM items WHERE sku = $1 AND reserved"
+            }
+        };
+        Ok(on_reader!(self, |p| sqlx::query_scalar(sql)
             .bind(sku)
             .fetch_one(p)
             .await)?)

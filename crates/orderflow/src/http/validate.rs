@@ -1,0 +1,231 @@
+//! The JSON rules every request body passes before it is parsed into a request type, so
+//! that whatever is accepted can be stored, read back and processed on both backends:
+//!
+//! - no NUL character (U+0000) in any string or key: PostgreSQL's `text` and `jsonb`
+//!   cannot hold it;
+//! - numbers finite and at most [`MAX_NUMBER`] in magnitude: `jsonb` keeps a number as an
+//!   exact decimal and prints `1.7976931348623157e308` back as a 309-digit integer, which
+//!   no longer reads as a finite `f64`;
+//! - no key twice in one object (JSON leaves it open; we refuse rather than pick one);
+//! - at most [`MAX_DEPTH`] levels of nesting.
+//!
+//! Syntax errors are left to the typed parse that follows, which reports them with line
+//! and column.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// Numbers beyond this magnitude are refused (documented in the README).
+pub const MAX_NUMBER: f64 = 1e300;
+
+/// Objects and arrays nest at most this deep.
+pub const MAX_DEPTH: usize = 32;
+
+/// A value that breaks one of the rules: where it is (JSON path) and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub path: String,
+    pub message: String,
+}
+
+/// Checks `bytes` against the rules. A body that is not JSON at all passes here: the typed
+/// parse reports it.
+pub fn check_json(bytes: &[u8]) -> Result<(), Violation> {
+    let found = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let seed = Walk {
+        path: "$".to_owned(),
+        depth: 0,
+        found: &found,
+    };
+    let _ = seed.deserialize(&mut de);
+    match found.into_inner() {
+        Some(v) => Err(v),
+        None => Ok(()),
+    }
+}
+
+/// Checks one text value (a path segment or a query parameter) against the same rule for
+/// NUL characters.
+pub fn check_text(path: &str, value: &str) -> Result<(), Violation> {
+    if value.contains('\0') {
+        Err(nul(path))
+    } else {
+        Ok(())
+    }
+}
+
+/// The violation for a NUL character at `path`.
+pub fn nul(path: &str) -> Violation {
+    Violation {
+        path: path.to_owned(),
+        message: "text must not contain the NUL character (U+0000)".to_owned(),
+    }
+}
+
+/// Walks one value at `path`; the first violation is recorded in `found` and stops the
+/// walk (as a deserialisation error).
+struct Walk<'a> {
+    path: String,
+    depth: usize,
+    found: &'a RefCell<Option<Violation>>,
+}
+
+impl Walk<'_> {
+    fn fail<E: serde::de::Error>(&self, violation: Violation) -> E {
+        *self.found.borrow_mut() = Some(violation);
+        E::custom("invalid value")
+    }
+
+    fn child(&self, path: String) -> Walk<'_> {
+        Walk {
+            path,
+            depth: self.depth + 1,
+            found: self.found,
+        }
+    }
+
+    fn nest<E: serde::de::Error>(&self) -> Result<(), E> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.fail(Violation {
+                path: self.path.clone(),
+                message: format!("JSON nests deeper than {MAX_DEPTH} levels"),
+            }));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        if v.is_finite() && v.abs() <= MAX_NUMBER {
+            Ok(())
+        } else {
+            Err(self.fail(Violation {
+                path: self.path.clone(),
+                message: format!("numbers must be at most {MAX_NUMBER:e} in magnitude"),
+            }))
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        check_text(&self.path, v).map_err(|v| self.fail(v))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.nest()?;
+        let mut index = 0usize;
+        while seq
+            .next_element_seed(self.child(format!("{}[{index}]", self.path)))?
+            .is_some()
+        {
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.nest()?;
+        let mut keys = HashSet::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let path = format!("{}.{key}", self.path);
+            if key.contains('\0') {
+                return Err(self.fail(nul(&self.path)));
+            }
+            if !keys.insert(key.clone()) {
+                return Err(self.fail(Violation {
+                    path,
+                    message: format!("key {key:?} appears more than once in the object"),
+                }));
+            }
+            map.next_value_seed(self.child(path))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path_of(body: &str) -> Option<String> {
+        check_json(body.as_bytes()).err().map(|v| v.path)
+    }
+
+    #[test]
+    fn plain_json_passes() {
+        assert_eq!(path_of(r#"{"a":[1,2.5,"x",null,true,{"b":-3}]}"#), None);
+        assert_eq!(path_of("1e300"), None);
+        assert_eq!(
+            path_of("not json"),
+            None,
+            "syntax is the typed parse's to report"
+        );
+    }
+
+    #[test]
+    fn nul_is_refused_in_values_and_keys() {
+        assert_eq!(
+            path_of(r#"{"a":{"b":["x","a\u0000b"]}}"#).unwrap(),
+            "$.a.b[1]"
+        );
+        assert_eq!(path_of(r#"{"a":{"k\u0000":1}}"#).unwrap(), "$.a");
+    }
+
+    #[test]
+    fn huge_numbers_are_refused() {
+        assert_eq!(path_of(r#"{"x":1.7976931348623157e308}"#).unwrap(), "$.x");
+        assert_eq!(path_of(r#"{"x":-1e301}"#).unwrap(), "$.x");
+        assert_eq!(
+            path_of(&format!(r#"{{"x":1{}}}"#, "0".repeat(308))).unwrap(),
+            "$.x"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        assert_eq!(path_of(r#"{"event":"a","event":"b"}"#).unwrap(), "$.event");
+        assert_eq!(path_of(r#"[{"a":1},{"a":1}]"#), None);
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(check_json(deep.as_bytes()).is_err());
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(check_json(ok.as_bytes()).is_ok());
+    }
+}
