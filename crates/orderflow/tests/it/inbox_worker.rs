@@ -126,8 +126,7 @@ impl Fixture {
     async fn status(&self, id: &str) -> (String, Value, i32) {
         let row = self.store().update_by_id(id).await.unwrap().unwrap();
         let code = row
-            .errors
-            .0
+            .errors()
             .last()
             .map(|e| e["code"].clone())
             .unwrap_or(Value::Null);
