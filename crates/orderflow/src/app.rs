@@ -27,6 +27,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Installs the recorder before the first metric is recorded.
     crate::telemetry::metrics();
+    let limits = http::server::Limits::from_config(&config.server)?;
     let poll = config::duration("projector.poll_interval", &config.projector.poll_interval)?;
     let check_poll = config::duration("worker.poll_interval", &config.worker.poll_interval)?;
     let projector = tokio::spawn(projector::run(
@@ -55,7 +56,14 @@ pub async fn run(
         (worker, checker)
     });
     let state = AppState::new(service.clone(), inbox, config);
-    let served = http::serve(listener, state, config.max_body_bytes, shutdown.clone()).await;
+    let served = http::serve(
+        listener,
+        state,
+        config.max_body_bytes,
+        &limits,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     let _ = projector.await;
     let _ = gauges.await;

@@ -45,6 +45,8 @@ pub struct Config {
     pub strict: bool,
     /// Largest request body accepted, in bytes (413 above).
     pub max_body_bytes: usize,
+    /// Connection limits and timeouts of the HTTP server.
+    pub server: ServerConfig,
     pub erp: ErpConfig,
     /// Per OMS event name: what to do with an ERP update whose event does not apply.
     pub events: BTreeMap<String, EventConfig>,
@@ -56,6 +58,37 @@ pub struct Config {
     pub conditions: BTreeMap<String, ConditionBinding>,
     /// Built-in commands bound by name (`[commands."Erp/MarkExported"]`).
     pub commands: BTreeMap<String, CommandBinding>,
+}
+
+/// What one client, or many, may hold of the server.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Open connections at most (also kept below the process's open-file limit). At the
+    /// limit a new connection closes the oldest idle one; when none is idle, it is closed.
+    pub max_connections: usize,
+    /// A request head must be complete this long after the connection starts waiting for
+    /// it (slow or partial headers are cut off).
+    pub header_read_timeout: String,
+    /// A request body must be read completely within this (408 `body_timeout`).
+    pub body_read_timeout: String,
+    /// A connection with no request in flight is closed after this.
+    pub keep_alive_timeout: String,
+    /// A request is answered within this (503 `timeout`), except in ERP wait mode, whose
+    /// own deadline (`Prefer: wait=N`, at most 60 s) applies.
+    pub request_timeout: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 2048,
+            header_read_timeout: "10s".into(),
+            body_read_timeout: "30s".into(),
+            keep_alive_timeout: "5s".into(),
+            request_timeout: "30s".into(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -130,6 +163,7 @@ impl Default for Config {
             processes: PathBuf::from("processes"),
             strict: false,
             max_body_bytes: 1024 * 1024,
+            server: ServerConfig::default(),
             erp: ErpConfig::default(),
             events: BTreeMap::new(),
             worker: WorkerConfig::default(),

@@ -38,6 +38,12 @@ pub enum ApiError {
     VersionRequired,
     #[error("store not ready")]
     NotReady,
+    /// The answer took longer than the server's request timeout.
+    #[error("the request took longer than {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// The body did not arrive within the body read timeout.
+    #[error("the request body was not received within {} s", .0.as_secs())]
+    BodyTimeout(Duration),
     /// Over the client's rate limit; `retry_after` is sent in whole seconds, at least one.
     #[error("rate limit exceeded, retry after {} s", retry_secs(*retry_after))]
     RateLimited { retry_after: Duration },
@@ -116,6 +122,8 @@ impl IntoResponse for ApiError {
             }
             Self::VersionRequired => (StatusCode::PRECONDITION_REQUIRED, "version_required"),
             Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Self::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::RateLimited { retry_after } => {
                 details.insert("retry_after".into(), json!(retry_secs(*retry_after)));
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")

@@ -9,8 +9,11 @@ use axum::http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
+use std::time::Duration;
+
 use super::AppState;
 use super::error::ApiError;
+use super::limits::BodyTimeout;
 use crate::domain::types::Role;
 
 /// A JSON body. Content type must be JSON (415), size within the limit (413), and the
@@ -39,7 +42,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             return Err(ApiError::UnsupportedMediaType);
         }
         let limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        let timeout = req
+            .extensions()
+            .get::<BodyTimeout>()
+            .map_or(Duration::from_secs(30), |t| t.0);
+        let read = tokio::time::timeout(timeout, Bytes::from_request(req, state));
+        let read = read.await.map_err(|_| ApiError::BodyTimeout(timeout))?;
+        let bytes = read.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge { limit }
             } else {

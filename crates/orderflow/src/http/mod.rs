@@ -5,12 +5,14 @@ mod erp;
 pub mod error;
 mod events;
 pub mod extract;
+mod limits;
 mod list;
 mod ops;
 mod orders;
 mod processes;
 pub mod ratelimit;
 mod reservations;
+pub mod server;
 pub mod validate;
 
 use std::sync::Arc;
@@ -194,15 +196,18 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 }
 
 /// Serves on an already bound listener until `shutdown` is cancelled, then finishes the
-/// requests in flight.
+/// requests in flight; under the connection limits and timeouts of `limits`.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     max_body_bytes: usize,
+    limits: &server::Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let (router, _) = router(state, max_body_bytes);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let router = router.layer(middleware::from_fn_with_state(
+        (limits.clone(), max_body_bytes),
+        limits::enforce,
+    ));
+    server::serve(listener, router, limits, shutdown).await
 }
