@@ -15,6 +15,7 @@ mod cli_store;
 mod cli_worker;
 mod corpus;
 mod crash;
+mod edges;
 mod fleet;
 mod inbox_retry;
 mod inbox_worker;

@@ -76,6 +76,11 @@ impl Server {
         Server { child, base }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
     /// SIGKILL: no shutdown, no flush, no lease released.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill orderflow");
