@@ -17,6 +17,7 @@ mod corpus;
 mod crash;
 mod edges;
 mod fleet;
+mod flood;
 mod inbox_retry;
 mod inbox_worker;
 mod ingest;
