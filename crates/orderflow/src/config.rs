@@ -58,6 +58,9 @@ pub struct Config {
     pub conditions: BTreeMap<String, ConditionBinding>,
     /// Built-in commands bound by name (`[commands."Erp/MarkExported"]`).
     pub commands: BTreeMap<String, CommandBinding>,
+    /// The file this configuration was read from, if any (for the start log).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// What one client, or many, may hold of the server.
@@ -171,6 +174,7 @@ impl Default for Config {
             clients: BTreeMap::new(),
             conditions: BTreeMap::new(),
             commands: BTreeMap::new(),
+            file: None,
         }
     }
 }
@@ -250,8 +254,12 @@ impl Config {
             None => {}
         }
         figment = figment.merge(Env::prefixed("ORDERFLOW_").split("__"));
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
+        config.file = match file {
+            Some(path) => Some(path.to_owned()),
+            None => Some(PathBuf::from("orderflow.toml")).filter(|p| p.exists()),
+        };
         Ok(config)
     }
 
@@ -264,6 +272,13 @@ impl Config {
             ("worker.backoff_max", &w.backoff_max),
             ("projector.poll_interval", &self.projector.poll_interval),
             ("erp.idempotency_retention", &self.erp.idempotency_retention),
+            (
+                "server.header_read_timeout",
+                &self.server.header_read_timeout,
+            ),
+            ("server.body_read_timeout", &self.server.body_read_timeout),
+            ("server.keep_alive_timeout", &self.server.keep_alive_timeout),
+            ("server.request_timeout", &self.server.request_timeout),
         ] {
             duration(key, value)?;
         }

@@ -85,9 +85,29 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let masked = crate::config::mask_url_password(&config.database_url);
-    Store::open(&config.database_url)
-        .await
-        .with_context(|| format!("cannot open the store at {masked}"))
+    match Store::open(&config.database_url).await {
+        Ok(store) => Ok(store),
+        // Already one sentence that names the database.
+        Err(e @ crate::store::StoreError::Connect(_)) => Err(e.into()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open the store at {masked}"))),
+    }
+}
+
+/// An error and its causes on one line, each cause once: drivers often repeat their
+/// cause's text in their own message ("error returned from database: X", then X).
+pub fn one_sentence(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Parses nothing: runs the parsed command and returns the exit code.

@@ -52,7 +52,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(
         addr = %listener.local_addr()?,
-        backend = ?store.backend(),
+        database = %crate::config::mask_url_password(&config.database_url),
+        config = %config.file.as_deref().map_or_else(|| "none (defaults)".into(), |p| p.display().to_string()),
+        processes_dir = %config.processes.display(),
         processes = service.processes().len(),
         worker = config.worker.in_process,
         "orderflow serving"

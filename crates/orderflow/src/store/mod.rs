@@ -41,6 +41,9 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The database cannot be reached or opened: one sentence that says which and why.
+    #[error("{0}")]
+    Connect(String),
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed")]
@@ -48,6 +51,21 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How long a first connection to PostgreSQL may take at start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What went wrong, in the words of the database or the operating system, once.
+fn cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        sqlx::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+            _ => io.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
 
 /// True when `e` is a unique-constraint violation, on either backend.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -153,7 +171,15 @@ impl Store {
                     .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(writer_options)
-                    .await?;
+                    .await
+                    .map_err(|e| {
+                        StoreError::Connect(format!(
+                            "cannot open the SQLite database {}: {} (does its folder exist and \
+                             may this user write there?)",
+                            options.get_filename().display(),
+                            cause(&e)
+                        ))
+                    })?;
                 let reader = SqlitePoolOptions::new()
                     .max_connections(4)
                     .test_before_acquire(false)
@@ -163,6 +189,31 @@ impl Store {
             }
             Backend::Postgres => {
                 let options = PgConnectOptions::from_str(url)?;
+                // One direct attempt first: the pool would retry until its acquire timeout
+                // and then say only "pool timed out", not why.
+                let at = format!("{}:{}", options.get_host(), options.get_port());
+                let probe = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+                )
+                .await;
+                match probe {
+                    Ok(Ok(c)) => {
+                        let _ = sqlx::Connection::close(c).await;
+                    }
+                    Ok(Err(e)) => {
+                        return Err(StoreError::Connect(format!(
+                            "cannot connect to PostgreSQL at {at}: {}",
+                            cause(&e)
+                        )));
+                    }
+                    Err(_) => {
+                        return Err(StoreError::Connect(format!(
+                            "cannot connect to PostgreSQL at {at}: no answer within {} s",
+                            CONNECT_TIMEOUT.as_secs()
+                        )));
+                    }
+                }
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(30))

@@ -125,3 +125,41 @@ fn config_prints_effective_values_with_secrets_masked() {
     let out = orderflow(dir.path(), &["config", "--config", "missing.toml"], &[]);
     assert!(!out.status.success());
 }
+
+/// The one line a start-up failure prints: `error: ...`, fast, each cause once.
+fn start_error(dir: &Path, url: &str) -> String {
+    let started = std::time::Instant::now();
+    let out = orderflow(dir, &["migrate", "--database-url", url], &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}: {err}",
+        started.elapsed()
+    );
+    let line = err.lines().last().unwrap_or_default().to_owned();
+    assert!(line.starts_with("error: "), "{err}");
+    line
+}
+
+#[test]
+fn database_errors_at_start_are_one_clear_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1.
+    let refused = start_error(dir.path(), "postgres://postgres@127.0.0.1:1/test");
+    assert_eq!(
+        refused,
+        "error: cannot connect to PostgreSQL at 127.0.0.1:1: connection refused"
+    );
+    let missing = dir.path().join("no-such-folder").join("x.db");
+    let sqlite = start_error(dir.path(), &format!("sqlite://{}", missing.display()));
+    assert!(
+        sqlite.contains("cannot open the SQLite database"),
+        "{sqlite}"
+    );
+    assert_eq!(
+        sqlite.matches("unable to open database file").count(),
+        1,
+        "{sqlite}"
+    );
+}
