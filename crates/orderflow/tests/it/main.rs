@@ -20,5 +20,7 @@ mod inbox_retry;
 mod inbox_worker;
 mod ingest;
 mod openapi;
+mod park_policy;
 mod timers;
+mod wake_on_timeout;
 mod webhook_vectors;
