@@ -102,7 +102,9 @@ impl NodeView {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LineKind {
     /// The event's name; `manual` draws a marker with it.
-    Event { manual: bool },
+    Event {
+        manual: bool,
+    },
     OnEnter,
     /// The timeout as written (`1 hour`), without a marker: each renderer adds its own.
     Timeout,
