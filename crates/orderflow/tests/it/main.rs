@@ -21,6 +21,7 @@ mod inbox_worker;
 mod ingest;
 mod openapi;
 mod park_policy;
+mod postgres_skips;
 mod timers;
 mod wake_on_timeout;
 mod webhook_vectors;
