@@ -280,6 +280,13 @@ impl Process {
         v
     }
 
+    /// True when no transition leaves `state` (with or without an event): an item there
+    /// never moves again, so no event can ever apply to it.
+    pub fn is_final(&self, state: StateId) -> bool {
+        let s = state.0 as usize;
+        self.by_event[s].is_empty() && self.eventless[s].is_empty()
+    }
+
     /// The happy transition out of `state` that a walker should follow: the first one with
     /// `happy="true"`.
     pub fn happy_from(&self, state: StateId) -> Option<TransitionId> {

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -36,7 +37,9 @@ fn spryker_dir() -> Option<PathBuf> {
         std::env::var_os("CI").is_none(),
         "CI is set but there is no corpus: set ORDERFLOW_CORPUS_DIR to the shared corpus"
     );
-    eprintln!(
+    // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
         "\n!!!!!!!!!! CORPUS TESTS SKIPPED: set ORDERFLOW_CORPUS_DIR to the shared corpus \
          folder (the one holding spryker-oms/) to run them !!!!!!!!!!\n"
     );

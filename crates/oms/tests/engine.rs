@@ -663,3 +663,27 @@ fn set_attributes_builtin_writes_order_or_items() {
             .all(|i| i.attributes["exported"] == json!(true))
     );
 }
+
+#[test]
+fn final_states_are_those_no_transition_leaves() {
+    // `review` leaves by an event-less transition only, `waiting` by a timeout event only.
+    let p = ProcessBuilder::new("P")
+        .state("new")
+        .state("review")
+        .state("waiting")
+        .state("done")
+        .event("go", |_| {})
+        .event("expire", |e| {
+            e.timeout = Some(oms::Timeout::parse("1 hour").unwrap())
+        })
+        .transition("new", "review", Some("go"), None)
+        .transition("review", "waiting", None, Some("Cond/A"))
+        .transition("waiting", "done", Some("expire"), None)
+        .build()
+        .unwrap();
+    let is_final = |name: &str| p.is_final(p.state_id(name).unwrap());
+    assert!(!is_final("new"));
+    assert!(!is_final("review"), "an event-less transition is a way out");
+    assert!(!is_final("waiting"), "a timeout is a way out");
+    assert!(is_final("done"));
+}

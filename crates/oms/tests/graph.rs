@@ -148,20 +148,43 @@ fn markers_for_manual_on_enter_timeout_and_condition() {
     let opts = counts();
     let dot = to_dot(&p, &opts);
     let pay = dot_edge(&dot, "new", "paid");
-    assert!(pay.contains("✋ capture payment"), "{pay}");
+    assert!(pay.contains("capture payment (manual)"), "{pay}");
     assert!(pay.contains("[Payment/IsAuthorized]"), "{pay}");
     assert!(pay.contains("⚙ Oms/Capture"), "{pay}");
     assert!(dot_edge(&dot, "paid", r#"ship \"fast\" \\ <now> & co"#).contains("⟶ on enter"));
-    assert!(dot.contains("⏱ 1 hour"));
-    assert!(dot.contains("⏱ PT30M"));
+    assert!(dot.contains("timeout 1 hour"));
+    assert!(dot.contains("timeout PT30M"));
     let svg = to_svg(&p, &opts);
     for marker in [
-        "✋ capture payment",
+        "capture payment",
         "⟶ on enter",
-        "⏱ 1 hour",
+        ">1 hour<",
         "[Payment/IsAuthorized]",
     ] {
         assert!(svg.contains(marker), "{marker} missing from the SVG");
+    }
+    // Manual events get a drawn "M" badge and timeouts a drawn clock: one per edge (three
+    // manual, two timeout) and one in the legend.
+    assert_eq!(svg.matches(r#"class="manual-mark""#).count(), 3 + 1);
+    assert_eq!(svg.matches(r#"class="timeout-mark""#).count(), 2 + 1);
+}
+
+/// Every character of the drawings is one a stock Debian machine's DejaVu Sans has: no
+/// emoji, which show as empty boxes without an emoji font.
+#[test]
+fn drawings_need_no_emoji_font() {
+    let opts = GraphOptions {
+        show_commands: true,
+        ..GraphOptions::with_legend()
+    };
+    let p = process();
+    for (format, text) in [("dot", to_dot(&p, &opts)), ("svg", to_svg(&p, &opts))] {
+        // Characters outside the test process's own names: the renderer's markers.
+        let marks: std::collections::BTreeSet<char> =
+            text.chars().filter(|c| !c.is_ascii()).collect();
+        let allowed = ['●', '⟶', '⚙', '⚑', '·'];
+        let odd: Vec<char> = marks.into_iter().filter(|c| !allowed.contains(c)).collect();
+        assert!(odd.is_empty(), "{format} uses {odd:?}");
     }
 }
 

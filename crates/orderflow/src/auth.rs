@@ -71,6 +71,36 @@ pub async fn create_client(
     })
 }
 
+/// [`create_client`], or, when a client of that name and role exists, new credentials for
+/// it: the old token (and signing secret) stop working, at the latest when a running
+/// server's token cache lets go of them ([`KNOWN_TOKEN_TTL`]). Returns the credentials
+/// and whether the client existed.
+pub async fn reissue_client(
+    store: &Store,
+    name: &str,
+    role: Role,
+    with_signing_secret: bool,
+) -> Result<(NewClient, bool), StoreError> {
+    let token = new_token();
+    let signing_secret = with_signing_secret.then(new_signing_secret);
+    let existed = store
+        .reissue_client(
+            name,
+            role.as_str(),
+            &hash_token(&token),
+            signing_secret.as_deref(),
+            Utc::now(),
+        )
+        .await?;
+    let client = NewClient {
+        name: name.to_owned(),
+        role,
+        token,
+        signing_secret,
+    };
+    Ok((client, existed))
+}
+
 /// A known client as a request sees it.
 #[derive(Debug)]
 pub struct Client {

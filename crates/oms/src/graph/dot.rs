@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::text::dot_escape;
-use super::{GraphOptions, LEGEND, View};
+use super::{GraphOptions, LEGEND, View, line_text};
 
 const FONT: &str = "Helvetica,Arial,sans-serif";
 
@@ -57,9 +57,10 @@ pub(super) fn render(view: &View, opts: &GraphOptions) -> String {
         q(&view.nodes[view.initial].name)
     );
     for edge in &view.edges {
+        let lines: Vec<String> = edge.lines.iter().map(|(k, l)| line_text(*k, l)).collect();
         let mut attrs = vec![format!(
             "label={}",
-            label(&mut edge.lines.iter().map(|(_, l)| l.as_str()))
+            label(&mut lines.iter().map(String::as_str))
         )];
         if edge.happy {
             attrs.push("color=\"#15803d\", penwidth=2.5, fontcolor=\"#14532d\"".into());
@@ -79,7 +80,7 @@ pub(super) fn render(view: &View, opts: &GraphOptions) -> String {
         // `\l` left-aligns each legend line.
         let text: String = LEGEND
             .iter()
-            .map(|l| format!("{}\\l", dot_escape(l)))
+            .map(|l| format!("{}\\l", dot_escape(l.dot)))
             .collect();
         let _ = writeln!(
             out,

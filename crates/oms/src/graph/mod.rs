@@ -3,8 +3,9 @@
 //! Both renderers share one view of the process ([`GraphOptions`] applied to a [`Process`]):
 //! states become boxes labelled with their name, a second line with `reserved` and the
 //! flags, and the number of items in them when counts are given; transitions become arrows
-//! labelled with the event and its markers (manual ✋, onEnter ⟶, timeout ⏱), the condition
-//! in brackets and, optionally, the command. Happy transitions are drawn thick and green,
+//! labelled with the event and its markers (manual, onEnter ⟶, timeout), the condition in
+//! brackets and, optionally, the command. Markers use only characters that DejaVu Sans (a
+//! stock Debian desktop's font) has, or are drawn as SVG shapes: no emoji font needed. Happy transitions are drawn thick and green,
 //! event-less ones dashed. Output is deterministic: the same process and options give the
 //! same bytes, so drawings can be cached and compared.
 
@@ -54,12 +55,14 @@ pub fn to_svg(process: &Process, opts: &GraphOptions) -> String {
     svg::render(&View::new(process, opts), opts)
 }
 
-/// Marker for a manual event (a person triggers it, e.g. from the back office).
-pub const MANUAL_MARK: &str = "✋";
+/// Text after a manual event's name in DOT labels (a person triggers it, e.g. from the back
+/// office). The SVG draws an "M" badge in front of the name instead.
+pub const MANUAL_MARK: &str = "(manual)";
 /// Marker for an onEnter event (fired as soon as an item enters the source state).
 pub const ON_ENTER_MARK: &str = "⟶ on enter";
-/// Marker in front of a timeout (the event fires when the time has passed).
-pub const TIMEOUT_MARK: &str = "⏱";
+/// Text in front of a timeout in DOT labels (the event fires when the time has passed). The
+/// SVG draws a clock (a circle and two hands) instead.
+pub const TIMEOUT_MARK: &str = "timeout";
 /// Marker in front of a command name.
 pub const COMMAND_MARK: &str = "⚙";
 /// Separator between a state name and its item count.
@@ -98,8 +101,12 @@ impl NodeView {
 /// What a line of an edge label says, so the SVG can style each kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LineKind {
-    Event,
+    /// The event's name; `manual` draws a marker with it.
+    Event {
+        manual: bool,
+    },
     OnEnter,
+    /// The timeout as written (`1 hour`), without a marker: each renderer adds its own.
     Timeout,
     Condition,
     Command,
@@ -158,17 +165,13 @@ impl View {
             .map(|t| {
                 let mut lines = Vec::new();
                 if let Some(e) = t.event.map(|e| process.event(e)) {
-                    let name = if e.manual {
-                        format!("{MANUAL_MARK} {}", e.name)
-                    } else {
-                        e.name.clone()
-                    };
-                    lines.push((LineKind::Event, name));
+                    let kind = LineKind::Event { manual: e.manual };
+                    lines.push((kind, e.name.clone()));
                     if e.on_enter {
                         lines.push((LineKind::OnEnter, ON_ENTER_MARK.to_owned()));
                     }
                     if let Some(timeout) = &e.timeout {
-                        lines.push((LineKind::Timeout, format!("{TIMEOUT_MARK} {timeout}")));
+                        lines.push((LineKind::Timeout, timeout.to_string()));
                     }
                 }
                 if let Some(c) = &t.condition {
@@ -200,15 +203,54 @@ impl View {
     }
 }
 
-/// Legend lines shared by both renderers.
-pub(crate) const LEGEND: &[&str] = &[
-    "● start: new items enter the state it points to",
-    "✋ manual event",
-    "⟶ on enter: fires when an item enters the state",
-    "⏱ timeout event",
-    "[Condition] must hold to take the transition",
-    "thick green arrow: happy path",
-    "dashed arrow: event-less, taken when its condition holds",
-    "amber box: reserved (items hold stock)",
-    "blue border: state has items (· count) or is highlighted",
+/// The text of a label line as DOT shows it (the SVG draws the manual and timeout markers).
+pub(crate) fn line_text(kind: LineKind, text: &str) -> String {
+    match kind {
+        LineKind::Event { manual: true } => format!("{text} {MANUAL_MARK}"),
+        LineKind::Timeout => format!("{TIMEOUT_MARK} {text}"),
+        _ => text.to_owned(),
+    }
+}
+
+/// A marker the SVG draws as a shape in front of a legend line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mark {
+    None,
+    Manual,
+    Timeout,
+}
+
+/// Legend lines shared by both renderers: DOT prints `dot`, the SVG draws `mark` and `svg`.
+pub(crate) struct LegendLine {
+    pub mark: Mark,
+    pub dot: &'static str,
+    pub svg: &'static str,
+}
+
+const fn plain(text: &'static str) -> LegendLine {
+    LegendLine {
+        mark: Mark::None,
+        dot: text,
+        svg: text,
+    }
+}
+
+pub(crate) const LEGEND: &[LegendLine] = &[
+    plain("● start: new items enter the state it points to"),
+    LegendLine {
+        mark: Mark::Manual,
+        dot: "event (manual): manual event",
+        svg: "manual event",
+    },
+    plain("⟶ on enter: fires when an item enters the state"),
+    LegendLine {
+        mark: Mark::Timeout,
+        dot: "timeout 1 hour: timeout event",
+        svg: "timeout event",
+    },
+    plain("[Condition] must hold to take the transition"),
+    plain("thick green arrow: happy path"),
+    plain("dashed arrow: event-less, taken when its condition holds"),
+    plain("amber box: reserved (items hold stock)"),
+    plain("blue border: state has items (· count) or is highlighted"),
 ];

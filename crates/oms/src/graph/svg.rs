@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::layout::{self, Input, Kind, Layout, Size, Waypoint};
 use super::text::{text_width, xml_escape};
-use super::{EdgeView, GraphOptions, LEGEND, LineKind, NodeView, View};
+use super::{EdgeView, GraphOptions, LEGEND, LineKind, Mark, NodeView, View};
 
 const FONT: &str = "DejaVu Sans, Verdana, Geneva, sans-serif";
 const TITLE_SIZE: f64 = 13.0;
@@ -17,7 +17,11 @@ const MARGIN: f64 = 24.0;
 const HEADER: f64 = 40.0;
 const LOOP_REACH: f64 = 26.0;
 
+/// Room a drawn marker (manual badge, clock) takes in front of its text.
+const MARK_W: f64 = 14.0;
+
 const EDGE_COLOR: &str = "#718096";
+const TIMEOUT_COLOR: &str = "#b45309";
 const HAPPY_COLOR: &str = "#15803d";
 const START_COLOR: &str = "#1a202c";
 
@@ -38,8 +42,12 @@ fn label_size(edge: &EdgeView) -> Size {
     let w = edge
         .lines
         .iter()
-        .map(|(kind, l)| {
-            text_width(l, EDGE_SIZE) * if *kind == LineKind::Event { 1.08 } else { 1.0 }
+        .map(|(kind, l)| match kind {
+            LineKind::Event { manual } => {
+                text_width(l, EDGE_SIZE) * 1.08 + if *manual { MARK_W } else { 0.0 }
+            }
+            LineKind::Timeout => text_width(l, EDGE_SIZE) + MARK_W,
+            _ => text_width(l, EDGE_SIZE),
         })
         .fold(0.0, f64::max);
     Size {
@@ -75,7 +83,7 @@ pub(super) fn render(view: &View, opts: &GraphOptions) -> String {
     let legend_w = if opts.legend {
         LEGEND
             .iter()
-            .map(|l| text_width(l, EDGE_SIZE))
+            .map(|l| text_width(l.svg, EDGE_SIZE) + legend_mark_w(l.mark))
             .fold(0.0, f64::max)
             + 24.0
     } else {
@@ -204,20 +212,60 @@ fn draw_edges(out: &mut String, view: &View, layout: &Layout) {
     }
 }
 
+/// A manual event's marker: a dark badge with a white "M", left edge at `x`.
+fn manual_badge(out: &mut String, x: f64, baseline: f64) {
+    let _ = writeln!(
+        out,
+        r##"<g class="manual-mark"><rect x="{x:.1}" y="{:.1}" width="11" height="11" fill="#374151"/><text x="{:.1}" y="{:.1}" font-size="8.5" font-weight="bold" fill="#ffffff" text-anchor="middle">M</text></g>"##,
+        baseline - 9.5,
+        x + 5.5,
+        baseline - 1.0
+    );
+}
+
+/// A timeout's marker: a clock (a circle and two hands), left edge at `x`.
+fn clock(out: &mut String, x: f64, baseline: f64) {
+    let (cx, cy) = (x + 5.5, baseline - 4.0);
+    let _ = writeln!(
+        out,
+        r#"<g class="timeout-mark" fill="none" stroke="{TIMEOUT_COLOR}" stroke-width="1.2" stroke-linecap="round"><circle cx="{cx:.1}" cy="{cy:.1}" r="5"/><path d="M{cx:.1},{cy:.1} V{:.1} M{cx:.1},{cy:.1} H{:.1}"/></g>"#,
+        cy - 3.3,
+        cx + 2.5
+    );
+}
+
+fn legend_mark_w(mark: Mark) -> f64 {
+    match mark {
+        Mark::None => 0.0,
+        Mark::Manual | Mark::Timeout => MARK_W,
+    }
+}
+
 fn label_text(out: &mut String, edge: &EdgeView, x: f64, top: f64, anchor: &str) {
     for (i, (kind, line)) in edge.lines.iter().enumerate() {
         let (fill, extra) = match kind {
-            LineKind::Event if edge.happy => ("#14532d", r#" font-weight="bold""#),
-            LineKind::Event => ("#1a202c", r#" font-weight="bold""#),
+            LineKind::Event { .. } if edge.happy => ("#14532d", r#" font-weight="bold""#),
+            LineKind::Event { .. } => ("#1a202c", r#" font-weight="bold""#),
             LineKind::OnEnter => ("#6b21a8", ""),
-            LineKind::Timeout => ("#b45309", ""),
+            LineKind::Timeout => (TIMEOUT_COLOR, ""),
             LineKind::Condition => ("#1d4ed8", r#" font-style="italic""#),
             LineKind::Command => ("#4a5568", ""),
         };
+        let baseline = top + 2.0 + (i + 1) as f64 * EDGE_LINE - 3.0;
+        let text_x = match kind {
+            LineKind::Event { manual: true } => {
+                manual_badge(out, x, baseline);
+                x + MARK_W
+            }
+            LineKind::Timeout => {
+                clock(out, x, baseline);
+                x + MARK_W
+            }
+            _ => x,
+        };
         let _ = writeln!(
             out,
-            r#"<text x="{x:.1}" y="{:.1}" font-size="{EDGE_SIZE}" fill="{fill}" text-anchor="{anchor}"{extra}>{}</text>"#,
-            top + 2.0 + (i + 1) as f64 * EDGE_LINE - 3.0,
+            r#"<text x="{text_x:.1}" y="{baseline:.1}" font-size="{EDGE_SIZE}" fill="{fill}" text-anchor="{anchor}"{extra}>{}</text>"#,
             xml_escape(line)
         );
     }
@@ -337,12 +385,17 @@ fn draw_legend(out: &mut String, x: f64, y: f64, w: f64, h: f64) {
         y + 20.0
     );
     for (i, line) in LEGEND.iter().enumerate() {
+        let (left, baseline) = (x + 12.0, y + 38.0 + i as f64 * 16.0);
+        match line.mark {
+            Mark::None => {}
+            Mark::Manual => manual_badge(out, left, baseline),
+            Mark::Timeout => clock(out, left, baseline),
+        }
         let _ = writeln!(
             out,
-            r##"<text x="{:.1}" y="{:.1}" font-size="{EDGE_SIZE}" fill="#2d3748">{}</text>"##,
-            x + 12.0,
-            y + 38.0 + i as f64 * 16.0,
-            xml_escape(line)
+            r##"<text x="{:.1}" y="{baseline:.1}" font-size="{EDGE_SIZE}" fill="#2d3748">{}</text>"##,
+            left + legend_mark_w(line.mark),
+            xml_escape(line.svg)
         );
     }
     out.push_str("</g>\n");

@@ -22,6 +22,12 @@ pub enum ClientsCommand {
         /// Print one JSON object {"name","role","token","signing_secret"}.
         #[arg(long)]
         json: bool,
+        /// When a client of this name exists (with the same role), give it a new token
+        /// (and a new signing secret with --signing-secret, none without) instead of
+        /// failing. The old token stops working; a running server may accept it for up to
+        /// 60 s more. Without an existing client it is created.
+        #[arg(long)]
+        reissue: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -34,6 +40,7 @@ pub async fn run(cmd: ClientsCommand) -> anyhow::Result<ExitCode> {
             role,
             signing_secret,
             json,
+            reissue,
             store,
         } => {
             if name.trim().is_empty() || name.len() > 100 {
@@ -41,12 +48,20 @@ pub async fn run(cmd: ClientsCommand) -> anyhow::Result<ExitCode> {
             }
             let config = store.load()?;
             let store = open_store(&config).await?;
-            let client = auth::create_client(&store, &name, role, signing_secret).await?;
+            let created = if reissue {
+                auth::reissue_client(&store, &name, role, signing_secret).await
+            } else {
+                auth::create_client(&store, &name, role, signing_secret)
+                    .await
+                    .map(|c| (c, false))
+            };
             store.close().await;
+            let (client, existed) = created?;
             if json {
                 println!("{}", serde_json::to_string(&client)?);
             } else {
-                println!("created client {} with role {}", client.name, client.role);
+                let did = if existed { "reissued" } else { "created" };
+                println!("{did} client {} with role {}", client.name, client.role);
                 println!("token: {}", client.token);
                 if let Some(secret) = &client.signing_secret {
                     println!("signing secret: {secret}");

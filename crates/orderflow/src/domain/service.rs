@@ -33,6 +33,9 @@ pub enum DomainError {
     EventNotApplicable {
         event: String,
         items: Vec<ItemState>,
+        /// Every one of `items` is in a final state (no transition leaves it): the event
+        /// can never apply to them, whatever happens to the order.
+        all_final: bool,
     },
     #[error("process {process} has no event {event:?}")]
     UnknownEvent { process: String, event: String },
@@ -448,9 +451,14 @@ impl OrderService {
                     state: process.state(state).name.clone(),
                 })
                 .collect();
+            let all_final = decisions.not_applicable().next().is_some()
+                && decisions
+                    .not_applicable()
+                    .all(|(_, state)| process.is_final(state));
             return Err(DomainError::EventNotApplicable {
                 event: name.to_owned(),
                 items,
+                all_final,
             });
         }
         Ok(decisions)

@@ -7,7 +7,9 @@
 //! ones that wait. For each order it meets, in one transaction, it takes the order, re-reads
 //! that order's due timers, runs [`oms::Engine::check`] for their items, persists the
 //! decisions like any other change (version, history with source `timeout`/`condition`,
-//! change feed) and commits.
+//! change feed) and commits. A pass that moves an item also makes the order's parked inbox
+//! updates due, in the same transaction, like any other change of the order: the move may
+//! be what lets their event apply.
 //!
 //! Every write to an order's timers happens with the order held, so the re-read under the
 //! lock is the truth: whoever takes the order after a pass that moved an item finds that
@@ -223,7 +225,8 @@ impl OrderService {
         tx.commit().await?;
         pass.items_moved += moved.len();
         if changed {
-            self.changes().notify_one();
+            // The projector, and the inbox worker for the parked updates just woken.
+            self.committed();
         }
         Ok(())
     }
@@ -282,6 +285,11 @@ impl OrderService {
             payload["source"] = Value::from(feed_source(decisions));
             tx.append_change(row.id, version, "updated", &payload, now)
                 .await?;
+            // Parked updates of the order may apply now. Due on the inbox's clock (the wall
+            // clock), not the pass's: a pass run with a later `now` (a test's clock, a
+            // catch-up) must not push them into the future.
+            tx.wake_parked(&row.reference, store::now().min(now))
+                .await?;
         }
         Ok(())
     }
@@ -306,8 +314,18 @@ fn record(pass: &CheckPass) {
         .increment(pass.timers_fired as u64);
     metrics::counter!("orderflow_check_condition_timers_total", "outcome" => "rescheduled")
         .increment(pass.rescheduled as u64);
-    if pass.timers_fired > 0 {
+    // A pass that only backed off timers is a retry: DEBUG, like the inbox's retries.
+    if pass.items_moved > 0 {
         tracing::info!(
+            orders = pass.orders,
+            moved = pass.items_moved,
+            fired = pass.timers_fired,
+            rescheduled = pass.rescheduled,
+            duration_ms = pass.duration.as_millis() as u64,
+            "check-condition pass"
+        );
+    } else if pass.timers_fired > 0 {
+        tracing::debug!(
             orders = pass.orders,
             moved = pass.items_moved,
             fired = pass.timers_fired,

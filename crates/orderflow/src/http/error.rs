@@ -148,7 +148,7 @@ impl IntoResponse for ApiError {
                     D::CommandFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
                     D::UnknownState { .. } | D::Store(_) => internal(&self).0,
                 };
-                if let D::EventNotApplicable { event, items } = d {
+                if let D::EventNotApplicable { event, items, .. } = d {
                     details.insert("event".into(), json!(event));
                     details.insert("items".into(), json!(items));
                 }

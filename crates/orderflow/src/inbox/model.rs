@@ -122,7 +122,8 @@ pub enum UpdateStatus {
     Parked,
     /// Its event did not apply and the event's policy is `ignore`.
     Ignored,
-    /// Its event did not apply under the `reject` policy, or it cannot apply to its order.
+    /// Its event did not apply under the `reject` policy, can never apply (every selected
+    /// item is in a final state), or it cannot apply to its order.
     Rejected,
     /// Out of attempts, or parked past its time limit.
     Dead,

@@ -16,7 +16,10 @@
 //! - applied: the change committed; the result names the new version and the moves;
 //! - the order does not exist, or the event applies to none of the selected items: the
 //!   event's policy decides: `park` (retried when the order changes and on a backoff,
-//!   `dead` after `park_ttl`), `ignore` (`ignored`) or `reject` (`rejected`);
+//!   `dead` after `park_ttl`), `ignore` (`ignored`) or `reject` (`rejected`). Under `park`,
+//!   an update whose selected items are all in final states (no transition leaves them) is
+//!   `rejected` at once: nothing can make its event apply, so waiting `park_ttl` only
+//!   delays the answer;
 //! - the update cannot apply to this order (unknown item or SKU, an event its process
 //!   lacks): `rejected` at once (a fatal error; retrying cannot help);
 //! - a retryable failure (database error, a command that failed retryably, a process
@@ -34,6 +37,7 @@ use super::Inbox;
 use super::model::{OrderUpdate, UpdateStatus, is_retry_marker};
 use crate::config::EventPolicy;
 use crate::domain::types::OrderReference;
+use crate::domain::view::ItemState;
 use crate::domain::{Applied, Change, DomainError, Target};
 use crate::store::batch::Writes;
 use crate::store::inbox::{Finish, UpdateRow};
@@ -248,7 +252,6 @@ impl Inbox {
                 Ok(done) => done,
                 Err(e) => {
                     tx.rollback_to_savepoint().await?;
-                    tracing::warn!(update = %row.id, error = %e, "processing failed; retried later");
                     self.retry_later(&row, now, "store_error", &e.to_string())
                 }
             };
@@ -342,9 +345,20 @@ impl Inbox {
             Err(e) => (e, EventPolicy::Reject),
         };
         let mut entry = error_entry(row, now, error.code(), &error.to_string());
-        if let DomainError::EventNotApplicable { event, items } = &error {
+        let mut never = false;
+        if let DomainError::EventNotApplicable {
+            event,
+            items,
+            all_final,
+        } = &error
+        {
             entry["event"] = json!(event);
             entry["items"] = json!(items);
+            if *all_final && policy == EventPolicy::Park {
+                never = true;
+                entry["message"] = json!(no_way_out(row, event, items));
+                entry["final"] = json!(true);
+            }
         }
         let (status, finish) = match policy {
             EventPolicy::Ignore => {
@@ -359,6 +373,16 @@ impl Inbox {
                 let status = UpdateStatus::Rejected;
                 (status, finish(row, status, None, Some(entry), now, None))
             }
+            EventPolicy::Park if never => {
+                tracing::debug!(
+                    update = %row.id,
+                    order = %row.order_reference,
+                    reason = entry["message"].as_str().unwrap_or_default(),
+                    "rejected: its event can never apply"
+                );
+                let status = UpdateStatus::Rejected;
+                (status, finish(row, status, None, Some(entry), now, None))
+            }
             EventPolicy::Park => {
                 let ttl = chrono::Duration::from_std(park_ttl).unwrap_or(chrono::Duration::MAX);
                 // Parked since it was received, or since an operator retried it.
@@ -369,6 +393,13 @@ impl Inbox {
                 if now >= until {
                     entry["message"] =
                         json!(format!("{error} (parked since {since}, past park_ttl)"));
+                    tracing::warn!(
+                        update = %row.id,
+                        order = %row.order_reference,
+                        error = %error,
+                        %since,
+                        "parked past park_ttl; dead"
+                    );
                     let status = UpdateStatus::Dead;
                     (status, finish(row, status, None, Some(entry), now, None))
                 } else {
@@ -378,6 +409,14 @@ impl Inbox {
                             .is_some_and(|c| PARK_CODES.contains(&c))
                     });
                     let next = later(now, self.settings.backoff(parks + 1)).min(until);
+                    tracing::debug!(
+                        update = %row.id,
+                        order = %row.order_reference,
+                        attempt = row.attempts,
+                        error = %error,
+                        next_attempt_at = %next,
+                        "parked"
+                    );
                     let status = UpdateStatus::Parked;
                     let finish = finish(row, status, None, Some(entry), next, Some(until));
                     (status, finish)
@@ -407,9 +446,53 @@ impl Inbox {
         let next = later(now, self.settings.backoff(failures));
         if status == UpdateStatus::Accepted {
             entry["retry_at"] = json!(next);
+            tracing::debug!(
+                update = %row.id,
+                order = %row.order_reference,
+                attempt = row.attempts,
+                code,
+                error = message,
+                retry_at = %next,
+                "attempt failed; retried later"
+            );
+        } else {
+            tracing::warn!(
+                update = %row.id,
+                order = %row.order_reference,
+                attempts = failures,
+                code,
+                error = message,
+                "attempt failed; out of attempts, dead"
+            );
         }
         let finish = finish(row, status, None, Some(entry), next, row.park_until);
         (status, finish, false)
+    }
+}
+
+/// Why a parked update is rejected at once: e.g. "order DE-1 has every item in a final
+/// state (cancelled); event ship can never apply".
+fn no_way_out(row: &UpdateRow, event: &str, items: &[ItemState]) -> String {
+    let mut states: Vec<&str> = items.iter().map(|i| i.state.as_str()).collect();
+    states.sort_unstable();
+    states.dedup();
+    let states = states.join(", ");
+    let order = &row.order_reference;
+    let selected = row
+        .payload()
+        .ok()
+        .and_then(|p| p.get("items"))
+        .is_some_and(|v| !v.is_null());
+    if selected {
+        format!(
+            "every selected item of order {order} is in a final state ({states}); \
+             event {event} can never apply"
+        )
+    } else {
+        format!(
+            "order {order} has every item in a final state ({states}); \
+             event {event} can never apply"
+        )
     }
 }
 

@@ -77,6 +77,36 @@ impl WorkerTotals {
     }
 }
 
+impl WorkerTotals {
+    /// The batch's summary: INFO when an update reached a final status (or a lease was
+    /// lost), DEBUG when every update was only parked again or retried later, so a parked
+    /// update waiting out its backoff does not log at INFO on every attempt (each attempt
+    /// has its own DEBUG line).
+    fn log(&self, size: usize, took: Duration) {
+        macro_rules! batch {
+            ($level:ident) => {
+                tracing::$level!(
+                    size,
+                    applied = self.applied,
+                    parked = self.parked,
+                    ignored = self.ignored,
+                    rejected = self.rejected,
+                    dead = self.dead,
+                    retried = self.retried,
+                    lost = self.lost,
+                    duration_ms = took.as_millis() as u64,
+                    "inbox batch"
+                )
+            };
+        }
+        if self.parked + self.retried == size as u64 {
+            batch!(debug);
+        } else {
+            batch!(info);
+        }
+    }
+}
+
 /// How often the worker frees idempotency keys older than the retention.
 const KEY_EXPIRY_EVERY: Duration = Duration::from_secs(600);
 
@@ -132,18 +162,7 @@ impl Inbox {
                 Some(Ok(statuses)) => {
                     failures = 0;
                     let batch = totals.add(&statuses);
-                    tracing::info!(
-                        size = statuses.len(),
-                        applied = batch.applied,
-                        parked = batch.parked,
-                        ignored = batch.ignored,
-                        rejected = batch.rejected,
-                        dead = batch.dead,
-                        retried = batch.retried,
-                        lost = batch.lost,
-                        duration_ms = started.elapsed().as_millis() as u64,
-                        "inbox batch"
-                    );
+                    batch.log(statuses.len(), started.elapsed());
                 }
                 Some(Err(e)) => {
                     failures += 1;

@@ -44,6 +44,57 @@ impl Store {
         }
     }
 
+    /// Stores a client, or gives the existing client of that name and `role` a new token
+    /// hash and signing secret (the old token stops working). Returns true when the client
+    /// existed; an existing client with another role is [`StoreError::ClientRoleDiffers`].
+    pub async fn reissue_client(
+        &self,
+        name: &str,
+        role: &str,
+        token_hash: &str,
+        signing_secret: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        const EXISTING: &str = "SELECT role FROM clients WHERE name = $1";
+        const SQL: &str = "INSERT INTO clients (name, role, token_hash, signing_secret, \
+             created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE \
+             SET token_hash = excluded.token_hash, signing_secret = excluded.signing_secret \
+             WHERE clients.role = excluded.role";
+        let mut tx = self.begin().await?;
+        let existing: Option<String> = on_tx!(&mut tx, |c| {
+            sqlx::query_scalar(EXISTING)
+                .bind(name)
+                .fetch_optional(c)
+                .await
+        })?;
+        if let Some(had) = existing.as_deref().filter(|had| *had != role) {
+            return Err(StoreError::ClientRoleDiffers {
+                name: name.to_owned(),
+                role: had.to_owned(),
+            });
+        }
+        let written = on_tx!(&mut tx, |c| {
+            sqlx::query(SQL)
+                .bind(name)
+                .bind(role)
+                .bind(token_hash)
+                .bind(signing_secret)
+                .bind(at)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if written != 1 {
+            // The role changed between the read and the write.
+            return Err(StoreError::ClientRoleDiffers {
+                name: name.to_owned(),
+                role: "another role".to_owned(),
+            });
+        }
+        tx.commit().await?;
+        Ok(existing.is_some())
+    }
+
     /// The client whose token hashes to `token_hash`.
     pub async fn client_by_token_hash(&self, token_hash: &str) -> Result<Option<ClientRow>> {
         const SQL: &str = "SELECT name, role, signing_secret FROM clients WHERE token_hash = $1";

@@ -35,8 +35,10 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 pub enum StoreError {
     #[error("order reference {0:?} is already used")]
     ReferenceTaken(String),
-    #[error("a client named {0:?} already exists")]
+    #[error("a client named {0:?} already exists (--reissue gives it a new token)")]
     ClientNameTaken(String),
+    #[error("client {name:?} has role {role}; --reissue keeps a client's role")]
+    ClientRoleDiffers { name: String, role: String },
     #[error("unsupported database URL scheme {0:?}: use sqlite://FILE or postgres://...")]
     UnsupportedUrl(String),
     #[error("stored data is invalid: {0}")]

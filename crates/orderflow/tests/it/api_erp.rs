@@ -316,9 +316,15 @@ async fn policies_reject_and_ignore(b: Backend) {
     let (code, _, r) = send(&s, &s.erp, &[("prefer", "respond-async")], &cancel).await;
     assert_eq!(code, StatusCode::ACCEPTED);
     until_status(&s, r["id"].as_str().unwrap(), "ignored").await;
-    // `pay` (default policy park) waits for a change of the order.
+    // `pay` (default policy park) on a cancelled item can never apply: rejected at once.
     let pay = json!({"order_reference": "R-7", "event": "pay"});
     let (code, _, r) = send(&s, &s.erp, &[("prefer", "wait=5")], &pay).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{r}");
+    assert_eq!(r["error"]["status"], "rejected");
+    // `export` (park) on a waiting item waits for a change of the order.
+    s.create_order("R-7b", &[("A", 1)]).await;
+    let export = json!({"order_reference": "R-7b", "event": "export"});
+    let (code, _, r) = send(&s, &s.erp, &[("prefer", "wait=5")], &export).await;
     assert_eq!(code, StatusCode::ACCEPTED, "{r}");
     assert_eq!(r["status"], "parked");
     s.stop().await;

@@ -74,6 +74,85 @@ fn migrate_then_create_clients() {
     assert!(!out.status.success());
 }
 
+/// `--reissue` makes `clients create` repeatable (a tutorial run twice): the client gets a
+/// new token, the old one stops matching, and the role cannot change.
+#[tokio::test]
+async fn reissue_replaces_the_token_of_a_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = |extra: &[&str]| {
+        let mut args = vec!["clients", "create", "shop-web", "--role", "shop", "--json"];
+        args.extend_from_slice(extra);
+        orderflow(dir.path(), &args, &[])
+    };
+    let token = |out: &Output| -> String {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        v["token"].as_str().unwrap().to_owned()
+    };
+    let first = token(&create(&["--reissue"]));
+    let second = token(&create(&["--reissue"]));
+    assert_ne!(first, second, "a new token each time");
+    let url = format!("sqlite://{}", dir.path().join("orderflow.db").display());
+    let store = orderflow::store::Store::open(&url).await.unwrap();
+    let client = |t: String| {
+        let store = store.clone();
+        async move {
+            let hash = orderflow::auth::hash_token(&t);
+            store.client_by_token_hash(&hash).await.unwrap()
+        }
+    };
+    assert!(
+        client(first).await.is_none(),
+        "the old token no longer matches"
+    );
+    let found = client(second).await.expect("the new token matches");
+    assert_eq!(
+        (found.name.as_str(), found.role.as_str()),
+        ("shop-web", "shop")
+    );
+    store.close().await;
+
+    // Without --reissue an existing name is still an error, and it says what to do.
+    let out = create(&[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("shop-web") && err.contains("--reissue"),
+        "{err}"
+    );
+
+    let out = orderflow(
+        dir.path(),
+        &[
+            "clients",
+            "create",
+            "shop-web",
+            "--role",
+            "admin",
+            "--reissue",
+        ],
+        &[],
+    );
+    assert!(!out.status.success(), "--reissue keeps the role");
+    let err = text(&out.stderr);
+    assert!(err.contains("has role shop"), "{err}");
+
+    let out = orderflow(
+        dir.path(),
+        &[
+            "clients",
+            "create",
+            "shop-web",
+            "--role",
+            "shop",
+            "--reissue",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("reissued client shop-web with role shop"));
+}
+
 #[test]
 fn config_prints_effective_values_with_secrets_masked() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! Where the shared corpus is: `ORDERFLOW_CORPUS_DIR` (CI sets it), else `../shared/corpus`
 //! beside the repository. Outside CI, a missing corpus skips the test loudly.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 pub fn corpus_dir() -> Option<PathBuf> {
@@ -21,6 +22,10 @@ pub fn corpus_dir() -> Option<PathBuf> {
         std::env::var_os("CI").is_none(),
         "CI must set ORDERFLOW_CORPUS_DIR"
     );
-    eprintln!("SKIPPED: corpus not found; set ORDERFLOW_CORPUS_DIR to run corpus tests");
+    // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: corpus not found; set ORDERFLOW_CORPUS_DIR to run corpus tests"
+    );
     None
 }

@@ -116,6 +116,10 @@ async fn held(pool: &PgPool, prefix: &str) -> Vec<i64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    orderflow_no_test_postgres,
+    ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it"
+)]
 async fn workers_apply_every_update_once_and_in_order_when_one_is_killed() {
     let Some((url, _db)) = support::database(Backend::Postgres).await else {
         return;

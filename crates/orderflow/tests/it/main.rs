@@ -22,5 +22,8 @@ mod inbox_retry;
 mod inbox_worker;
 mod ingest;
 mod openapi;
+mod park_policy;
+mod postgres_skips;
 mod timers;
+mod wake_on_timeout;
 mod webhook_vectors;
