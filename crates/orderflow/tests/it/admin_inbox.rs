@@ -171,15 +171,7 @@ async fn admin_lists_filters_and_counts(b: Backend) {
     assert_eq!(body["error"]["status"], "applied", "{body}");
 
     // The gauges and counters behind /metrics.
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.text("/metrics").await;
     for line in [
         "orderflow_inbox_updates{status=\"applied\"}",
         "orderflow_inbox_updates{status=\"dead\"}",

@@ -307,15 +307,7 @@ async fn invented_methods_do_not_grow_the_metrics() {
             .await
             .unwrap();
     }
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.text("/metrics").await;
     assert!(
         !metrics.contains("INVENTED"),
         "invented methods became labels"

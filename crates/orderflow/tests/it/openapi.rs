@@ -106,15 +106,7 @@ async fn openapi_covers_routes(b: Backend) {
         .unwrap();
     assert_eq!(waiting["reserved"], true);
     assert_eq!(waiting["flags"][0], "cancellable");
-    let docs = s
-        .http
-        .get(format!("{}/docs/", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let docs = s.text("/docs/").await;
     assert!(docs.to_lowercase().contains("swagger"), "{docs}");
     s.stop().await;
 }

@@ -248,6 +248,12 @@ impl TestServer {
         (status, value)
     }
 
+    /// The text body of an unauthenticated `GET path` (`/metrics`, `/docs/`).
+    pub async fn text(&self, path: &str) -> String {
+        let resp = self.http.get(format!("{}{path}", self.base)).send().await;
+        resp.expect("request").text().await.expect("text body")
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, token, None).await
     }
