@@ -16,6 +16,7 @@ mod cli_worker;
 mod corpus;
 mod crash;
 mod fleet;
+mod fuzz_corpus;
 mod inbox_retry;
 mod inbox_worker;
 mod ingest;
