@@ -22,4 +22,5 @@ mod inbox_worker;
 mod ingest;
 mod openapi;
 mod timers;
+mod update_roundtrip;
 mod webhook_vectors;
