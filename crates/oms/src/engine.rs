@@ -283,6 +283,30 @@ impl<'a> Engine<'a> {
         self.finish(order, run, now)
     }
 
+    /// Puts the given items into `state` as if they had just entered it, whatever state
+    /// they were in (an operator's move, e.g. out of a state a new version of the process
+    /// no longer has): their timers are dropped, the state's timers set and its onEnter
+    /// chain runs. The move itself is not a step of the decisions (the caller records it);
+    /// what onEnter does after it is.
+    pub fn enter(
+        &self,
+        order: &mut Order,
+        items: &[i64],
+        state: StateId,
+        now: DateTime<Utc>,
+    ) -> Result<Decisions, EngineError> {
+        let idxs = self.select(order, Some(items))?;
+        let mut run = Run::new(order.items.len());
+        for &i in &idxs {
+            order.items[i].state = state;
+            order.items[i].state_entered_at = now;
+            run.moved[i] = true;
+        }
+        self.queue_on_enter(&mut run, order, &idxs);
+        self.drain(order, &mut run, now);
+        Ok(self.finish(order, run, now))
+    }
+
     /// Triggers `event` on the given items (all items when `items` is `None`).
     pub fn trigger(
         &self,

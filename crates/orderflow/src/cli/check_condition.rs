@@ -44,6 +44,7 @@ pub async fn run(args: CheckConditionArgs) -> anyhow::Result<ExitCode> {
     processes.check_unbound(config.strict)?;
     let store = open_store(&config).await?;
     let service = OrderService::new(store.clone(), Arc::new(processes));
+    super::report_strays(&service, config.strict).await?;
     if args.once {
         let backoff = Backoff {
             base: poll,

@@ -3,6 +3,7 @@
 mod check_condition;
 mod clients;
 mod inbox;
+mod items;
 pub mod process;
 mod serve;
 mod simulate;
@@ -53,6 +54,9 @@ enum Command {
     /// Inspect the ERP inbox and retry or replay updates.
     #[command(subcommand)]
     Inbox(inbox::InboxCommand),
+    /// Items in states the loaded processes do not have: list them, move them.
+    #[command(subcommand)]
+    Items(items::ItemsCommand),
 }
 
 /// Where the configuration and the store are.
@@ -93,6 +97,33 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
     }
 }
 
+/// Logs the items the loaded processes cannot place (process or state not in the loaded
+/// definitions), counted per process and state; with `strict`, refuses to start.
+async fn report_strays(service: &crate::domain::OrderService, strict: bool) -> anyhow::Result<()> {
+    let strays = service.strays().await?;
+    for s in &strays {
+        tracing::warn!(
+            process = %s.process,
+            state = %s.state,
+            items = s.items,
+            reason = s.reason,
+            "items in a state the loaded processes do not have: they do not move until \
+             `orderflow items move` places them"
+        );
+    }
+    if strict && !strays.is_empty() {
+        let list: Vec<String> = strays
+            .iter()
+            .map(|s| format!("{} items of {} in {:?}", s.items, s.process, s.state))
+            .collect();
+        anyhow::bail!(
+            "strict mode: {} (see `orderflow items strays`)",
+            list.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// An error and its causes on one line, each cause once: drivers often repeat their
 /// cause's text in their own message ("error returned from database: X", then X).
 pub fn one_sentence(e: &anyhow::Error) -> String {
@@ -129,6 +160,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Clients(cmd) => runtime()?.block_on(clients::run(cmd)),
         Command::Inbox(cmd) => runtime()?.block_on(inbox::run(cmd)),
+        Command::Items(cmd) => runtime()?.block_on(items::run(cmd)),
         Command::Config(args) => {
             print!("{}", args.load()?.to_masked_toml());
             Ok(ExitCode::SUCCESS)

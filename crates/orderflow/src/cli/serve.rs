@@ -47,6 +47,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let store = open_store(&config).await?;
     let service = OrderService::new(store.clone(), Arc::new(processes));
+    super::report_strays(&service, config.strict).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

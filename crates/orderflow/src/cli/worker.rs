@@ -55,6 +55,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = InboxSettings::from_config(&config)?;
     let store = open_store(&config).await?;
     let service = OrderService::new(store.clone(), Arc::new(processes));
+    super::report_strays(&service, config.strict).await?;
     let inbox = Inbox::new(service, settings);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));

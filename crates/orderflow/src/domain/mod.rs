@@ -3,6 +3,7 @@
 
 pub mod processes;
 pub mod service;
+pub mod strays;
 pub mod timers;
 pub mod types;
 pub mod view;

@@ -84,6 +84,8 @@ pub enum Source {
     Api,
     /// An ERP update, by inbox id.
     Erp(String),
+    /// An operator's move of items out of a state the process no longer has.
+    Operator,
 }
 
 impl Source {
@@ -91,6 +93,7 @@ impl Source {
         match (cause, self) {
             (Cause::Trigger, Self::Api) => "api".into(),
             (Cause::Trigger, Self::Erp(id)) => format!("erp:{id}"),
+            (Cause::Trigger, Self::Operator) => "operator".into(),
             (Cause::OnEnter, _) => "on_enter".into(),
             (Cause::Timeout, _) => "timeout".into(),
             (Cause::Condition, _) => "condition".into(),

@@ -405,6 +405,26 @@ impl Store {
             .await)?)
     }
 
+    /// Number of items per process and state, over all orders.
+    pub async fn item_state_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        const SQL: &str = "SELECT o.process, i.state, COUNT(*) FROM items i JOIN orders o \
+             ON o.id = i.order_id GROUP BY o.process, i.state ORDER BY o.process, i.state";
+        Ok(on_reader!(self, |p| sqlx::query_as(SQL)
+            .fetch_all(p)
+            .await)?)
+    }
+
+    /// The orders of `process` with an item in `state`, by id.
+    pub async fn orders_in_state(&self, process: &str, state: &str) -> Result<Vec<i64>> {
+        const SQL: &str = "SELECT DISTINCT o.id FROM orders o JOIN items i ON i.order_id = o.id \
+             WHERE o.process = $1 AND i.state = $2 ORDER BY o.id";
+        Ok(on_reader!(self, |p| sqlx::query_scalar(SQL)
+            .bind(process)
+            .bind(state)
+            .fetch_all(p)
+            .await)?)
+    }
+
     /// Number of items per state for orders of `process`.
     pub async fn state_counts(&self, process: &str) -> Result<Vec<(String, i64)>> {
         const SQL: &str = "SELECT i.state, COUNT(*) FROM items i JOIN orders o \

@@ -25,6 +25,7 @@ mod ingest;
 mod openapi;
 mod park_policy;
 mod postgres_skips;
+mod strays;
 mod timers;
 mod update_roundtrip;
 mod wake_on_timeout;

@@ -1,0 +1,192 @@
+//! Items the loaded process definitions cannot place: their order's process is not loaded,
+//! or their state is not in it (a process file changed while orders were open). They are
+//! reported at start, by `/readyz` and `orderflow process strays`, and an operator moves
+//! them to a state of the new definition.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::service::{
+    DomainError, OrderService, Result, Source, engine_order, feed_payload, persist,
+};
+use crate::store::orders::NewHistory;
+
+/// Items of one process in one state that the loaded definitions do not have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Strays {
+    pub process: String,
+    pub state: String,
+    /// How many items are there.
+    pub items: i64,
+    /// `unknown_process` or `unknown_state`.
+    pub reason: &'static str,
+}
+
+/// What a move did (or, in a dry run, would do).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct MoveReport {
+    /// Orders changed (each in its own transaction, with a new version).
+    pub orders: usize,
+    /// Items moved.
+    pub items: usize,
+    pub dry_run: bool,
+    /// Orders left as they were, with the reason (e.g. another of their items is also in a
+    /// state the process does not have).
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Skipped {
+    pub order: String,
+    pub reason: String,
+}
+
+/// Why a move cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    #[error("process {0:?} is not loaded: load a definition with that name, then move")]
+    UnknownProcess(String),
+    #[error("process {process} has no state {state:?} to move to")]
+    UnknownTarget { process: String, state: String },
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+}
+
+impl OrderService {
+    /// Every group of items whose process or state the loaded definitions do not have.
+    pub async fn strays(&self) -> Result<Vec<Strays>> {
+        let counts = self.store().item_state_counts().await?;
+        Ok(counts
+            .into_iter()
+            .filter_map(|(process, state, items)| {
+                let reason = match self.processes().get(&process) {
+                    None => "unknown_process",
+                    Some(p) if p.state_id(&state).is_none() => "unknown_state",
+                    Some(_) => return None,
+                };
+                Some(Strays {
+                    process,
+                    state,
+                    items,
+                    reason,
+                })
+            })
+            .collect())
+    }
+
+    /// Moves every item of `process` in state `from` to state `to` of the loaded definition,
+    /// one order per transaction: the items enter `to` as if they had just moved there (its
+    /// timers are set and its onEnter event runs), a history row with source `operator`
+    /// records each move, and the order gets a new version and a change-feed row. With
+    /// `dry_run` nothing is written and the report says what would move.
+    pub async fn move_items(
+        &self,
+        process: &str,
+        from: &str,
+        to: &str,
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> Result<MoveReport, MoveError> {
+        let definition = self
+            .processes()
+            .get(process)
+            .ok_or_else(|| MoveError::UnknownProcess(process.to_owned()))?
+            .clone();
+        let target = definition
+            .state_id(to)
+            .ok_or_else(|| MoveError::UnknownTarget {
+                process: process.to_owned(),
+                state: to.to_owned(),
+            })?;
+        let mut report = MoveReport {
+            dry_run,
+            ..MoveReport::default()
+        };
+        let orders = self
+            .store()
+            .orders_in_state(process, from)
+            .await
+            .map_err(DomainError::from)?;
+        for order_id in orders {
+            let mut tx = self.store().begin().await.map_err(DomainError::from)?;
+            let Some(row) = tx.lock_order(order_id).await.map_err(DomainError::from)? else {
+                continue;
+            };
+            let before = tx.items(row.id).await.map_err(DomainError::from)?;
+            let ids: Vec<i64> = before
+                .iter()
+                .filter(|i| i.state == from)
+                .map(|i| i.id)
+                .collect();
+            if ids.is_empty() || row.process != process {
+                continue;
+            }
+            // The engine sees the moved items already in the target state.
+            let mut placed = before.clone();
+            for item in placed.iter_mut().filter(|i| i.state == from) {
+                item.state = to.to_owned();
+            }
+            let mut order = match engine_order(&row, &placed, &definition) {
+                Ok(order) => order,
+                Err(e) => {
+                    report.skipped.push(Skipped {
+                        order: row.reference.clone(),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            report.orders += 1;
+            report.items += ids.len();
+            if dry_run {
+                continue;
+            }
+            let decisions = self
+                .processes()
+                .engine(&definition)
+                .enter(&mut order, &ids, target, now)
+                .map_err(|e| {
+                    DomainError::Store(crate::store::StoreError::Corrupt(e.to_string()))
+                })?;
+            let reason = format!("moved by an operator from {from:?}");
+            for &item_id in &ids {
+                let h = NewHistory {
+                    item_id,
+                    from_state: Some(from),
+                    to_state: to,
+                    event: None,
+                    source: "operator",
+                    reason: Some(&reason),
+                };
+                tx.insert_history(row.id, &h, now)
+                    .await
+                    .map_err(DomainError::from)?;
+            }
+            let version = row.version + 1;
+            let source = Source::Operator;
+            let (row, _, _) = persist(
+                &mut tx,
+                &definition,
+                row,
+                &before,
+                &order,
+                &decisions,
+                &source,
+                version,
+                now,
+            )
+            .await?;
+            let payload = feed_payload("moved", None, &decisions, &definition, &source);
+            tx.append_change(row.id, version, "updated", &payload, now)
+                .await
+                .map_err(DomainError::from)?;
+            tx.wake_parked(&row.reference, now)
+                .await
+                .map_err(DomainError::from)?;
+            tx.commit().await.map_err(DomainError::from)?;
+            self.committed();
+        }
+        Ok(report)
+    }
+}
