@@ -1,6 +1,8 @@
 //! The HTTP API (axum): one resource's handlers per file, OpenAPI generated from them.
 
 mod admin;
+mod apidoc;
+pub mod edge;
 mod erp;
 pub mod error;
 mod events;
@@ -11,6 +13,7 @@ mod orders;
 mod processes;
 pub mod ratelimit;
 mod reservations;
+pub mod wording;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -122,12 +125,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .split_for_parts();
+    let mut api = api;
+    apidoc::add_error_responses(&mut api);
     let router = api_router
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".into()).into_response() })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))
+        .layer(middleware::from_fn(edge::envelope))
         .layer(middleware::from_fn(track))
         .layer(TraceLayer::new_for_http());
     (router, api)
