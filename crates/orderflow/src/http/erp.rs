@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::extract::{Caller, ErpOrAdmin, JsonBody, parse_json};
 use super::{ApiError, ApiResult, AppState};
 use crate::config::ErpMode;
-use crate::domain::types::Role;
+use crate::domain::types::{Role, check_idempotency_key};
 use crate::inbox::ingest::{Mode, Refused, Reply};
 use crate::inbox::model::{OrderUpdate, UpdateStatus, UpdateView, accepted_body};
 use crate::store::inbox::Stored;
@@ -232,19 +232,20 @@ fn verify_signature(caller: &Caller, headers: &HeaderMap, body: &[u8]) -> ApiRes
         })
 }
 
-/// `Idempotency-Key`, else `webhook-id` (or `svix-id`).
+/// `Idempotency-Key`, else `webhook-id` (or `svix-id`): 1 to 255 printable ASCII
+/// characters without spaces.
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     for name in ["idempotency-key", "webhook-id", "svix-id"] {
         if let Some(v) = headers.get(name) {
-            let key = v
-                .to_str()
+            let key = std::str::from_utf8(v.as_bytes())
                 .ok()
-                .map(str::trim)
-                .filter(|k| !k.is_empty() && k.len() <= 255);
+                .filter(|k| check_idempotency_key(k).is_ok());
             return key
                 .map(|k| Some(k.to_owned()))
                 .ok_or_else(|| ApiError::InvalidRequest {
-                    message: format!("{name} must be 1 to 255 visible ASCII characters"),
+                    message: format!(
+                        "{name} must be 1 to 255 printable ASCII characters without spaces"
+                    ),
                     path: Some(name.into()),
                 });
         }
