@@ -6,7 +6,7 @@
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{OpenApi, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{PartialSchema, ToSchema};
 
@@ -32,6 +32,19 @@ pub fn add_error_responses(doc: &mut OpenApi) {
         for op in ops.into_iter().flatten() {
             add_to(op);
         }
+    }
+}
+
+/// States the configured `[erp] max_batch` as `maxItems` of a batch's `updates`.
+pub fn set_max_batch(doc: &mut OpenApi, max_batch: usize) {
+    let batch = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("UpdateBatch"));
+    if let Some(RefOr::T(Schema::Object(batch))) = batch
+        && let Some(RefOr::T(Schema::Array(updates))) = batch.properties.get_mut("updates")
+    {
+        updates.max_items = Some(max_batch);
     }
 }
 

@@ -24,11 +24,28 @@ use secrecy::ExposeSecret;
 /// The longest `Prefer: wait=N` honoured; longer waits are cut to this.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// The 202 answer: the update is stored.
+/// The 202 answer: the update is stored (and, in wait mode, not finished in time).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UpdateAccepted {
     pub id: String,
     pub status: UpdateStatus,
+    /// A parked update's reason (wait mode).
+    #[schema(value_type = Option<Object>)]
+    pub last_error: Option<Value>,
+}
+
+/// The 200 answer in wait mode: the update was processed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdateOutcome {
+    pub id: String,
+    /// `applied`, `ignored`, or `dead`.
+    pub status: UpdateStatus,
+    /// For `applied`: the order's new version and the items moved.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// Why it was ignored or is dead.
+    #[schema(value_type = Option<Object>)]
+    pub last_error: Option<Value>,
 }
 
 /// The batch body as documented; entries are parsed one by one (see `BatchEnvelope`).
@@ -58,14 +75,10 @@ pub struct BatchResults {
     ),
     responses(
         (status = 202, body = UpdateAccepted, description = "Stored; `Location` names its status resource"),
-        (status = 200, description = "Wait mode: processed (`applied`, `ignored`) with the moved items"),
+        (status = 200, body = UpdateOutcome, description = "Wait mode: processed (`applied`, `ignored`, `dead`), with the moved items"),
         (status = 404, description = "Wait mode: order_not_found (the update is parked until the order exists)"),
         (status = 409, description = "Wait mode: event_not_applicable under the reject policy"),
-        (status = 401, description = "unauthenticated or bad signature"),
-        (status = 413, description = "payload_too_large"),
-        (status = 415, description = "unsupported_media_type"),
-        (status = 422, description = "invalid_request (with `path`), unknown_event, idempotency_key_reused"),
-        (status = 429, description = "rate_limited"),
+        (status = 422, description = "invalid_request (with `path`), unknown_event, idempotency_key_reused; in wait mode also a rejected update"),
     ))]
 #[tracing::instrument(skip_all, fields(client))]
 pub async fn post_update(
@@ -105,9 +118,6 @@ pub async fn post_update(
     params(("Idempotency-Key" = Option<String>, Header, description = "Key of the batch; entry `i` uses `<key>#<i>`")),
     responses(
         (status = 202, body = BatchResults),
-        (status = 401, description = "unauthenticated or bad signature"),
-        (status = 413, description = "payload_too_large"),
-        (status = 415, description = "unsupported_media_type"),
         (status = 422, description = "invalid_request: not `{updates: [...]}`, or more than max_batch entries"),
     ))]
 #[tracing::instrument(skip_all, fields(client, size))]

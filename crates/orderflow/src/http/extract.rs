@@ -230,8 +230,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         let query = parts.uri.query().unwrap_or_default();
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de).map(Self).map_err(|e| {
-            let name = e.path().to_string();
             let message = e.inner().to_string();
+            // A repeated or missing parameter is reported at the root: its name is in the
+            // message (``duplicate field `limit` ``).
+            let name = match e.path().to_string() {
+                root if root == "." => message.split('`').nth(1).map_or(root, str::to_owned),
+                name => name,
+            };
             ApiError::InvalidRequest {
                 message: wording::parameter_error("query parameter", &name, &message),
                 path: Some(name),

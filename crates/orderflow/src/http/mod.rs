@@ -102,6 +102,7 @@ impl Modify for BearerAuth {
 
 /// The router with every route, and the OpenAPI document generated from the handlers.
 pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openapi::OpenApi) {
+    let max_batch = state.inbox.settings().max_batch;
     let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(orders::create_order, list::list_orders))
         .routes(routes!(orders::get_order, orders::patch_order))
@@ -127,6 +128,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
         .split_for_parts();
     let mut api = api;
     apidoc::add_error_responses(&mut api);
+    apidoc::set_max_batch(&mut api, max_batch);
     let router = api_router
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api.clone()))
