@@ -98,7 +98,7 @@ run_backend() {
     --header "Authorization: Bearer $token" \
     --checks "$CHECKS" \
     --max-examples "$MAX_EXAMPLES" \
-    --phases examples,coverage,fuzzing \
+    --phases examples,coverage,fuzzing,stateful \
     --request-timeout 30 \
     --workers 2 \
     --generation-database none \

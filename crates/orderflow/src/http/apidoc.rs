@@ -5,8 +5,9 @@
 
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::{OpenApi, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{PartialSchema, ToSchema};
 
@@ -45,6 +46,81 @@ pub fn set_max_batch(doc: &mut OpenApi, max_batch: usize) {
         && let Some(RefOr::T(Schema::Array(updates))) = batch.properties.get_mut("updates")
     {
         updates.max_items = Some(max_batch);
+    }
+}
+
+/// Names the loaded processes and their events as the values `process` and `event` may
+/// take (others are 422 `unknown_process` and `unknown_event`), so clients, and
+/// generated tests, see what this server accepts.
+pub fn set_loaded_names(doc: &mut OpenApi, processes: &[String], events: &[String]) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    for (schema, property, values) in [
+        ("CreateOrder", "process", processes),
+        ("OrderUpdate", "event", events),
+        ("TriggerEvent", "event", events),
+    ] {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema)
+            && let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut(property)
+            && !values.is_empty()
+        {
+            let mut allowed: Vec<serde_json::Value> =
+                values.iter().map(|v| v.as_str().into()).collect();
+            if matches!(&field.schema_type, SchemaType::Array(types) if types.contains(&Type::Null))
+            {
+                allowed.push(serde_json::Value::Null);
+            }
+            field.enum_values = Some(allowed);
+        }
+    }
+}
+
+/// Links from the answers that create an order or an update to the operations on it:
+/// documentation for people, and the paths schemathesis's stateful phase follows. See
+/// [`to_json`] for how they are written.
+pub fn add_links(doc: &mut OpenApi) {
+    let order = [
+        ("GetOrder", "get_order", "id", "$response.body#/id"),
+        ("PatchOrder", "patch_order", "id", "$response.body#/id"),
+        ("TriggerEvent", "trigger_event", "id", "$response.body#/id"),
+        ("OrderHistory", "order_history", "id", "$response.body#/id"),
+        (
+            "GetOrderByReference",
+            "get_order_by_reference",
+            "reference",
+            "$response.body#/reference",
+        ),
+    ];
+    let update = [
+        ("GetUpdate", "get_update", "id", "$response.body#/id"),
+        (
+            "GetInboxUpdate",
+            "get_inbox_update",
+            "id",
+            "$response.body#/id",
+        ),
+        ("RetryUpdate", "retry_update", "id", "$response.body#/id"),
+    ];
+    for (path, status, links) in [
+        ("/v1/orders", "201", &order[..]),
+        ("/v1/erp/order-updates", "202", &update[..]),
+    ] {
+        let response = doc
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.responses.responses.get_mut(status));
+        if let Some(RefOr::T(response)) = response {
+            for (name, operation, parameter, value) in links {
+                let link = LinkBuilder::new()
+                    .operation_id(*operation)
+                    .parameter(*parameter, *value)
+                    .build();
+                response.links.insert((*name).to_owned(), RefOr::T(link));
+            }
+        }
     }
 }
 
@@ -123,5 +199,38 @@ fn add_to(op: &mut Operation) {
                 .content
                 .insert("application/json".to_owned(), content);
         }
+    }
+}
+
+/// The document as served. utoipa 5 writes a link's fields in snake_case
+/// (`operation_id`); OpenAPI spells them in camelCase (`operationId`).
+pub fn to_json(doc: &OpenApi) -> serde_json::Value {
+    let mut json = serde_json::to_value(doc).unwrap_or_default();
+    fix_links(&mut json);
+    json
+}
+
+fn fix_links(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(links)) = map.get_mut("links") {
+                for link in links.values_mut() {
+                    if let serde_json::Value::Object(link) = link {
+                        for (snake, camel) in [
+                            ("operation_id", "operationId"),
+                            ("operation_ref", "operationRef"),
+                            ("request_body", "requestBody"),
+                        ] {
+                            if let Some(v) = link.remove(snake) {
+                                link.insert(camel.to_owned(), v);
+                            }
+                        }
+                    }
+                }
+            }
+            map.values_mut().for_each(fix_links);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(fix_links),
+        _ => {}
     }
 }

@@ -103,6 +103,14 @@ impl Modify for BearerAuth {
 /// The router with every route, and the OpenAPI document generated from the handlers.
 pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openapi::OpenApi) {
     let max_batch = state.inbox.settings().max_batch;
+    let processes = state.service.processes();
+    let process_names: Vec<String> = processes.iter().map(|p| p.name().to_owned()).collect();
+    let mut event_names: Vec<String> = processes
+        .iter()
+        .flat_map(|p| p.events().iter().map(|e| e.name.clone()))
+        .collect();
+    event_names.sort();
+    event_names.dedup();
     let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(orders::create_order, list::list_orders))
         .routes(routes!(orders::get_order, orders::patch_order))
@@ -129,9 +137,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
     let mut api = api;
     apidoc::add_error_responses(&mut api);
     apidoc::set_max_batch(&mut api, max_batch);
+    apidoc::set_loaded_names(&mut api, &process_names, &event_names);
+    apidoc::add_links(&mut api);
     let router = api_router
         .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api.clone()))
+        .merge(
+            SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", apidoc::to_json(&api)),
+        )
         .fallback(|| async { ApiError::NotFound("no such route".into()).into_response() })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))

@@ -191,6 +191,18 @@ async fn openapi_documents_errors_and_limits() {
         (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
         (&Value::from(1), &Value::from(500))
     );
+    // Links in OpenAPI's spelling, and the loaded process names.
+    let created = &doc["paths"]["/v1/orders"]["post"]["responses"]["201"];
+    assert_eq!(created["links"]["GetOrder"]["operationId"], "get_order");
+    assert_eq!(
+        created["links"]["GetOrder"]["parameters"]["id"],
+        "$response.body#/id"
+    );
+    let process = &schemas["CreateOrder"]["properties"]["process"]["enum"];
+    assert!(
+        process.as_array().unwrap().contains(&Value::from("Test01")),
+        "{process}"
+    );
     let metrics = &doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"];
     assert!(metrics.get("text/plain").is_some(), "{metrics}");
     s.stop().await;
