@@ -70,7 +70,8 @@ pub struct BatchResults {
 #[utoipa::path(post, path = "/v1/erp/order-updates", tag = "erp", request_body = OrderUpdate,
     security(("bearer" = [])),
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Unique per update and client; `webhook-id` is used when absent"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+            description = "Unique per update and client, 1 to 255 printable ASCII characters without spaces; `webhook-id` is used when absent"),
         ("Prefer" = Option<String>, Header, description = "`respond-async` or `wait=N` (seconds, at most 60)"),
     ),
     responses(
@@ -115,7 +116,8 @@ pub async fn post_update(
 /// request's `Idempotency-Key` (or `webhook-id`) with `#<index>` appended.
 #[utoipa::path(post, path = "/v1/erp/order-updates/batch", tag = "erp", request_body = UpdateBatch,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Key of the batch; entry `i` uses `<key>#<i>`")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "Key of the batch, 1 to 255 printable ASCII characters without spaces; entry `i` uses `<key>#<i>`")),
     responses(
         (status = 202, body = BatchResults),
         (status = 422, description = "invalid_request: not `{updates: [...]}`, or more than max_batch entries"),

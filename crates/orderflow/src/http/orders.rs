@@ -123,7 +123,7 @@ pub async fn get_order(
 /// Reads an order by the shop's reference, from the primary store.
 #[utoipa::path(get, path = "/v1/orders/by-reference/{reference}", tag = "orders",
     security(("bearer" = [])),
-    params(("reference" = String, Path, description = "Order reference")),
+    params(("reference" = String, Path, min_length = 1, max_length = 255, description = "Order reference")),
     responses((status = 200, body = OrderView), (status = 404, description = "order_not_found")))]
 pub async fn get_order_by_reference(
     State(state): State<AppState>,
