@@ -46,7 +46,8 @@ trap cleanup EXIT
 find_python() {
   local py
   for py in ${SCHEMATHESIS_PYTHON:-} \
-    $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV) \
+    $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3 \
+      /root/.pyenv/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV) \
     python3.13 python3.12 python3; do
     if "$py" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
       echo "$py"
