@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{AdminOnly, ApiJson, ApiPath, ApiQuery, PageLimit};
+use super::extract::{AdminOnly, ApiJson, ApiPath, ApiQuery};
+use super::paging::PageLimit;
 use super::{ApiError, ApiResult, AppState};
 use crate::inbox::model::{UpdateDetail, UpdateStatus};
 use crate::inbox::ops::{self, InboxFilter, ReplayReport, StatusCounts};

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{ApiQuery, PageLimit, ShopOrAdmin};
+use super::extract::{ApiQuery, ShopOrAdmin};
+use super::paging::PageLimit;
 use super::{ApiError, ApiResult, AppState};
 use crate::store::projection::{ListFilter, ListRow};
 

@@ -10,6 +10,7 @@ pub mod extract;
 mod list;
 mod ops;
 mod orders;
+mod paging;
 mod processes;
 pub mod ratelimit;
 mod reservations;
