@@ -76,6 +76,49 @@ pub fn set_loaded_names(doc: &mut OpenApi, processes: &[String], events: &[Strin
     }
 }
 
+/// What [`check_text`](crate::domain::types) accepts for references, SKUs and event
+/// names: no control characters, no whitespace at either end (lengths are separate).
+const TEXT_PATTERN: &str =
+    r"^[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F])?$";
+
+/// States [`TEXT_PATTERN`] on the text values that must match it; utoipa takes only
+/// literal patterns, so it is set here once rather than on each field.
+pub fn set_text_patterns(doc: &mut OpenApi) {
+    if let Some(components) = doc.components.as_mut() {
+        for (schema, property) in [
+            ("CreateOrder", "reference"),
+            ("CreateItem", "sku"),
+            ("OrderUpdate", "order_reference"),
+            ("OrderUpdate", "event"),
+            ("TriggerEvent", "event"),
+        ] {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema)
+                && let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut(property)
+                && field.enum_values.is_none()
+            {
+                field.pattern = Some(TEXT_PATTERN.to_owned());
+            }
+        }
+    }
+    for (path, name) in [
+        ("/v1/orders/by-reference/{reference}", "reference"),
+        ("/v1/reservations/{sku}", "sku"),
+    ] {
+        let parameter = doc
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|item| item.get.as_mut())
+            .and_then(|op| op.parameters.as_mut())
+            .and_then(|ps| ps.iter_mut().find(|p| p.name == name));
+        if let Some(p) = parameter
+            && let Some(RefOr::T(Schema::Object(schema))) = p.schema.as_mut()
+        {
+            schema.pattern = Some(TEXT_PATTERN.to_owned());
+        }
+    }
+}
+
 /// Links from the answers that create an order or an update to the operations on it:
 /// documentation for people, and the paths schemathesis's stateful phase follows. See
 /// [`to_json`] for how they are written.

@@ -139,6 +139,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
     apidoc::add_error_responses(&mut api);
     apidoc::set_max_batch(&mut api, max_batch);
     apidoc::set_loaded_names(&mut api, &process_names, &event_names);
+    apidoc::set_text_patterns(&mut api);
     apidoc::add_links(&mut api);
     let router = api_router
         .with_state(state)
