@@ -169,6 +169,8 @@ async fn openapi_documents_errors_and_limits() {
     assert_eq!(item["quantity"]["minimum"], 1);
     assert_eq!(item["quantity"]["maximum"], 1_000_000);
     assert_eq!(item["unit_price"]["maximum"], 1_000_000_000_000_i64);
+    assert_eq!(item["sku"]["maxLength"], 255);
+    assert!(item["sku"]["pattern"].is_string(), "{}", item["sku"]);
     assert_eq!(
         schemas["CreateOrder"]["properties"]["items"]["maxItems"],
         1000
