@@ -84,18 +84,22 @@ text_newtype!(
     255
 );
 
-/// An item quantity: a positive integer.
+/// An item quantity: an integer from 1 to [`Quantity::MAX`]. The bound keeps sums over
+/// many items (reservations, totals) far from overflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Quantity(i64);
 
 impl Quantity {
+    pub const MAX: i64 = 1_000_000;
+
     pub fn parse(raw: i64) -> Result<Self, InvalidValue> {
-        if raw > 0 {
+        if (1..=Self::MAX).contains(&raw) {
             Ok(Self(raw))
         } else {
             Err(InvalidValue(format!(
-                "quantity must be positive, got {raw}"
+                "quantity must be an integer from 1 to {}, got {raw}",
+                Self::MAX
             )))
         }
     }
@@ -108,6 +112,50 @@ impl Quantity {
 impl<'de> Deserialize<'de> for Quantity {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Self::parse(i64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A unit price in minor units (cents) of the order's currency: an integer from 0 to
+/// [`UnitPrice::MAX`] (ten billion in major units), so that price × quantity fits in i64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct UnitPrice(i64);
+
+impl UnitPrice {
+    pub const MAX: i64 = 1_000_000_000_000;
+
+    pub fn parse(raw: i64) -> Result<Self, InvalidValue> {
+        if (0..=Self::MAX).contains(&raw) {
+            Ok(Self(raw))
+        } else {
+            Err(InvalidValue(format!(
+                "unit_price must be an integer from 0 to {} (minor units), got {raw}",
+                Self::MAX
+            )))
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for UnitPrice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::parse(i64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An idempotency key (`Idempotency-Key`, or a batch entry's `idempotency_key`): 1 to
+/// 255 printable ASCII characters, no spaces or control characters, so it can travel in a
+/// header, a log line and a URL unchanged.
+pub fn check_idempotency_key(key: &str) -> Result<(), InvalidValue> {
+    if (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        Ok(())
+    } else {
+        Err(InvalidValue(
+            "must be 1 to 255 printable ASCII characters without spaces".into(),
+        ))
     }
 }
 
@@ -212,10 +260,27 @@ mod tests {
     }
 
     #[test]
-    fn quantity_must_be_positive() {
+    fn quantity_and_price_are_bounded() {
         assert!(Quantity::parse(1).is_ok());
+        assert!(Quantity::parse(1_000_000).is_ok());
         assert!(Quantity::parse(0).is_err());
+        assert!(Quantity::parse(1_000_001).is_err());
         assert!(serde_json::from_str::<Quantity>("-2").is_err());
+        assert!(UnitPrice::parse(0).is_ok());
+        assert!(UnitPrice::parse(UnitPrice::MAX).is_ok());
+        assert!(UnitPrice::parse(-1).is_err());
+        assert!(UnitPrice::parse(UnitPrice::MAX + 1).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii() {
+        assert!(check_idempotency_key("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W#3").is_ok());
+        assert!(check_idempotency_key(&"k".repeat(255)).is_ok());
+        assert!(check_idempotency_key("").is_err());
+        assert!(check_idempotency_key(&"k".repeat(256)).is_err());
+        assert!(check_idempotency_key("a b").is_err());
+        assert!(check_idempotency_key("a\u{7f}").is_err());
+        assert!(check_idempotency_key("schlüssel").is_err());
     }
 
     #[test]

@@ -11,12 +11,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{AdminOnly, ApiJson, ApiPath, ApiQuery};
+use super::paging::PageLimit;
 use super::{ApiError, ApiResult, AppState};
 use crate::inbox::model::{UpdateDetail, UpdateStatus};
 use crate::inbox::ops::{self, InboxFilter, ReplayReport, StatusCounts};
-
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 500;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +31,8 @@ pub struct InboxQuery {
     /// Received before this instant (RFC 3339).
     pub received_before: Option<DateTime<Utc>>,
     /// Page size, 1 to 500 (default 50).
-    pub limit: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    pub limit: Option<PageLimit>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
@@ -95,13 +94,7 @@ pub async fn list_inbox(
     _admin: AdminOnly,
     ApiQuery(q): ApiQuery<InboxQuery>,
 ) -> ApiResult<Json<InboxPage>> {
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::InvalidRequest {
-            message: format!("limit must be between 1 and {MAX_LIMIT}"),
-            path: Some("limit".into()),
-        });
-    }
+    let limit = PageLimit::get(q.limit);
     let after = match &q.cursor {
         None => None,
         Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::InvalidRequest {

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::extract::{Caller, ErpOrAdmin, JsonBody, parse_json};
 use super::{ApiError, ApiResult, AppState};
 use crate::config::ErpMode;
-use crate::domain::types::Role;
+use crate::domain::types::{Role, check_idempotency_key};
 use crate::inbox::ingest::{Mode, Refused, Reply};
 use crate::inbox::model::{OrderUpdate, UpdateStatus, UpdateView, accepted_body};
 use crate::store::inbox::Stored;
@@ -24,11 +24,28 @@ use secrecy::ExposeSecret;
 /// The longest `Prefer: wait=N` honoured; longer waits are cut to this.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// The 202 answer: the update is stored.
+/// The 202 answer: the update is stored (and, in wait mode, not finished in time).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UpdateAccepted {
     pub id: String,
     pub status: UpdateStatus,
+    /// A parked update's reason (wait mode).
+    #[schema(value_type = Option<Object>)]
+    pub last_error: Option<Value>,
+}
+
+/// The 200 answer in wait mode: the update was processed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdateOutcome {
+    pub id: String,
+    /// `applied`, `ignored`, or `dead`.
+    pub status: UpdateStatus,
+    /// For `applied`: the order's new version and the items moved.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// Why it was ignored or is dead.
+    #[schema(value_type = Option<Object>)]
+    pub last_error: Option<Value>,
 }
 
 /// The batch body as documented; entries are parsed one by one (see `BatchEnvelope`).
@@ -53,19 +70,16 @@ pub struct BatchResults {
 #[utoipa::path(post, path = "/v1/erp/order-updates", tag = "erp", request_body = OrderUpdate,
     security(("bearer" = [])),
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Unique per update and client; `webhook-id` is used when absent"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+            description = "Unique per update and client, 1 to 255 printable ASCII characters without spaces; `webhook-id` is used when absent"),
         ("Prefer" = Option<String>, Header, description = "`respond-async` or `wait=N` (seconds, at most 60)"),
     ),
     responses(
         (status = 202, body = UpdateAccepted, description = "Stored; `Location` names its status resource"),
-        (status = 200, description = "Wait mode: processed (`applied`, `ignored`) with the moved items"),
+        (status = 200, body = UpdateOutcome, description = "Wait mode: processed (`applied`, `ignored`, `dead`), with the moved items"),
         (status = 404, description = "Wait mode: order_not_found (the update is parked until the order exists)"),
         (status = 409, description = "Wait mode: event_not_applicable under the reject policy"),
-        (status = 401, description = "unauthenticated or bad signature"),
-        (status = 413, description = "payload_too_large"),
-        (status = 415, description = "unsupported_media_type"),
-        (status = 422, description = "invalid_request (with `path`), unknown_event, idempotency_key_reused"),
-        (status = 429, description = "rate_limited"),
+        (status = 422, description = "invalid_request (with `path`), unknown_event, idempotency_key_reused; in wait mode also a rejected update"),
     ))]
 #[tracing::instrument(skip_all, fields(client))]
 pub async fn post_update(
@@ -102,12 +116,10 @@ pub async fn post_update(
 /// request's `Idempotency-Key` (or `webhook-id`) with `#<index>` appended.
 #[utoipa::path(post, path = "/v1/erp/order-updates/batch", tag = "erp", request_body = UpdateBatch,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Key of the batch; entry `i` uses `<key>#<i>`")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "Key of the batch, 1 to 255 printable ASCII characters without spaces; entry `i` uses `<key>#<i>`")),
     responses(
         (status = 202, body = BatchResults),
-        (status = 401, description = "unauthenticated or bad signature"),
-        (status = 413, description = "payload_too_large"),
-        (status = 415, description = "unsupported_media_type"),
         (status = 422, description = "invalid_request: not `{updates: [...]}`, or more than max_batch entries"),
     ))]
 #[tracing::instrument(skip_all, fields(client, size))]
@@ -229,19 +241,20 @@ fn verify_signature(caller: &Caller, headers: &HeaderMap, body: &[u8]) -> ApiRes
         })
 }
 
-/// `Idempotency-Key`, else `webhook-id` (or `svix-id`).
+/// `Idempotency-Key`, else `webhook-id` (or `svix-id`): 1 to 255 printable ASCII
+/// characters without spaces.
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     for name in ["idempotency-key", "webhook-id", "svix-id"] {
         if let Some(v) = headers.get(name) {
-            let key = v
-                .to_str()
+            let key = std::str::from_utf8(v.as_bytes())
                 .ok()
-                .map(str::trim)
-                .filter(|k| !k.is_empty() && k.len() <= 255);
+                .filter(|k| check_idempotency_key(k).is_ok());
             return key
                 .map(|k| Some(k.to_owned()))
                 .ok_or_else(|| ApiError::InvalidRequest {
-                    message: format!("{name} must be 1 to 255 visible ASCII characters"),
+                    message: format!(
+                        "{name} must be 1 to 255 printable ASCII characters without spaces"
+                    ),
                     path: Some(name.into()),
                 });
         }

@@ -1,13 +1,14 @@
 //! `ApiError`: every error the API answers with, mapped to a status and a stable code in
 //! one `match`. Bodies are `{"error": {"code", "message", ...details}}`.
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
 use std::time::Duration;
 
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use crate::domain::DomainError;
 use crate::inbox::model::UpdateStatus;
@@ -28,6 +29,22 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    /// The body is not JSON at all (a syntax error, cut short, or data after the value);
+    /// `line` and `column` are 1-based and point at the problem.
+    #[error("{message}")]
+    MalformedJson {
+        message: String,
+        line: usize,
+        column: usize,
+    },
+    /// The route exists, the method does not; the `allow` header (set by axum) lists the
+    /// methods it has.
+    #[error("method {method} is not allowed on this route; the allow header lists its methods")]
+    MethodNotAllowed { method: String },
+    #[error("the request target is longer than {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("the request headers are larger than {limit} bytes in total")]
+    HeadersTooLarge { limit: usize },
     #[error("{message}")]
     InvalidRequest {
         message: String,
@@ -60,6 +77,50 @@ pub enum ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The body of every error answer (OpenAPI): `{"error": {"code", "message", ...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable `code`, a sentence for people, and the details of the code.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code: `unauthenticated`, `bad_signature`, `forbidden`,
+    /// `not_found`, `order_not_found`, `malformed_json`, `invalid_request`,
+    /// `payload_too_large`, `unsupported_media_type`, `version_conflict`, ...
+    #[schema(example = "invalid_request")]
+    pub code: String,
+    #[schema(example = "quantity must be an integer from 1 to 1000000, got 0")]
+    pub message: String,
+    /// `invalid_request`: the JSON path of the problem (`$.items[0].quantity`), or the
+    /// name of the query parameter, path parameter or header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `malformed_json`: where the problem is, 1-based.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u64>,
+    /// `payload_too_large`, `uri_too_long`, `headers_too_large`: the limit in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// `rate_limited`: seconds to wait (also in `retry-after`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// `version_conflict`: the order's current version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<i64>,
+    /// `event_not_applicable`: the event, and each selected item with its state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<crate::domain::view::ItemState>>,
+    /// `not_retryable`: the update's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         Self::Domain(DomainError::Store(e))
@@ -80,24 +141,6 @@ impl From<OpsError> for ApiError {
     }
 }
 
-impl From<PathRejection> for ApiError {
-    fn from(e: PathRejection) -> Self {
-        Self::InvalidRequest {
-            message: e.body_text(),
-            path: None,
-        }
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(e: QueryRejection) -> Self {
-        Self::InvalidRequest {
-            message: e.body_text(),
-            path: None,
-        }
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         use DomainError as D;
@@ -113,6 +156,23 @@ impl IntoResponse for ApiError {
             }
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::MalformedJson { line, column, .. } => {
+                details.insert("line".into(), json!(line));
+                details.insert("column".into(), json!(column));
+                (StatusCode::BAD_REQUEST, "malformed_json")
+            }
+            Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::UriTooLong { limit } => {
+                details.insert("limit".into(), json!(limit));
+                (StatusCode::URI_TOO_LONG, "uri_too_long")
+            }
+            Self::HeadersTooLarge { limit } => {
+                details.insert("limit".into(), json!(limit));
+                (
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "headers_too_large",
+                )
             }
             Self::InvalidRequest { path, .. } => {
                 if let Some(path) = path {

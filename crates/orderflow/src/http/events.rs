@@ -7,17 +7,19 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath, ShopOrAdmin, if_match};
-use super::{ApiResult, AppState};
+use super::{ApiError, ApiResult, AppState};
 use crate::domain::types::{EventName, OrderId, Role, Version};
 use crate::domain::view::{Move, OrderView, Stay};
 use crate::domain::{Change, EventInput, ItemRef, Source, Target};
+use crate::inbox::model::MAX_SELECTORS;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerEvent {
-    #[schema(value_type = String, example = "pay")]
+    #[schema(value_type = String, min_length = 1, max_length = 255, example = "pay")]
     pub event: EventName,
-    /// Item ids; all items of the order when absent.
+    /// Item ids, at most 1,000; all items of the order when absent.
+    #[schema(max_items = 1000)]
     pub items: Option<Vec<i64>>,
     /// Only apply if the order is still at this version (or send `If-Match`).
     pub version: Option<i64>,
@@ -39,6 +41,8 @@ pub struct Triggered {
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "Order id")),
     responses((status = 200, body = Triggered),
+        (status = 403, description = "forbidden (role), or event_not_manual: a shop client triggered an event that is not manual"),
+        (status = 404, description = "order_not_found"),
         (status = 409, description = "event_not_applicable (naming each item's state) or version_conflict"),
         (status = 422, description = "unknown_event, unknown_item or invalid_request")))]
 #[tracing::instrument(skip_all, fields(order = id, event, client))]
@@ -50,6 +54,14 @@ pub async fn trigger_event(
     ApiJson(body): ApiJson<TriggerEvent>,
 ) -> ApiResult<Json<Triggered>> {
     tracing::Span::current().record("event", body.event.as_str());
+    if let Some(items) = &body.items
+        && items.len() > MAX_SELECTORS
+    {
+        return Err(ApiError::InvalidRequest {
+            message: format!("an event selects at most {MAX_SELECTORS} items"),
+            path: Some("$.items".into()),
+        });
+    }
     let expected = body.version.or(if_match(&headers)?).map(Version);
     let change = Change {
         expected,

@@ -2,18 +2,22 @@
 //! path and query parameters, and the calling client.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, RawPathParams, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use std::time::Duration;
 
 use super::AppState;
 use super::error::ApiError;
 use super::limits::BodyTimeout;
+use super::wording;
 use crate::domain::types::Role;
 
 /// A JSON body. Content type must be JSON (415), size within the limit (413), and the
@@ -62,25 +66,90 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
-/// Parses JSON into `T`; a mismatch is a 422 naming the JSON path of the problem.
+/// Parses a JSON body into `T`. Not JSON at all (a syntax error, cut short, or anything
+/// after the value) is a 400 `malformed_json` with line and column; JSON of the wrong shape
+/// is a 422 naming the JSON path of the problem, in the API's words.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Syntax first, so a body that is broken further on is a 400 even when its start
+    // already has the wrong shape.
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    IgnoredAny::deserialize(&mut de)
+        .and_then(|_| de.end())
+        .map_err(malformed)?;
+    // Then what no store can keep: NUL characters, numbers past 1e300, a key twice.
     super::validate::check_json(bytes).map_err(|v| ApiError::InvalidRequest {
         message: v.message,
         path: Some(v.path),
     })?;
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." {
-            "$".to_owned()
-        } else {
-            format!("$.{path}")
-        };
+    // Every body of this API is an object; serde would also take a struct as an array
+    // of its fields in order.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::InvalidRequest {
+            message: "the body must be a JSON object".into(),
+            path: Some("$".into()),
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = json_path(&e.path().to_string());
         ApiError::InvalidRequest {
-            message: e.inner().to_string(),
+            message: wording::data_error(&without_position(e.inner())),
             path: Some(path),
         }
-    })
+    })?;
+    de.end().map_err(malformed)?;
+    Ok(value)
+}
+
+/// serde_path_to_error's path (`items[0].sku`, `.` for the root) as a JSON path.
+pub fn json_path(path: &str) -> String {
+    match path {
+        "." => "$".to_owned(),
+        p if p.starts_with('[') => format!("${p}"),
+        p => format!("$.{p}"),
+    }
+}
+
+/// A body that is not JSON. serde_json also counts exceeding its nesting limit as a
+/// syntax error; that is JSON of the wrong shape, so a 422.
+fn malformed(e: serde_json::Error) -> ApiError {
+    let detail = without_position(&e);
+    if detail.starts_with("recursion limit exceeded") {
+        return ApiError::InvalidRequest {
+            message: format!(
+                "JSON nests deeper than {} levels",
+                super::validate::MAX_DEPTH
+            ),
+            path: Some("$".into()),
+        };
+    }
+    let detail = match detail.as_str() {
+        "trailing characters" => "there is more after the JSON value".to_owned(),
+        "expected value" => "expected a JSON value".to_owned(),
+        d if d.starts_with("EOF while parsing") => {
+            "the body ends before the JSON value is complete".to_owned()
+        }
+        d if d.starts_with("control character") => {
+            "a string contains a raw control character (escape it, e.g. \\n)".to_owned()
+        }
+        d => d.to_owned(),
+    };
+    ApiError::MalformedJson {
+        message: format!(
+            "the body is not valid JSON: {detail} (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+        line: e.line(),
+        column: e.column(),
+    }
+}
+
+/// serde_json's message without its ` at line L column C` suffix.
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
 }
 
 /// The configured body limit, put into request extensions so 413 can name it.
@@ -100,15 +169,98 @@ fn is_json(headers: &HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// Path parameters; a malformed one is a 422.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
+/// Path parameters; a malformed one is a 422 naming the parameter.
 pub struct ApiPath<T>(pub T);
 
-/// Query parameters; a malformed one is a 422.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(path_error(parts, state, rejection).await),
+        }
+    }
+}
+
+async fn path_error<S: Send + Sync>(parts: &mut Parts, state: &S, e: PathRejection) -> ApiError {
+    let PathRejection::FailedToDeserializePathParams(e) = e else {
+        return ApiError::Internal(Box::new(e));
+    };
+    // The routes have one parameter each: its name, when the error does not say.
+    let first = RawPathParams::from_request_parts(parts, state)
+        .await
+        .ok()
+        .and_then(|p| p.iter().next().map(|(k, _)| k.to_owned()))
+        .unwrap_or_else(|| "parameter".to_owned());
+    let (name, message) = match e.kind() {
+        ErrorKind::ParseErrorAtKey {
+            key,
+            value,
+            expected_type,
+        } => (key.clone(), parse_message(value, expected_type)),
+        ErrorKind::ParseError {
+            value,
+            expected_type,
+        }
+        | ErrorKind::ParseErrorAtIndex {
+            value,
+            expected_type,
+            ..
+        } => (first, parse_message(value, expected_type)),
+        ErrorKind::InvalidUtf8InPathParam { key } => (
+            key.clone(),
+            "must be UTF-8 text (percent-encoded)".to_owned(),
+        ),
+        ErrorKind::DeserializeError { key, message, .. } => (key.clone(), message.clone()),
+        ErrorKind::Message(message) => (first, message.clone()),
+        _ => return ApiError::Internal(e.body_text().into()),
+    };
+    ApiError::InvalidRequest {
+        message: wording::parameter_error("path parameter", &name, &message),
+        path: Some(name),
+    }
+}
+
+fn parse_message(value: &str, expected_type: &str) -> String {
+    let kind = wording::rust_type_kind(expected_type);
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    if kind == "an integer" && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        "is out of range for a 64-bit integer".to_owned()
+    } else {
+        format!("must be {kind}")
+    }
+}
+
+/// Query parameters; a malformed one is a 422 naming the parameter. Request types reject
+/// unknown parameters.
 pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(Self).map_err(|e| {
+            let message = e.inner().to_string();
+            // A repeated or missing parameter is reported at the root: its name is in the
+            // message (``duplicate field `limit` ``).
+            let name = match e.path().to_string() {
+                root if root == "." => message.split('`').nth(1).map_or(root, str::to_owned),
+                name => name,
+            };
+            ApiError::InvalidRequest {
+                message: wording::parameter_error("query parameter", &name, &message),
+                path: Some(name),
+            }
+        })
+    }
+}
 
 /// The authenticated client (`Authorization: Bearer <token>`), within its rate limit.
 ///

@@ -9,11 +9,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiQuery, ShopOrAdmin};
+use super::paging::PageLimit;
 use super::{ApiError, ApiResult, AppState};
 use crate::store::projection::{ListFilter, ListRow};
-
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 500;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +25,8 @@ pub struct ListQuery {
     /// Orders changed after this instant (RFC 3339).
     pub updated_after: Option<DateTime<Utc>>,
     /// Page size, 1 to 500 (default 50).
-    pub limit: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    pub limit: Option<PageLimit>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
@@ -78,13 +77,7 @@ pub async fn list_orders(
     _caller: ShopOrAdmin,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<OrderPage>> {
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::InvalidRequest {
-            message: format!("limit must be between 1 and {MAX_LIMIT}"),
-            path: Some("limit".into()),
-        });
-    }
+    let limit = PageLimit::get(q.limit);
     let after_id = match &q.cursor {
         None => 0,
         Some(c) => decode_cursor(c).ok_or_else(|| ApiError::InvalidRequest {

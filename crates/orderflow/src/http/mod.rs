@@ -1,6 +1,8 @@
 //! The HTTP API (axum): one resource's handlers per file, OpenAPI generated from them.
 
 mod admin;
+mod apidoc;
+pub mod edge;
 mod erp;
 pub mod error;
 mod events;
@@ -9,11 +11,13 @@ mod limits;
 mod list;
 mod ops;
 mod orders;
+mod paging;
 mod processes;
 pub mod ratelimit;
 mod reservations;
 pub mod server;
 pub mod validate;
+pub mod wording;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -102,6 +106,15 @@ impl Modify for BearerAuth {
 
 /// The router with every route, and the OpenAPI document generated from the handlers.
 pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openapi::OpenApi) {
+    let max_batch = state.inbox.settings().max_batch;
+    let processes = state.service.processes();
+    let process_names: Vec<String> = processes.iter().map(|p| p.name().to_owned()).collect();
+    let mut event_names: Vec<String> = processes
+        .iter()
+        .flat_map(|p| p.events().iter().map(|e| e.name.clone()))
+        .collect();
+    event_names.sort();
+    event_names.dedup();
     let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(orders::create_order, list::list_orders))
         .routes(routes!(orders::get_order, orders::patch_order))
@@ -125,13 +138,22 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .split_for_parts();
+    let mut api = api;
+    apidoc::add_error_responses(&mut api);
+    apidoc::set_max_batch(&mut api, max_batch);
+    apidoc::set_loaded_names(&mut api, &process_names, &event_names);
+    apidoc::set_text_patterns(&mut api);
+    apidoc::add_links(&mut api);
     let router = api_router
         .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api.clone()))
+        .merge(
+            SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", apidoc::to_json(&api)),
+        )
         .fallback(|| async { ApiError::NotFound("no such route".into()).into_response() })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))
         .layer(middleware::from_fn(refuse_nul))
+        .layer(middleware::from_fn(edge::envelope))
         .layer(middleware::from_fn(track))
         .layer(TraceLayer::new_for_http());
     (router, api)

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath, ShopOrAdmin, if_match};
 use super::{ApiError, ApiResult, AppState};
-use crate::domain::types::{Currency, OrderId, OrderReference, Quantity, Sku, Version};
+use crate::domain::types::{Currency, OrderId, OrderReference, Quantity, Sku, UnitPrice, Version};
 use crate::domain::view::{HistoryEntry, OrderView};
 use crate::domain::{Change, NewItemInput, NewOrderInput, Source, Target};
 
@@ -19,28 +19,34 @@ const MAX_ITEMS: usize = 1000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
-    #[schema(value_type = String, example = "DE--1001")]
+    /// Unique across orders; no control characters or surrounding whitespace.
+    #[schema(value_type = String, min_length = 1, max_length = 255, example = "DE--1001")]
     pub reference: OrderReference,
     /// Name of a loaded main process.
     #[schema(example = "ErpOrder01")]
     pub process: String,
-    #[schema(value_type = Option<String>, example = "EUR")]
+    /// ISO 4217 code.
+    #[schema(value_type = Option<String>, pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: Option<Currency>,
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<Map<String, Value>>,
+    /// 1 to 1,000 items.
+    #[schema(min_items = 1, max_items = 1000)]
     pub items: Vec<CreateItem>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateItem {
-    #[schema(value_type = String, example = "SKU-1")]
+    /// No control characters or surrounding whitespace.
+    #[schema(value_type = String, min_length = 1, max_length = 255, example = "SKU-1")]
     pub sku: Sku,
-    /// A positive integer.
-    #[schema(value_type = i64, minimum = 1, example = 1)]
+    /// An integer from 1 to 1,000,000.
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000, example = 1)]
     pub quantity: Quantity,
-    /// Minor units (cents) of the order's currency.
-    pub unit_price: Option<i64>,
+    /// Minor units (cents) of the order's currency, 0 to 1,000,000,000,000.
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64, example = 1999)]
+    pub unit_price: Option<UnitPrice>,
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<Map<String, Value>>,
 }
@@ -93,7 +99,7 @@ pub async fn create_order(
             .map(|i| NewItemInput {
                 sku: i.sku,
                 quantity: i.quantity,
-                unit_price: i.unit_price,
+                unit_price: i.unit_price.map(UnitPrice::get),
                 attributes: i.attributes.unwrap_or_default(),
             })
             .collect(),
@@ -117,7 +123,7 @@ pub async fn get_order(
 /// Reads an order by the shop's reference, from the primary store.
 #[utoipa::path(get, path = "/v1/orders/by-reference/{reference}", tag = "orders",
     security(("bearer" = [])),
-    params(("reference" = String, Path, description = "Order reference")),
+    params(("reference" = String, Path, min_length = 1, max_length = 255, description = "Order reference")),
     responses((status = 200, body = OrderView), (status = 404, description = "order_not_found")))]
 pub async fn get_order_by_reference(
     State(state): State<AppState>,
@@ -139,6 +145,7 @@ pub async fn get_order_by_reference(
     params(("id" = i64, Path, description = "Order id"),
         ("If-Match" = Option<String>, Header, description = "Expected version, quoted")),
     responses((status = 200, body = OrderView),
+        (status = 404, description = "order_not_found"),
         (status = 409, description = "version_conflict, with current_version"),
         (status = 428, description = "version_required")))]
 #[tracing::instrument(skip_all, fields(order = id, client))]

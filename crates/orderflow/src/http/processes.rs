@@ -140,7 +140,7 @@ pub async fn list_processes(
 /// States (with flags and `reserved`), events and transitions of one process.
 #[utoipa::path(get, path = "/v1/processes/{name}", tag = "processes", security(("bearer" = [])),
     params(("name" = String, Path, description = "Process name")),
-    responses((status = 200, body = ProcessDetail), (status = 404, description = "not_found")))]
+    responses((status = 200, body = ProcessDetail), (status = 404, description = "not_found: no such process")))]
 pub async fn get_process(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
@@ -163,7 +163,8 @@ async fn options(state: &AppState, process: &Process) -> ApiResult<GraphOptions>
 #[utoipa::path(get, path = "/v1/processes/{name}/graph.svg", tag = "processes",
     security(("bearer" = [])),
     params(("name" = String, Path, description = "Process name")),
-    responses((status = 200, description = "SVG drawing", content_type = "image/svg+xml")))]
+    responses((status = 200, description = "SVG drawing", body = String, content_type = "image/svg+xml"),
+        (status = 404, description = "not_found: no such process")))]
 pub async fn graph_svg(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
@@ -178,7 +179,8 @@ pub async fn graph_svg(
 #[utoipa::path(get, path = "/v1/processes/{name}/graph.dot", tag = "processes",
     security(("bearer" = [])),
     params(("name" = String, Path, description = "Process name")),
-    responses((status = 200, description = "Graphviz DOT", content_type = "text/vnd.graphviz")))]
+    responses((status = 200, description = "Graphviz DOT", body = String, content_type = "text/vnd.graphviz"),
+        (status = 404, description = "not_found: no such process")))]
 pub async fn graph_dot(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,

@@ -17,7 +17,7 @@ pub struct Reservation {
 }
 
 #[utoipa::path(get, path = "/v1/reservations/{sku}", tag = "orders", security(("bearer" = [])),
-    params(("sku" = String, Path, description = "SKU")),
+    params(("sku" = String, Path, min_length = 1, max_length = 255, description = "SKU")),
     responses((status = 200, body = Reservation)))]
 pub async fn reservations(
     State(state): State<AppState>,

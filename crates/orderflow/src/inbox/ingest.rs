@@ -223,14 +223,23 @@ impl Inbox {
         path: &str,
     ) -> Result<NewUpdate, Refused> {
         let hash = request_hash(&value);
+        if !value.is_object() {
+            return Err(Refused::invalid(
+                path.to_owned(),
+                "an update must be a JSON object".into(),
+            ));
+        }
         let update: OrderUpdate = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
             let inner = e.path().to_string();
-            let full = if inner == "." {
-                path.to_owned()
-            } else {
-                format!("{path}.{inner}")
+            let full = match inner.as_str() {
+                "." => path.to_owned(),
+                i if i.starts_with('[') => format!("{path}{i}"),
+                i => format!("{path}.{i}"),
             };
-            Refused::invalid(full, e.inner().to_string())
+            Refused::invalid(
+                full,
+                crate::http::wording::data_error(&e.inner().to_string()),
+            )
         })?;
         let processes = self.service.processes();
         update

@@ -1,11 +1,12 @@
 //! An ERP update as it is sent and stored, and its status as the API shows it.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use crate::domain::types::{EventName, OrderReference, Sku};
+use crate::domain::types::{EventName, OrderReference, Sku, check_idempotency_key};
 use crate::domain::{Change, EventInput, ItemRef, Source};
 use crate::store::inbox::UpdateRow;
 
@@ -15,13 +16,14 @@ use crate::store::inbox::UpdateRow;
 #[serde(deny_unknown_fields)]
 pub struct OrderUpdate {
     /// The shop's order reference.
-    #[schema(value_type = String, example = "DE--1001")]
+    #[schema(value_type = String, min_length = 1, max_length = 255, example = "DE--1001")]
     pub order_reference: OrderReference,
     /// The OMS event to trigger (`ship`, `invoice`, ...).
-    #[schema(value_type = Option<String>, example = "ship")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, example = "ship")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<EventName>,
-    /// Items by `{"id": ...}` or `{"sku": ...}` (every item with the SKU).
+    /// Items by `{"id": ...}` or `{"sku": ...}` (every item with the SKU); at most 1,000.
+    #[schema(max_items = 1000)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<ItemSelector>>,
     /// Merged into the order's attributes (JSON merge patch: `null` removes a key).
@@ -38,21 +40,58 @@ pub struct OrderUpdate {
     pub occurred_at: Option<DateTime<Utc>>,
     /// In a batch entry: this entry's idempotency key (else the request's key and the
     /// entry's index). A single update takes its key from the `Idempotency-Key` header.
+    /// 1 to 255 printable ASCII characters, no spaces.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }
 
-/// An item of the order, by id or by SKU.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+/// Most item selectors one update may have.
+pub const MAX_SELECTORS: usize = 1000;
+
+/// An item of the order, by id or by SKU: `{"id": 7}` or `{"sku": "SKU-1"}`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum ItemSelector {
     Id {
         id: i64,
     },
     Sku {
-        #[schema(value_type = String)]
+        #[schema(value_type = String, min_length = 1, max_length = 255)]
         sku: Sku,
     },
+}
+
+/// By hand rather than `untagged`, whose only message is "data did not match any
+/// variant": this one says what an item selector looks like, and the path of a bad
+/// `id` or `sku` reaches the client.
+impl<'de> Deserialize<'de> for ItemSelector {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const SHAPE: &str = "an item must be {\"id\": <integer>} or {\"sku\": <string>}";
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ItemSelector;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("{\"id\": <integer>} or {\"sku\": <string>}")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ItemSelector, A::Error> {
+                let selector = match map.next_key::<String>()?.as_deref() {
+                    Some("id") => ItemSelector::Id {
+                        id: map.next_value()?,
+                    },
+                    Some("sku") => ItemSelector::Sku {
+                        sku: map.next_value()?,
+                    },
+                    _ => return Err(A::Error::custom(SHAPE)),
+                };
+                if map.next_key::<IgnoredAny>()?.is_some() {
+                    return Err(A::Error::custom(SHAPE));
+                }
+                Ok(selector)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl OrderUpdate {
@@ -72,13 +111,21 @@ impl OrderUpdate {
                 format!("no loaded process has an event {:?}", e.as_str()),
             ));
         }
-        if let Some(key) = &self.idempotency_key
-            && (key.is_empty() || key.len() > 255)
+        if let Some(items) = &self.items
+            && items.len() > MAX_SELECTORS
         {
             return Err((
-                "$.idempotency_key".into(),
-                "idempotency_key must have 1 to 255 characters".into(),
+                "$.items".into(),
+                format!(
+                    "an update selects at most {MAX_SELECTORS} items, this one {}",
+                    items.len()
+                ),
             ));
+        }
+        if let Some(key) = &self.idempotency_key
+            && let Err(e) = check_idempotency_key(key)
+        {
+            return Err(("$.idempotency_key".into(), format!("idempotency_key {e}")));
         }
         Ok(())
     }
@@ -108,9 +155,7 @@ impl OrderUpdate {
 }
 
 /// Where an update is.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateStatus {
     /// Stored; waiting for the worker (also between retries).
@@ -172,6 +217,25 @@ impl UpdateStatus {
         Self::Rejected,
         Self::Dead,
     ];
+}
+
+/// From its name; anything else is "must be one of accepted, processing, ...".
+impl<'de> Deserialize<'de> for UpdateStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = UpdateStatus;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                let names: Vec<&str> = UpdateStatus::ALL.iter().map(|s| s.as_str()).collect();
+                write!(f, "one of {}", names.join(", "))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<UpdateStatus, E> {
+                UpdateStatus::parse(s)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(s), &self))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 impl std::fmt::Display for UpdateStatus {

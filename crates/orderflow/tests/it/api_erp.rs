@@ -562,7 +562,7 @@ async fn invalid_updates_never_enter_the_inbox(b: Backend) {
             "application/json",
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
-            Some("$.items[0]"),
+            Some("$.items[0].id"),
         ),
         (
             r#"{"order_reference": "R"}"#.into(),
@@ -588,8 +588,8 @@ async fn invalid_updates_never_enter_the_inbox(b: Backend) {
         (
             "{not json".into(),
             "application/json",
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
             None,
         ),
         (

@@ -142,7 +142,7 @@ async fn body_errors(b: Backend) {
     let (status, e) = post_raw(&s, "application/json", b"{not json".to_vec()).await;
     assert_eq!(
         (status, e["code"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_request"))
+        (StatusCode::BAD_REQUEST, Some("malformed_json"))
     );
 
     // Nothing above was stored.

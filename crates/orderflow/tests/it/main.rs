@@ -3,7 +3,9 @@
 mod support;
 
 mod admin_inbox;
+mod api_bounds;
 mod api_erp;
+mod api_error_bodies;
 mod api_errors;
 mod api_events;
 mod api_list;

@@ -110,3 +110,94 @@ async fn openapi_covers_routes(b: Backend) {
     assert!(docs.to_lowercase().contains("swagger"), "{docs}");
     s.stop().await;
 }
+
+/// Every protected operation documents 401, 403 and 429; every operation with a JSON body
+/// documents 400, 413, 415 and 422; every error answer has the envelope's schema; the
+/// limits are schema constraints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_errors_and_limits() {
+    let Some(s) = start(crate::support::Backend::Sqlite).await else {
+        return;
+    };
+    let doc: Value = s
+        .http
+        .get(format!("{}/openapi.json", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut protected = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let has = |status: &str| responses.contains_key(status);
+            if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
+                protected += 1;
+                for status in ["401", "403", "429"] {
+                    assert!(has(status), "{method} {path} lacks {status}");
+                }
+            }
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413", "415", "422"] {
+                    assert!(has(status), "{method} {path} lacks {status}");
+                }
+            }
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(protected >= 18, "{protected} protected operations");
+    let schemas = &doc["components"]["schemas"];
+    let item = &schemas["CreateItem"]["properties"];
+    assert_eq!(item["quantity"]["minimum"], 1);
+    assert_eq!(item["quantity"]["maximum"], 1_000_000);
+    assert_eq!(item["unit_price"]["maximum"], 1_000_000_000_000_i64);
+    assert_eq!(item["sku"]["maxLength"], 255);
+    assert!(item["sku"]["pattern"].is_string(), "{}", item["sku"]);
+    assert_eq!(
+        schemas["CreateOrder"]["properties"]["items"]["maxItems"],
+        1000
+    );
+    let update = &schemas["OrderUpdate"]["properties"];
+    assert_eq!(update["items"]["maxItems"], 1000);
+    assert_eq!(update["idempotency_key"]["maxLength"], 255);
+    assert_eq!(update["idempotency_key"]["pattern"], "^[!-~]+$");
+    assert_eq!(
+        schemas["UpdateBatch"]["properties"]["updates"]["maxItems"],
+        1000
+    );
+    let limit = doc["paths"]["/v1/orders"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&Value::from(1), &Value::from(500))
+    );
+    // Links in OpenAPI's spelling, and the loaded process names.
+    let created = &doc["paths"]["/v1/orders"]["post"]["responses"]["201"];
+    assert_eq!(created["links"]["GetOrder"]["operationId"], "get_order");
+    assert_eq!(
+        created["links"]["GetOrder"]["parameters"]["id"],
+        "$response.body#/id"
+    );
+    let process = &schemas["CreateOrder"]["properties"]["process"]["enum"];
+    assert!(
+        process.as_array().unwrap().contains(&Value::from("Test01")),
+        "{process}"
+    );
+    let metrics = &doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"];
+    assert!(metrics.get("text/plain").is_some(), "{metrics}");
+    s.stop().await;
+}
