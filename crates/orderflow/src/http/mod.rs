@@ -16,6 +16,7 @@ mod processes;
 pub mod ratelimit;
 mod reservations;
 pub mod server;
+mod strays;
 pub mod validate;
 pub mod wording;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     pub clients: ClientCache,
     /// The configured per-client rate limits.
     pub rate_limits: Arc<RateLimits>,
+    /// Items the loaded definitions cannot place, as last counted (`/readyz` shows them).
+    pub strays: Arc<tokio::sync::RwLock<Vec<crate::domain::strays::Strays>>>,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
             inbox,
             clients: ClientCache::new(service.store().clone()),
             rate_limits: Arc::new(RateLimits::from_config(&config.clients)),
+            strays: Arc::default(),
             service,
         }
     }
@@ -134,6 +138,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
         .routes(routes!(admin::get_inbox_update))
         .routes(routes!(admin::retry_update))
         .routes(routes!(admin::stats))
+        .routes(routes!(strays::list_strays))
+        .routes(routes!(strays::move_items))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -19,6 +19,17 @@ pub struct Status {
     pub status: &'static str,
 }
 
+/// Ready, and what the loaded process definitions cannot place.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: &'static str,
+    /// Items whose process or state the loaded definitions do not have (they do not move
+    /// until an operator moves them: `POST /v1/admin/items/move`), counted at start and
+    /// after each move.
+    pub stray_items: i64,
+    pub strays: Vec<crate::domain::strays::Strays>,
+}
+
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, body = Status)))]
@@ -26,12 +37,21 @@ pub async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// The store answers and every migration of this build is applied.
+/// The store answers and every migration of this build is applied; also says how many items
+/// are in states the loaded process definitions do not have (still ready: every other
+/// order works).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Status), (status = 503, description = "not_ready")))]
-pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Status>> {
+    responses((status = 200, body = Readiness), (status = 503, description = "not_ready")))]
+pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
     match state.service.store().ready().await {
-        Ok(true) => Ok(Json(Status { status: "ready" })),
+        Ok(true) => {
+            let strays = state.strays.read().await.clone();
+            Ok(Json(Readiness {
+                status: "ready",
+                stray_items: strays.iter().map(|s| s.items).sum(),
+                strays,
+            }))
+        }
         Ok(false) => Err(ApiError::NotReady),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

@@ -109,13 +109,28 @@ async fn items_in_a_removed_state_are_reported_and_moved(backend: Backend) {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("has no state \"nowhere\""));
 
-    let out = items(&s.database_url, &moving);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // The admin API: the strays, readiness that names them, and the move itself.
+    let (status, listed) = s.get("/v1/admin/strays", &s.admin).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed[0]["state"], "legacy", "{listed}");
+    let (_, ready) = s.get("/readyz", &s.admin).await;
+    assert_eq!(ready["stray_items"], 1, "{ready}");
+    let body = serde_json::json!({"process": "Test01", "from": "legacy", "to": "nowhere"});
+    let (status, refused) = s.post("/v1/admin/items/move", &s.admin, body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["error"]["path"], "$.to", "{refused}");
+    let body = serde_json::json!({"process": "Test01", "from": "legacy", "to": "waiting"});
+    let (status, report) = s.post("/v1/admin/items/move", &s.shop, body.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{report}");
+    let (status, report) = s.post("/v1/admin/items/move", &s.admin, body).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (report["orders"].as_i64(), report["items"].as_i64()),
+        (Some(1), Some(1)),
+        "{report}"
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("moved 1 items of 1 orders"));
+    let (_, ready) = s.get("/readyz", &s.admin).await;
+    assert_eq!(ready["stray_items"], 0, "{ready}");
     let (status, after) = s.get(&format!("/v1/orders/{id}"), &s.shop).await;
     assert_eq!(status, StatusCode::OK, "{after}");
     assert_eq!(after["items"][0]["state"], "waiting", "{after}");

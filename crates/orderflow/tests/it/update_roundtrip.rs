@@ -143,7 +143,12 @@ fn round_trips_through_the_store(backend: Backend, hostile: bool) {
             Ok(())
         })
         .unwrap();
-    seen.assert_mixed();
+    if hostile {
+        // Most hostile bodies are refused at the edge now; some must still get through.
+        assert!(seen.accepted.get() > 0, "no hostile body was accepted");
+    } else {
+        seen.assert_mixed();
+    }
     rt.block_on(store.close());
 }
 
