@@ -1,6 +1,8 @@
 //! Accepting ERP updates: idempotency across requests and within one group commit, and a
 //! group that fails to store.
 
+use orderflow::config::Config;
+use orderflow::inbox::{Inbox, InboxSettings};
 use orderflow::store::group::GroupWriter;
 use orderflow::store::inbox::{NewUpdate, Stored, UpdateFilter};
 use orderflow::store::{self, Store};
@@ -13,6 +15,7 @@ backend_tests!(
     a_repeated_key_gets_the_first_answer_and_no_second_row,
     repeats_that_meet_in_one_group_store_one_row,
     a_failed_group_stores_nothing_and_the_next_one_is_stored,
+    a_request_that_cannot_be_stored_fails_alone,
 );
 
 async fn post_update(s: &TestServer, key: &str, body: &Value) -> (StatusCode, Value) {
@@ -146,5 +149,50 @@ async fn a_failed_group_stores_nothing_and_the_next_one_is_stored(backend: Backe
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(rows_of(&s.store, "ING-4").await, 2);
+    s.stop().await;
+}
+
+/// Requests that meet in one group commit: one whose row the store refuses (a NUL
+/// character, which PostgreSQL cannot keep; the HTTP edge refuses it earlier, this goes
+/// around the edge) fails alone, and every other request of its group is stored.
+async fn a_request_that_cannot_be_stored_fails_alone(backend: Backend) {
+    let Some(s) = start(backend).await else {
+        return;
+    };
+    let settings = InboxSettings::from_config(&Config::default()).unwrap();
+    let inbox = Inbox::new(s.service.clone(), settings);
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..300 {
+        let inbox = inbox.clone();
+        tasks.spawn(async move {
+            let bad = n % 25 == 7;
+            let text = if bad { "a\u{0}b" } else { "fine" };
+            let body = json!({"order_reference": format!("GRP-{n}"), "attributes": {"t": text}});
+            let update = inbox.prepare("erp", None, body, "$").unwrap();
+            (bad, inbox.store_updates(vec![update]).await.is_ok())
+        });
+    }
+    let (mut stored, mut refused) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (bad, ok) = done.unwrap();
+        match (bad, ok) {
+            (false, ok) => {
+                assert!(ok, "a clean request failed with a bad one in its group");
+                stored += 1;
+            }
+            (true, false) => refused += 1,
+            (true, true) => {
+                // SQLite keeps a NUL; only PostgreSQL refuses it.
+                assert!(
+                    matches!(backend, Backend::Sqlite),
+                    "PostgreSQL stored a NUL"
+                );
+            }
+        }
+    }
+    assert_eq!(stored, 288);
+    if matches!(backend, Backend::Postgres) {
+        assert_eq!(refused, 12);
+    }
     s.stop().await;
 }
