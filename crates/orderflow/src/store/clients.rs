@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Result, Store, StoreError, is_unique_violation, on_reader, on_tx};
+use super::{Result, Store, StoreError, Tx, is_unique_violation, on_reader, on_tx};
 
 /// A client as the authenticator needs it.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -11,6 +11,31 @@ pub struct ClientRow {
     pub role: String,
     /// Standard Webhooks secret (`whsec_...`) for ERP request signatures; never logged.
     pub signing_secret: Option<String>,
+}
+
+/// The columns of a client row, bound as `$1`..`$5` in that order.
+struct ClientWrite<'a> {
+    name: &'a str,
+    role: &'a str,
+    token_hash: &'a str,
+    signing_secret: Option<&'a str>,
+    at: DateTime<Utc>,
+}
+
+impl ClientWrite<'_> {
+    async fn execute(&self, tx: &mut Tx, sql: &'static str) -> Result<u64, sqlx::Error> {
+        on_tx!(tx, |c| {
+            sqlx::query(sql)
+                .bind(self.name)
+                .bind(self.role)
+                .bind(self.token_hash)
+                .bind(self.signing_secret)
+                .bind(self.at)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })
+    }
 }
 
 impl Store {
@@ -26,18 +51,14 @@ impl Store {
         const SQL: &str = "INSERT INTO clients (name, role, token_hash, signing_secret, \
              created_at) VALUES ($1, $2, $3, $4, $5)";
         let mut tx = self.begin().await?;
-        let result = on_tx!(&mut tx, |c| {
-            sqlx::query(SQL)
-                .bind(name)
-                .bind(role)
-                .bind(token_hash)
-                .bind(signing_secret)
-                .bind(at)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        });
-        match result {
+        let row = ClientWrite {
+            name,
+            role,
+            token_hash,
+            signing_secret,
+            at,
+        };
+        match row.execute(&mut tx, SQL).await {
             Ok(_) => tx.commit().await,
             Err(e) if is_unique_violation(&e) => Err(StoreError::ClientNameTaken(name.to_owned())),
             Err(e) => Err(e.into()),
@@ -73,17 +94,14 @@ impl Store {
                 role: had.to_owned(),
             });
         }
-        let written = on_tx!(&mut tx, |c| {
-            sqlx::query(SQL)
-                .bind(name)
-                .bind(role)
-                .bind(token_hash)
-                .bind(signing_secret)
-                .bind(at)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
+        let row = ClientWrite {
+            name,
+            role,
+            token_hash,
+            signing_secret,
+            at,
+        };
+        let written = row.execute(&mut tx, SQL).await?;
         if written != 1 {
             // The role changed between the read and the write.
             return Err(StoreError::ClientRoleDiffers {

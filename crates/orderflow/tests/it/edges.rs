@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -115,33 +114,21 @@ async fn poison_values_are_refused_and_the_worker_goes_on(backend: Backend) {
 /// on PostgreSQL a number `jsonb` keeps exactly but `f64` cannot hold (how f64::MAX came
 /// back before it was refused at the edge), on SQLite text that is not JSON.
 async fn corrupt_payload(s: &TestServer, backend: Backend, id: &str) {
-    match backend {
+    let sql = match backend {
         Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
             let big = format!("1{}", "0".repeat(320));
             let payload = format!(
                 r#"{{"order_reference":"POISON-1","event":"start","attributes":{{"x":{big}}}}}"#
             );
-            sqlx::query("UPDATE inbox SET payload = $2::jsonb WHERE id = $1")
-                .bind(id)
-                .bind(payload)
-                .execute(&mut c)
-                .await
-                .unwrap();
+            format!("UPDATE inbox SET payload = '{payload}'::jsonb WHERE id = '{id}'")
         }
         Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&s.database_url)
-                .await
-                .unwrap();
-            sqlx::query(
-                "UPDATE inbox SET payload = '{\"order_reference\": \"POISON-1\", ' WHERE id = $1",
+            format!(
+                "UPDATE inbox SET payload = '{{\"order_reference\": \"POISON-1\", ' WHERE id = '{id}'"
             )
-            .bind(id)
-            .execute(&mut c)
-            .await
-            .unwrap();
         }
-    }
+    };
+    s.execute_sql(&sql).await;
 }
 
 async fn update_status(s: &TestServer, id: &str) -> Value {
@@ -275,18 +262,7 @@ async fn reservations_saturate_instead_of_overflowing(backend: Backend) {
     s.create_order("BIG-1", &[("BIG", 1)]).await;
     s.create_order("BIG-2", &[("BIG", 1)]).await;
     let sql = "UPDATE items SET quantity = 9000000000000000000, reserved = TRUE WHERE sku = 'BIG'";
-    match backend {
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
-            sqlx::query(sql).execute(&mut c).await.unwrap();
-        }
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&s.database_url)
-                .await
-                .unwrap();
-            sqlx::query(sql).execute(&mut c).await.unwrap();
-        }
-    }
+    s.execute_sql(sql).await;
     let (status, body) = s.get("/v1/reservations/BIG", &s.shop).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["reserved_quantity"], i64::MAX, "{body}");

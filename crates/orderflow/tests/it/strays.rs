@@ -4,7 +4,6 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use sqlx::Connection;
 
 use crate::support::{self, Backend, backend_tests, fixtures};
 
@@ -36,24 +35,7 @@ async fn items_in_a_removed_state_are_reported_and_moved(backend: Backend) {
     let item = order["items"][0]["id"].as_i64().unwrap();
     // As if the process file no longer had the item's state.
     let sql = format!("UPDATE items SET state = 'legacy' WHERE id = {item}");
-    match backend {
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut c)
-                .await
-                .unwrap();
-        }
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&s.database_url)
-                .await
-                .unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut c)
-                .await
-                .unwrap();
-        }
-    }
+    s.execute_sql(&sql).await;
 
     let strays = s.service.strays().await.unwrap();
     assert_eq!(strays.len(), 1, "{strays:?}");

@@ -248,6 +248,23 @@ impl TestServer {
         (status, value)
     }
 
+    /// Runs `sql` on the server's database behind the API's back (to plant what the API
+    /// would refuse).
+    pub async fn execute_sql(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.database_url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(&self.database_url)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.database_url)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        }
+    }
+
     /// The text body of an unauthenticated `GET path` (`/metrics`, `/docs/`).
     pub async fn text(&self, path: &str) -> String {
         let resp = self.http.get(format!("{}{path}", self.base)).send().await;
