@@ -388,3 +388,35 @@ async fn a_slow_request_gets_a_timeout_answer() {
     assert!(answer.contains("body_timeout"), "{answer}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_that_takes_too_long_is_answered_503() {
+    let Some(s) = support::start_with(Backend::Sqlite, |c| {
+        c.server.request_timeout = "1s".into();
+    })
+    .await
+    else {
+        return;
+    };
+    // Another writer holds SQLite's write lock, so creating an order waits for it.
+    use sqlx::Connection as _;
+    let mut blocker = sqlx::SqliteConnection::connect(&s.database_url)
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let body = serde_json::json!({"reference": "SLOW-1", "process": "Test01",
+        "items": [{"sku": "S", "quantity": 1}]});
+    let (status, answer) = s.post("/v1/orders", &s.shop, body).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"]["code"], "timeout", "{answer}");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    // Health does not wait for the store.
+    assert_eq!(s.get("/healthz", &s.shop).await.0, StatusCode::OK);
+    s.stop().await;
+}
