@@ -30,29 +30,42 @@ pub async fn run(
     let limits = http::server::Limits::from_config(&config.server)?;
     let poll = config::duration("projector.poll_interval", &config.projector.poll_interval)?;
     let check_poll = config::duration("worker.poll_interval", &config.worker.poll_interval)?;
-    let projector = tokio::spawn(projector::run(
-        service.clone(),
-        config.projector.batch_size.max(1),
-        poll.max(Duration::from_millis(10)),
-        shutdown.child_token(),
-    ));
+    let projector = watched(
+        "projector",
+        shutdown.clone(),
+        projector::run(
+            service.clone(),
+            config.projector.batch_size.max(1),
+            poll.max(Duration::from_millis(10)),
+            shutdown.child_token(),
+        ),
+    );
     let inbox = Inbox::new(service.clone(), InboxSettings::from_config(config)?);
-    let gauges = tokio::spawn(crate::inbox::ops::run_gauges(
-        service.store().clone(),
-        GAUGE_INTERVAL,
-        shutdown.child_token(),
-    ));
+    let gauges = watched(
+        "inbox gauges",
+        shutdown.clone(),
+        crate::inbox::ops::run_gauges(
+            service.store().clone(),
+            GAUGE_INTERVAL,
+            shutdown.child_token(),
+        ),
+    );
     // The inbox worker and the check-condition loop, unless `serve --no-worker`.
     let background = config.worker.in_process.then(|| {
         let inbox = inbox.clone();
         let token = shutdown.child_token();
-        let worker =
-            tokio::spawn(async move { inbox.run_worker(WorkerOptions::default(), token).await });
-        let checker = tokio::spawn(timers::run_loop(
-            service.clone(),
-            check_poll.max(Duration::from_millis(10)),
-            shutdown.child_token(),
-        ));
+        let worker = watched("inbox worker", shutdown.clone(), async move {
+            inbox.run_worker(WorkerOptions::default(), token).await
+        });
+        let checker = watched(
+            "check-condition loop",
+            shutdown.clone(),
+            timers::run_loop(
+                service.clone(),
+                check_poll.max(Duration::from_millis(10)),
+                shutdown.child_token(),
+            ),
+        );
         (worker, checker)
     });
     let state = AppState::new(service.clone(), inbox, config);
@@ -77,4 +90,37 @@ pub async fn run(
     }
     served?;
     Ok(())
+}
+
+/// Spawns a background task and logs how it ends when that is not the shutdown: a panic at
+/// ERROR (with its message), an early return with its result at WARN. The server keeps
+/// serving either way; the log says what stopped.
+fn watched<F>(
+    name: &'static str,
+    shutdown: CancellationToken,
+    task: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: std::fmt::Debug + Send,
+{
+    let inner = tokio::spawn(task);
+    tokio::spawn(async move {
+        match inner.await {
+            Err(e) if e.is_panic() => {
+                let panic = e.into_panic();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(task = name, panic = %message, "background task panicked");
+            }
+            Err(_) => {}
+            Ok(result) if !shutdown.is_cancelled() => {
+                tracing::warn!(task = name, result = ?result, "background task stopped early");
+            }
+            Ok(_) => {}
+        }
+    })
 }

@@ -85,7 +85,12 @@ async fn openapi_covers_routes(b: Backend) {
     assert_eq!(status, StatusCode::OK);
     let dot = dot.as_str().unwrap().to_owned();
     assert!(dot.contains("digraph"), "{dot}");
-    assert!(dot.contains("waiting") && dot.contains('1'), "{dot}");
+    // The order created above has its one item in `waiting` (onEnter `start`).
+    assert!(dot.contains("\"waiting\" [label=\"waiting · 1\\n"), "{dot}");
+    assert!(
+        !dot.contains("\"paid\" [label=\"paid · "),
+        "no item is paid: {dot}"
+    );
     let resp = s
         .http
         .get(format!("{}/v1/processes/Test01/graph.svg", s.base))
