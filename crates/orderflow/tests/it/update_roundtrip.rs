@@ -242,7 +242,8 @@ impl Counts {
 
     fn assert_mixed(&self) {
         let (a, r) = (self.accepted.get(), self.refused.get());
-        assert!(4 * a >= a + r, "only {a} of {} bodies accepted", a + r);
+        // About 45% are accepted; an eighth leaves room for chance on 64 cases.
+        assert!(8 * a >= a + r, "only {a} of {} bodies accepted", a + r);
         assert!(
             r > 0,
             "every body was accepted: the generator makes no near-misses"
@@ -280,7 +281,11 @@ fn update_body(hostile: bool) -> impl Strategy<Value = Vec<u8>> {
         option::weighted(0.7, attributes.clone()),
         option::of(attributes),
         option::of(occurred_at),
-        option::of(string(hostile)),
+        // Keys are printable ASCII without spaces; now and then one that is not.
+        option::of(prop_oneof![
+            4 => "[!-~]{1,40}".prop_map(|k| quoted(&k)),
+            1 => string(hostile),
+        ]),
     );
     fields.prop_map(|(r, event, items, attrs, item_attrs, at, key)| {
         let named = [
