@@ -91,6 +91,12 @@ pub struct Process {
     timeout_events: Vec<Vec<EventId>>,
     /// Per state: the onEnter event of its outgoing transitions (the first one defined).
     on_enter: Vec<Option<EventId>>,
+    /// Per state: every outgoing transition, with or without an event, in definition order.
+    /// Built once so that walks over the graph (reachability, happy path, rendering) are
+    /// linear in states plus transitions rather than states times transitions.
+    outgoing: Vec<Vec<TransitionId>>,
+    /// Per state: how many transitions enter it (self-loops included).
+    incoming: Vec<u32>,
 }
 
 impl Process {
@@ -112,6 +118,8 @@ impl Process {
         let mut eventless = vec![Vec::new(); n];
         let mut timeout_events: Vec<Vec<EventId>> = vec![Vec::new(); n];
         let mut on_enter = vec![None; n];
+        let mut outgoing = vec![Vec::new(); n];
+        let mut incoming = vec![0u32; n];
         for (i, t) in transitions.iter().enumerate() {
             let tid = TransitionId(i as u32);
             let s = t.source.0 as usize;
@@ -119,10 +127,13 @@ impl Process {
                 s < n && (t.target.0 as usize) < n,
                 "transition state out of range"
             );
+            outgoing[s].push(tid);
+            incoming[t.target.0 as usize] += 1;
             match t.event {
                 None => eventless[s].push(tid),
                 Some(e) => {
                     let ev = &events[e.0 as usize];
+                    // Few events leave one state, so this scan stays short.
                     match by_event[s].iter_mut().find(|(id, _)| *id == e) {
                         Some((_, group)) => group.push(tid),
                         None => by_event[s].push((e, vec![tid])),
@@ -159,6 +170,8 @@ impl Process {
             eventless,
             timeout_events,
             on_enter,
+            outgoing,
+            incoming,
         }
     }
 
@@ -249,11 +262,14 @@ impl Process {
 
     /// All transitions that leave `state`, with or without an event, in definition order.
     pub fn outgoing(&self, state: StateId) -> impl Iterator<Item = (TransitionId, &Transition)> {
-        self.transitions
+        self.outgoing[state.0 as usize]
             .iter()
-            .enumerate()
-            .filter(move |(_, t)| t.source == state)
-            .map(|(i, t)| (TransitionId(i as u32), t))
+            .map(|&t| (t, &self.transitions[t.0 as usize]))
+    }
+
+    /// How many transitions enter `state` (a self-loop counts).
+    pub fn incoming_count(&self, state: StateId) -> usize {
+        self.incoming[state.0 as usize] as usize
     }
 
     /// Condition names used by transitions, sorted and unique.
@@ -290,10 +306,7 @@ impl Process {
     /// The happy transition out of `state` that a walker should follow: the first one with
     /// `happy="true"`.
     pub fn happy_from(&self, state: StateId) -> Option<TransitionId> {
-        self.transitions
-            .iter()
-            .position(|t| t.source == state && t.happy)
-            .map(|i| TransitionId(i as u32))
+        self.outgoing(state).find(|(_, t)| t.happy).map(|(id, _)| id)
     }
 
     /// The happy path: from the initial state, the first happy transition out of each state,
