@@ -3,6 +3,8 @@
 //! - [`load_file`] loads one main process file; `<process file="..."/>` includes resolve
 //!   against the folder that holds the main file (the definitions root, as Spryker looks
 //!   them up under `config/Zed/oms`), with spaces in `file` replaced by `_`.
+//! - [`load_str`] loads a main process from a string, [`load_str_from`] too but reads its
+//!   includes through a function instead of the filesystem.
 //! - [`load_dir`] loads every top-level `*.xml` in a folder whose `<process>` has
 //!   `main="true"`, sorted by file name; subprocess-only files are skipped.
 //! - Errors carry `file:line:column`; warnings ([`crate::check`]) are returned beside the
@@ -24,6 +26,7 @@ mod tests;
 pub use merge::PREFIX_DELIMITER;
 
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::check::Warning;
@@ -122,10 +125,22 @@ pub fn load_str(
     root: &Path,
     options: &LoadOptions,
 ) -> Result<Loaded, LoadError> {
-    load_text(xml, file_label, root, options, &|p: &Path| {
+    load_str_from(xml, file_label, root, options, &|p: &Path| {
         std::fs::read_to_string(p)
     })
-    .map(|(process, warnings)| Loaded {
+}
+
+/// Loads a main process from a string and reads its includes through `read`, which gets
+/// the path an include names under `root`. For definitions kept outside the filesystem
+/// (a database, a test, a fuzzer); nothing is read from disk.
+pub fn load_str_from(
+    xml: &str,
+    file_label: &str,
+    root: &Path,
+    options: &LoadOptions,
+    read: &dyn Fn(&Path) -> io::Result<String>,
+) -> Result<Loaded, LoadError> {
+    load_text(xml, file_label, root, options, read).map(|(process, warnings)| Loaded {
         process,
         path: PathBuf::from(file_label),
         warnings,

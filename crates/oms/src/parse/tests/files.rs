@@ -1,4 +1,5 @@
-//! The filesystem entry points: `load_file`, `load_str` and `load_dir`.
+//! The filesystem entry points: `load_file`, `load_str` and `load_dir`, and `load_str_from`,
+//! which reads includes through a function instead.
 
 use std::fs;
 use std::path::PathBuf;
@@ -63,6 +64,24 @@ fn load_str_resolves_includes_under_the_given_root() {
     let l = load_str(MAIN, "inline.xml", &dir.0, &LoadOptions::default()).unwrap();
     assert_eq!(l.path, PathBuf::from("inline.xml"));
     assert_eq!(l.process.states().len(), 2);
+}
+
+#[test]
+fn load_str_from_reads_includes_through_the_given_function_only() {
+    let asked = std::cell::RefCell::new(Vec::new());
+    let read = |p: &Path| {
+        asked.borrow_mut().push(p.to_path_buf());
+        Ok(SUB.to_owned())
+    };
+    let root = Path::new("no/such/folder");
+    let l = load_str_from(MAIN, "inline.xml", root, &LoadOptions::default(), &read).unwrap();
+    assert_eq!(l.process.states().len(), 2);
+    assert_eq!(*asked.borrow(), [root.join("Sub_Dir/S.xml")]);
+    let s = l.process.state(l.process.state_id("s").unwrap());
+    assert_eq!(
+        s.origin.file,
+        root.join("Sub_Dir/S.xml").display().to_string()
+    );
 }
 
 #[test]
