@@ -60,6 +60,13 @@ pub struct Event {
     pub origin: Origin,
 }
 
+impl Event {
+    /// True when the event fires by time: it has a `timeout` or a `timeoutProcessor`.
+    pub fn has_timeout(&self) -> bool {
+        self.timeout.is_some() || self.timeout_processor.is_some()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transition {
     pub source: StateId,
@@ -72,11 +79,35 @@ pub struct Transition {
     pub origin: Origin,
 }
 
+/// Why a process starts in the state it does (see [`crate::parse::LoadOptions`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialSource {
+    /// `new`, Spryker's default (or the state a [`ProcessBuilder`] was given).
+    #[default]
+    Default,
+    /// Named by configuration (`[initial_states]`, or the loader's options).
+    Configured,
+    /// The only state no transition enters.
+    NotEntered,
+}
+
+impl fmt::Display for InitialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Default => "default",
+            Self::Configured => "configured",
+            Self::NotEntered => "the only state no transition enters",
+        })
+    }
+}
+
 /// A loaded process: one main process with its subprocesses merged, as Spryker merges them.
 #[derive(Clone, Debug)]
 pub struct Process {
     name: String,
     initial: StateId,
+    initial_source: InitialSource,
     states: Vec<State>,
     events: Vec<Event>,
     transitions: Vec<Transition>,
@@ -138,7 +169,7 @@ impl Process {
                         Some((_, group)) => group.push(tid),
                         None => by_event[s].push((e, vec![tid])),
                     }
-                    if ev.timeout.is_some() && !timeout_events[s].contains(&e) {
+                    if ev.has_timeout() && !timeout_events[s].contains(&e) {
                         timeout_events[s].push(e);
                     }
                     if ev.on_enter && on_enter[s].is_none() {
@@ -160,6 +191,7 @@ impl Process {
         Self {
             name: name.into(),
             initial,
+            initial_source: InitialSource::Default,
             states,
             events,
             transitions,
@@ -179,7 +211,7 @@ impl Process {
         &self.name
     }
 
-    /// The state new items enter (`new` unless configured otherwise).
+    /// The state new items enter (see [`crate::parse::LoadOptions`] for how it is chosen).
     pub fn initial(&self) -> StateId {
         self.initial
     }
@@ -191,6 +223,17 @@ impl Process {
             "initial state out of range"
         );
         self.initial = state;
+        self
+    }
+
+    /// Why [`Process::initial`] is the initial state.
+    pub fn initial_source(&self) -> InitialSource {
+        self.initial_source
+    }
+
+    /// Returns a copy that records why its initial state was chosen.
+    pub fn with_initial_source(mut self, source: InitialSource) -> Self {
+        self.initial_source = source;
         self
     }
 
@@ -250,7 +293,7 @@ impl Process {
         &self.eventless[state.0 as usize]
     }
 
-    /// Events with a timeout that leave `state`.
+    /// Events with a timeout (or a timeout processor) that leave `state`.
     pub fn timeout_events_from(&self, state: StateId) -> &[EventId] {
         &self.timeout_events[state.0 as usize]
     }
@@ -306,7 +349,9 @@ impl Process {
     /// The happy transition out of `state` that a walker should follow: the first one with
     /// `happy="true"`.
     pub fn happy_from(&self, state: StateId) -> Option<TransitionId> {
-        self.outgoing(state).find(|(_, t)| t.happy).map(|(id, _)| id)
+        self.outgoing(state)
+            .find(|(_, t)| t.happy)
+            .map(|(id, _)| id)
     }
 
     /// The happy path: from the initial state, the first happy transition out of each state,
