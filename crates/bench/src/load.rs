@@ -22,6 +22,9 @@ pub struct Args {
     /// Timed rounds per size; the median is reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Keep the generated files in this folder (e.g. to time `orderflow process check`).
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
 }
 
 /// A process of `n` states (rounded to whole groups of ten) as XML.
@@ -160,14 +163,16 @@ fn time_ms(rounds: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let tmp = tempfile::tempdir()?;
+    let dir = args.keep.as_deref().unwrap_or(tmp.path());
+    std::fs::create_dir_all(dir)?;
     println!(
         "{:>8} {:>8} {:>9} {:>11} {:>11} {:>11} {:>9}",
         "states", "trans", "MB", "xml ms", "load ms", "check ms", "load/xml"
     );
     for &n in &args.states {
         let xml = generate(n);
-        let path = dir.path().join(format!("Generated{n}.xml"));
+        let path = dir.join(format!("Generated{n}.xml"));
         std::fs::write(&path, &xml).with_context(|| format!("writing {}", path.display()))?;
         let loaded = oms::parse::load_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let p = &loaded.process;

@@ -122,10 +122,12 @@ pub struct Process {
     timeout_events: Vec<Vec<EventId>>,
     /// Per state: the onEnter event of its outgoing transitions (the first one defined).
     on_enter: Vec<Option<EventId>>,
-    /// Per state: every outgoing transition, with or without an event, in definition order.
-    /// Built once so that walks over the graph (reachability, happy path, rendering) are
-    /// linear in states plus transitions rather than states times transitions.
-    outgoing: Vec<Vec<TransitionId>>,
+    /// Every transition grouped by source state, in definition order within a state; the
+    /// transitions out of state `s` are `outgoing[outgoing_start[s]..outgoing_start[s + 1]]`.
+    /// Built once (two allocations) so that walks over the graph (reachability, happy path)
+    /// are linear in states plus transitions rather than states times transitions.
+    outgoing: Vec<TransitionId>,
+    outgoing_start: Vec<u32>,
     /// Per state: how many transitions enter it (self-loops included).
     incoming: Vec<u32>,
 }
@@ -149,7 +151,7 @@ impl Process {
         let mut eventless = vec![Vec::new(); n];
         let mut timeout_events: Vec<Vec<EventId>> = vec![Vec::new(); n];
         let mut on_enter = vec![None; n];
-        let mut outgoing = vec![Vec::new(); n];
+        let mut outgoing_start = vec![0u32; n + 1];
         let mut incoming = vec![0u32; n];
         for (i, t) in transitions.iter().enumerate() {
             let tid = TransitionId(i as u32);
@@ -158,7 +160,7 @@ impl Process {
                 s < n && (t.target.0 as usize) < n,
                 "transition state out of range"
             );
-            outgoing[s].push(tid);
+            outgoing_start[s + 1] += 1;
             incoming[t.target.0 as usize] += 1;
             match t.event {
                 None => eventless[s].push(tid),
@@ -177,6 +179,16 @@ impl Process {
                     }
                 }
             }
+        }
+        for s in 0..n {
+            outgoing_start[s + 1] += outgoing_start[s];
+        }
+        let mut next: Vec<u32> = outgoing_start[..n].to_vec();
+        let mut outgoing = vec![TransitionId(0); transitions.len()];
+        for (i, t) in transitions.iter().enumerate() {
+            let slot = &mut next[t.source.0 as usize];
+            outgoing[*slot as usize] = TransitionId(i as u32);
+            *slot += 1;
         }
         let state_by_name = states
             .iter()
@@ -203,6 +215,7 @@ impl Process {
             timeout_events,
             on_enter,
             outgoing,
+            outgoing_start,
             incoming,
         }
     }
@@ -305,7 +318,9 @@ impl Process {
 
     /// All transitions that leave `state`, with or without an event, in definition order.
     pub fn outgoing(&self, state: StateId) -> impl Iterator<Item = (TransitionId, &Transition)> {
-        self.outgoing[state.0 as usize]
+        let s = state.0 as usize;
+        let range = self.outgoing_start[s] as usize..self.outgoing_start[s + 1] as usize;
+        self.outgoing[range]
             .iter()
             .map(|&t| (t, &self.transitions[t.0 as usize]))
     }
@@ -533,5 +548,55 @@ impl ProcessBuilder {
             transitions,
             Vec::new(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A process of `n` states and the given `(source, target, happy)` edges.
+    fn graph(n: usize, edges: &[(usize, usize, bool)]) -> Process {
+        let mut b = ProcessBuilder::new("G").state("new");
+        for i in 1..n {
+            b = b.state(format!("s{i}"));
+        }
+        let name = |i: usize| {
+            if i == 0 {
+                "new".to_owned()
+            } else {
+                format!("s{i}")
+            }
+        };
+        for &(s, t, happy) in edges {
+            b = b.transition_with(&name(s % n), &name(t % n), None, None, happy);
+        }
+        b.build().unwrap()
+    }
+
+    proptest! {
+        /// The per-state indexes say what a scan over every transition says.
+        #[test]
+        fn indexes_match_a_full_scan(
+            n in 1usize..30,
+            edges in proptest::collection::vec((0usize..30, 0usize..30, any::<bool>()), 0..80),
+        ) {
+            let p = graph(n, &edges);
+            for s in 0..n {
+                let id = StateId(s as u32);
+                let scanned: Vec<TransitionId> = p.transitions().iter().enumerate()
+                    .filter(|(_, t)| t.source == id)
+                    .map(|(i, _)| TransitionId(i as u32))
+                    .collect();
+                let indexed: Vec<TransitionId> = p.outgoing(id).map(|(t, _)| t).collect();
+                prop_assert_eq!(&indexed, &scanned);
+                let entering = p.transitions().iter().filter(|t| t.target == id).count();
+                prop_assert_eq!(p.incoming_count(id), entering);
+                let happy = scanned.iter().copied().find(|&t| p.transition(t).happy);
+                prop_assert_eq!(p.happy_from(id), happy);
+            }
+        }
     }
 }
