@@ -5,6 +5,7 @@ mod check_condition;
 mod drain;
 mod engine;
 mod ingest;
+mod load;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,9 @@ enum Command {
     /// Inbox worker: a backlog applied per second (SQLite, PostgreSQL with 1 and N
     /// workers) against the rate it was stored at, and 202-to-applied latency.
     Drain(drain::Args),
+    /// Process loader scaling: load and check time of generated 1k, 10k and 70k-state
+    /// processes, against parsing the same XML alone.
+    Load(load::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => ingest::run(args),
         Command::CheckCondition(args) => check_condition::run(args),
         Command::Drain(args) => drain::run(args),
+        Command::Load(args) => load::run(args),
     }
 }
 

@@ -132,7 +132,7 @@ fn mixed_ways_out(process: &Process, state: StateId) -> Option<String> {
         .events_from(state)
         .map(|e: EventId| {
             let ev = process.event(e);
-            [ev.manual, ev.timeout.is_some(), false]
+            [ev.manual, ev.has_timeout(), false]
         })
         .collect();
     if !process.eventless_from(state).is_empty() {

@@ -29,6 +29,20 @@ pub enum DurationError {
     Overflow(String),
 }
 
+/// Written and read as the text it was parsed from (configuration uses it for offsets).
+impl serde::Serialize for Timeout {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.raw)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timeout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Timeout {
     /// Parses a Spryker or ISO 8601 duration.
     pub fn parse(raw: &str) -> Result<Self, DurationError> {

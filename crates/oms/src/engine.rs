@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use crate::model::{EventId, Process, StateId, TransitionId};
 use crate::plugin::{
     AttributeChange, CommandContext, CommandMode, Effect, PluginError, PluginKind, Registry,
+    TimeoutContext,
 };
 
 /// Spryker's guard: one event may repeat at most this often within one trigger.
@@ -331,7 +332,8 @@ impl<'a> Engine<'a> {
 
     /// Moves what time and conditions allow: for the given items (all when `None`), first
     /// the event-less transitions of their state, then the timeout events that are due
-    /// (`state_entered_at + timeout <= now`). Items with neither are not touched.
+    /// (`state_entered_at + timeout <= now`, or the due time of the event's bound timeout
+    /// processor). Items with neither are not touched.
     pub fn check(
         &self,
         order: &mut Order,
@@ -370,12 +372,9 @@ impl<'a> Engine<'a> {
             if run.moved[i] {
                 continue;
             }
-            let item = &order.items[i];
-            for &e in self.process.timeout_events_from(item.state) {
-                let Some(timeout) = &self.process.event(e).timeout else {
-                    continue;
-                };
-                if timeout.after(item.state_entered_at) <= now {
+            let state = order.items[i].state;
+            for &e in self.process.timeout_events_from(state) {
+                if self.due_at(order, i, e).is_some_and(|due| due <= now) {
                     match due.iter_mut().find(|(ev, _)| *ev == e) {
                         Some((_, v)) => v.push(i),
                         None => due.push((e, vec![i])),
@@ -684,6 +683,26 @@ impl<'a> Engine<'a> {
         });
     }
 
+    /// When timeout event `e` is due for item `i` in its current state: the answer of the
+    /// event's bound `timeoutProcessor`, else (unbound, or no answer for this item) entered
+    /// the state + the event's `timeout`. `None`: no timeout at all.
+    pub fn due_at(&self, order: &Order, i: usize, e: EventId) -> Option<DateTime<Utc>> {
+        let ev = self.process.event(e);
+        let item = &order.items[i];
+        let ctx = TimeoutContext {
+            order,
+            item,
+            event: &ev.name,
+            timeout: ev.timeout.as_ref(),
+            entered_at: item.state_entered_at,
+        };
+        ev.timeout_processor
+            .as_deref()
+            .and_then(|name| self.registry.timeout_processor(name))
+            .and_then(|p| p.due_at(&ctx))
+            .or_else(|| ctx.plain())
+    }
+
     /// Timers for every item whose state changed: drop the old ones and set those of the
     /// state it ended in.
     fn finish(&self, order: &Order, mut run: Run, now: DateTime<Utc>) -> Decisions {
@@ -692,12 +711,12 @@ impl<'a> Engine<'a> {
             let item = &order.items[i];
             run.decisions.timers_dropped.push(item.id);
             for &e in self.process.timeout_events_from(item.state) {
-                if let Some(t) = &self.process.event(e).timeout {
+                if let Some(due_at) = self.due_at(order, i, e) {
                     run.decisions.timers_set.push(Timer {
                         item: item.id,
                         state: item.state,
                         kind: TimerKind::Timeout(e),
-                        due_at: t.after(now),
+                        due_at,
                     });
                 }
             }

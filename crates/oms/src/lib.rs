@@ -16,5 +16,5 @@ pub mod plugin;
 
 pub use duration::Timeout;
 pub use engine::{Decisions, Engine, EngineOptions};
-pub use model::{EventId, Origin, Process, StateId, TransitionId};
+pub use model::{EventId, InitialSource, Origin, Process, StateId, TransitionId};
 pub use plugin::Registry;

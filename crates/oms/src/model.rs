@@ -60,6 +60,13 @@ pub struct Event {
     pub origin: Origin,
 }
 
+impl Event {
+    /// True when the event fires by time: it has a `timeout` or a `timeoutProcessor`.
+    pub fn has_timeout(&self) -> bool {
+        self.timeout.is_some() || self.timeout_processor.is_some()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transition {
     pub source: StateId,
@@ -72,11 +79,35 @@ pub struct Transition {
     pub origin: Origin,
 }
 
+/// Why a process starts in the state it does (see [`crate::parse::LoadOptions`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialSource {
+    /// `new`, Spryker's default (or the state a [`ProcessBuilder`] was given).
+    #[default]
+    Default,
+    /// Named by configuration (`[initial_states]`, or the loader's options).
+    Configured,
+    /// The only state no transition enters.
+    NotEntered,
+}
+
+impl fmt::Display for InitialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Default => "default",
+            Self::Configured => "configured",
+            Self::NotEntered => "the only state no transition enters",
+        })
+    }
+}
+
 /// A loaded process: one main process with its subprocesses merged, as Spryker merges them.
 #[derive(Clone, Debug)]
 pub struct Process {
     name: String,
     initial: StateId,
+    initial_source: InitialSource,
     states: Vec<State>,
     events: Vec<Event>,
     transitions: Vec<Transition>,
@@ -91,6 +122,14 @@ pub struct Process {
     timeout_events: Vec<Vec<EventId>>,
     /// Per state: the onEnter event of its outgoing transitions (the first one defined).
     on_enter: Vec<Option<EventId>>,
+    /// Every transition grouped by source state, in definition order within a state; the
+    /// transitions out of state `s` are `outgoing[outgoing_start[s]..outgoing_start[s + 1]]`.
+    /// Built once (two allocations) so that walks over the graph (reachability, happy path)
+    /// are linear in states plus transitions rather than states times transitions.
+    outgoing: Vec<TransitionId>,
+    outgoing_start: Vec<u32>,
+    /// Per state: how many transitions enter it (self-loops included).
+    incoming: Vec<u32>,
 }
 
 impl Process {
@@ -112,6 +151,8 @@ impl Process {
         let mut eventless = vec![Vec::new(); n];
         let mut timeout_events: Vec<Vec<EventId>> = vec![Vec::new(); n];
         let mut on_enter = vec![None; n];
+        let mut outgoing_start = vec![0u32; n + 1];
+        let mut incoming = vec![0u32; n];
         for (i, t) in transitions.iter().enumerate() {
             let tid = TransitionId(i as u32);
             let s = t.source.0 as usize;
@@ -119,15 +160,18 @@ impl Process {
                 s < n && (t.target.0 as usize) < n,
                 "transition state out of range"
             );
+            outgoing_start[s + 1] += 1;
+            incoming[t.target.0 as usize] += 1;
             match t.event {
                 None => eventless[s].push(tid),
                 Some(e) => {
                     let ev = &events[e.0 as usize];
+                    // Few events leave one state, so this scan stays short.
                     match by_event[s].iter_mut().find(|(id, _)| *id == e) {
                         Some((_, group)) => group.push(tid),
                         None => by_event[s].push((e, vec![tid])),
                     }
-                    if ev.timeout.is_some() && !timeout_events[s].contains(&e) {
+                    if ev.has_timeout() && !timeout_events[s].contains(&e) {
                         timeout_events[s].push(e);
                     }
                     if ev.on_enter && on_enter[s].is_none() {
@@ -135,6 +179,16 @@ impl Process {
                     }
                 }
             }
+        }
+        for s in 0..n {
+            outgoing_start[s + 1] += outgoing_start[s];
+        }
+        let mut next: Vec<u32> = outgoing_start[..n].to_vec();
+        let mut outgoing = vec![TransitionId(0); transitions.len()];
+        for (i, t) in transitions.iter().enumerate() {
+            let slot = &mut next[t.source.0 as usize];
+            outgoing[*slot as usize] = TransitionId(i as u32);
+            *slot += 1;
         }
         let state_by_name = states
             .iter()
@@ -149,6 +203,7 @@ impl Process {
         Self {
             name: name.into(),
             initial,
+            initial_source: InitialSource::Default,
             states,
             events,
             transitions,
@@ -159,6 +214,9 @@ impl Process {
             eventless,
             timeout_events,
             on_enter,
+            outgoing,
+            outgoing_start,
+            incoming,
         }
     }
 
@@ -166,7 +224,7 @@ impl Process {
         &self.name
     }
 
-    /// The state new items enter (`new` unless configured otherwise).
+    /// The state new items enter (see [`crate::parse::LoadOptions`] for how it is chosen).
     pub fn initial(&self) -> StateId {
         self.initial
     }
@@ -178,6 +236,17 @@ impl Process {
             "initial state out of range"
         );
         self.initial = state;
+        self
+    }
+
+    /// Why [`Process::initial`] is the initial state.
+    pub fn initial_source(&self) -> InitialSource {
+        self.initial_source
+    }
+
+    /// Returns a copy that records why its initial state was chosen.
+    pub fn with_initial_source(mut self, source: InitialSource) -> Self {
+        self.initial_source = source;
         self
     }
 
@@ -237,7 +306,7 @@ impl Process {
         &self.eventless[state.0 as usize]
     }
 
-    /// Events with a timeout that leave `state`.
+    /// Events with a timeout (or a timeout processor) that leave `state`.
     pub fn timeout_events_from(&self, state: StateId) -> &[EventId] {
         &self.timeout_events[state.0 as usize]
     }
@@ -249,11 +318,16 @@ impl Process {
 
     /// All transitions that leave `state`, with or without an event, in definition order.
     pub fn outgoing(&self, state: StateId) -> impl Iterator<Item = (TransitionId, &Transition)> {
-        self.transitions
+        let s = state.0 as usize;
+        let range = self.outgoing_start[s] as usize..self.outgoing_start[s + 1] as usize;
+        self.outgoing[range]
             .iter()
-            .enumerate()
-            .filter(move |(_, t)| t.source == state)
-            .map(|(i, t)| (TransitionId(i as u32), t))
+            .map(|&t| (t, &self.transitions[t.0 as usize]))
+    }
+
+    /// How many transitions enter `state` (a self-loop counts).
+    pub fn incoming_count(&self, state: StateId) -> usize {
+        self.incoming[state.0 as usize] as usize
     }
 
     /// Condition names used by transitions, sorted and unique.
@@ -290,10 +364,9 @@ impl Process {
     /// The happy transition out of `state` that a walker should follow: the first one with
     /// `happy="true"`.
     pub fn happy_from(&self, state: StateId) -> Option<TransitionId> {
-        self.transitions
-            .iter()
-            .position(|t| t.source == state && t.happy)
-            .map(|i| TransitionId(i as u32))
+        self.outgoing(state)
+            .find(|(_, t)| t.happy)
+            .map(|(id, _)| id)
     }
 
     /// The happy path: from the initial state, the first happy transition out of each state,
@@ -475,5 +548,55 @@ impl ProcessBuilder {
             transitions,
             Vec::new(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A process of `n` states and the given `(source, target, happy)` edges.
+    fn graph(n: usize, edges: &[(usize, usize, bool)]) -> Process {
+        let mut b = ProcessBuilder::new("G").state("new");
+        for i in 1..n {
+            b = b.state(format!("s{i}"));
+        }
+        let name = |i: usize| {
+            if i == 0 {
+                "new".to_owned()
+            } else {
+                format!("s{i}")
+            }
+        };
+        for &(s, t, happy) in edges {
+            b = b.transition_with(&name(s % n), &name(t % n), None, None, happy);
+        }
+        b.build().unwrap()
+    }
+
+    proptest! {
+        /// The per-state indexes say what a scan over every transition says.
+        #[test]
+        fn indexes_match_a_full_scan(
+            n in 1usize..30,
+            edges in proptest::collection::vec((0usize..30, 0usize..30, any::<bool>()), 0..80),
+        ) {
+            let p = graph(n, &edges);
+            for s in 0..n {
+                let id = StateId(s as u32);
+                let scanned: Vec<TransitionId> = p.transitions().iter().enumerate()
+                    .filter(|(_, t)| t.source == id)
+                    .map(|(i, _)| TransitionId(i as u32))
+                    .collect();
+                let indexed: Vec<TransitionId> = p.outgoing(id).map(|(t, _)| t).collect();
+                prop_assert_eq!(&indexed, &scanned);
+                let entering = p.transitions().iter().filter(|t| t.target == id).count();
+                prop_assert_eq!(p.incoming_count(id), entering);
+                let happy = scanned.iter().copied().find(|&t| p.transition(t).happy);
+                prop_assert_eq!(p.happy_from(id), happy);
+            }
+        }
     }
 }

@@ -1,6 +1,10 @@
-//! Conditions and commands: plugins looked up by the name the process XML uses
-//! (`Payment/IsAuthorized`), registered in Rust or bound by name to a built-in from
-//! configuration.
+//! Conditions, commands and timeout processors: plugins looked up by the name the process
+//! XML uses (`Payment/IsAuthorized`), registered in Rust or bound by name to a built-in
+//! from configuration.
+
+mod timeout;
+
+pub use timeout::{TimeoutContext, TimeoutProcessor, TimeoutProcessorBinding};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -157,17 +161,21 @@ pub trait Command: Send + Sync {
 pub struct Registry {
     conditions: HashMap<String, Arc<dyn Condition>>,
     commands: HashMap<String, Arc<dyn Command>>,
+    timeout_processors: HashMap<String, Arc<dyn TimeoutProcessor>>,
 }
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut c: Vec<_> = self.conditions.keys().collect();
         let mut m: Vec<_> = self.commands.keys().collect();
+        let mut t: Vec<_> = self.timeout_processors.keys().collect();
         c.sort();
         m.sort();
+        t.sort();
         f.debug_struct("Registry")
             .field("conditions", &c)
             .field("commands", &m)
+            .field("timeout_processors", &t)
             .finish()
     }
 }
@@ -181,11 +189,12 @@ pub struct Unbound {
     pub origin: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginKind {
     Condition,
     Command,
+    TimeoutProcessor,
 }
 
 impl fmt::Display for PluginKind {
@@ -193,6 +202,7 @@ impl fmt::Display for PluginKind {
         f.write_str(match self {
             Self::Condition => "condition",
             Self::Command => "command",
+            Self::TimeoutProcessor => "timeout processor",
         })
     }
 }
@@ -208,6 +218,18 @@ impl Registry {
 
     pub fn register_command(&mut self, name: impl Into<String>, c: impl Command + 'static) {
         self.commands.insert(name.into(), Arc::new(c));
+    }
+
+    pub fn register_timeout_processor(
+        &mut self,
+        name: impl Into<String>,
+        p: impl TimeoutProcessor + 'static,
+    ) {
+        self.timeout_processors.insert(name.into(), Arc::new(p));
+    }
+
+    pub fn timeout_processor(&self, name: &str) -> Option<&dyn TimeoutProcessor> {
+        self.timeout_processors.get(name).map(|p| p.as_ref())
     }
 
     pub fn condition(&self, name: &str) -> Option<&dyn Condition> {
@@ -226,43 +248,46 @@ impl Registry {
         for (name, b) in &bindings.commands {
             self.commands.insert(name.clone(), Arc::new(b.clone()));
         }
+        for (name, b) in &bindings.timeout_processors {
+            self.timeout_processors
+                .insert(name.clone(), Arc::new(b.clone()));
+        }
     }
 
-    /// Condition and command names `process` uses that nothing is registered for.
+    /// Condition, command and timeout processor names `process` uses that nothing is
+    /// registered for, each with where it is first used; sorted by kind, then name.
     pub fn unbound(&self, process: &Process) -> Vec<Unbound> {
-        let mut out = Vec::new();
-        let first_use = |origin: &Origin| origin.to_string();
-        for name in process.condition_names() {
-            if !self.conditions.contains_key(name) {
-                let origin = process
-                    .transitions()
-                    .iter()
-                    .find(|t| t.condition.as_deref() == Some(name))
-                    .map(|t| first_use(&t.origin))
-                    .unwrap_or_default();
-                out.push(Unbound {
-                    kind: PluginKind::Condition,
-                    name: name.to_owned(),
-                    origin,
-                });
+        // One pass over the definitions: first use of every name, whatever the size.
+        let mut first: std::collections::BTreeMap<(PluginKind, &str), &Origin> =
+            std::collections::BTreeMap::new();
+        for t in process.transitions() {
+            if let Some(c) = t.condition.as_deref() {
+                first.entry((PluginKind::Condition, c)).or_insert(&t.origin);
             }
         }
-        for name in process.command_names() {
-            if !self.commands.contains_key(name) {
-                let origin = process
-                    .events()
-                    .iter()
-                    .find(|e| e.command.as_deref() == Some(name))
-                    .map(|e| first_use(&e.origin))
-                    .unwrap_or_default();
-                out.push(Unbound {
-                    kind: PluginKind::Command,
-                    name: name.to_owned(),
-                    origin,
-                });
+        for e in process.events() {
+            if let Some(c) = e.command.as_deref() {
+                first.entry((PluginKind::Command, c)).or_insert(&e.origin);
+            }
+            if let Some(p) = e.timeout_processor.as_deref() {
+                first
+                    .entry((PluginKind::TimeoutProcessor, p))
+                    .or_insert(&e.origin);
             }
         }
-        out
+        first
+            .into_iter()
+            .filter(|((kind, name), _)| match kind {
+                PluginKind::Condition => !self.conditions.contains_key(*name),
+                PluginKind::Command => !self.commands.contains_key(*name),
+                PluginKind::TimeoutProcessor => !self.timeout_processors.contains_key(*name),
+            })
+            .map(|((kind, name), origin)| Unbound {
+                kind,
+                name: name.to_owned(),
+                origin: origin.to_string(),
+            })
+            .collect()
     }
 }
 
@@ -283,6 +308,11 @@ impl Registry {
 /// [commands."Oms/RequestInvoice"]
 /// type = "emit_event"
 /// event = "invoice"
+///
+/// [timeout_processors."OmsTimeout/Initiation"]
+/// type = "attribute"
+/// path = "created_at"
+/// offset = "30days"
 /// ```
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +321,8 @@ pub struct Bindings {
     pub conditions: std::collections::BTreeMap<String, ConditionBinding>,
     #[serde(default)]
     pub commands: std::collections::BTreeMap<String, CommandBinding>,
+    #[serde(default)]
+    pub timeout_processors: std::collections::BTreeMap<String, TimeoutProcessorBinding>,
 }
 
 /// Where an attribute is read or written.

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use oms::plugin::{Bindings, CommandBinding, ConditionBinding};
+use oms::parse::LoadOptions;
+use oms::plugin::{Bindings, CommandBinding, ConditionBinding, TimeoutProcessorBinding};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,13 @@ pub struct Config {
     pub conditions: BTreeMap<String, ConditionBinding>,
     /// Built-in commands bound by name (`[commands."Erp/MarkExported"]`).
     pub commands: BTreeMap<String, CommandBinding>,
+    /// Built-in timeout processors bound by the name an event's `timeoutProcessor="..."`
+    /// uses (`[timeout_processors."OmsTimeout/Initiation"]`).
+    pub timeout_processors: BTreeMap<String, TimeoutProcessorBinding>,
+    /// The state new items of a process enter, by process name (`Recur01 = "draft"`).
+    /// Without an entry: `new` when the process defines it, else the one state no
+    /// transition enters (see `oms::parse::LoadOptions`).
+    pub initial_states: BTreeMap<String, String>,
     /// The file this configuration was read from, if any (for the start log).
     #[serde(skip)]
     pub file: Option<PathBuf>,
@@ -174,6 +182,8 @@ impl Default for Config {
             clients: BTreeMap::new(),
             conditions: BTreeMap::new(),
             commands: BTreeMap::new(),
+            timeout_processors: BTreeMap::new(),
+            initial_states: BTreeMap::new(),
             file: None,
         }
     }
@@ -298,6 +308,15 @@ impl Config {
         Bindings {
             conditions: self.conditions.clone(),
             commands: self.commands.clone(),
+            timeout_processors: self.timeout_processors.clone(),
+        }
+    }
+
+    /// How process files are loaded: the configured initial states.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            initial_states: self.initial_states.clone(),
+            ..LoadOptions::default()
         }
     }
 
@@ -372,6 +391,32 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("[erp]"), "{text}");
+    }
+
+    #[test]
+    fn initial_states_and_timeout_processors_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orderflow.toml");
+        std::fs::write(
+            &path,
+            "[initial_states]\nRecur01 = \"draft\"\n\n\
+             [timeout_processors.\"OmsTimeout/Initiation\"]\ntype = \"attribute\"\n\
+             path = \"created_at\"\noffset = \"30days\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(
+            c.load_options().initial_for("Recur01"),
+            Some("draft"),
+            "{c:?}"
+        );
+        assert_eq!(c.load_options().initial_for("Other01"), None);
+        assert!(
+            c.bindings()
+                .timeout_processors
+                .contains_key("OmsTimeout/Initiation")
+        );
+        assert!(c.to_masked_toml().contains("[initial_states]"));
     }
 
     #[test]

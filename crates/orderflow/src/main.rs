@@ -7,7 +7,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", orderflow::cli::one_sentence(&e));
+            eprintln!("{}", orderflow::cli::error_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::xml::{self, Named, RawFile, RawProcess, RawTransition};
 use super::{LoadError, LoadErrorKind, LoadOptions};
 use crate::check::{Warning, WarningCode};
-use crate::model::{Event, EventId, Origin, Process, State, StateId, Transition};
+use crate::model::{Event, EventId, InitialSource, Origin, Process, State, StateId, Transition};
 
 /// Reads an included file; the filesystem in production, a map in tests.
 pub(super) type ReadFn<'a> = &'a dyn Fn(&Path) -> io::Result<String>;
@@ -34,9 +34,7 @@ impl Collector<'_> {
             self.add_process(p)?;
         }
         for inc in raw.includes {
-            // Spryker resolves `file` under the definitions folder and replaces spaces.
-            let rel = inc.file.replace(' ', "_");
-            let path = self.root.join(&rel);
+            let path = include_path(self.root, &inc.file);
             if !self.seen.insert(path.clone()) {
                 continue;
             }
@@ -106,6 +104,22 @@ impl Collector<'_> {
     }
 }
 
+/// Where an include's `file` is read: under the definitions folder, spaces replaced by `_`,
+/// and `.xml` appended when the name has no extension, as the StateMachine module's
+/// builder does (`file="Subprocess/MerchantReturn"`). A name that already ends in `.xml`
+/// (any case, as the OMS module writes it) is taken as it is.
+pub(super) fn include_path(root: &Path, file: &str) -> PathBuf {
+    let rel = file.replace(' ', "_");
+    let has_xml = Path::new(&rel)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("xml"));
+    if has_xml {
+        root.join(rel)
+    } else {
+        root.join(format!("{rel}.xml"))
+    }
+}
+
 /// Spryker's `prefixSubProcessElementValue`/`Attributes`: state and event names, and the
 /// `<source>`, `<target>` and `<event>` texts of the included file get `prefix - `.
 fn apply_prefix(p: &mut RawProcess, prefix: &str) {
@@ -168,11 +182,8 @@ pub(super) fn load(
         .map(|(p, t)| parts.transition(p, t))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let initial_name = options.initial_state();
-    let initial = *parts.state_ids.get(initial_name).ok_or_else(|| LoadError {
-        origin: main_origin,
-        kind: LoadErrorKind::UnknownInitialState(initial_name.to_owned()),
-    })?;
+    let (initial, initial_source) =
+        initial_state(&parts, &transitions, &main_name, main_origin, options)?;
     let subprocesses = order[1..].iter().map(|p| name_of(p)).collect();
     let process = Process::new(
         main_name,
@@ -181,11 +192,51 @@ pub(super) fn load(
         parts.events,
         transitions,
         subprocesses,
-    );
+    )
+    .with_initial_source(initial_source);
     Ok(Merged {
         process,
         warnings: parts.warnings,
     })
+}
+
+/// The initial state, chosen as [`LoadOptions`] documents.
+fn initial_state(
+    parts: &Parts,
+    transitions: &[Transition],
+    process: &str,
+    origin: Origin,
+    options: &LoadOptions,
+) -> Result<(StateId, InitialSource), LoadError> {
+    if let Some(name) = options.initial_for(process) {
+        return match parts.state_ids.get(name) {
+            Some(&id) => Ok((id, InitialSource::Configured)),
+            None => Err(LoadError {
+                origin,
+                kind: LoadErrorKind::UnknownInitialState(name.to_owned()),
+            }),
+        };
+    }
+    if let Some(&id) = parts.state_ids.get(options.initial_state()) {
+        return Ok((id, InitialSource::Default));
+    }
+    let mut entered = vec![false; parts.states.len()];
+    for t in transitions {
+        entered[t.target.0 as usize] = true;
+    }
+    let candidates: Vec<usize> = (0..entered.len()).filter(|&i| !entered[i]).collect();
+    match candidates.as_slice() {
+        [only] => Ok((StateId(*only as u32), InitialSource::NotEntered)),
+        _ => Err(LoadError {
+            origin,
+            kind: LoadErrorKind::NoInitialState(
+                candidates
+                    .iter()
+                    .map(|&i| parts.states[i].name.clone())
+                    .collect(),
+            ),
+        }),
+    }
 }
 
 /// The name and origin of the file's `<process main="true">`.

@@ -25,6 +25,7 @@ mod tests;
 
 pub use merge::PREFIX_DELIMITER;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,30 @@ pub enum LoadErrorKind {
     InvalidTimeout { value: String, reason: String },
     #[error("initial state {0:?} is not defined")]
     UnknownInitialState(String),
+    /// No initial state was configured, `new` is not defined and the states no transition
+    /// enters are not exactly one.
+    #[error("{}", no_initial_message(.0))]
+    NoInitialState(Vec<String>),
+}
+
+fn no_initial_message(candidates: &[String]) -> String {
+    let how = "name one in orderflow.toml's [initial_states] table (ProcessName = \"state\")";
+    match candidates {
+        [] => format!(
+            "no initial state: \"{DEFAULT_INITIAL_STATE}\" is not defined and every state is \
+             entered by some transition; {how}"
+        ),
+        _ => format!(
+            "no initial state: \"{DEFAULT_INITIAL_STATE}\" is not defined and {} states are \
+             entered by no transition ({}); {how}",
+            candidates.len(),
+            candidates
+                .iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 impl fmt::Display for Loaded {
@@ -78,19 +103,40 @@ impl fmt::Display for Loaded {
     }
 }
 
-/// The state new items enter when [`LoadOptions::initial`] is not set (Spryker's
+/// The state new items enter when nothing else names one (Spryker's
 /// `getInitialStatus()`).
 pub const DEFAULT_INITIAL_STATE: &str = "new";
 
 /// Per-process loading choices.
+///
+/// The initial state of a process is, in this order:
+/// 1. [`LoadOptions::initial`], when set (one name for every process loaded);
+/// 2. the entry for the main process's name in [`LoadOptions::initial_states`] (the
+///    `[initial_states]` table of `orderflow.toml`, as Spryker configures it per process in
+///    PHP);
+/// 3. [`DEFAULT_INITIAL_STATE`] (`new`), when the process defines it;
+/// 4. the one state that no transition enters, when exactly one such state exists (the
+///    StateMachine module's `draft` or `created`).
+///
+/// A configured name the process does not define is an error, and so is a process with
+/// none of the above; the error names the candidates.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Name of the initial state; [`DEFAULT_INITIAL_STATE`] when `None`.
+    /// Name of the initial state for every process loaded with these options.
     pub initial: Option<String>,
+    /// Initial state by main process name.
+    pub initial_states: BTreeMap<String, String>,
 }
 
 impl LoadOptions {
-    /// The initial state's name these options ask for.
+    /// The initial state's name configured for `process`, if any.
+    pub fn initial_for(&self, process: &str) -> Option<&str> {
+        self.initial
+            .as_deref()
+            .or_else(|| self.initial_states.get(process).map(String::as_str))
+    }
+
+    /// The initial state's name these options ask for when the process configures none.
     pub fn initial_state(&self) -> &str {
         self.initial.as_deref().unwrap_or(DEFAULT_INITIAL_STATE)
     }

@@ -138,7 +138,7 @@ impl Reader<'_> {
 
 /// Parses `text` (labelled `file` in origins) into raw definitions.
 pub(super) fn read(text: &str, file: &str) -> Result<RawFile, LoadError> {
-    let doc = Document::parse(text).map_err(|e| xml_error(file, &e))?;
+    let doc = Document::parse(text).map_err(|e| xml_error(file, text, &e))?;
     let r = Reader {
         file,
         lines: Lines::new(doc.input_text()),
@@ -171,24 +171,41 @@ pub(super) fn read(text: &str, file: &str) -> Result<RawFile, LoadError> {
 /// True when the document is a `<statemachine>` with a `<process main="true">`. Used by
 /// `load_dir` to skip subprocess-only files without resolving anything.
 pub(super) fn has_main_process(text: &str, file: &str) -> Result<bool, LoadError> {
-    let doc = Document::parse(text).map_err(|e| xml_error(file, &e))?;
+    let doc = Document::parse(text).map_err(|e| xml_error(file, text, &e))?;
     let root = doc.root_element();
     Ok(root.tag_name().name() == "statemachine"
         && elements(root).any(|p| p.tag_name().name() == "process" && flag(p, "main")))
 }
 
-fn xml_error(file: &str, e: &roxmltree::Error) -> LoadError {
+fn xml_error(file: &str, text: &str, e: &roxmltree::Error) -> LoadError {
+    use roxmltree::Error as E;
     let pos = e.pos();
     let message = e.to_string();
     // roxmltree ends most messages with " at line:col"; the origin already says that.
     let suffix = format!(" at {pos}");
     let message = message.strip_suffix(&suffix).unwrap_or(&message).to_owned();
-    LoadError {
-        origin: Origin {
+    // Some errors carry no position (roxmltree says 1:1): point at the real place.
+    let at = |offset: usize| Lines::new(text).origin(file, offset);
+    let origin = match e {
+        // A truncated file, or one cut inside a tag: where the input ends.
+        E::UnexpectedEndOfStream | E::UnclosedRootNode | E::NoRootNode => at(text.len()),
+        E::DtdDetected => at(text.find("<!DOCTYPE").unwrap_or(0)),
+        _ => Origin {
             file: file.to_owned(),
             line: pos.row,
             column: pos.col,
         },
+    };
+    let message = match e {
+        E::DtdDetected => {
+            "a DOCTYPE is not allowed (process files need no DTD, and entities from one \
+             are not expanded)"
+                .to_owned()
+        }
+        _ => message,
+    };
+    LoadError {
+        origin,
         kind: LoadErrorKind::Xml(message),
     }
 }

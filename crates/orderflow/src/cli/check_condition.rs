@@ -40,7 +40,7 @@ pub async fn run(args: CheckConditionArgs) -> anyhow::Result<ExitCode> {
     }
     let poll = config::duration("worker.poll_interval", &config.worker.poll_interval)?
         .max(Duration::from_millis(10));
-    let processes = ProcessSet::load(&config.processes, &config.bindings())?;
+    let processes = ProcessSet::load_configured(&config)?;
     processes.check_unbound(config.strict)?;
     let store = open_store(&config).await?;
     let service = OrderService::new(store.clone(), Arc::new(processes));

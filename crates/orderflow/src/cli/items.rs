@@ -49,7 +49,7 @@ async fn service(store: &StoreArgs, processes: Option<PathBuf>) -> anyhow::Resul
     if let Some(dir) = processes {
         config.processes = dir;
     }
-    let set = ProcessSet::load(&config.processes, &config.bindings())?;
+    let set = ProcessSet::load_configured(&config)?;
     let store = open_store(&config).await?;
     Ok(OrderService::new(store, Arc::new(set)))
 }

@@ -141,6 +141,24 @@ pub fn one_sentence(e: &anyhow::Error) -> String {
     line
 }
 
+/// The line `main` prints for an error. A process definition that does not load is
+/// printed the same way by every command (`check`, `render`, `simulate`, `serve`, ...),
+/// as compilers do, so editors can jump to it: `FILE:LINE:COL: error: message`.
+pub fn error_line(e: &anyhow::Error) -> String {
+    match e
+        .chain()
+        .find_map(|c| c.downcast_ref::<oms::parse::LoadError>())
+    {
+        Some(load) => format_load_error(load),
+        None => format!("error: {}", one_sentence(e)),
+    }
+}
+
+/// `FILE:LINE:COL: error: message`.
+pub fn format_load_error(e: &oms::parse::LoadError) -> String {
+    format!("{}: error: {}", e.origin, e.kind)
+}
+
 /// Parses nothing: runs the parsed command and returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     telemetry::init_logging(cli.log_format);

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
+use oms::InitialSource;
 use oms::graph::GraphOptions;
-use oms::parse::{self, Loaded};
+use oms::parse::{self, LoadOptions, Loaded};
 use oms::plugin::{Bindings, Registry};
 
 use crate::config::Config;
@@ -24,7 +25,8 @@ pub enum ProcessCommand {
         /// Treat condition and command names with no plugin bound as errors.
         #[arg(long)]
         strict: bool,
-        /// Configuration whose [conditions] and [commands] bind plugins
+        /// Configuration whose [conditions], [commands] and [timeout_processors] bind
+        /// plugins and whose [initial_states] name initial states
         /// (default: ./orderflow.toml when it exists).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -43,6 +45,10 @@ pub enum ProcessCommand {
         /// Print one JSON object `{"process","format","content"}` instead of the drawing.
         #[arg(long)]
         json: bool,
+        /// Configuration whose [initial_states] name initial states
+        /// (default: ./orderflow.toml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run events against a simulated order and print every step.
     Simulate(SimulateArgs),
@@ -67,7 +73,8 @@ pub fn run(cmd: ProcessCommand) -> anyhow::Result<ExitCode> {
             format,
             output,
             json,
-        } => render(&file, format, output.as_deref(), json),
+            config,
+        } => render(&file, format, output.as_deref(), json, config.as_deref()),
         ProcessCommand::Simulate(args) => simulate::run(args),
     }
 }
@@ -78,11 +85,27 @@ pub fn load_bindings(config: Option<&Path>) -> anyhow::Result<Bindings> {
 }
 
 /// Loads a file, or every main process of a folder.
-fn load_all(path: &Path) -> Result<Vec<Loaded>, parse::LoadError> {
+fn load_all(path: &Path, options: &LoadOptions) -> Result<Vec<Loaded>, parse::LoadError> {
     if path.is_dir() {
-        parse::load_dir(path)
+        parse::load_dir_with(path, options)
     } else {
-        parse::load_file(path).map(|l| vec![l])
+        parse::load_file_with(path, options).map(|l| vec![l])
+    }
+}
+
+/// Loads one main process file with the effective configuration's initial states; the
+/// error keeps its type so `main` prints it as `FILE:LINE:COL: error: ...`.
+pub fn load_one(file: &Path, config: Option<&Path>) -> anyhow::Result<Loaded> {
+    let options = Config::load(config)?.load_options();
+    Ok(parse::load_file_with(file, &options)?)
+}
+
+/// ` (initial state "draft", the only state no transition enters)` when the initial state
+/// is not Spryker's default `new`; nothing otherwise, so default output stays as it was.
+fn initial_note(p: &oms::Process) -> String {
+    match p.initial_source() {
+        InitialSource::Default => String::new(),
+        source => format!(", initial state {:?} ({source})", p.state(p.initial()).name),
     }
 }
 
@@ -92,19 +115,33 @@ fn check(
     config: Option<&Path>,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let options = config.load_options();
     let mut registry = Registry::new();
-    registry.bind(&load_bindings(config)?);
+    registry.bind(&config.bindings());
     let mut failed = false;
     let mut report = Vec::new();
     for path in files {
-        match load_all(path) {
+        match load_all(path, &options) {
             Err(e) => {
                 failed = true;
                 if !as_json {
-                    eprintln!("{}: error: {}", e.origin, e.kind);
+                    eprintln!("{}", super::format_load_error(&e));
                 }
                 report.push(json!({"file": path.display().to_string(), "ok": false,
                     "errors": [{"at": e.origin.to_string(), "message": e.kind.to_string()}]}));
+            }
+            Ok(loaded) if loaded.is_empty() => {
+                // A folder whose files are all subprocesses (or that has none) checks nothing.
+                failed = true;
+                let message = "no main process: no top-level *.xml file in this folder has a \
+                               <process main=\"true\">";
+                let at = format!("{}", path.display());
+                if !as_json {
+                    eprintln!("{at}: error: {message}");
+                }
+                report.push(json!({"file": at, "ok": false,
+                    "errors": [{"at": at, "message": message}]}));
             }
             Ok(loaded) => {
                 for l in loaded {
@@ -127,18 +164,21 @@ fn check(
                     if !as_json && ok {
                         let p = &l.process;
                         println!(
-                            "{file}: ok: process {} ({} states, {} events, {} transitions, {} warnings)",
+                            "{file}: ok: process {} ({} states, {} events, {} transitions, {} warnings{})",
                             p.name(),
                             p.states().len(),
                             p.events().len(),
                             p.transitions().len(),
-                            l.warnings.len()
+                            l.warnings.len(),
+                            initial_note(p)
                         );
                     }
                     report.push(json!({
                         "file": file,
                         "process": l.process.name(),
                         "ok": ok,
+                        "initial_state": l.process.state(l.process.initial()).name,
+                        "initial_state_source": l.process.initial_source(),
                         "states": l.process.states().len(),
                         "events": l.process.events().len(),
                         "transitions": l.process.transitions().len(),
@@ -167,8 +207,9 @@ fn render(
     format: Format,
     output: Option<&Path>,
     as_json: bool,
+    config: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = parse::load_file(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let loaded = load_one(file, config)?;
     let opts = GraphOptions::with_legend();
     let content = match format {
         Format::Svg => oms::graph::to_svg(&loaded.process, &opts),

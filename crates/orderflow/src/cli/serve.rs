@@ -40,7 +40,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.no_worker {
         config.worker.in_process = false;
     }
-    let processes = ProcessSet::load(&config.processes, &config.bindings())?;
+    let processes = ProcessSet::load_configured(&config)?;
     processes.check_unbound(config.strict)?;
     if processes.is_empty() {
         tracing::warn!(dir = %config.processes.display(), "no main process found: orders cannot be created");

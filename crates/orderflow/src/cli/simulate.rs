@@ -19,9 +19,17 @@ pub struct SimulateArgs {
     file: PathBuf,
     /// Events to trigger in order, comma-separated. `ship@1+3` triggers `ship` on items 1
     /// and 3 only (a partial shipment); without `@` every item gets the event.
-    /// `wait:14days` moves the clock forward and lets due timeouts fire.
+    /// `wait:14days` moves the clock forward and lets due timeouts fire. `check` runs the
+    /// check-condition worker once (event-less transitions and due timeouts, until
+    /// nothing moves).
     #[arg(long, value_delimiter = ',', required = true)]
     events: Vec<String>,
+    /// Model the race between ERP events and the check-condition worker: event-less
+    /// transitions and due timeouts run only at the `check` steps of `--events`, never on
+    /// their own after an event or a `wait:`. `--events pay,check,ship` asks "what if
+    /// `pay` arrives before the next check run?".
+    #[arg(long)]
+    explicit_checks: bool,
     /// Fix a condition's answer: `--condition Payment/IsPaid=true`. It overrides the
     /// configuration's binding; conditions bound nowhere are false, unbound commands are
     /// skipped.
@@ -42,8 +50,11 @@ pub struct SimulateArgs {
 /// After each event, event-less transitions are taken until nothing moves (at most this often).
 const MAX_CHECK_PASSES: usize = 100;
 
+/// The `--events` step that runs the check-condition worker.
+const CHECK_STEP: &str = "check";
+
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let loaded = oms::parse::load_file(&args.file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let loaded = super::process::load_one(&args.file, args.config.as_deref())?;
     let process = &loaded.process;
     let mut registry = Registry::new();
     registry.bind(&super::process::load_bindings(args.config.as_deref())?);
@@ -79,18 +90,30 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     let mut out = Vec::new();
+    let auto = !args.explicit_checks;
     let d = engine.start(&mut order, now);
     report(process, "(start)", &d, &mut out);
-    settle(&engine, &mut order, now, &mut out)?;
+    if auto {
+        settle(&engine, &mut order, now, "(check)", &mut out)?;
+    }
     for spec in &args.events {
+        if spec.trim() == CHECK_STEP {
+            settle(&engine, &mut order, now, CHECK_STEP, &mut out)?;
+            continue;
+        }
         if let Some(wait) = spec.strip_prefix("wait:") {
             let t = oms::Timeout::parse(wait).with_context(|| format!("{spec:?}: bad duration"))?;
             now = t.after(now);
-            let d = engine
-                .check(&mut order, None, now)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            report(process, spec, &d, &mut out);
-            settle(&engine, &mut order, now, &mut out)?;
+            if auto {
+                let d = engine
+                    .check(&mut order, None, now)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                report(process, spec, &d, &mut out);
+                settle(&engine, &mut order, now, "(check)", &mut out)?;
+            } else {
+                out.push(json!({"input": spec, "outcome": "clock",
+                    "text": format!("[{spec}] clock moved; timeouts wait for the next check")}));
+            }
             continue;
         }
         let (event, items) = parse_event(spec)?;
@@ -98,7 +121,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             .trigger(&mut order, items.as_deref(), event, now)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         report(process, spec, &d, &mut out);
-        settle(&engine, &mut order, now, &mut out)?;
+        if auto {
+            settle(&engine, &mut order, now, "(check)", &mut out)?;
+        }
     }
     let finals: Vec<Value> = order
         .items
@@ -145,10 +170,13 @@ fn parse_event(spec: &str) -> anyhow::Result<(&str, Option<Vec<i64>>)> {
     }
 }
 
+/// Runs check-condition passes (event-less transitions, due timeouts) until nothing moves,
+/// reporting each under `label`.
 fn settle(
     engine: &Engine<'_>,
     order: &mut Order,
     now: DateTime<Utc>,
+    label: &str,
     out: &mut Vec<Value>,
 ) -> anyhow::Result<()> {
     for _ in 0..MAX_CHECK_PASSES {
@@ -158,7 +186,7 @@ fn settle(
         if d.moves().next().is_none() {
             return Ok(());
         }
-        report(engine.process, "(check)", &d, out);
+        report(engine.process, label, &d, out);
     }
     Ok(())
 }

@@ -43,7 +43,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.processes {
         config.processes = dir;
     }
-    let processes = ProcessSet::load(&config.processes, &config.bindings())?;
+    let processes = ProcessSet::load_configured(&config)?;
     processes.check_unbound(config.strict)?;
     if processes.is_empty() {
         // Every update would fail on its order's unknown process.

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use oms::engine::{EngineOptions, UnboundPolicy};
+use oms::parse::LoadOptions;
 use oms::plugin::{Bindings, Unbound};
 use oms::{Engine, Process, Registry};
 
@@ -67,12 +68,34 @@ impl ProcessSet {
     pub fn load_with(
         dir: &Path,
         bindings: &Bindings,
-        mut registry: Registry,
+        registry: Registry,
     ) -> Result<Self, ProcessError> {
-        let loaded = oms::parse::load_dir(dir).map_err(|source| ProcessError::Load {
-            dir: dir.display().to_string(),
-            source,
-        })?;
+        Self::load_with_options(dir, bindings, registry, &LoadOptions::default())
+    }
+
+    /// What `serve`, `worker` and `check-condition` load: the configured folder, bindings
+    /// and initial states.
+    pub fn load_configured(config: &crate::config::Config) -> Result<Self, ProcessError> {
+        Self::load_with_options(
+            &config.processes,
+            &config.bindings(),
+            Registry::new(),
+            &config.load_options(),
+        )
+    }
+
+    /// Like [`ProcessSet::load_with`], with loading options (initial states).
+    pub fn load_with_options(
+        dir: &Path,
+        bindings: &Bindings,
+        mut registry: Registry,
+        options: &LoadOptions,
+    ) -> Result<Self, ProcessError> {
+        let loaded =
+            oms::parse::load_dir_with(dir, options).map_err(|source| ProcessError::Load {
+                dir: dir.display().to_string(),
+                source,
+            })?;
         for l in &loaded {
             for w in &l.warnings {
                 tracing::warn!(process = l.process.name(), "{w}");

@@ -184,9 +184,13 @@ pub async fn start_with_plugins(
         serde_json::from_value(json!({"type": "attribute", "path": "approved"})).unwrap(),
     );
     configure(&mut config);
-    let processes =
-        ProcessSet::load_with(&fixtures().join("processes"), &config.bindings(), registry)
-            .expect("processes");
+    let processes = ProcessSet::load_with_options(
+        &fixtures().join("processes"),
+        &config.bindings(),
+        registry,
+        &config.load_options(),
+    )
+    .expect("processes");
     let store = Store::open(&url).await.expect("open store");
     let mut tokens = Vec::new();
     for (name, role) in [

@@ -198,7 +198,7 @@ fn a_file_without_main_process_is_refused() {
 fn unknown_initial_state_points_at_the_main_process() {
     let xml = lines(&[
         r#"<statemachine>"#,
-        r#"  <process name="P" main="true"><states><state name="start"/></states></process>"#,
+        r#"  <process name="P" main="true"><states><state name="start"/><state name="b"/></states></process>"#,
         r#"</statemachine>"#,
     ]);
     assert_error(
@@ -206,10 +206,11 @@ fn unknown_initial_state_points_at_the_main_process() {
         "defs/main.xml",
         2,
         3,
-        &LoadErrorKind::UnknownInitialState("new".into()),
+        &LoadErrorKind::NoInitialState(vec!["start".into(), "b".into()]),
     );
     let options = LoadOptions {
         initial: Some("begin".into()),
+        ..Default::default()
     };
     assert_error(
         &err(load_with(&xml, &[], &options)),

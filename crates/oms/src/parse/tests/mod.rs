@@ -9,6 +9,8 @@ use super::*;
 
 mod errors;
 mod files;
+mod initial;
+mod positions;
 mod props;
 mod rules;
 mod warnings;

@@ -333,6 +333,7 @@ fn the_initial_state_is_new_unless_configured() {
     assert_eq!(l.process.state(l.process.initial()).name, "new");
     let options = LoadOptions {
         initial: Some("start".into()),
+        ..Default::default()
     };
     let l = load_with(&xml, &[], &options).unwrap();
     assert_eq!(l.process.state(l.process.initial()).name, "start");
