@@ -33,6 +33,11 @@ pub enum ProcessCommand {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Also count the items in this database that the checked definitions cannot place
+        /// (a state or process they do not have): what a deploy of them would strand.
+        /// Reads only; runs no migrations. Under --strict they are errors.
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// Draw a process as SVG or Graphviz DOT.
     Render {
@@ -67,7 +72,11 @@ pub fn run(cmd: ProcessCommand) -> anyhow::Result<ExitCode> {
             strict,
             config,
             json,
-        } => check(&files, strict, config.as_deref(), json),
+            database_url,
+        } => {
+            let against = database_url.as_deref();
+            check(&files, strict, config.as_deref(), json, against)
+        }
         ProcessCommand::Render {
             file,
             format,
@@ -114,6 +123,7 @@ fn check(
     strict: bool,
     config: Option<&Path>,
     as_json: bool,
+    database_url: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(config)?;
     let options = config.load_options();
@@ -121,6 +131,7 @@ fn check(
     registry.bind(&config.bindings());
     let mut failed = false;
     let mut report = Vec::new();
+    let mut checked: Vec<std::sync::Arc<oms::Process>> = Vec::new();
     for path in files {
         match load_all(path, &options) {
             Err(e) => {
@@ -145,6 +156,7 @@ fn check(
             }
             Ok(loaded) => {
                 for l in loaded {
+                    checked.push(std::sync::Arc::new(l.process.clone()));
                     let unbound = registry.unbound(&l.process);
                     let file = l.path.display().to_string();
                     if !as_json {
@@ -189,16 +201,53 @@ fn check(
             }
         }
     }
+    let strays = match database_url {
+        Some(url) => {
+            let strays = stranded(url, &checked)?;
+            let level = if strict { "error" } else { "warning" };
+            for s in &strays {
+                if !as_json {
+                    eprintln!(
+                        "{}: {level}: {} items of process {} in state {:?}: {}",
+                        crate::config::mask_url_password(url),
+                        s.items,
+                        s.process,
+                        s.state,
+                        s.reason
+                    );
+                }
+            }
+            failed |= strict && !strays.is_empty();
+            Some(strays)
+        }
+        None => None,
+    };
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"ok": !failed, "files": report}))?
-        );
+        let mut out = json!({"ok": !failed, "files": report});
+        if let Some(strays) = strays {
+            out["strays"] = json!(strays);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// The items in the database at `url` that `checked` cannot place. Connects without
+/// migrating: a check before a deploy changes nothing.
+fn stranded(
+    url: &str,
+    checked: &[std::sync::Arc<oms::Process>],
+) -> anyhow::Result<Vec<crate::domain::strays::Strays>> {
+    super::runtime()?.block_on(async {
+        let store = crate::store::Store::connect(url).await?;
+        let counts = store.item_state_counts().await;
+        store.close().await;
+        let lookup = |name: &str| checked.iter().find(|p| p.name() == name).map(|p| &**p);
+        Ok(crate::domain::strays::strays_of(counts?, lookup))
     })
 }
 

@@ -53,26 +53,36 @@ pub enum MoveError {
     Domain(#[from] DomainError),
 }
 
+/// The groups of `counts` (process, state, items) that `process` (by name) cannot place.
+pub fn strays_of<'a>(
+    counts: Vec<(String, String, i64)>,
+    process: impl Fn(&str) -> Option<&'a oms::Process>,
+) -> Vec<Strays> {
+    counts
+        .into_iter()
+        .filter_map(|(name, state, items)| {
+            let reason = match process(&name) {
+                None => "unknown_process",
+                Some(p) if p.state_id(&state).is_none() => "unknown_state",
+                Some(_) => return None,
+            };
+            Some(Strays {
+                process: name,
+                state,
+                items,
+                reason,
+            })
+        })
+        .collect()
+}
+
 impl OrderService {
     /// Every group of items whose process or state the loaded definitions do not have.
     pub async fn strays(&self) -> Result<Vec<Strays>> {
         let counts = self.store().item_state_counts().await?;
-        Ok(counts
-            .into_iter()
-            .filter_map(|(process, state, items)| {
-                let reason = match self.processes().get(&process) {
-                    None => "unknown_process",
-                    Some(p) if p.state_id(&state).is_none() => "unknown_state",
-                    Some(_) => return None,
-                };
-                Some(Strays {
-                    process,
-                    state,
-                    items,
-                    reason,
-                })
-            })
-            .collect())
+        Ok(strays_of(counts, |name| {
+            self.processes().get(name).map(|p| &**p)
+        }))
     }
 
     /// Moves every item of `process` in state `from` to state `to` of the loaded definition,

@@ -57,6 +57,45 @@ async fn items_in_a_removed_state_are_reported_and_moved(backend: Backend) {
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed[0]["reason"], "unknown_state", "{listed}");
 
+    // Before a deploy: `process check` against the database names what would be stranded.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args([
+            "process",
+            "check",
+            "--json",
+            "--database-url",
+            &s.database_url,
+        ])
+        .arg(fixtures().join("processes"))
+        .env_remove("ORDERFLOW_DATABASE_URL")
+        .output()
+        .expect("run orderflow process check");
+    let checked: Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(checked["strays"][0]["state"], "legacy", "{checked}");
+    assert_eq!(checked["strays"][0]["items"], 1, "{checked}");
+
+    // Strict mode refuses to start a worker that would leave them where they are (here:
+    // a folder without Test01, so every item of the test's orders is stranded).
+    let strict = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args([
+            "check-condition",
+            "--once",
+            "--database-url",
+            &s.database_url,
+        ])
+        .arg("--processes")
+        .arg(fixtures().join("fleet"))
+        .env_remove("ORDERFLOW_DATABASE_URL")
+        .env("ORDERFLOW_STRICT", "true")
+        .output()
+        .expect("run orderflow check-condition");
+    let said = String::from_utf8_lossy(&strict.stderr);
+    assert!(!strict.status.success(), "{said}");
+    assert!(
+        said.contains("strict mode") && said.contains("items of Test01"),
+        "{said}"
+    );
+
     // A dry run changes nothing; a move to a state the process has does.
     let moving = [
         "move",
