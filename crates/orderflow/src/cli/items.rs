@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::Subcommand;
 
 use super::{StoreArgs, open_store};
+use crate::domain::strays::Move;
 use crate::domain::{OrderService, ProcessSet};
 
 #[derive(Debug, Subcommand)]
@@ -27,10 +28,17 @@ pub enum ItemsCommand {
     /// Move every item of PROCESS in state FROM to state TO of the loaded definition; each
     /// order in its own transaction, with a history row (source `operator`) per item.
     Move {
+        /// The orders' process now (it may no longer be loaded).
         #[arg(long)]
         process: String,
+        /// The items' state; `*` for every item (whole orders).
         #[arg(long)]
         from: String,
+        /// Move whole orders to this loaded process (e.g. a versioned name); orders with
+        /// items outside FROM are skipped and named.
+        #[arg(long)]
+        to_process: Option<String>,
+        /// A state of the target process.
         #[arg(long)]
         to: String,
         /// Say what would move; change nothing.
@@ -87,6 +95,7 @@ pub async fn run(cmd: ItemsCommand) -> anyhow::Result<ExitCode> {
         ItemsCommand::Move {
             process,
             from,
+            to_process,
             to,
             dry_run,
             processes,
@@ -94,7 +103,16 @@ pub async fn run(cmd: ItemsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let service = service(&store, processes).await?;
             let report = service
-                .move_items(&process, &from, &to, dry_run, crate::store::now())
+                .move_items(
+                    &Move {
+                        process: &process,
+                        from: &from,
+                        to_process: to_process.as_deref(),
+                        to: &to,
+                        dry_run,
+                    },
+                    crate::store::now(),
+                )
                 .await;
             service.store().close().await;
             let report = report?;

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use super::service::{
     DomainError, OrderService, Result, Source, engine_order, feed_payload, persist,
 };
+use crate::store::StoreError;
 use crate::store::orders::NewHistory;
 
 /// Items of one process in one state that the loaded definitions do not have.
@@ -40,6 +41,20 @@ pub struct MoveReport {
 pub struct Skipped {
     pub order: String,
     pub reason: String,
+}
+
+/// Which items to move where (see [`OrderService::move_items`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Move<'a> {
+    /// The orders' process now (it may no longer be loaded).
+    pub process: &'a str,
+    /// The items' state, or `*` for every item (whole orders).
+    pub from: &'a str,
+    /// Another loaded process to move whole orders to; `None` stays in `process`.
+    pub to_process: Option<&'a str>,
+    /// A state of the target process.
+    pub to: &'a str,
+    pub dry_run: bool,
 }
 
 /// Why a move cannot start.
@@ -85,57 +100,71 @@ impl OrderService {
         }))
     }
 
-    /// Moves every item of `process` in state `from` to state `to` of the loaded definition,
-    /// one order per transaction: the items enter `to` as if they had just moved there (its
-    /// timers are set and its onEnter event runs), a history row with source `operator`
-    /// records each move, and the order gets a new version and a change-feed row. With
-    /// `dry_run` nothing is written and the report says what would move.
+    /// Moves items into state `to` of a loaded definition, one order per transaction: the
+    /// items enter `to` as if they had moved there (its timers are set and its onEnter event
+    /// runs), a history row with source `operator` records each move, and the order gets a
+    /// new version and a change-feed row. With `dry_run` nothing is written and the report
+    /// says what would move.
+    ///
+    /// Within one process, the items in state `from` move. To another process
+    /// (`to_process`, e.g. a versioned name after the old file was removed), whole orders
+    /// move: those whose every item is in `from`, or every order of `process` when `from` is
+    /// `*`; an order with items elsewhere is skipped and named.
     pub async fn move_items(
         &self,
-        process: &str,
-        from: &str,
-        to: &str,
-        dry_run: bool,
+        m: &Move<'_>,
         now: DateTime<Utc>,
     ) -> Result<MoveReport, MoveError> {
+        let target_name = m.to_process.unwrap_or(m.process);
         let definition = self
             .processes()
-            .get(process)
-            .ok_or_else(|| MoveError::UnknownProcess(process.to_owned()))?
+            .get(target_name)
+            .ok_or_else(|| MoveError::UnknownProcess(target_name.to_owned()))?
             .clone();
         let target = definition
-            .state_id(to)
+            .state_id(m.to)
             .ok_or_else(|| MoveError::UnknownTarget {
-                process: process.to_owned(),
-                state: to.to_owned(),
+                process: target_name.to_owned(),
+                state: m.to.to_owned(),
             })?;
+        let across = target_name != m.process;
+        let any = m.from == "*";
         let mut report = MoveReport {
-            dry_run,
+            dry_run: m.dry_run,
             ..MoveReport::default()
         };
+        let state = (!any).then_some(m.from);
         let orders = self
             .store()
-            .orders_in_state(process, from)
+            .orders_in_state(m.process, state)
             .await
             .map_err(DomainError::from)?;
         for order_id in orders {
             let mut tx = self.store().begin().await.map_err(DomainError::from)?;
-            let Some(row) = tx.lock_order(order_id).await.map_err(DomainError::from)? else {
+            let Some(mut row) = tx.lock_order(order_id).await.map_err(DomainError::from)? else {
                 continue;
             };
             let before = tx.items(row.id).await.map_err(DomainError::from)?;
-            let ids: Vec<i64> = before
-                .iter()
-                .filter(|i| i.state == from)
-                .map(|i| i.id)
-                .collect();
-            if ids.is_empty() || row.process != process {
+            let moving = |i: &&crate::store::orders::ItemRow| any || i.state == m.from;
+            let ids: Vec<i64> = before.iter().filter(moving).map(|i| i.id).collect();
+            if ids.is_empty() || row.process != m.process {
+                continue;
+            }
+            if across && ids.len() != before.len() {
+                report.skipped.push(Skipped {
+                    order: row.reference.clone(),
+                    reason: format!(
+                        "only some of its items are in {:?}: an order moves to another process \
+                         whole (use from \"*\")",
+                        m.from
+                    ),
+                });
                 continue;
             }
             // The engine sees the moved items already in the target state.
             let mut placed = before.clone();
-            for item in placed.iter_mut().filter(|i| i.state == from) {
-                item.state = to.to_owned();
+            for item in placed.iter_mut().filter(|i| ids.contains(&i.id)) {
+                item.state = m.to.to_owned();
             }
             let mut order = match engine_order(&row, &placed, &definition) {
                 Ok(order) => order,
@@ -149,22 +178,24 @@ impl OrderService {
             };
             report.orders += 1;
             report.items += ids.len();
-            if dry_run {
+            if m.dry_run {
                 continue;
             }
             let decisions = self
                 .processes()
                 .engine(&definition)
                 .enter(&mut order, &ids, target, now)
-                .map_err(|e| {
-                    DomainError::Store(crate::store::StoreError::Corrupt(e.to_string()))
-                })?;
-            let reason = format!("moved by an operator from {from:?}");
-            for &item_id in &ids {
+                .map_err(|e| DomainError::Store(StoreError::Corrupt(e.to_string())))?;
+            let reason = if across {
+                format!("moved by an operator from process {}", m.process)
+            } else {
+                "moved by an operator".to_owned()
+            };
+            for item in before.iter().filter(|i| ids.contains(&i.id)) {
                 let h = NewHistory {
-                    item_id,
-                    from_state: Some(from),
-                    to_state: to,
+                    item_id: item.id,
+                    from_state: Some(&item.state),
+                    to_state: m.to,
                     event: None,
                     source: "operator",
                     reason: Some(&reason),
@@ -172,6 +203,12 @@ impl OrderService {
                 tx.insert_history(row.id, &h, now)
                     .await
                     .map_err(DomainError::from)?;
+            }
+            if across {
+                tx.set_order_process(row.id, target_name)
+                    .await
+                    .map_err(DomainError::from)?;
+                row.process = target_name.to_owned();
             }
             let version = row.version + 1;
             let source = Source::Operator;

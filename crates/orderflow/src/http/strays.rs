@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::extract::{AdminOnly, ApiJson};
 use super::{ApiError, ApiResult, AppState};
-use crate::domain::strays::{MoveError, MoveReport, Strays};
+use crate::domain::strays::{Move, MoveError, MoveReport, Strays};
 
 /// Move every item of `process` in state `from` to state `to`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -17,10 +17,16 @@ use crate::domain::strays::{MoveError, MoveReport, Strays};
 pub struct MoveRequest {
     #[schema(min_length = 1, max_length = 255)]
     pub process: String,
-    /// The state the items are in (usually one the loaded process no longer has).
+    /// The state the items are in (usually one the loaded process no longer has); `*` for
+    /// every item (whole orders).
     #[schema(min_length = 1, max_length = 255)]
     pub from: String,
-    /// A state of the loaded process.
+    /// Move whole orders to this loaded process (e.g. a versioned name); orders with items
+    /// outside `from` are skipped and named in the report.
+    #[schema(min_length = 1, max_length = 255)]
+    #[serde(default)]
+    pub to_process: Option<String>,
+    /// A state of the target process.
     #[schema(min_length = 1, max_length = 255)]
     pub to: String,
     /// Say what would move; change nothing.
@@ -60,13 +66,29 @@ pub async fn move_items(
     let now = crate::store::now();
     let report = state
         .service
-        .move_items(&req.process, &req.from, &req.to, req.dry_run, now)
+        .move_items(
+            &Move {
+                process: &req.process,
+                from: &req.from,
+                to_process: req.to_process.as_deref(),
+                to: &req.to,
+                dry_run: req.dry_run,
+            },
+            now,
+        )
         .await
         .map_err(|e| match e {
             MoveError::Domain(d) => ApiError::Domain(d),
             e @ MoveError::UnknownProcess(_) => ApiError::InvalidRequest {
                 message: e.to_string(),
-                path: Some("$.process".into()),
+                path: Some(
+                    if req.to_process.is_some() {
+                        "$.to_process"
+                    } else {
+                        "$.process"
+                    }
+                    .into(),
+                ),
             },
             e @ MoveError::UnknownTarget { .. } => ApiError::InvalidRequest {
                 message: e.to_string(),

@@ -115,6 +115,19 @@ impl Tx {
         Ok(row)
     }
 
+    /// Puts a locked order under another process (an operator's move, see
+    /// `OrderService::move_items`).
+    pub async fn set_order_process(&mut self, id: i64, process: &str) -> Result<()> {
+        const SQL: &str = "UPDATE orders SET process = $2 WHERE id = $1";
+        on_tx!(self, |c| sqlx::query(SQL)
+            .bind(id)
+            .bind(process)
+            .execute(c)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
     /// [`Tx::lock_order`] by reference (for ERP updates, which name the shop's reference).
     pub async fn lock_order_by_reference(&mut self, reference: &str) -> Result<Option<OrderRow>> {
         const POSTGRES: &str = "SELECT id, reference, process, currency, attributes, version, \
@@ -414,10 +427,10 @@ impl Store {
             .await)?)
     }
 
-    /// The orders of `process` with an item in `state`, by id.
-    pub async fn orders_in_state(&self, process: &str, state: &str) -> Result<Vec<i64>> {
+    /// The orders of `process` with an item in `state` (any state when `None`), by id.
+    pub async fn orders_in_state(&self, process: &str, state: Option<&str>) -> Result<Vec<i64>> {
         const SQL: &str = "SELECT DISTINCT o.id FROM orders o JOIN items i ON i.order_id = o.id \
-             WHERE o.process = $1 AND i.state = $2 ORDER BY o.id";
+             WHERE o.process = $1 AND ($2 IS NULL OR i.state = $2) ORDER BY o.id";
         Ok(on_reader!(self, |p| sqlx::query_scalar(SQL)
             .bind(process)
             .bind(state)

@@ -173,5 +173,38 @@ async fn items_in_a_removed_state_are_reported_and_moved(backend: Backend) {
         "{moved}"
     );
     assert!(s.service.strays().await.unwrap().is_empty());
+
+    // A process that is no longer loaded (renamed with a version, say): whole orders move
+    // to a loaded one.
+    s.execute_sql("UPDATE orders SET process = 'Gone01' WHERE reference = 'STRAY-2'")
+        .await;
+    let strays = s.service.strays().await.unwrap();
+    assert_eq!(strays[0].reason, "unknown_process", "{strays:?}");
+    let across = [
+        "move",
+        "--process",
+        "Gone01",
+        "--from",
+        "*",
+        "--to-process",
+        "Test01",
+        "--to",
+        "paid",
+    ];
+    let out = items(&s.database_url, &across);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("moved 1 items of 1 orders"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (_, moved) = s.get("/v1/orders/by-reference/STRAY-2", &s.shop).await;
+    assert_eq!(moved["process"], "Test01", "{moved}");
+    assert_eq!(moved["items"][0]["state"], "paid", "{moved}");
+    assert!(s.service.strays().await.unwrap().is_empty());
     s.stop().await;
 }
