@@ -204,53 +204,6 @@ impl Tx {
         })?)
     }
 
-    pub async fn update_item(
-        &mut self,
-        id: i64,
-        state: &str,
-        reserved: bool,
-        state_entered_at: DateTime<Utc>,
-        attributes: &Attributes,
-    ) -> Result<()> {
-        const SQL: &str = "UPDATE items SET state = $2, reserved = $3, state_entered_at = $4, \
-             attributes = $5 WHERE id = $1";
-        on_tx!(self, |c| {
-            sqlx::query(SQL)
-                .bind(id)
-                .bind(state)
-                .bind(reserved)
-                .bind(state_entered_at)
-                .bind(Json(attributes))
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
-    /// Writes the order's attributes and new version.
-    pub async fn update_order(
-        &mut self,
-        id: i64,
-        attributes: &Attributes,
-        version: i64,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        const SQL: &str =
-            "UPDATE orders SET attributes = $2, version = $3, updated_at = $4 WHERE id = $1";
-        on_tx!(self, |c| {
-            sqlx::query(SQL)
-                .bind(id)
-                .bind(Json(attributes))
-                .bind(version)
-                .bind(at)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
     pub async fn insert_history(
         &mut self,
         order_id: i64,
@@ -269,35 +222,6 @@ impl Tx {
                 .bind(h.source)
                 .bind(h.reason)
                 .bind(at)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
-    /// Drops every timer of an item (it left the state they were set for).
-    pub async fn drop_timers(&mut self, item_id: i64) -> Result<()> {
-        const SQL: &str = "DELETE FROM timers WHERE item_id = $1";
-        on_tx!(self, |c| sqlx::query(SQL)
-            .bind(item_id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(())
-    }
-
-    pub async fn insert_timer(&mut self, order_id: i64, t: &NewTimer<'_>) -> Result<()> {
-        const SQL: &str = "INSERT INTO timers (order_id, item_id, state, kind, event, due_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)";
-        on_tx!(self, |c| {
-            sqlx::query(SQL)
-                .bind(order_id)
-                .bind(t.item_id)
-                .bind(t.state)
-                .bind(t.kind)
-                .bind(t.event)
-                .bind(t.due_at)
                 .execute(c)
                 .await
                 .map(|r| r.rows_affected())
@@ -330,30 +254,6 @@ impl Tx {
         Ok(())
     }
 
-    /// Records a command effect to execute after commit (outbox row, `done_at` unset).
-    pub async fn insert_effect(
-        &mut self,
-        order_id: i64,
-        order_version: i64,
-        kind: &str,
-        payload: &Value,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        const SQL: &str = "INSERT INTO effects (order_id, order_version, kind, payload, \
-             created_at) VALUES ($1, $2, $3, $4, $5)";
-        on_tx!(self, |c| {
-            sqlx::query(SQL)
-                .bind(order_id)
-                .bind(order_version)
-                .bind(kind)
-                .bind(Json(payload))
-                .bind(at)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
 }
 
 impl Store {
