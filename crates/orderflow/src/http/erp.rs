@@ -178,12 +178,10 @@ pub async fn post_batch(
                 };
                 reused.body()
             }
-            Stored::Existing(row) => row.response_body().cloned().unwrap_or_else(|| {
-                accepted_body(
-                    &row.id,
-                    UpdateStatus::parse(&row.status).unwrap_or(UpdateStatus::Accepted),
-                )
-            }),
+            Stored::Existing(row) => row
+                .response_body()
+                .cloned()
+                .unwrap_or_else(|| accepted_body(&row.id, row.status)),
         });
     }
     let results: Vec<Value> = results.into_iter().map(Option::unwrap_or_default).collect();

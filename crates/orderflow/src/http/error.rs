@@ -247,8 +247,12 @@ fn internal(e: &dyn std::error::Error) -> (StatusCode, &'static str) {
     let mut chain = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
+        // Many errors already print their cause ("database error: X", then X).
+        let text = s.to_string();
+        if !chain.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
         source = s.source();
     }
     tracing::error!(error = %chain, "request failed");

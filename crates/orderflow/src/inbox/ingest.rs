@@ -343,7 +343,7 @@ impl Inbox {
                 return Ok(Reply::new(status, body.clone(), &current.id));
             }
             if Instant::now() >= deadline {
-                let status = UpdateStatus::parse(&current.status).unwrap_or(UpdateStatus::Accepted);
+                let status = current.status;
                 let (status, body) = self
                     .store()
                     .set_response(current.seq, 202, &accepted_body(&current.id, status))
@@ -392,7 +392,7 @@ impl Inbox {
                 .update_by_seq(seq)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt(format!("update {id} vanished")))?;
-            let status = UpdateStatus::parse(&row.status).unwrap_or(UpdateStatus::Accepted);
+            let status = row.status;
             let settled = !matches!(status, UpdateStatus::Accepted | UpdateStatus::Processing);
             if settled || Instant::now() >= deadline {
                 let (code, body) = outcome_reply(&row);
@@ -406,7 +406,7 @@ impl Inbox {
 
 /// The answer that describes an update's current state (wait mode).
 pub fn outcome_reply(row: &UpdateRow) -> (u16, Value) {
-    let status = UpdateStatus::parse(&row.status).unwrap_or(UpdateStatus::Accepted);
+    let status = row.status;
     let last_error = row
         .errors()
         .iter()

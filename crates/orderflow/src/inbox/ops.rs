@@ -57,7 +57,7 @@ impl InboxFilter {
     /// The store's filter for `limit` rows after `after_seq`.
     pub fn page(&self, after_seq: Option<i64>, limit: i64) -> UpdateFilter {
         UpdateFilter {
-            status: self.status.map(|s| s.as_str().to_owned()),
+            status: self.status,
             order_reference: self.order_reference.clone(),
             event: self.event.clone(),
             received_after: self.received_after,
@@ -100,7 +100,7 @@ pub async fn retry(store: &Store, id: &str) -> Result<UpdateRow> {
         None => Err(OpsError::NotFound(id.to_owned())),
         Some(row) => Err(OpsError::NotRetryable {
             id: id.to_owned(),
-            status: UpdateStatus::parse(&row.status).unwrap_or(UpdateStatus::Accepted),
+            status: row.status,
         }),
     }
 }

@@ -166,7 +166,7 @@ impl Inbox {
         // What the claim would have written: finishing writes the attempt count.
         for r in &mut rows {
             r.attempts += 1;
-            r.status = "processing".into();
+            r.status = UpdateStatus::Processing;
             r.lease_owner = Some(owner.to_owned());
             r.lease_until = Some(lease_until);
         }
@@ -560,7 +560,7 @@ fn finish(
     });
     Finish {
         seq: row.seq,
-        status: status.as_str(),
+        status,
         attempts: row.attempts,
         result,
         errors,

@@ -22,6 +22,7 @@ use sqlx::types::Json;
 use super::batch::placeholders;
 use super::group::{INSERT_CHUNK, SQLITE_ROW, bind_updates, insert_sql, postgres_row};
 use super::json::StoredJson;
+pub use super::status::UpdateStatus;
 use super::{Result, Store, Tx, on_reader, on_tx};
 
 /// Every column of an inbox row.
@@ -35,7 +36,7 @@ pub struct UpdateRow {
     pub order_reference: String,
     pub event: Option<String>,
     pub payload: StoredJson<Value>,
-    pub status: String,
+    pub status: UpdateStatus,
     pub attempts: i32,
     pub errors: StoredJson<Vec<Value>>,
     pub result: Option<StoredJson<Value>>,
@@ -107,7 +108,7 @@ pub enum Stored {
 #[derive(Clone, Debug)]
 pub struct Finish {
     pub seq: i64,
-    pub status: &'static str,
+    pub status: UpdateStatus,
     /// Attempts made, this one included.
     pub attempts: i32,
     pub result: Option<Value>,
@@ -122,7 +123,7 @@ pub struct Finish {
 /// Filters of the admin list and replay.
 #[derive(Clone, Debug, Default)]
 pub struct UpdateFilter {
-    pub status: Option<String>,
+    pub status: Option<UpdateStatus>,
     pub order_reference: Option<String>,
     pub event: Option<String>,
     pub received_after: Option<DateTime<Utc>>,
@@ -139,8 +140,8 @@ const FILTER: &str = "($1 IS NULL OR status = $1) AND ($2 IS NULL OR order_refer
      AND ($5 IS NULL OR received_at < $5)";
 
 /// Statuses an operator may retry.
+/// [`UpdateStatus::RETRYABLE`] as an SQL list (a test keeps the two the same).
 const RETRYABLE: &str = "('dead', 'rejected', 'ignored', 'parked')";
-const RETRYABLE_STATUSES: [&str; 4] = ["dead", "rejected", "ignored", "parked"];
 
 /// The claim predicate over `r` (`$1` = now). Processing rows past their lease are claimed
 /// again as they are; any other row only when nothing of its order is processing and no
@@ -287,7 +288,7 @@ impl Store {
         );
         Ok(on_reader!(self, |p| {
             sqlx::query_as(AssertSqlSafe(sql))
-                .bind(&filter.status)
+                .bind(filter.status)
                 .bind(&filter.order_reference)
                 .bind(&filter.event)
                 .bind(filter.received_after)
@@ -308,7 +309,7 @@ impl Store {
         );
         let (matched, retryable): (i64, i64) = on_reader!(self, |p| {
             sqlx::query_as(AssertSqlSafe(sql))
-                .bind(&filter.status)
+                .bind(filter.status)
                 .bind(&filter.order_reference)
                 .bind(&filter.event)
                 .bind(filter.received_after)
@@ -366,9 +367,9 @@ impl Store {
         let select = format!(
             "SELECT seq, status FROM inbox WHERE {FILTER} AND seq > $6 ORDER BY seq LIMIT $7"
         );
-        let page: Vec<(i64, String)> = on_tx!(&mut tx, |c| {
+        let page: Vec<(i64, UpdateStatus)> = on_tx!(&mut tx, |c| {
             sqlx::query_as(AssertSqlSafe(select))
-                .bind(&filter.status)
+                .bind(filter.status)
                 .bind(&filter.order_reference)
                 .bind(&filter.event)
                 .bind(filter.received_after)
@@ -383,7 +384,7 @@ impl Store {
         };
         let seqs: Vec<i64> = page
             .iter()
-            .filter(|(_, status)| RETRYABLE_STATUSES.contains(&status.as_str()))
+            .filter(|(_, status)| UpdateStatus::RETRYABLE.contains(status))
             .map(|(seq, _)| *seq)
             .collect();
         let mut retried = 0;
@@ -765,7 +766,9 @@ impl Tx {
         };
         Ok(rows
             .into_iter()
-            .filter(|r| r.status == "processing" && r.lease_owner.as_deref() == Some(owner))
+            .filter(|r| {
+                r.status == UpdateStatus::Processing && r.lease_owner.as_deref() == Some(owner)
+            })
             .collect())
     }
 
@@ -791,7 +794,7 @@ impl Tx {
                 );
                 sqlx::query(AssertSqlSafe(sql))
                     .bind(f.iter().map(|x| x.seq).collect::<Vec<_>>())
-                    .bind(f.iter().map(|x| x.status).collect::<Vec<_>>())
+                    .bind(f.iter().map(|x| x.status.as_str()).collect::<Vec<_>>())
                     .bind(f.iter().map(|x| x.attempts).collect::<Vec<_>>())
                     .bind(
                         f.iter()
@@ -898,5 +901,19 @@ impl Tx {
                 .await?;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sql_list_of_retryable_statuses_is_the_enum_s() {
+        let names: Vec<String> = UpdateStatus::RETRYABLE
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        assert_eq!(RETRYABLE, format!("({})", names.join(", ")));
     }
 }

@@ -16,6 +16,7 @@ pub mod inbox;
 pub mod json;
 pub mod orders;
 pub mod projection;
+pub mod status;
 pub mod timers;
 
 use std::str::FromStr;
@@ -46,7 +47,7 @@ pub enum StoreError {
     /// The database cannot be reached or opened: one sentence that says which and why.
     #[error("{0}")]
     Connect(String),
-    #[error("database error")]
+    #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),

@@ -174,7 +174,7 @@ async fn once_applies_due_updates_in_receive_order_and_exits() {
     assert_eq!(&sources[sources.len() - 2..], &want[..], "{sources:?}");
     for (id, status) in ids.iter().zip(["applied", "applied", "applied", "parked"]) {
         let row = store.update_by_id(id).await.unwrap().unwrap();
-        assert_eq!(row.status, status, "{id}");
+        assert_eq!(row.status.as_str(), status, "{id}");
     }
 
     // Nothing is due now (the parked update waits for its backoff): a second run is a no-op.
@@ -257,7 +257,7 @@ async fn running_worker_applies_new_updates_and_stops_on_sigterm() {
     let batch = wait_for(&rx, "inbox batch", Duration::from_secs(10));
     assert_eq!(batch["fields"]["applied"], 1, "{batch}");
     let row = f.service.store().update_by_id(&ids[0]).await.unwrap();
-    assert_eq!(row.unwrap().status, "applied");
+    assert_eq!(row.unwrap().status.as_str(), "applied");
 
     let asked = Instant::now();
     signal(&child, "TERM");

@@ -153,7 +153,7 @@ async fn acknowledged_updates_survive_sigkill(backend: Backend) {
     );
     let unfinished: Vec<(&str, &str)> = rows
         .iter()
-        .filter(|r| r.status != "applied")
+        .filter(|r| r.status.as_str() != "applied")
         .map(|r| (r.id.as_str(), r.status.as_str()))
         .collect();
     assert!(

@@ -130,7 +130,7 @@ impl Fixture {
             .last()
             .map(|e| e["code"].clone())
             .unwrap_or(Value::Null);
-        (row.status, code, row.attempts)
+        (row.status.to_string(), code, row.attempts)
     }
 
     async fn state(&self, reference: &str) -> String {
