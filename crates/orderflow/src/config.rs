@@ -31,8 +31,14 @@ pub enum ConfigError {
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
-/// The effective configuration.
+/// `ORDERFLOW_*` variables that are not configuration (the tests' own).
+const NOT_CONFIG_ENV: [&str; 3] = ["test_database_url", "corpus_dir", "test_flood_addr"];
+
+/// The effective configuration. An unknown key, in the file or in `ORDERFLOW_*`, is an
+/// error that names it and where it came from: a misspelt setting must not silently
+/// change nothing.
 #[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// `sqlite://FILE` (created if missing) or `postgres://...`.
     pub database_url: String,
@@ -263,7 +269,12 @@ impl Config {
             }
             None => {}
         }
-        figment = figment.merge(Env::prefixed("ORDERFLOW_").split("__"));
+        // Every other ORDERFLOW_* variable is configuration, so a misspelt one is an
+        // error; these few are read by the tests, not by the service.
+        let env = Env::prefixed("ORDERFLOW_")
+            .ignore(&NOT_CONFIG_ENV)
+            .split("__");
+        figment = figment.merge(env);
         let mut config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         config.file = match file {

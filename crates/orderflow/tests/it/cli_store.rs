@@ -242,3 +242,29 @@ fn database_errors_at_start_are_one_clear_sentence() {
         "{sqlite}"
     );
 }
+
+#[test]
+fn unknown_configuration_keys_are_errors_that_say_where() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("orderflow.toml"),
+        "[inbox]\ntransport = \"rabbitmq\"\n",
+    )
+    .unwrap();
+    let out = orderflow(dir.path(), &["config"], &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("`inbox`") && err.contains("orderflow.toml"),
+        "{err}"
+    );
+
+    std::fs::remove_file(dir.path().join("orderflow.toml")).unwrap();
+    let out = orderflow(dir.path(), &["config"], &[("ORDERFLOW_WORKR__LEASE", "5s")]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("WORKR") && err.contains("ORDERFLOW_"), "{err}");
+    // The tests' own variables are not configuration.
+    let out = orderflow(dir.path(), &["config"], &[("ORDERFLOW_CORPUS_DIR", "x")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
