@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use oms::engine::{Item, Order};
 use oms::model::Process;
-use oms::plugin::{CommandBinding, ConditionBinding};
+use oms::bindings::{CommandBinding, ConditionBinding};
 use oms::{Engine, Registry};
 
 use crate::median;

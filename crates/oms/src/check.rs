@@ -11,6 +11,7 @@ use crate::model::{EventId, Origin, Process, StateId};
 /// Stable warning codes, for `--json` output and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum WarningCode {
     DuplicateState,
     DuplicateEvent,

@@ -18,6 +18,7 @@ pub struct Timeout {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DurationError {
     #[error("empty duration")]
     Empty,

@@ -43,6 +43,7 @@ pub struct Item {
 
 /// What to do with a condition or command name nothing is registered for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UnboundPolicy {
     /// The item stays and the step says which name is unbound (Spryker throws).
     #[default]
@@ -70,6 +71,7 @@ impl Default for EngineOptions {
 /// Why an event fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Cause {
     /// Triggered by the caller (API, ERP update, manual event).
     Trigger,
@@ -79,6 +81,19 @@ pub enum Cause {
     Timeout,
     /// An event-less transition whose condition held (or had none).
     Condition,
+}
+
+impl Cause {
+    /// The cause as it is serialized (`trigger`, `on_enter`, `timeout`, `condition`): a
+    /// stable label for history and logs, so callers need not match every cause.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trigger => "trigger",
+            Self::OnEnter => "on_enter",
+            Self::Timeout => "timeout",
+            Self::Condition => "condition",
+        }
+    }
 }
 
 /// One decision about one item.
@@ -92,6 +107,7 @@ pub struct Step {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Outcome {
     Moved {
         from: StateId,
@@ -105,6 +121,7 @@ pub enum Outcome {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum StayReason {
     /// Every transition has a condition and none held.
     NoConditionHeld,
@@ -150,6 +167,7 @@ pub struct CommandRun {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum CommandOutcome {
     Ok,
     Failed(PluginError),
@@ -220,6 +238,7 @@ impl Decisions {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EngineError {
     #[error("process {process} has no event {event:?}")]
     UnknownEvent { process: String, event: String },

@@ -6,6 +6,7 @@
 //! items of one order move when an event is triggered or when time passes. The engine
 //! returns [`engine::Decisions`]; carrying them out (in one transaction) is the caller's job.
 
+pub mod bindings;
 pub mod check;
 pub mod duration;
 pub mod engine;
@@ -17,4 +18,5 @@ pub mod plugin;
 pub use duration::Timeout;
 pub use engine::{Decisions, Engine, EngineOptions};
 pub use model::{EventId, InitialSource, Origin, Process, StateId, TransitionId};
+pub use bindings::Bindings;
 pub use plugin::Registry;

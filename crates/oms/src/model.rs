@@ -82,6 +82,7 @@ pub struct Transition {
 /// Why a process starts in the state it does (see [`crate::parse::LoadOptions`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum InitialSource {
     /// `new`, Spryker's default (or the state a [`ProcessBuilder`] was given).
     #[default]
@@ -409,6 +410,19 @@ pub struct ProcessBuilder {
     transitions: Vec<PendingTransition>,
 }
 
+/// Why [`ProcessBuilder::build`] refused: a transition or the initial state names
+/// something that was not added.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A transition's source or target, or the initial state, is not a state.
+    #[error("unknown state {0:?}")]
+    UnknownState(String),
+    /// A transition's event is not an event.
+    #[error("unknown event {0:?}")]
+    UnknownEvent(String),
+}
+
 #[derive(Clone, Debug)]
 struct PendingTransition {
     source: String,
@@ -512,20 +526,20 @@ impl ProcessBuilder {
     }
 
     /// Resolves names; an unknown state or event is an error naming it.
-    pub fn build(self) -> Result<Process, String> {
+    pub fn build(self) -> Result<Process, BuildError> {
         let state = |n: &str| {
             self.states
                 .iter()
                 .position(|s| s.name == n)
                 .map(|i| StateId(i as u32))
-                .ok_or_else(|| format!("unknown state {n:?}"))
+                .ok_or_else(|| BuildError::UnknownState(n.to_owned()))
         };
         let event = |n: &str| {
             self.events
                 .iter()
                 .position(|e| e.name == n)
                 .map(|i| EventId(i as u32))
-                .ok_or_else(|| format!("unknown event {n:?}"))
+                .ok_or_else(|| BuildError::UnknownEvent(n.to_owned()))
         };
         let mut transitions = Vec::with_capacity(self.transitions.len());
         for t in &self.transitions {

@@ -1,10 +1,10 @@
 //! Conditions, commands and timeout processors: plugins looked up by the name the process
 //! XML uses (`Payment/IsAuthorized`), registered in Rust or bound by name to a built-in
-//! from configuration.
+//! from configuration (see [`crate::bindings`]).
 
 mod timeout;
 
-pub use timeout::{TimeoutContext, TimeoutProcessor, TimeoutProcessorBinding};
+pub use timeout::{TimeoutContext, TimeoutProcessor};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::bindings::Bindings;
 use crate::engine::{Item, Order};
 use crate::model::{Origin, Process};
 
@@ -68,6 +69,7 @@ pub enum CommandMode {
 /// Work a command hands back to the caller, carried out with or after the transaction.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Effect {
     /// Trigger `event` for the same order later, through the inbox (never inline: the
     /// order's transaction is still open).
@@ -191,6 +193,7 @@ pub struct Unbound {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum PluginKind {
     Condition,
     Command,
@@ -288,164 +291,5 @@ impl Registry {
                 origin: origin.to_string(),
             })
             .collect()
-    }
-}
-
-/// Built-in bindings from configuration:
-///
-/// ```toml
-/// [conditions."Payment/IsAuthorized"]
-/// type = "attribute"
-/// scope = "order"
-/// path = "payment.status"
-/// equals = "authorized"
-///
-/// [commands."Erp/MarkExported"]
-/// type = "set_attributes"
-/// scope = "order"
-/// values = { exported = true }
-///
-/// [commands."Oms/RequestInvoice"]
-/// type = "emit_event"
-/// event = "invoice"
-///
-/// [timeout_processors."OmsTimeout/Initiation"]
-/// type = "attribute"
-/// path = "created_at"
-/// offset = "30days"
-/// ```
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Bindings {
-    #[serde(default)]
-    pub conditions: std::collections::BTreeMap<String, ConditionBinding>,
-    #[serde(default)]
-    pub commands: std::collections::BTreeMap<String, CommandBinding>,
-    #[serde(default)]
-    pub timeout_processors: std::collections::BTreeMap<String, TimeoutProcessorBinding>,
-}
-
-/// Where an attribute is read or written.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    #[default]
-    Order,
-    Item,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ConditionBinding {
-    /// True when the attribute at `path` (dot-separated) passes the test. With no test
-    /// given, true when the attribute is present and not `null` or `false`.
-    Attribute {
-        #[serde(default)]
-        scope: Scope,
-        path: String,
-        #[serde(default)]
-        equals: Option<Value>,
-        #[serde(default, rename = "in")]
-        one_of: Option<Vec<Value>>,
-        #[serde(default)]
-        exists: Option<bool>,
-    },
-    /// Always the given value (useful while the real plugin is being written).
-    Constant { value: bool },
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum CommandBinding {
-    /// Sets attributes on the order or on each item.
-    SetAttributes {
-        #[serde(default)]
-        scope: Scope,
-        values: Map<String, Value>,
-    },
-    /// Triggers a follow-up event for the same order through the inbox.
-    EmitEvent { event: String },
-    /// Does nothing; binds a name on purpose.
-    Noop,
-}
-
-/// Reads `a.b.c` from a JSON object.
-pub fn lookup<'v>(attributes: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
-    let mut parts = path.split('.');
-    let mut cur = attributes.get(parts.next()?)?;
-    for p in parts {
-        cur = match cur {
-            Value::Object(m) => m.get(p)?,
-            Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(cur)
-}
-
-impl Condition for ConditionBinding {
-    fn check(&self, order: &Order, item: &Item, _now: DateTime<Utc>) -> Result<bool, PluginError> {
-        match self {
-            Self::Constant { value } => Ok(*value),
-            Self::Attribute {
-                scope,
-                path,
-                equals,
-                one_of,
-                exists,
-            } => {
-                let attrs = match scope {
-                    Scope::Order => &order.attributes,
-                    Scope::Item => &item.attributes,
-                };
-                let v = lookup(attrs, path);
-                Ok(match (equals, one_of, exists) {
-                    (Some(e), _, _) => v == Some(e),
-                    (None, Some(set), _) => v.is_some_and(|v| set.contains(v)),
-                    (None, None, Some(want)) => v.is_some() == *want,
-                    (None, None, None) => {
-                        !matches!(v, None | Some(Value::Null | Value::Bool(false)))
-                    }
-                })
-            }
-        }
-    }
-}
-
-impl Command for CommandBinding {
-    fn mode(&self) -> CommandMode {
-        match self {
-            Self::SetAttributes {
-                scope: Scope::Item, ..
-            } => CommandMode::ByItem,
-            _ => CommandMode::ByOrder,
-        }
-    }
-
-    fn run(&self, ctx: &mut CommandContext<'_>) -> Result<(), PluginError> {
-        match self {
-            Self::SetAttributes { scope, values } => {
-                for (k, v) in values {
-                    match scope {
-                        Scope::Order => ctx.set_order_attribute(k.clone(), v.clone()),
-                        Scope::Item => {
-                            let ids: Vec<i64> = ctx.items().map(|i| i.id).collect();
-                            for id in ids {
-                                ctx.set_item_attribute(id, k.clone(), v.clone());
-                            }
-                        }
-                    }
-                }
-            }
-            Self::EmitEvent { event } => {
-                let items = ctx.items().map(|i| i.id).collect();
-                ctx.emit(Effect::FollowUpEvent {
-                    event: event.clone(),
-                    items,
-                });
-            }
-            Self::Noop => {}
-        }
-        Ok(())
     }
 }

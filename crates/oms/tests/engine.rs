@@ -9,10 +9,8 @@ use oms::engine::{
     UnboundPolicy,
 };
 use oms::model::{Process, ProcessBuilder};
-use oms::plugin::{
-    Bindings, Command, CommandContext, CommandMode, ConditionBinding, Effect, PluginError,
-    PluginKind,
-};
+use oms::bindings::{Bindings, ConditionBinding};
+use oms::plugin::{Command, CommandContext, CommandMode, Effect, PluginError, PluginKind};
 use oms::{Engine, Registry, Timeout};
 use serde_json::json;
 

@@ -4,7 +4,8 @@
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use oms::engine::{Cause, Item, Order, TimerKind};
 use oms::model::{Process, ProcessBuilder};
-use oms::plugin::{PluginKind, Scope, TimeoutContext, TimeoutProcessor, TimeoutProcessorBinding};
+use oms::bindings::{Scope, TimeoutProcessorBinding};
+use oms::plugin::{PluginKind, TimeoutContext, TimeoutProcessor};
 use oms::{Engine, Registry, Timeout};
 use serde_json::json;
 

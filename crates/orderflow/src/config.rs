@@ -10,7 +10,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use oms::parse::LoadOptions;
-use oms::plugin::{Bindings, CommandBinding, ConditionBinding, TimeoutProcessorBinding};
+use oms::bindings::{Bindings, CommandBinding, ConditionBinding, TimeoutProcessorBinding};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]

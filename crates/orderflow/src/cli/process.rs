@@ -8,7 +8,8 @@ use clap::{Subcommand, ValueEnum};
 use oms::InitialSource;
 use oms::graph::GraphOptions;
 use oms::parse::{self, LoadOptions, Loaded};
-use oms::plugin::{Bindings, Registry};
+use oms::Registry;
+use oms::bindings::Bindings;
 
 use crate::config::Config;
 use serde_json::json;

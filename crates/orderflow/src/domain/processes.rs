@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use oms::engine::{EngineOptions, UnboundPolicy};
 use oms::parse::LoadOptions;
-use oms::plugin::{Bindings, Unbound};
+use oms::bindings::Bindings;
+use oms::plugin::Unbound;
 use oms::{Engine, Process, Registry};
 
 #[derive(Debug, thiserror::Error)]
