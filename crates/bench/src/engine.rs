@@ -105,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut files = 0;
     for _ in 0..args.rounds {
         let start = Instant::now();
-        let loaded = oms::parse::load_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let loaded = oms::parse::load_dir(&dir)?;
         load_ms.push(start.elapsed().as_secs_f64() * 1e3);
         files = loaded.len();
     }
@@ -115,9 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.rounds
     );
 
-    let loaded = oms::parse::load_file(&dir.join(&args.process))
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("loading {}", args.process))?;
+    let loaded = oms::parse::load_file(&dir.join(&args.process)).with_context(|| format!("loading {}", args.process))?;
     let p = &loaded.process;
     let reg = happy_registry(p);
     let engine = Engine::new(p, &reg);
