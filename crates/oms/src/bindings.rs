@@ -44,23 +44,30 @@ use crate::plugin::{
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Bindings {
+    /// Conditions by the name transitions use (`condition="..."`).
     #[serde(default)]
     pub conditions: BTreeMap<String, ConditionBinding>,
+    /// Commands by the name events use (`command="..."`).
     #[serde(default)]
     pub commands: BTreeMap<String, CommandBinding>,
+    /// Timeout processors by the name events use (`timeoutProcessor="..."`).
     #[serde(default)]
     pub timeout_processors: BTreeMap<String, TimeoutProcessorBinding>,
 }
 
-/// Where an attribute is read or written.
+/// Where an attribute is read or written. An order has exactly these two levels, so the
+/// enum is exhaustive: a binding must say which one it means.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
+    /// The order's attributes, shared by its items.
     #[default]
     Order,
+    /// The attributes of the item being checked (for a command: of each item it runs for).
     Item,
 }
 
+/// A built-in condition, configured by `type = "..."`. New built-ins may be added.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
@@ -68,32 +75,46 @@ pub enum ConditionBinding {
     /// True when the attribute at `path` (dot-separated) passes the test. With no test
     /// given, true when the attribute is present and not `null` or `false`.
     Attribute {
+        /// Order or item attributes.
         #[serde(default)]
         scope: Scope,
+        /// Dot-separated path into the attributes; a numeric step indexes an array.
         path: String,
+        /// True when the value equals this (checked first).
         #[serde(default)]
         equals: Option<Value>,
+        /// True when the value is one of these (`in = [...]` in configuration).
         #[serde(default, rename = "in")]
         one_of: Option<Vec<Value>>,
+        /// True when the attribute's presence is this (`null` counts as present).
         #[serde(default)]
         exists: Option<bool>,
     },
     /// Always the given value (useful while the real plugin is being written).
-    Constant { value: bool },
+    Constant {
+        /// The answer.
+        value: bool,
+    },
 }
 
+/// A built-in command, configured by `type = "..."`. New built-ins may be added.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum CommandBinding {
     /// Sets attributes on the order or on each item.
     SetAttributes {
+        /// On the order (once per order) or on each item the command runs for.
         #[serde(default)]
         scope: Scope,
+        /// Top-level keys and the values they get.
         values: Map<String, Value>,
     },
     /// Triggers a follow-up event for the same order through the inbox.
-    EmitEvent { event: String },
+    EmitEvent {
+        /// The event to trigger, for the items the command ran for.
+        event: String,
+    },
     /// Does nothing; binds a name on purpose.
     Noop,
 }
@@ -122,9 +143,12 @@ pub enum TimeoutProcessorBinding {
     /// `offset` (a Spryker or ISO 8601 duration; none means the timestamp itself). When the
     /// attribute is missing or not a timestamp, the plain timeout applies.
     Attribute {
+        /// Order or item attributes.
         #[serde(default)]
         scope: Scope,
+        /// Dot-separated path to the timestamp.
         path: String,
+        /// Added to the timestamp.
         #[serde(default)]
         offset: Option<Timeout>,
     },

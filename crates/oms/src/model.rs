@@ -23,8 +23,11 @@ pub struct TransitionId(pub u32);
 /// Where a definition was read: file (as given to the loader), 1-based line and column.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Origin {
+    /// The file's label (its path, or what a string was loaded as).
     pub file: String,
+    /// 1-based line; 0 for definitions built in code.
     pub line: u32,
+    /// 1-based column, in characters; 0 for definitions built in code.
     pub column: u32,
 }
 
@@ -34,8 +37,10 @@ impl fmt::Display for Origin {
     }
 }
 
+/// A `<state>`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct State {
+    /// Unique within the merged process.
     pub name: String,
     /// `display="..."`: a translation key shops show instead of the name.
     pub display: Option<String>,
@@ -45,18 +50,28 @@ pub struct State {
     pub flags: Vec<String>,
     /// The (sub)process that declared the state.
     pub process: String,
+    /// Where it is declared.
     pub origin: Origin,
 }
 
+/// An `<event>`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
+    /// Unique within the merged process.
     pub name: String,
+    /// `manual="true"`: a person may trigger it (e.g. from the back office).
     pub manual: bool,
+    /// `onEnter="true"`: fires as soon as an item enters a state it leaves.
     pub on_enter: bool,
+    /// `command="..."`: the command plugin run when it fires.
     pub command: Option<String>,
+    /// `timeout="..."`: fires this long after an item entered the source state.
     pub timeout: Option<Timeout>,
+    /// `timeoutProcessor="..."`: the plugin that computes when the timeout is due.
     pub timeout_processor: Option<String>,
+    /// The (sub)process that declared the event (the last declaration wins).
     pub process: String,
+    /// Where it is declared.
     pub origin: Origin,
 }
 
@@ -67,15 +82,22 @@ impl Event {
     }
 }
 
+/// A `<transition>`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transition {
+    /// The state it leaves.
     pub source: StateId,
+    /// The state it enters.
     pub target: StateId,
     /// `None` for an event-less transition, taken by the check-condition worker.
     pub event: Option<EventId>,
+    /// `condition="..."`: the condition plugin that must hold for it to be taken.
     pub condition: Option<String>,
+    /// `happy="true"`: part of the expected path, drawn and walked as such.
     pub happy: bool,
+    /// The (sub)process that declared it.
     pub process: String,
+    /// Where it is declared.
     pub origin: Origin,
 }
 
@@ -221,6 +243,7 @@ impl Process {
         }
     }
 
+    /// The main process's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -246,19 +269,22 @@ impl Process {
     }
 
     /// Returns a copy that records why its initial state was chosen.
-    pub fn with_initial_source(mut self, source: InitialSource) -> Self {
+    pub(crate) fn with_initial_source(mut self, source: InitialSource) -> Self {
         self.initial_source = source;
         self
     }
 
+    /// All states, indexed by [`StateId`].
     pub fn states(&self) -> &[State] {
         &self.states
     }
 
+    /// All events, indexed by [`EventId`].
     pub fn events(&self) -> &[Event] {
         &self.events
     }
 
+    /// All transitions in definition order, indexed by [`TransitionId`].
     pub fn transitions(&self) -> &[Transition] {
         &self.transitions
     }
@@ -268,22 +294,36 @@ impl Process {
         &self.subprocesses
     }
 
+    /// The state `id` names.
+    ///
+    /// # Panics
+    /// When `id` is not of this process.
     pub fn state(&self, id: StateId) -> &State {
         &self.states[id.0 as usize]
     }
 
+    /// The event `id` names.
+    ///
+    /// # Panics
+    /// When `id` is not of this process.
     pub fn event(&self, id: EventId) -> &Event {
         &self.events[id.0 as usize]
     }
 
+    /// The transition `id` names.
+    ///
+    /// # Panics
+    /// When `id` is not of this process.
     pub fn transition(&self, id: TransitionId) -> &Transition {
         &self.transitions[id.0 as usize]
     }
 
+    /// The state called `name`, if any.
     pub fn state_id(&self, name: &str) -> Option<StateId> {
         self.state_by_name.get(name).copied()
     }
 
+    /// The event called `name`, if any.
     pub fn event_id(&self, name: &str) -> Option<EventId> {
         self.event_by_name.get(name).copied()
     }
@@ -433,6 +473,7 @@ struct PendingTransition {
 }
 
 impl ProcessBuilder {
+    /// An empty process called `name`, whose items start in `new`.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -457,6 +498,7 @@ impl ProcessBuilder {
         self
     }
 
+    /// Adds a plain state.
     pub fn state(self, name: impl Into<String>) -> Self {
         self.state_with(name, |_| {})
     }
@@ -493,6 +535,7 @@ impl ProcessBuilder {
         self
     }
 
+    /// Adds a transition; `event` `None` makes it event-less.
     pub fn transition(
         self,
         source: &str,
@@ -503,10 +546,12 @@ impl ProcessBuilder {
         self.transition_with(source, target, event, condition, false)
     }
 
+    /// Adds a happy transition without a condition.
     pub fn happy(self, source: &str, target: &str, event: Option<&str>) -> Self {
         self.transition_with(source, target, event, None, true)
     }
 
+    /// Adds a transition with every field given.
     pub fn transition_with(
         mut self,
         source: &str,

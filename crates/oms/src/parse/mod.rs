@@ -37,8 +37,11 @@ use crate::model::{Origin, Process};
 /// A loaded main process and the warnings about it.
 #[derive(Clone, Debug)]
 pub struct Loaded {
+    /// The main process with its subprocesses merged.
     pub process: Process,
+    /// The main file (for [`load_str`], its label).
     pub path: PathBuf,
+    /// What loads but is probably wrong, in file order then state and event order.
     pub warnings: Vec<Warning>,
 }
 

@@ -14,12 +14,15 @@ use crate::engine::{Item, Order};
 /// the state whose timeout event is being scheduled.
 #[derive(Clone, Copy, Debug)]
 pub struct TimeoutContext<'a> {
+    /// The order the item belongs to.
     pub order: &'a Order,
+    /// The item whose timeout is scheduled.
     pub item: &'a Item,
     /// The timeout event's name.
     pub event: &'a str,
     /// The event's own `timeout="..."`, if it has one.
     pub timeout: Option<&'a Timeout>,
+    /// When the item entered the state.
     pub entered_at: DateTime<Utc>,
 }
 
