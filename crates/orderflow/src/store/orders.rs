@@ -253,7 +253,6 @@ impl Tx {
         })?;
         Ok(())
     }
-
 }
 
 impl Store {
