@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
+use oms::bindings::{CommandBinding, ConditionBinding};
 use oms::engine::{Item, Order};
 use oms::model::Process;
-use oms::bindings::{CommandBinding, ConditionBinding};
 use oms::{Engine, Registry};
 
 use crate::median;
@@ -115,7 +115,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.rounds
     );
 
-    let loaded = oms::parse::load_file(&dir.join(&args.process)).with_context(|| format!("loading {}", args.process))?;
+    let loaded = oms::parse::load_file(&dir.join(&args.process))
+        .with_context(|| format!("loading {}", args.process))?;
     let p = &loaded.process;
     let reg = happy_registry(p);
     let engine = Engine::new(p, &reg);

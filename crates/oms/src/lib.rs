@@ -108,8 +108,8 @@ pub mod model;
 pub mod parse;
 pub mod plugin;
 
+pub use bindings::Bindings;
 pub use duration::Timeout;
 pub use engine::{Decisions, Engine, EngineOptions};
 pub use model::{EventId, InitialSource, Origin, Process, StateId, TransitionId};
-pub use bindings::Bindings;
 pub use plugin::Registry;

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use oms::bindings::ConditionBinding;
 use oms::engine::{
     Cause, Decisions, EngineOptions, Item, MAX_EVENT_REPEATS, Order, Outcome, TimerKind,
 };
 use oms::model::{Process, ProcessBuilder};
-use oms::bindings::ConditionBinding;
 use oms::{Engine, Registry, Timeout};
 use proptest::prelude::*;
 

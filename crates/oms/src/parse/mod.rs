@@ -113,9 +113,10 @@ pub enum LoadErrorKind {
     InvalidTimeout {
         /// The attribute's text.
         value: String,
-        /// Why it is not a duration.
+        /// Why it is not a duration (boxed to keep `LoadError`, and the `Result`s that
+        /// carry it, small).
         #[source]
-        source: DurationError,
+        source: Box<DurationError>,
     },
     /// The configured initial state is not a state of the process.
     #[error("initial state {0:?} is not defined")]

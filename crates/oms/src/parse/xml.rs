@@ -277,7 +277,7 @@ fn read_event(r: &Reader<'_>, e: Node<'_, '_>) -> Result<Event, LoadError> {
                 origin: r.lines.origin(r.file, a.range().start),
                 kind: LoadErrorKind::InvalidTimeout {
                     value: a.value().to_owned(),
-                    source,
+                    source: Box::new(source),
                 },
             })?;
             Some(parsed)

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::Args;
+use oms::Registry;
+use oms::bindings::ConditionBinding;
 use oms::engine::{
     Cause, CommandOutcome, Decisions, EngineOptions, Item, Order, Outcome, UnboundPolicy,
 };
-use oms::Registry;
-use oms::bindings::ConditionBinding;
 use oms::{Engine, Process};
 use serde_json::{Value, json};
 

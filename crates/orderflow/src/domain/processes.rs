@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use oms::bindings::Bindings;
 use oms::engine::{EngineOptions, UnboundPolicy};
 use oms::parse::LoadOptions;
-use oms::bindings::Bindings;
 use oms::plugin::Unbound;
 use oms::{Engine, Process, Registry};
 
