@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
+use oms::bindings::{CommandBinding, ConditionBinding};
 use oms::engine::{Item, Order};
 use oms::model::Process;
-use oms::plugin::{CommandBinding, ConditionBinding};
 use oms::{Engine, Registry};
 
 use crate::median;
@@ -105,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut files = 0;
     for _ in 0..args.rounds {
         let start = Instant::now();
-        let loaded = oms::parse::load_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let loaded = oms::parse::load_dir(&dir)?;
         load_ms.push(start.elapsed().as_secs_f64() * 1e3);
         files = loaded.len();
     }
@@ -116,7 +116,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let loaded = oms::parse::load_file(&dir.join(&args.process))
-        .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading {}", args.process))?;
     let p = &loaded.process;
     let reg = happy_registry(p);

@@ -174,7 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let xml = generate(n);
         let path = dir.join(format!("Generated{n}.xml"));
         std::fs::write(&path, &xml).with_context(|| format!("writing {}", path.display()))?;
-        let loaded = oms::parse::load_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let loaded = oms::parse::load_file(&path)?;
         let p = &loaded.process;
         let xml_ms = time_ms(args.rounds, || {
             let text = std::fs::read_to_string(&path)?;
@@ -207,7 +207,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn load(path: &Path) -> anyhow::Result<()> {
-    let l = oms::parse::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let l = oms::parse::load_file(path)?;
     std::hint::black_box(l.warnings.len());
     Ok(())
 }

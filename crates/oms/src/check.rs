@@ -8,23 +8,34 @@ use serde::Serialize;
 
 use crate::model::{EventId, Origin, Process, StateId};
 
-/// Stable warning codes, for `--json` output and tests.
+/// Stable warning codes, for `--json` output and tests. New checks add codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum WarningCode {
+    /// Two (sub)processes declare a state of the same name; the first declaration is kept.
     DuplicateState,
+    /// Two (sub)processes declare an event of the same name; the last one wins.
     DuplicateEvent,
+    /// A state has several onEnter events; only the first fires.
     SeveralOnEnter,
+    /// A state mixes manual, timeout and event-less ways out.
     MixedTransitions,
+    /// A state cannot be reached from the initial state.
     Unreachable,
+    /// An event no transition uses.
     UnusedEvent,
 }
 
+/// Something that loads but probably does not do what its author meant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Warning {
+    /// What kind of problem, for tools.
     pub code: WarningCode,
+    /// The definition it is about.
     #[serde(serialize_with = "crate::check::ser_origin")]
     pub origin: Origin,
+    /// The problem in words, naming the states or events involved.
     pub message: String,
 }
 

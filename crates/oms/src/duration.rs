@@ -17,14 +17,25 @@ pub struct Timeout {
     seconds: i64,
 }
 
+/// Why a text is not a duration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DurationError {
+    /// Nothing but whitespace.
     #[error("empty duration")]
     Empty,
+    /// Not a sequence of `<number> <unit>` pairs nor an ISO 8601 duration (the text).
     #[error("invalid duration {0:?}: expected e.g. \"1 hour\", \"14days\" or \"PT30M\"")]
     Invalid(String),
+    /// A number followed by a word that is no unit PHP knows.
     #[error("unknown unit {unit:?} in duration {raw:?}")]
-    UnknownUnit { raw: String, unit: String },
+    UnknownUnit {
+        /// The whole text.
+        raw: String,
+        /// The word that is not a unit.
+        unit: String,
+    },
+    /// The sum does not fit (the text).
     #[error("duration {0:?} is too large")]
     Overflow(String),
 }

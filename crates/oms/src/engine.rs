@@ -25,24 +25,34 @@ pub const MAX_EVENT_REPEATS: u32 = 10;
 /// The engine's view of an order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Order {
+    /// The caller's order reference; errors and plugins see it.
     pub reference: String,
+    /// Order attributes that conditions read and commands write.
     pub attributes: Map<String, Value>,
+    /// The items, each moving on its own.
     pub items: Vec<Item>,
 }
 
 /// The engine's view of an order item.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Item {
+    /// The caller's item id; decisions refer to items by it.
     pub id: i64,
+    /// For plugins; the engine does not read it.
     pub sku: String,
+    /// For plugins; the engine does not read it.
     pub quantity: i64,
+    /// The item's current state; the engine updates it when the item moves.
     pub state: StateId,
+    /// When the item entered `state`: timeouts count from here.
     pub state_entered_at: DateTime<Utc>,
+    /// Item attributes that conditions read and commands write.
     pub attributes: Map<String, Value>,
 }
 
 /// What to do with a condition or command name nothing is registered for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UnboundPolicy {
     /// The item stays and the step says which name is unbound (Spryker throws).
     #[default]
@@ -52,9 +62,13 @@ pub enum UnboundPolicy {
     Lenient,
 }
 
+/// How the engine behaves where Spryker leaves a choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineOptions {
+    /// How often one event may fire within one call before the loop guard stops it
+    /// (default [`MAX_EVENT_REPEATS`]).
     pub max_event_repeats: u32,
+    /// What to do with names nothing is registered for.
     pub unbound: UnboundPolicy,
 }
 
@@ -67,9 +81,10 @@ impl Default for EngineOptions {
     }
 }
 
-/// Why an event fired.
+/// Why an event fired. Future triggers (e.g. a scheduled event) may add causes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Cause {
     /// Triggered by the caller (API, ERP update, manual event).
     Trigger,
@@ -81,43 +96,86 @@ pub enum Cause {
     Condition,
 }
 
+impl Cause {
+    /// The cause as it is serialized (`trigger`, `on_enter`, `timeout`, `condition`): a
+    /// stable label for history and logs, so callers need not match every cause.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trigger => "trigger",
+            Self::OnEnter => "on_enter",
+            Self::Timeout => "timeout",
+            Self::Condition => "condition",
+        }
+    }
+}
+
 /// One decision about one item.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
+    /// The item's id.
     pub item: i64,
     /// `None` for event-less transitions.
     pub event: Option<EventId>,
+    /// Why the event fired (or the event-less transition was tried).
     pub cause: Cause,
+    /// What happened to the item.
     pub outcome: Outcome,
 }
 
+/// What one step did to one item. New outcomes may be added; read moves through
+/// [`Decisions::moves`] when only they matter.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Outcome {
+    /// The item took `transition` from `from` to `to`.
     Moved {
+        /// The state it left.
         from: StateId,
+        /// The state it entered.
         to: StateId,
+        /// The transition taken.
         transition: TransitionId,
     },
     /// No transition out of the item's state has the event.
-    NotApplicable { state: StateId },
+    NotApplicable {
+        /// The item's state.
+        state: StateId,
+    },
     /// The event applies but the item did not move.
-    Stayed { state: StateId, reason: StayReason },
+    Stayed {
+        /// The item's state.
+        state: StateId,
+        /// Why it did not move.
+        reason: StayReason,
+    },
 }
 
+/// Why an item an event applies to did not move. New reasons may be added.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum StayReason {
     /// Every transition has a condition and none held.
     NoConditionHeld,
+    /// The event's command failed; its staged changes were dropped.
     CommandFailed {
+        /// The command's name.
         command: String,
+        /// What the command said.
         error: PluginError,
     },
+    /// A condition could not answer.
     ConditionFailed {
+        /// The condition's name.
         condition: String,
+        /// What the condition said.
         error: PluginError,
     },
+    /// A condition or command name has no plugin and the policy is
+    /// [`UnboundPolicy::Fail`].
     Unbound {
+        /// Condition or command.
         kind: PluginKind,
+        /// The name the process uses.
         name: String,
     },
     /// The event repeated more than [`EngineOptions::max_event_repeats`] times.
@@ -143,21 +201,30 @@ impl std::fmt::Display for StayReason {
 /// One run of an event's command.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CommandRun {
+    /// The command's name.
     pub command: String,
+    /// The event whose command it is.
     pub event: EventId,
+    /// Ids of the items it ran for (one, or an order's items in one source state).
     pub items: Vec<i64>,
+    /// How it went.
     pub outcome: CommandOutcome,
 }
 
+/// How a command run went. New outcomes may be added.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum CommandOutcome {
+    /// It succeeded; its changes and effects are in the decisions.
     Ok,
+    /// It failed; its items stay where they are.
     Failed(PluginError),
     /// Nothing is bound to the name and the policy is lenient: skipped.
     Skipped,
 }
 
-/// What a timer fires.
+/// What a timer fires. Exhaustive on purpose: a caller stores and fires every timer, and a
+/// kind it does not know would be a timer silently lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimerKind {
     /// The event's timeout.
@@ -169,9 +236,13 @@ pub enum TimerKind {
 /// A timer to set for an item in `state`; it is void once the item leaves that state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timer {
+    /// The item's id.
     pub item: i64,
+    /// The state the item is in; the timer only counts while it stays there.
     pub state: StateId,
+    /// What to do when it is due.
     pub kind: TimerKind,
+    /// When to call [`Engine::check`] for the item.
     pub due_at: DateTime<Utc>,
 }
 
@@ -179,12 +250,17 @@ pub struct Timer {
 /// (states, entry times, attributes); these are the rows to write beside it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Decisions {
+    /// What happened to each item, in order (moves, stays, not applicable).
     pub steps: Vec<Step>,
+    /// The commands that ran, in order.
     pub commands: Vec<CommandRun>,
     /// Items whose state changed: drop all their timers.
     pub timers_dropped: Vec<i64>,
+    /// Timers for the states items are in now (set after dropping).
     pub timers_set: Vec<Timer>,
+    /// Work for the caller to carry out with or after its transaction.
     pub effects: Vec<Effect>,
+    /// Attribute writes of successful commands, already applied to the order passed in.
     pub attribute_changes: Vec<AttributeChange>,
 }
 
@@ -219,19 +295,36 @@ impl Decisions {
     }
 }
 
+/// A call the engine refuses before deciding anything; the order is unchanged.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EngineError {
+    /// The triggered event is not defined by the process.
     #[error("process {process} has no event {event:?}")]
-    UnknownEvent { process: String, event: String },
+    UnknownEvent {
+        /// The process's name.
+        process: String,
+        /// The event asked for.
+        event: String,
+    },
+    /// An item id asked for is not an item of the order.
     #[error("order {order} has no item {item}")]
-    UnknownItem { order: String, item: i64 },
+    UnknownItem {
+        /// The order's reference.
+        order: String,
+        /// The id asked for.
+        item: i64,
+    },
 }
 
 /// A process, its plugins and options: everything needed to decide.
 #[derive(Clone, Copy, Debug)]
 pub struct Engine<'a> {
+    /// The process items move through.
     pub process: &'a Process,
+    /// The plugins its names are looked up in.
     pub registry: &'a Registry,
+    /// Choices where Spryker leaves one.
     pub options: EngineOptions,
 }
 
@@ -255,6 +348,7 @@ impl Run {
 }
 
 impl<'a> Engine<'a> {
+    /// An engine with default options (unbound names fail, Spryker's loop guard).
     pub fn new(process: &'a Process, registry: &'a Registry) -> Self {
         Self {
             process,
@@ -263,6 +357,7 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// The same engine with other options.
     pub fn with_options(mut self, options: EngineOptions) -> Self {
         self.options = options;
         self
@@ -686,7 +781,7 @@ impl<'a> Engine<'a> {
     /// When timeout event `e` is due for item `i` in its current state: the answer of the
     /// event's bound `timeoutProcessor`, else (unbound, or no answer for this item) entered
     /// the state + the event's `timeout`. `None`: no timeout at all.
-    pub fn due_at(&self, order: &Order, i: usize, e: EventId) -> Option<DateTime<Utc>> {
+    pub(crate) fn due_at(&self, order: &Order, i: usize, e: EventId) -> Option<DateTime<Utc>> {
         let ev = self.process.event(e);
         let item = &order.items[i];
         let ctx = TimeoutContext {

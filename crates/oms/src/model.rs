@@ -23,8 +23,11 @@ pub struct TransitionId(pub u32);
 /// Where a definition was read: file (as given to the loader), 1-based line and column.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Origin {
+    /// The file's label (its path, or what a string was loaded as).
     pub file: String,
+    /// 1-based line; 0 for definitions built in code.
     pub line: u32,
+    /// 1-based column, in characters; 0 for definitions built in code.
     pub column: u32,
 }
 
@@ -34,8 +37,10 @@ impl fmt::Display for Origin {
     }
 }
 
+/// A `<state>`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct State {
+    /// Unique within the merged process.
     pub name: String,
     /// `display="..."`: a translation key shops show instead of the name.
     pub display: Option<String>,
@@ -45,18 +50,28 @@ pub struct State {
     pub flags: Vec<String>,
     /// The (sub)process that declared the state.
     pub process: String,
+    /// Where it is declared.
     pub origin: Origin,
 }
 
+/// An `<event>`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
+    /// Unique within the merged process.
     pub name: String,
+    /// `manual="true"`: a person may trigger it (e.g. from the back office).
     pub manual: bool,
+    /// `onEnter="true"`: fires as soon as an item enters a state it leaves.
     pub on_enter: bool,
+    /// `command="..."`: the command plugin run when it fires.
     pub command: Option<String>,
+    /// `timeout="..."`: fires this long after an item entered the source state.
     pub timeout: Option<Timeout>,
+    /// `timeoutProcessor="..."`: the plugin that computes when the timeout is due.
     pub timeout_processor: Option<String>,
+    /// The (sub)process that declared the event (the last declaration wins).
     pub process: String,
+    /// Where it is declared.
     pub origin: Origin,
 }
 
@@ -67,21 +82,29 @@ impl Event {
     }
 }
 
+/// A `<transition>`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transition {
+    /// The state it leaves.
     pub source: StateId,
+    /// The state it enters.
     pub target: StateId,
     /// `None` for an event-less transition, taken by the check-condition worker.
     pub event: Option<EventId>,
+    /// `condition="..."`: the condition plugin that must hold for it to be taken.
     pub condition: Option<String>,
+    /// `happy="true"`: part of the expected path, drawn and walked as such.
     pub happy: bool,
+    /// The (sub)process that declared it.
     pub process: String,
+    /// Where it is declared.
     pub origin: Origin,
 }
 
 /// Why a process starts in the state it does (see [`crate::parse::LoadOptions`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum InitialSource {
     /// `new`, Spryker's default (or the state a [`ProcessBuilder`] was given).
     #[default]
@@ -220,6 +243,7 @@ impl Process {
         }
     }
 
+    /// The main process's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -245,19 +269,22 @@ impl Process {
     }
 
     /// Returns a copy that records why its initial state was chosen.
-    pub fn with_initial_source(mut self, source: InitialSource) -> Self {
+    pub(crate) fn with_initial_source(mut self, source: InitialSource) -> Self {
         self.initial_source = source;
         self
     }
 
+    /// All states, indexed by [`StateId`].
     pub fn states(&self) -> &[State] {
         &self.states
     }
 
+    /// All events, indexed by [`EventId`].
     pub fn events(&self) -> &[Event] {
         &self.events
     }
 
+    /// All transitions in definition order, indexed by [`TransitionId`].
     pub fn transitions(&self) -> &[Transition] {
         &self.transitions
     }
@@ -267,22 +294,36 @@ impl Process {
         &self.subprocesses
     }
 
+    /// The state `id` names.
+    ///
+    /// # Panics
+    /// When `id` is not of this process.
     pub fn state(&self, id: StateId) -> &State {
         &self.states[id.0 as usize]
     }
 
+    /// The event `id` names.
+    ///
+    /// # Panics
+    /// When `id` is not of this process.
     pub fn event(&self, id: EventId) -> &Event {
         &self.events[id.0 as usize]
     }
 
+    /// The transition `id` names.
+    ///
+    /// # Panics
+    /// When `id` is not of this process.
     pub fn transition(&self, id: TransitionId) -> &Transition {
         &self.transitions[id.0 as usize]
     }
 
+    /// The state called `name`, if any.
     pub fn state_id(&self, name: &str) -> Option<StateId> {
         self.state_by_name.get(name).copied()
     }
 
+    /// The event called `name`, if any.
     pub fn event_id(&self, name: &str) -> Option<EventId> {
         self.event_by_name.get(name).copied()
     }
@@ -409,6 +450,19 @@ pub struct ProcessBuilder {
     transitions: Vec<PendingTransition>,
 }
 
+/// Why [`ProcessBuilder::build`] refused: a transition or the initial state names
+/// something that was not added.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A transition's source or target, or the initial state, is not a state.
+    #[error("unknown state {0:?}")]
+    UnknownState(String),
+    /// A transition's event is not an event.
+    #[error("unknown event {0:?}")]
+    UnknownEvent(String),
+}
+
 #[derive(Clone, Debug)]
 struct PendingTransition {
     source: String,
@@ -419,6 +473,7 @@ struct PendingTransition {
 }
 
 impl ProcessBuilder {
+    /// An empty process called `name`, whose items start in `new`.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -443,6 +498,7 @@ impl ProcessBuilder {
         self
     }
 
+    /// Adds a plain state.
     pub fn state(self, name: impl Into<String>) -> Self {
         self.state_with(name, |_| {})
     }
@@ -479,6 +535,7 @@ impl ProcessBuilder {
         self
     }
 
+    /// Adds a transition; `event` `None` makes it event-less.
     pub fn transition(
         self,
         source: &str,
@@ -489,10 +546,12 @@ impl ProcessBuilder {
         self.transition_with(source, target, event, condition, false)
     }
 
+    /// Adds a happy transition without a condition.
     pub fn happy(self, source: &str, target: &str, event: Option<&str>) -> Self {
         self.transition_with(source, target, event, None, true)
     }
 
+    /// Adds a transition with every field given.
     pub fn transition_with(
         mut self,
         source: &str,
@@ -512,20 +571,20 @@ impl ProcessBuilder {
     }
 
     /// Resolves names; an unknown state or event is an error naming it.
-    pub fn build(self) -> Result<Process, String> {
+    pub fn build(self) -> Result<Process, BuildError> {
         let state = |n: &str| {
             self.states
                 .iter()
                 .position(|s| s.name == n)
                 .map(|i| StateId(i as u32))
-                .ok_or_else(|| format!("unknown state {n:?}"))
+                .ok_or_else(|| BuildError::UnknownState(n.to_owned()))
         };
         let event = |n: &str| {
             self.events
                 .iter()
                 .position(|e| e.name == n)
                 .map(|i| EventId(i as u32))
-                .ok_or_else(|| format!("unknown event {n:?}"))
+                .ok_or_else(|| BuildError::UnknownEvent(n.to_owned()))
         };
         let mut transitions = Vec::with_capacity(self.transitions.len());
         for t in &self.transitions {

@@ -1,10 +1,10 @@
 //! Conditions, commands and timeout processors: plugins looked up by the name the process
 //! XML uses (`Payment/IsAuthorized`), registered in Rust or bound by name to a built-in
-//! from configuration.
+//! from configuration (see [`crate::bindings`]).
 
 mod timeout;
 
-pub use timeout::{TimeoutContext, TimeoutProcessor, TimeoutProcessorBinding};
+pub use timeout::{TimeoutContext, TimeoutProcessor};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::bindings::Bindings;
 use crate::engine::{Item, Order};
 use crate::model::{Origin, Process};
 
@@ -21,11 +22,14 @@ use crate::model::{Origin, Process};
 /// update again later can succeed (a remote system was down) or not (bad data).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PluginError {
+    /// What went wrong, for history and logs.
     pub message: String,
+    /// Trying again later may succeed.
     pub retryable: bool,
 }
 
 impl PluginError {
+    /// A failure that trying again will not fix (bad data, a refused request).
     pub fn fatal(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -33,6 +37,7 @@ impl PluginError {
         }
     }
 
+    /// A failure that may go away (a remote system was down or timed out).
     pub fn retryable(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -51,10 +56,13 @@ impl std::error::Error for PluginError {}
 
 /// Decides whether a conditional transition may be taken for one item.
 pub trait Condition: Send + Sync {
+    /// True when `item` may take the transition. An error keeps the item where it is and
+    /// is reported as [`StayReason::ConditionFailed`](crate::engine::StayReason).
     fn check(&self, order: &Order, item: &Item, now: DateTime<Utc>) -> Result<bool, PluginError>;
 }
 
-/// How a command is run for the items that an event moves.
+/// How a command is run for the items that an event moves. Exhaustive on purpose: these
+/// are Spryker's two command interfaces (`CommandByItem`, `CommandByOrder`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandMode {
@@ -66,47 +74,71 @@ pub enum CommandMode {
 }
 
 /// Work a command hands back to the caller, carried out with or after the transaction.
+/// New kinds of work may be added.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Effect {
     /// Trigger `event` for the same order later, through the inbox (never inline: the
     /// order's transaction is still open).
-    FollowUpEvent { event: String, items: Vec<i64> },
+    FollowUpEvent {
+        /// The event to trigger.
+        event: String,
+        /// Ids of the items to trigger it for.
+        items: Vec<i64>,
+    },
     /// Something the service runs after commit, such as an HTTP call; `command` names the
     /// binding and `payload` is what it needs.
     AfterCommit {
+        /// The binding's name.
         command: String,
+        /// Ids of the items it is for.
         items: Vec<i64>,
+        /// What the binding needs, as the command built it.
         payload: Value,
     },
 }
 
 /// An attribute write staged by a command; applied only when the command succeeds.
+/// Exhaustive on purpose: a caller persists every change, and an order's attributes live
+/// on exactly these two levels (see [`Scope`](crate::bindings::Scope)).
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttributeChange {
+    /// Sets a top-level order attribute.
     Order {
+        /// The attribute's name.
         key: String,
+        /// Its new value.
         value: Value,
     },
+    /// Sets a top-level attribute of one item.
     Item {
+        /// The item's id.
         item: i64,
+        /// The attribute's name.
         key: String,
+        /// Its new value.
         value: Value,
     },
 }
 
 /// What a command sees: the order, the items it runs for, and places to stage changes.
 pub struct CommandContext<'a> {
+    /// The whole order, as it is before this run's changes.
     pub order: &'a Order,
     /// Indexes into `order.items` of the items this run is for.
     pub items: &'a [usize],
+    /// The event whose command this is.
     pub event: &'a str,
+    /// The caller's time.
     pub now: DateTime<Utc>,
     pub(crate) changes: Vec<AttributeChange>,
     pub(crate) effects: Vec<Effect>,
 }
 
 impl<'a> CommandContext<'a> {
+    /// A context with nothing staged, for callers that run a command themselves (tests,
+    /// tools); the engine builds its own.
     pub fn new(order: &'a Order, items: &'a [usize], event: &'a str, now: DateTime<Utc>) -> Self {
         Self {
             order,
@@ -123,6 +155,7 @@ impl<'a> CommandContext<'a> {
         self.items.iter().map(|&i| &self.order.items[i])
     }
 
+    /// Stages a write of order attribute `key`.
     pub fn set_order_attribute(&mut self, key: impl Into<String>, value: Value) {
         self.changes.push(AttributeChange::Order {
             key: key.into(),
@@ -130,6 +163,7 @@ impl<'a> CommandContext<'a> {
         });
     }
 
+    /// Stages a write of attribute `key` of item `item` (an id).
     pub fn set_item_attribute(&mut self, item: i64, key: impl Into<String>, value: Value) {
         self.changes.push(AttributeChange::Item {
             item,
@@ -138,6 +172,7 @@ impl<'a> CommandContext<'a> {
         });
     }
 
+    /// Hands work back to the caller; kept only when the command succeeds.
     pub fn emit(&mut self, effect: Effect) {
         self.effects.push(effect);
     }
@@ -150,9 +185,12 @@ impl<'a> CommandContext<'a> {
 
 /// Runs when an event with `command="..."` is triggered, before conditions are checked.
 pub trait Command: Send + Sync {
+    /// Once per item (the default) or once per order and source state.
     fn mode(&self) -> CommandMode {
         CommandMode::ByItem
     }
+    /// Does the work and stages changes on `ctx`. An error drops what was staged and keeps
+    /// the items where they are; [`PluginError::retryable`] says whether to try again.
     fn run(&self, ctx: &mut CommandContext<'_>) -> Result<(), PluginError>;
 }
 
@@ -183,17 +221,24 @@ impl fmt::Debug for Registry {
 /// A name the process uses that no plugin is registered for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Unbound {
+    /// Which registry it is missing from.
     pub kind: PluginKind,
+    /// The name the process uses.
     pub name: String,
     /// Where it is first used.
     pub origin: String,
 }
 
+/// The kinds of plugin a process names. New kinds may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum PluginKind {
+    /// A transition's `condition="..."`.
     Condition,
+    /// An event's `command="..."`.
     Command,
+    /// An event's `timeoutProcessor="..."`.
     TimeoutProcessor,
 }
 
@@ -208,18 +253,22 @@ impl fmt::Display for PluginKind {
 }
 
 impl Registry {
+    /// An empty registry.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Registers (or replaces) the condition called `name`.
     pub fn register_condition(&mut self, name: impl Into<String>, c: impl Condition + 'static) {
         self.conditions.insert(name.into(), Arc::new(c));
     }
 
+    /// Registers (or replaces) the command called `name`.
     pub fn register_command(&mut self, name: impl Into<String>, c: impl Command + 'static) {
         self.commands.insert(name.into(), Arc::new(c));
     }
 
+    /// Registers (or replaces) the timeout processor called `name`.
     pub fn register_timeout_processor(
         &mut self,
         name: impl Into<String>,
@@ -228,14 +277,17 @@ impl Registry {
         self.timeout_processors.insert(name.into(), Arc::new(p));
     }
 
+    /// The timeout processor called `name`, if registered.
     pub fn timeout_processor(&self, name: &str) -> Option<&dyn TimeoutProcessor> {
         self.timeout_processors.get(name).map(|p| p.as_ref())
     }
 
+    /// The condition called `name`, if registered.
     pub fn condition(&self, name: &str) -> Option<&dyn Condition> {
         self.conditions.get(name).map(|c| c.as_ref())
     }
 
+    /// The command called `name`, if registered.
     pub fn command(&self, name: &str) -> Option<&dyn Command> {
         self.commands.get(name).map(|c| c.as_ref())
     }
@@ -288,164 +340,5 @@ impl Registry {
                 origin: origin.to_string(),
             })
             .collect()
-    }
-}
-
-/// Built-in bindings from configuration:
-///
-/// ```toml
-/// [conditions."Payment/IsAuthorized"]
-/// type = "attribute"
-/// scope = "order"
-/// path = "payment.status"
-/// equals = "authorized"
-///
-/// [commands."Erp/MarkExported"]
-/// type = "set_attributes"
-/// scope = "order"
-/// values = { exported = true }
-///
-/// [commands."Oms/RequestInvoice"]
-/// type = "emit_event"
-/// event = "invoice"
-///
-/// [timeout_processors."OmsTimeout/Initiation"]
-/// type = "attribute"
-/// path = "created_at"
-/// offset = "30days"
-/// ```
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Bindings {
-    #[serde(default)]
-    pub conditions: std::collections::BTreeMap<String, ConditionBinding>,
-    #[serde(default)]
-    pub commands: std::collections::BTreeMap<String, CommandBinding>,
-    #[serde(default)]
-    pub timeout_processors: std::collections::BTreeMap<String, TimeoutProcessorBinding>,
-}
-
-/// Where an attribute is read or written.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    #[default]
-    Order,
-    Item,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ConditionBinding {
-    /// True when the attribute at `path` (dot-separated) passes the test. With no test
-    /// given, true when the attribute is present and not `null` or `false`.
-    Attribute {
-        #[serde(default)]
-        scope: Scope,
-        path: String,
-        #[serde(default)]
-        equals: Option<Value>,
-        #[serde(default, rename = "in")]
-        one_of: Option<Vec<Value>>,
-        #[serde(default)]
-        exists: Option<bool>,
-    },
-    /// Always the given value (useful while the real plugin is being written).
-    Constant { value: bool },
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum CommandBinding {
-    /// Sets attributes on the order or on each item.
-    SetAttributes {
-        #[serde(default)]
-        scope: Scope,
-        values: Map<String, Value>,
-    },
-    /// Triggers a follow-up event for the same order through the inbox.
-    EmitEvent { event: String },
-    /// Does nothing; binds a name on purpose.
-    Noop,
-}
-
-/// Reads `a.b.c` from a JSON object.
-pub fn lookup<'v>(attributes: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
-    let mut parts = path.split('.');
-    let mut cur = attributes.get(parts.next()?)?;
-    for p in parts {
-        cur = match cur {
-            Value::Object(m) => m.get(p)?,
-            Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(cur)
-}
-
-impl Condition for ConditionBinding {
-    fn check(&self, order: &Order, item: &Item, _now: DateTime<Utc>) -> Result<bool, PluginError> {
-        match self {
-            Self::Constant { value } => Ok(*value),
-            Self::Attribute {
-                scope,
-                path,
-                equals,
-                one_of,
-                exists,
-            } => {
-                let attrs = match scope {
-                    Scope::Order => &order.attributes,
-                    Scope::Item => &item.attributes,
-                };
-                let v = lookup(attrs, path);
-                Ok(match (equals, one_of, exists) {
-                    (Some(e), _, _) => v == Some(e),
-                    (None, Some(set), _) => v.is_some_and(|v| set.contains(v)),
-                    (None, None, Some(want)) => v.is_some() == *want,
-                    (None, None, None) => {
-                        !matches!(v, None | Some(Value::Null | Value::Bool(false)))
-                    }
-                })
-            }
-        }
-    }
-}
-
-impl Command for CommandBinding {
-    fn mode(&self) -> CommandMode {
-        match self {
-            Self::SetAttributes {
-                scope: Scope::Item, ..
-            } => CommandMode::ByItem,
-            _ => CommandMode::ByOrder,
-        }
-    }
-
-    fn run(&self, ctx: &mut CommandContext<'_>) -> Result<(), PluginError> {
-        match self {
-            Self::SetAttributes { scope, values } => {
-                for (k, v) in values {
-                    match scope {
-                        Scope::Order => ctx.set_order_attribute(k.clone(), v.clone()),
-                        Scope::Item => {
-                            let ids: Vec<i64> = ctx.items().map(|i| i.id).collect();
-                            for id in ids {
-                                ctx.set_item_attribute(id, k.clone(), v.clone());
-                            }
-                        }
-                    }
-                }
-            }
-            Self::EmitEvent { event } => {
-                let items = ctx.items().map(|i| i.id).collect();
-                ctx.emit(Effect::FollowUpEvent {
-                    event: event.clone(),
-                    items,
-                });
-            }
-            Self::Noop => {}
-        }
-        Ok(())
     }
 }

@@ -11,11 +11,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use oms::bindings::ConditionBinding;
 use oms::check::WarningCode;
 use oms::engine::{EngineOptions, Item, Order, UnboundPolicy};
 use oms::model::{Process, StateId, Transition};
 use oms::parse::{self, Loaded};
-use oms::plugin::ConditionBinding;
 use oms::{Engine, Registry};
 
 /// The `spryker-oms` folder of the corpus, or `None` when the tests should be skipped.

@@ -4,15 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use oms::bindings::{Bindings, ConditionBinding};
 use oms::engine::{
     Cause, CommandOutcome, EngineOptions, Item, Order, Outcome, StayReason, TimerKind,
     UnboundPolicy,
 };
 use oms::model::{Process, ProcessBuilder};
-use oms::plugin::{
-    Bindings, Command, CommandContext, CommandMode, ConditionBinding, Effect, PluginError,
-    PluginKind,
-};
+use oms::plugin::{Command, CommandContext, CommandMode, Effect, PluginError, PluginKind};
 use oms::{Engine, Registry, Timeout};
 use serde_json::json;
 

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use oms::bindings::ConditionBinding;
 use oms::engine::{
     Cause, Decisions, EngineOptions, Item, MAX_EVENT_REPEATS, Order, Outcome, TimerKind,
 };
 use oms::model::{Process, ProcessBuilder};
-use oms::plugin::ConditionBinding;
 use oms::{Engine, Registry, Timeout};
 use proptest::prelude::*;
 
@@ -126,6 +126,7 @@ fn assert_moves_chain(before: &Order, after: &Order, d: &Decisions) {
             Outcome::NotApplicable { state } | Outcome::Stayed { state, .. } => {
                 assert_eq!(state, cur)
             }
+            ref other => panic!("an outcome this test does not know: {other:?}"),
         }
     }
     for i in &after.items {

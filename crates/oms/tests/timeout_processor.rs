@@ -2,9 +2,10 @@
 //! plain timeout applies and the name is reported. Time is passed in.
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use oms::bindings::{Scope, TimeoutProcessorBinding};
 use oms::engine::{Cause, Item, Order, TimerKind};
 use oms::model::{Process, ProcessBuilder};
-use oms::plugin::{PluginKind, Scope, TimeoutContext, TimeoutProcessor, TimeoutProcessorBinding};
+use oms::plugin::{PluginKind, TimeoutContext, TimeoutProcessor};
 use oms::{Engine, Registry, Timeout};
 use serde_json::json;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use oms::bindings::{Bindings, CommandBinding, ConditionBinding, TimeoutProcessorBinding};
 use oms::parse::LoadOptions;
-use oms::plugin::{Bindings, CommandBinding, ConditionBinding, TimeoutProcessorBinding};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]

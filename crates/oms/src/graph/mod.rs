@@ -57,16 +57,16 @@ pub fn to_svg(process: &Process, opts: &GraphOptions) -> String {
 
 /// Text after a manual event's name in DOT labels (a person triggers it, e.g. from the back
 /// office). The SVG draws an "M" badge in front of the name instead.
-pub const MANUAL_MARK: &str = "(manual)";
+pub(crate) const MANUAL_MARK: &str = "(manual)";
 /// Marker for an onEnter event (fired as soon as an item enters the source state).
-pub const ON_ENTER_MARK: &str = "⟶ on enter";
+pub(crate) const ON_ENTER_MARK: &str = "⟶ on enter";
 /// Text in front of a timeout in DOT labels (the event fires when the time has passed). The
 /// SVG draws a clock (a circle and two hands) instead.
-pub const TIMEOUT_MARK: &str = "timeout";
+pub(crate) const TIMEOUT_MARK: &str = "timeout";
 /// Marker in front of a command name.
-pub const COMMAND_MARK: &str = "⚙";
+pub(crate) const COMMAND_MARK: &str = "⚙";
 /// Separator between a state name and its item count.
-pub const COUNT_SEPARATOR: &str = " · ";
+pub(crate) const COUNT_SEPARATOR: &str = " · ";
 
 /// One state as drawn.
 #[derive(Clone, Debug)]

@@ -39,9 +39,12 @@ impl Collector<'_> {
                 continue;
             }
             let label = path.display().to_string();
-            let text = (self.read)(&path).map_err(|e| LoadError {
+            let text = (self.read)(&path).map_err(|source| LoadError {
                 origin: inc.origin.clone(),
-                kind: LoadErrorKind::Unreadable(format!("{label}: {e}")),
+                kind: LoadErrorKind::Unreadable {
+                    path: path.clone(),
+                    source,
+                },
             })?;
             let mut file = xml::read(&text, &label)?;
             // As in Spryker, the include's name renames the first process of the file.

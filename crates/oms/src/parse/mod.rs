@@ -31,44 +31,94 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::check::Warning;
+use crate::duration::DurationError;
 use crate::model::{Origin, Process};
 
 /// A loaded main process and the warnings about it.
 #[derive(Clone, Debug)]
 pub struct Loaded {
+    /// The main process with its subprocesses merged.
     pub process: Process,
+    /// The main file (for [`load_str`], its label).
     pub path: PathBuf,
+    /// What loads but is probably wrong, in file order then state and event order.
     pub warnings: Vec<Warning>,
 }
 
 /// Why a process could not be loaded, and where.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{origin}: {kind}")]
+///
+/// Its `Display` is `origin: kind`; the cause of an unreadable file or an invalid timeout
+/// is its [`source`](std::error::Error::source), so print the chain to see it.
+#[derive(Debug)]
 pub struct LoadError {
+    /// Where the problem is: the offending element, or the start of an unreadable file.
     pub origin: Origin,
+    /// What the problem is.
     pub kind: LoadErrorKind,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.kind)
+    }
+}
+
+/// The origin is context for the kind, not a cause of its own: the chain goes on with the
+/// kind's source, so `LoadError` and its kind are not printed twice.
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.kind)
+    }
+}
+
+/// What is wrong with a process definition. Match with a wildcard arm: new checks may add
+/// kinds.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadErrorKind {
-    #[error("cannot read file: {0}")]
-    Unreadable(String),
+    /// A main file, an include or a definitions folder could not be read.
+    #[error("cannot read file: {}", path.display())]
+    Unreadable {
+        /// The path as the loader tried it.
+        path: PathBuf,
+        /// Why reading failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The text is not XML (roxmltree's message, without the position already in the
+    /// origin).
     #[error("not well-formed XML: {0}")]
     Xml(String),
+    /// Well-formed XML that is not a `<statemachine>` as Spryker reads it: a missing
+    /// attribute, an unexpected element; the message says which.
     #[error("{0}")]
     Structure(String),
+    /// The file has no `<process main="true">`.
     #[error("no main process (a <process main=\"true\">) in this file")]
     NoMainProcess,
+    /// A `<subprocesses>` entry names a process no include defines.
     #[error("subprocess {0:?} is not defined by any <process name=... file=...> include")]
     MissingSubprocess(String),
+    /// A transition's `<source>` names no state.
     #[error("unknown source state {0:?}")]
     UnknownSource(String),
+    /// A transition's `<target>` names no state.
     #[error("unknown target state {0:?}")]
     UnknownTarget(String),
+    /// A transition's `<event>` names no event of `<events>`.
     #[error("unknown event {0:?}: add it to <events>")]
     UnknownEvent(String),
-    #[error("invalid timeout {value:?}: {reason}")]
-    InvalidTimeout { value: String, reason: String },
+    /// An event's `timeout="..."` is not a duration.
+    #[error("invalid timeout {value:?}")]
+    InvalidTimeout {
+        /// The attribute's text.
+        value: String,
+        /// Why it is not a duration (boxed to keep `LoadError`, and the `Result`s that
+        /// carry it, small).
+        #[source]
+        source: Box<DurationError>,
+    },
+    /// The configured initial state is not a state of the process.
     #[error("initial state {0:?} is not defined")]
     UnknownInitialState(String),
     /// No initial state was configured, `new` is not defined and the states no transition
@@ -201,9 +251,12 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, LoadError> {
 /// [`load_dir`] with the same options for every process.
 pub fn load_dir_with(dir: &Path, options: &LoadOptions) -> Result<Vec<Loaded>, LoadError> {
     let label = dir.display().to_string();
-    let unreadable = |e: std::io::Error| LoadError {
+    let unreadable = |source: io::Error| LoadError {
         origin: merge::start_of(&label),
-        kind: LoadErrorKind::Unreadable(format!("{label}: {e}")),
+        kind: LoadErrorKind::Unreadable {
+            path: dir.to_path_buf(),
+            source,
+        },
     };
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(unreadable)? {
@@ -224,9 +277,12 @@ pub fn load_dir_with(dir: &Path, options: &LoadOptions) -> Result<Vec<Loaded>, L
 }
 
 fn read_main(path: &Path, label: &str) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|e| LoadError {
+    std::fs::read_to_string(path).map_err(|source| LoadError {
         origin: merge::start_of(label),
-        kind: LoadErrorKind::Unreadable(format!("{label}: {e}")),
+        kind: LoadErrorKind::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        },
     })
 }
 

@@ -273,11 +273,11 @@ fn read_state(r: &Reader<'_>, s: Node<'_, '_>) -> Result<State, LoadError> {
 fn read_event(r: &Reader<'_>, e: Node<'_, '_>) -> Result<Event, LoadError> {
     let timeout = match e.attribute_node("timeout") {
         Some(a) if !a.value().is_empty() => {
-            let parsed = Timeout::parse(a.value()).map_err(|err| LoadError {
+            let parsed = Timeout::parse(a.value()).map_err(|source| LoadError {
                 origin: r.lines.origin(r.file, a.range().start),
                 kind: LoadErrorKind::InvalidTimeout {
                     value: a.value().to_owned(),
-                    reason: err.to_string(),
+                    source: Box::new(source),
                 },
             })?;
             Some(parsed)

@@ -154,9 +154,16 @@ pub fn error_line(e: &anyhow::Error) -> String {
     }
 }
 
-/// `FILE:LINE:COL: error: message`.
+/// `FILE:LINE:COL: error: message`, the message followed by its causes (why a file could
+/// not be read, why a timeout is not a duration).
 pub fn format_load_error(e: &oms::parse::LoadError) -> String {
-    format!("{}: error: {}", e.origin, e.kind)
+    let mut line = format!("{}: error: {}", e.origin, e.kind);
+    let mut cause = std::error::Error::source(&e.kind);
+    while let Some(c) = cause {
+        line.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    line
 }
 
 /// Parses nothing: runs the parsed command and returns the exit code.

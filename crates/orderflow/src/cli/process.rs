@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use oms::InitialSource;
+use oms::Registry;
+use oms::bindings::Bindings;
 use oms::graph::GraphOptions;
 use oms::parse::{self, LoadOptions, Loaded};
-use oms::plugin::{Bindings, Registry};
 
 use crate::config::Config;
 use serde_json::json;

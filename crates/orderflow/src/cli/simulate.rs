@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::Args;
+use oms::Registry;
+use oms::bindings::ConditionBinding;
 use oms::engine::{
     Cause, CommandOutcome, Decisions, EngineOptions, Item, Order, Outcome, UnboundPolicy,
 };
-use oms::plugin::{ConditionBinding, Registry};
 use oms::{Engine, Process};
 use serde_json::{Value, json};
 
@@ -197,6 +198,7 @@ fn cause_name(c: Cause) -> &'static str {
         Cause::OnEnter => "onEnter",
         Cause::Timeout => "timeout",
         Cause::Condition => "event-less",
+        other => other.as_str(),
     }
 }
 
@@ -206,6 +208,7 @@ fn report(p: &Process, label: &str, d: &Decisions, out: &mut Vec<Value>) {
             CommandOutcome::Ok => "ran".to_owned(),
             CommandOutcome::Failed(e) => format!("failed: {e}"),
             CommandOutcome::Skipped => "skipped (not bound)".to_owned(),
+            other => format!("{other:?}"),
         };
         out.push(
             json!({"input": label, "command": c.command, "items": c.items, "outcome": outcome,
@@ -253,6 +256,12 @@ fn report(p: &Process, label: &str, d: &Decisions, out: &mut Vec<Value>) {
                     format!("item {}: stays in {st} on {event}: {reason}", s.item),
                 )
             }
+            other => (
+                "other",
+                String::new(),
+                String::new(),
+                format!("item {}: {other:?} on {event}", s.item),
+            ),
         };
         out.push(json!({"input": label, "item": s.item, "event": s.event.map(|e| p.event(e).name.clone()),
             "cause": s.cause, "outcome": kind, "from": from, "to": to, "text": format!("[{label}] {text}")}));

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use oms::bindings::Bindings;
 use oms::engine::{EngineOptions, UnboundPolicy};
 use oms::parse::LoadOptions;
-use oms::plugin::{Bindings, Unbound};
+use oms::plugin::Unbound;
 use oms::{Engine, Process, Registry};
 
 #[derive(Debug, thiserror::Error)]

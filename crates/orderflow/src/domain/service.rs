@@ -53,6 +53,9 @@ pub enum DomainError {
         state: String,
         process: String,
     },
+    /// An engine error the service has no answer of its own for.
+    #[error(transparent)]
+    Engine(EngineError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -70,7 +73,7 @@ impl DomainError {
             Self::UnknownItem(_) | Self::UnknownSku(_) => "unknown_item",
             Self::NotManual(_) => "event_not_manual",
             Self::CommandFailed(_) => "command_failed",
-            Self::UnknownState { .. } | Self::Store(_) => "internal",
+            Self::UnknownState { .. } | Self::Engine(_) | Self::Store(_) => "internal",
         }
     }
 }
@@ -94,9 +97,8 @@ impl Source {
             (Cause::Trigger, Self::Api) => "api".into(),
             (Cause::Trigger, Self::Erp(id)) => format!("erp:{id}"),
             (Cause::Trigger, Self::Operator) => "operator".into(),
-            (Cause::OnEnter, _) => "on_enter".into(),
-            (Cause::Timeout, _) => "timeout".into(),
-            (Cause::Condition, _) => "condition".into(),
+            // on_enter, timeout, condition, and whatever else the engine may add.
+            (cause, _) => cause.as_str().into(),
         }
     }
 }
@@ -441,6 +443,7 @@ impl OrderService {
             .map_err(|e| match e {
                 EngineError::UnknownEvent { .. } => unknown(),
                 EngineError::UnknownItem { item, .. } => DomainError::UnknownItem(item),
+                other => DomainError::Engine(other),
             })?;
         let nothing_applies = decisions
             .steps
@@ -651,7 +654,8 @@ fn plan(
                     reason: text,
                 });
             }
-            Outcome::NotApplicable { .. } => {}
+            // Not applicable, or an outcome this service does not know: nothing to write.
+            _ => {}
         }
     }
     for &item in &decisions.timers_dropped {

@@ -254,6 +254,7 @@ impl OrderService {
                 EngineError::UnknownEvent { process, event } => {
                     DomainError::UnknownEvent { process, event }
                 }
+                other => DomainError::Engine(other),
             })?;
         Ok((process, order, decisions))
     }

@@ -206,7 +206,7 @@ impl IntoResponse for ApiError {
                     | D::UnknownSku(_) => StatusCode::UNPROCESSABLE_ENTITY,
                     D::NotManual(_) => StatusCode::FORBIDDEN,
                     D::CommandFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
-                    D::UnknownState { .. } | D::Store(_) => internal(&self).0,
+                    D::UnknownState { .. } | D::Engine(_) | D::Store(_) => internal(&self).0,
                 };
                 if let D::EventNotApplicable { event, items, .. } = d {
                     details.insert("event".into(), json!(event));

@@ -112,6 +112,6 @@ fn an_unreadable_main_file_is_an_error() {
     let dir = TempDir::new("missing");
     let path = dir.0.join("Nope.xml");
     let e = load_file(&path).unwrap_err();
-    assert!(matches!(e.kind, LoadErrorKind::Unreadable(_)), "{e}");
+    assert!(matches!(e.kind, LoadErrorKind::Unreadable { .. }), "{e}");
     assert_eq!(e.origin.file, path.display().to_string());
 }

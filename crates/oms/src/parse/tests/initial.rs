@@ -53,7 +53,10 @@ fn a_configured_state_the_process_lacks_is_an_error() {
     let mut options = LoadOptions::default();
     options.initial_states.insert("P".into(), "drfat".into());
     let e = err(load_with(&draft_process(""), &[], &options));
-    assert_eq!(e.kind, LoadErrorKind::UnknownInitialState("drfat".into()));
+    assert!(
+        matches!(&e.kind, LoadErrorKind::UnknownInitialState(s) if s == "drfat"),
+        "{e}"
+    );
     assert_eq!((e.origin.line, e.origin.column), (1, 15), "{e}");
     assert_eq!(
         e.to_string(),
@@ -64,9 +67,9 @@ fn a_configured_state_the_process_lacks_is_an_error() {
 #[test]
 fn ambiguous_or_missing_start_names_the_candidates() {
     let e = err(load(&draft_process(r#"<state name="archived"/>"#), &[]));
-    assert_eq!(
-        e.kind,
-        LoadErrorKind::NoInitialState(vec!["draft".into(), "archived".into()])
+    assert!(
+        matches!(&e.kind, LoadErrorKind::NoInitialState(c) if c == &["draft", "archived"]),
+        "{e}"
     );
     let text = e.to_string();
     assert!(
@@ -83,7 +86,10 @@ fn ambiguous_or_missing_start_names_the_candidates() {
         </transitions>"#,
     );
     let e = err(load(&cycle, &[]));
-    assert_eq!(e.kind, LoadErrorKind::NoInitialState(vec![]));
+    assert!(
+        matches!(&e.kind, LoadErrorKind::NoInitialState(c) if c.is_empty()),
+        "{e}"
+    );
     assert!(e.to_string().contains("every state is entered"), "{e}");
 }
 
