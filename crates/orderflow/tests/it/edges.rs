@@ -420,3 +420,58 @@ async fn a_request_that_takes_too_long_is_answered_503() {
     assert_eq!(s.get("/healthz", &s.shop).await.0, StatusCode::OK);
     s.stop().await;
 }
+
+/// A row whose non-JSON column cannot be decoded (here a hand-written `received_at`) is
+/// set dead by the worker, without reading it, while the other orders' updates apply.
+#[tokio::test]
+async fn a_row_with_an_undecodable_column_is_buried_and_the_rest_apply() {
+    let Some(s) = support::start(Backend::Sqlite).await else {
+        return;
+    };
+    let (status, body) = s
+        .post(
+            "/v1/erp/order-updates",
+            &s.erp,
+            json!({"order_reference": "GARBLED-1", "event": "pay"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let garbled = body["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(10), "parked", || async {
+        (update_status(&s, &garbled).await["status"] == "parked").then_some(())
+    })
+    .await;
+    s.execute_sql(&format!(
+        "UPDATE inbox SET received_at = 'not a time' WHERE id = '{garbled}'"
+    ))
+    .await;
+    s.create_order("GARBLED-1", &[("SKU-1", 1)]).await;
+    s.create_order("FINE-1", &[("SKU-1", 1)]).await;
+    let (_, fine) = s
+        .post(
+            "/v1/erp/order-updates",
+            &s.erp,
+            json!({"order_reference": "FINE-1", "event": "pay"}),
+        )
+        .await;
+    let fine = fine["id"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(20),
+        "the other update applies",
+        || async { (update_status(&s, &fine).await["status"] == "applied").then_some(()) },
+    )
+    .await;
+    use sqlx::Connection as _;
+    let mut c = sqlx::SqliteConnection::connect(&s.database_url)
+        .await
+        .unwrap();
+    let (status, errors): (String, String) =
+        sqlx::query_as("SELECT status, errors FROM inbox WHERE id = $1")
+            .bind(&garbled)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(status, "dead", "{errors}");
+    assert!(errors.contains("unreadable_row"), "{errors}");
+    s.stop().await;
+}
