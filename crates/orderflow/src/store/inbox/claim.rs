@@ -1,0 +1,330 @@
+//! Claiming updates: which are due (at most one per order, in receive order), the lease,
+//! and rows that cannot be read set aside so they never stop a batch.
+
+use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
+use sqlx::types::Json;
+
+use super::{COLUMNS, UpdateRow, UpdateStatus};
+use crate::store::{Result, Store, Tx, on_tx};
+
+/// True when `e` is a value that could not be decoded (not a failure of the database).
+fn is_decode(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_))
+}
+
+/// The claim predicate over `r` (`$1` = now). Processing rows past their lease are claimed
+/// again as they are; any other row only when nothing of its order is processing and no
+/// earlier update of its order is still waiting.
+const CLAIMABLE: &str = "r.status IN ('accepted', 'parked', 'processing') \
+     AND r.next_attempt_at <= $1 \
+     AND (r.status = 'processing' OR NOT EXISTS ( \
+         SELECT 1 FROM inbox o \
+         WHERE o.order_reference = r.order_reference \
+           AND o.status IN ('accepted', 'parked', 'processing') \
+           AND o.seq <> r.seq \
+           AND (o.status = 'processing' \
+                OR (o.seq < r.seq AND (o.status = 'accepted' \
+                    OR (o.status = 'parked' AND o.next_attempt_at <= $1))))))";
+
+impl Store {
+    /// Claims up to `limit` due updates for `owner` until `lease_until`: at most one per
+    /// order, each the next of its order. Each claim counts as an attempt.
+    pub async fn claim_updates(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<UpdateRow>> {
+        let mut tx = self.begin().await?;
+        let rows = tx.claim(None, now, limit, owner, lease_until).await?;
+        tx.commit().await?;
+        metrics::counter!("orderflow_inbox_attempts_total").increment(rows.len() as u64);
+        Ok(rows)
+    }
+
+    /// Claims the update `seq` if it is due and next of its order (wait mode processes it
+    /// inline then); `None` when it must wait for the worker.
+    pub async fn claim_update(
+        &self,
+        seq: i64,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<UpdateRow>> {
+        let mut tx = self.begin().await?;
+        let rows = tx.claim(Some(seq), now, 1, owner, lease_until).await?;
+        tx.commit().await?;
+        metrics::counter!("orderflow_inbox_attempts_total").increment(rows.len() as u64);
+        Ok(rows.into_iter().next())
+    }
+
+    /// Gives back the updates `owner` still holds (shutdown past its grace period): due at
+    /// once for any worker.
+    pub async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
+        const SQL: &str = "UPDATE inbox SET status = 'accepted', next_attempt_at = $2, \
+             lease_owner = NULL, lease_until = NULL \
+             WHERE lease_owner = $1 AND status = 'processing'";
+        let mut tx = self.begin().await?;
+        let n = on_tx!(&mut tx, |c| {
+            sqlx::query(SQL)
+                .bind(owner)
+                .bind(now)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+impl Tx {
+    /// The updates [`Store::claim_updates`] would claim, read but not marked: for a
+    /// transaction that processes and finishes them itself, so holds them until it commits
+    /// (SQLite: the worker claims and processes a batch in one transaction, see
+    /// `Inbox::process_next_batch`). At most one per order, in `seq` order.
+    pub async fn due_updates(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<UpdateRow>> {
+        let index = match self {
+            Tx::Sqlite(_) => " INDEXED BY inbox_due",
+            Tx::Postgres(_) => "",
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM inbox r{index} WHERE {CLAIMABLE} \
+             ORDER BY r.next_attempt_at, r.seq LIMIT $2"
+        );
+        let read: Result<Vec<UpdateRow>, sqlx::Error> = on_tx!(&mut *self, |c| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(now)
+                .bind(limit)
+                .fetch_all(c)
+                .await
+        });
+        let rows = match read {
+            Err(e) if is_decode(&e) => {
+                let sql = format!(
+                    "SELECT r.seq FROM inbox r{index} WHERE {CLAIMABLE} \
+                     ORDER BY r.next_attempt_at, r.seq LIMIT $2"
+                );
+                let seqs: Vec<i64> = on_tx!(&mut *self, |c| {
+                    sqlx::query_scalar(AssertSqlSafe(sql))
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_all(c)
+                        .await
+                })?;
+                self.read_isolating(&seqs, now, 1).await?
+            }
+            read => read?,
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut rows: Vec<UpdateRow> = rows
+            .into_iter()
+            .filter(|r| seen.insert(r.order_reference.clone()))
+            .collect();
+        rows.sort_by_key(|r| r.seq);
+        Ok(rows)
+    }
+
+    /// Reads updates `seqs` one at a time, after reading them together failed to decode a
+    /// row: a row that cannot be read is set `dead` with the decoder's error (`attempt`
+    /// more attempts counted: 1 when it was not claimed yet) and left out, so one bad row
+    /// never stops the batch, nor the worker for every other order.
+    async fn read_isolating(
+        &mut self,
+        seqs: &[i64],
+        now: DateTime<Utc>,
+        attempt: i32,
+    ) -> Result<Vec<UpdateRow>> {
+        let lock = match self {
+            Tx::Postgres(_) => " FOR UPDATE",
+            Tx::Sqlite(_) => "",
+        };
+        let read = format!("SELECT {COLUMNS} FROM inbox WHERE seq = $1{lock}");
+        let mut rows = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            let row: Result<Option<UpdateRow>, sqlx::Error> = on_tx!(&mut *self, |c| {
+                sqlx::query_as(AssertSqlSafe(read.as_str()))
+                    .bind(seq)
+                    .fetch_optional(c)
+                    .await
+            });
+            match row {
+                Ok(Some(row)) => rows.push(row),
+                Ok(None) => {}
+                Err(e) if is_decode(&e) => {
+                    tracing::error!(seq, error = %e, "inbox row cannot be read; it is dead");
+                    metrics::counter!("orderflow_inbox_unreadable_total").increment(1);
+                    self.bury(seq, now, attempt, &e.to_string()).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Sets update `seq` `dead` without reading it, appending `message` to its errors.
+    async fn bury(
+        &mut self,
+        seq: i64,
+        now: DateTime<Utc>,
+        attempt: i32,
+        message: &str,
+    ) -> Result<()> {
+        let entry = serde_json::json!({
+            "at": now,
+            "code": "unreadable_row",
+            "message": format!("the stored row cannot be read: {message}"),
+        });
+        let errors = match self {
+            Tx::Postgres(_) => "errors || jsonb_build_array($4::jsonb)",
+            Tx::Sqlite(_) => {
+                "CASE WHEN json_valid(errors) AND json_type(errors) = 'array' \
+                 THEN json_insert(errors, '$[#]', json($4)) ELSE json_array(json($4)) END"
+            }
+        };
+        let sql = format!(
+            "UPDATE inbox SET status = 'dead', attempts = attempts + $3, errors = {errors}, \
+             processed_at = $2, next_attempt_at = $2, lease_owner = NULL, lease_until = NULL \
+             WHERE seq = $1"
+        );
+        on_tx!(&mut *self, |c| {
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(seq)
+                .bind(now)
+                .bind(attempt)
+                .bind(Json(&entry))
+                .execute(c)
+                .await
+                .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    async fn claim(
+        &mut self,
+        only: Option<i64>,
+        now: DateTime<Utc>,
+        limit: i64,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<UpdateRow>> {
+        let only_sql = if only.is_some() { "AND r.seq = $3" } else { "" };
+        let (from, lock) = match self {
+            // Walk the due index in claim order and stop at the limit. Left to itself,
+            // SQLite's planner (no statistics) picks the status index, checks the order
+            // rule for every waiting update and sorts them all: each claim then costs time
+            // in proportion to the backlog. One update by seq is found by its key.
+            Tx::Sqlite(_) if only.is_none() => ("inbox r INDEXED BY inbox_due", ""),
+            Tx::Sqlite(_) => ("inbox r", ""),
+            Tx::Postgres(_) => ("inbox r", " FOR UPDATE OF r SKIP LOCKED"),
+        };
+        let select = format!(
+            "SELECT r.seq, r.order_reference FROM {from} WHERE {CLAIMABLE} {only_sql} \
+             ORDER BY r.next_attempt_at, r.seq LIMIT $2{lock}"
+        );
+        if let Tx::Postgres(t) = self {
+            // One claim at a time: each decides on a snapshot that sees every claim before.
+            // And walk the due index in claim order, stopping at the limit: without fresh
+            // statistics (a burst into an idle inbox) the planner expects a few due rows,
+            // reads them all with a bitmap scan and sorts them, so each claim would cost
+            // time in proportion to the backlog. Both settings end with the transaction.
+            sqlx::raw_sql(
+                "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; \
+                 SELECT pg_advisory_xact_lock(7036111)",
+            )
+            .execute(&mut **t)
+            .await?;
+        }
+        let candidates: Vec<(i64, String)> = on_tx!(&mut *self, |c| {
+            let q = sqlx::query_as(AssertSqlSafe(select)).bind(now).bind(limit);
+            match only {
+                Some(seq) => q.bind(seq).fetch_all(c).await,
+                None => q.fetch_all(c).await,
+            }
+        })?;
+        // At most one update per order in one claim: the first is the next of its order.
+        let mut seen = std::collections::HashSet::new();
+        let seqs: Vec<i64> = candidates
+            .into_iter()
+            .filter(|(_, r)| seen.insert(r.clone()))
+            .map(|(s, _)| s)
+            .collect();
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        const SET: &str = "UPDATE inbox SET status = 'processing', lease_owner = $1, \
+             lease_until = $2, next_attempt_at = $2, attempts = attempts + 1";
+        let claimed: Result<Vec<UpdateRow>, sqlx::Error> = match self {
+            Tx::Postgres(t) => {
+                let sql = format!("{SET} WHERE seq = ANY($3) RETURNING {COLUMNS}");
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(lease_until)
+                    .bind(&seqs)
+                    .fetch_all(&mut **t)
+                    .await
+            }
+            Tx::Sqlite(t) => {
+                let sql = format!(
+                    "{SET} WHERE seq IN (SELECT value FROM json_each($3)) RETURNING {COLUMNS}"
+                );
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(lease_until)
+                    .bind(Json(&seqs))
+                    .fetch_all(&mut **t)
+                    .await
+            }
+        };
+        // The rows are claimed (the statement ran); only reading one of them back failed.
+        let mut rows = match claimed {
+            Err(e) if is_decode(&e) => self.read_isolating(&seqs, now, 0).await?,
+            claimed => claimed?,
+        };
+        rows.sort_by_key(|r| r.seq);
+        Ok(rows)
+    }
+
+    /// Reads the update and holds it until commit; `None` unless `owner` still holds its
+    /// lease (a worker that overran its lease must not finish an update someone else took).
+    pub async fn lock_claimed(&mut self, seq: i64, owner: &str) -> Result<Option<UpdateRow>> {
+        Ok(self.lock_claimed_many(&[seq], owner).await?.pop())
+    }
+
+    /// [`Tx::lock_claimed`] for several updates, in `seq` order: those `owner` still holds.
+    pub async fn lock_claimed_many(&mut self, seqs: &[i64], owner: &str) -> Result<Vec<UpdateRow>> {
+        let read: Result<Vec<UpdateRow>, sqlx::Error> = match self {
+            Tx::Postgres(t) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM inbox WHERE seq = ANY($1) ORDER BY seq FOR UPDATE"
+                );
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(seqs)
+                    .fetch_all(&mut **t)
+                    .await
+            }
+            Tx::Sqlite(t) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM inbox \
+                     WHERE seq IN (SELECT value FROM json_each($1)) ORDER BY seq"
+                );
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(Json(seqs))
+                    .fetch_all(&mut **t)
+                    .await
+            }
+        };
+        let rows = match read {
+            Err(e) if is_decode(&e) => self.read_isolating(seqs, crate::store::now(), 0).await?,
+            read => read?,
+        };
+        Ok(rows
+            .into_iter()
+            .filter(|r| {
+                r.status == UpdateStatus::Processing && r.lease_owner.as_deref() == Some(owner)
+            })
+            .collect())
+    }
+}

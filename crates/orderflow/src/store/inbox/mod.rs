@@ -1,0 +1,404 @@
+//! The ERP inbox: updates stored before they are acknowledged, claimed by workers under a
+//! lease, and finished with their outcome in the same transaction as the order change.
+//!
+//! Claiming keeps two rules on both backends:
+//! - an update is claimed only when no other update of its order is `processing` and no
+//!   earlier one is still waiting (`accepted`, or `parked` and due): updates of one order
+//!   are applied one at a time, in receive order (`seq`);
+//! - a claim sets `next_attempt_at` to the lease's end, so an update whose worker died is
+//!   due again when the lease runs out.
+//!
+//! On PostgreSQL claims take a transaction-scoped advisory lock, so two claims never decide
+//! on the same snapshot, and skip rows another transaction holds (`SKIP LOCKED`), so a claim
+//! never waits for an order transaction. SQLite has one writer, which serialises them; there
+//! the worker reads the due updates ([`Tx::due_updates`]) and finishes them in the same
+//! transaction, which holds them as a lease would until it commits.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::AssertSqlSafe;
+use sqlx::types::Json;
+
+use super::batch::placeholders;
+use super::group::{INSERT_CHUNK, SQLITE_ROW, bind_updates, insert_sql, postgres_row};
+use super::json::StoredJson;
+pub use super::status::UpdateStatus;
+
+mod claim;
+mod operator;
+
+use super::{Result, Store, Tx, on_reader, on_tx};
+pub use operator::{RETRY_CODE, RetryPage};
+
+/// Every column of an inbox row.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct UpdateRow {
+    pub seq: i64,
+    pub id: String,
+    pub client: String,
+    pub idempotency_key: Option<String>,
+    pub request_hash: String,
+    pub order_reference: String,
+    pub event: Option<String>,
+    pub payload: StoredJson<Value>,
+    pub status: UpdateStatus,
+    pub attempts: i32,
+    pub errors: StoredJson<Vec<Value>>,
+    pub result: Option<StoredJson<Value>>,
+    pub response_status: Option<i32>,
+    pub response_body: Option<StoredJson<Value>>,
+    pub received_at: DateTime<Utc>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub park_until: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+impl UpdateRow {
+    /// The update as sent, or why the stored payload cannot be read.
+    pub fn payload(&self) -> Result<&Value, &str> {
+        self.payload.get()
+    }
+
+    /// Every attempt's error (none when the stored list cannot be read).
+    pub fn errors(&self) -> &[Value] {
+        self.errors.ok().map_or(&[], Vec::as_slice)
+    }
+
+    pub fn result(&self) -> Option<&Value> {
+        self.result.as_ref().and_then(StoredJson::ok)
+    }
+
+    pub fn response_body(&self) -> Option<&Value> {
+        self.response_body.as_ref().and_then(StoredJson::ok)
+    }
+}
+
+pub(super) const COLUMNS: &str = "seq, id, client, idempotency_key, request_hash, \
+     order_reference, event, payload, status, attempts, errors, result, response_status, \
+     response_body, received_at, processed_at, next_attempt_at, park_until, lease_owner, \
+     lease_until";
+
+/// A validated update to store as `accepted`.
+#[derive(Clone, Debug)]
+pub struct NewUpdate {
+    pub id: String,
+    pub client: String,
+    pub idempotency_key: Option<String>,
+    pub request_hash: String,
+    pub order_reference: String,
+    pub event: Option<String>,
+    pub payload: Value,
+    /// The response to replay for a repeat, when it is known at insert time (async mode).
+    pub response: Option<(u16, Value)>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// What storing one update did.
+#[derive(Clone, Debug)]
+pub enum Stored {
+    /// A new row, with its `seq`.
+    New(i64),
+    /// The client already used this idempotency key: the row stored then.
+    Existing(Box<UpdateRow>),
+}
+
+/// How an attempt at update `seq` ends: the row's new status and what to keep.
+#[derive(Clone, Debug)]
+pub struct Finish {
+    pub seq: i64,
+    pub status: UpdateStatus,
+    /// Attempts made, this one included.
+    pub attempts: i32,
+    pub result: Option<Value>,
+    /// Every attempt's error, this one's last, when this attempt failed (else kept).
+    pub errors: Option<Vec<Value>>,
+    /// When it is due again (`accepted`/`parked`); ignored for final states.
+    pub next_attempt_at: DateTime<Utc>,
+    pub park_until: Option<DateTime<Utc>>,
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+/// Filters of the admin list and replay.
+#[derive(Clone, Debug, Default)]
+pub struct UpdateFilter {
+    pub status: Option<UpdateStatus>,
+    pub order_reference: Option<String>,
+    pub event: Option<String>,
+    pub received_after: Option<DateTime<Utc>>,
+    pub received_before: Option<DateTime<Utc>>,
+    /// Rows after this `seq` (paging).
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Stores updates in one transaction (one commit, one fsync, for the whole group), in
+    /// order. A repeated `(client, idempotency_key)` stores nothing and returns the row
+    /// stored first, also when the repeat is in the same group.
+    pub async fn insert_updates(&self, updates: &[NewUpdate]) -> Result<Vec<Stored>> {
+        let mut tx = self.begin().await?;
+        let inserted = tx.insert_updates(updates).await?;
+        let mut out = Vec::with_capacity(updates.len());
+        for u in updates {
+            if let Some(seq) = inserted.get(&u.id) {
+                out.push(Stored::New(*seq));
+                continue;
+            }
+            let sql =
+                format!("SELECT {COLUMNS} FROM inbox WHERE client = $1 AND idempotency_key = $2");
+            let row: UpdateRow = on_tx!(&mut tx, |c| {
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(&u.client)
+                    .bind(&u.idempotency_key)
+                    .fetch_one(c)
+                    .await
+            })?;
+            out.push(Stored::Existing(Box::new(row)));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// One update by its public id.
+    pub async fn update_by_id(&self, id: &str) -> Result<Option<UpdateRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM inbox WHERE id = $1");
+        Ok(on_reader!(self, |p| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(p)
+                .await
+        })?)
+    }
+
+    /// One update by its receive sequence number.
+    pub async fn update_by_seq(&self, seq: i64) -> Result<Option<UpdateRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM inbox WHERE seq = $1");
+        Ok(on_reader!(self, |p| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(seq)
+                .fetch_optional(p)
+                .await
+        })?)
+    }
+
+    /// Stores the first response to replay for the update, unless one is stored already;
+    /// returns the one that is stored.
+    pub async fn set_response(&self, seq: i64, status: u16, body: &Value) -> Result<(u16, Value)> {
+        const SQL: &str = "UPDATE inbox SET response_status = $2, response_body = $3 \
+             WHERE seq = $1 AND response_status IS NULL";
+        const READ: &str = "SELECT response_status, response_body FROM inbox WHERE seq = $1";
+        let mut tx = self.begin().await?;
+        on_tx!(&mut tx, |c| {
+            sqlx::query(SQL)
+                .bind(seq)
+                .bind(i32::from(status))
+                .bind(Json(body))
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        let (s, b): (Option<i32>, Option<Json<Value>>) = on_tx!(&mut tx, |c| {
+            sqlx::query_as(READ).bind(seq).fetch_one(c).await
+        })?;
+        tx.commit().await?;
+        Ok((
+            s.and_then(|s| u16::try_from(s).ok()).unwrap_or(status),
+            b.map_or_else(|| body.clone(), |b| b.0),
+        ))
+    }
+
+    /// Frees idempotency keys of updates received before `before`; returns how many.
+    pub async fn expire_keys(&self, before: DateTime<Utc>) -> Result<u64> {
+        const SQL: &str = "UPDATE inbox SET idempotency_key = NULL \
+             WHERE received_at < $1 AND idempotency_key IS NOT NULL";
+        let mut tx = self.begin().await?;
+        let n = on_tx!(&mut tx, |c| {
+            sqlx::query(SQL)
+                .bind(before)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+impl Tx {
+    /// Wakes workers in other processes (PostgreSQL `NOTIFY`, delivered at commit).
+    async fn notify_inbox(&mut self) -> Result<()> {
+        if let Tx::Postgres(t) = self {
+            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {}
+
+impl Tx {
+    /// Inserts updates as `accepted`, skipping repeated `(client, idempotency_key)`s;
+    /// returns the `seq` of each inserted one by id. On PostgreSQL workers are notified
+    /// at commit.
+    pub async fn insert_updates(
+        &mut self,
+        updates: &[NewUpdate],
+    ) -> Result<std::collections::HashMap<String, i64>> {
+        let mut inserted = std::collections::HashMap::new();
+        for chunk in updates.chunks(INSERT_CHUNK) {
+            let sql = match self {
+                Tx::Sqlite(_) => insert_sql(chunk.len(), |_| SQLITE_ROW.to_owned()),
+                Tx::Postgres(_) => insert_sql(chunk.len(), postgres_row),
+            };
+            let ids: Vec<(String, i64)> = on_tx!(&mut *self, |c| {
+                bind_updates!(sqlx::query_as(AssertSqlSafe(sql.clone())), chunk)
+                    .fetch_all(c)
+                    .await
+            })?;
+            inserted.extend(ids);
+        }
+        if let Tx::Postgres(t) = self
+            && !inserted.is_empty()
+        {
+            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(inserted)
+    }
+
+    /// Ends attempts: new status, result, errors, and the leases released. One statement
+    /// for all of them.
+    pub async fn finish_updates(&mut self, finishes: &[Finish]) -> Result<()> {
+        if finishes.is_empty() {
+            return Ok(());
+        }
+        const SET: &str = "status = v.status, attempts = v.attempts, \
+             result = COALESCE(v.result, inbox.result), \
+             errors = COALESCE(v.errors, inbox.errors), next_attempt_at = v.next_attempt_at, \
+             park_until = v.park_until, processed_at = v.processed_at, \
+             lease_owner = NULL, lease_until = NULL";
+        let f = finishes;
+        match self {
+            Tx::Postgres(t) => {
+                let sql = format!(
+                    "UPDATE inbox SET {SET} FROM UNNEST($1::int8[], $2::text[], $3::int4[], \
+                     $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::timestamptz[], \
+                     $8::timestamptz[]) AS v(seq, status, attempts, result, errors, \
+                     next_attempt_at, park_until, processed_at) WHERE inbox.seq = v.seq"
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(f.iter().map(|x| x.seq).collect::<Vec<_>>())
+                    .bind(f.iter().map(|x| x.status.as_str()).collect::<Vec<_>>())
+                    .bind(f.iter().map(|x| x.attempts).collect::<Vec<_>>())
+                    .bind(
+                        f.iter()
+                            .map(|x| x.result.as_ref().map(Json))
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        f.iter()
+                            .map(|x| x.errors.as_ref().map(Json))
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(f.iter().map(|x| x.next_attempt_at).collect::<Vec<_>>())
+                    .bind(f.iter().map(|x| x.park_until).collect::<Vec<_>>())
+                    .bind(f.iter().map(|x| x.processed_at).collect::<Vec<_>>())
+                    .execute(&mut **t)
+                    .await?;
+            }
+            Tx::Sqlite(t) => {
+                for chunk in f.chunks(INSERT_CHUNK) {
+                    // SQLite names the columns of a VALUES list column1, column2, ...
+                    let sql = format!(
+                        "UPDATE inbox SET {} FROM (SELECT column1 AS seq, column2 AS status, \
+                         column3 AS attempts, column4 AS result, column5 AS errors, \
+                         column6 AS next_attempt_at, column7 AS park_until, \
+                         column8 AS processed_at FROM (VALUES {})) AS v \
+                         WHERE inbox.seq = v.seq",
+                        SET,
+                        placeholders(chunk.len(), 8)
+                    );
+                    let mut q = sqlx::query(AssertSqlSafe(sql));
+                    for x in chunk {
+                        q = q
+                            .bind(x.seq)
+                            .bind(x.status)
+                            .bind(x.attempts)
+                            .bind(x.result.as_ref().map(Json))
+                            .bind(x.errors.as_ref().map(Json))
+                            .bind(x.next_attempt_at)
+                            .bind(x.park_until)
+                            .bind(x.processed_at);
+                    }
+                    q.execute(&mut **t).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Tx::wake_parked`] for several orders at once.
+    pub async fn wake_parked_many(
+        &mut self,
+        references: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let n = match self {
+            Tx::Postgres(t) => sqlx::query(
+                "UPDATE inbox SET next_attempt_at = $2 WHERE order_reference = ANY($1) \
+                     AND status = 'parked' AND next_attempt_at > $2",
+            )
+            .bind(references)
+            .bind(now)
+            .execute(&mut **t)
+            .await?
+            .rows_affected(),
+            Tx::Sqlite(t) => sqlx::query(
+                "UPDATE inbox SET next_attempt_at = $2 \
+                     WHERE order_reference IN (SELECT value FROM json_each($1)) \
+                     AND status = 'parked' AND next_attempt_at > $2",
+            )
+            .bind(Json(references))
+            .bind(now)
+            .execute(&mut **t)
+            .await?
+            .rows_affected(),
+        };
+        if n > 0
+            && let Tx::Postgres(t) = self
+        {
+            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(n)
+    }
+
+    /// Makes the parked updates of an order due now: the order was created or changed, so
+    /// they may apply. Returns how many.
+    pub async fn wake_parked(&mut self, reference: &str, now: DateTime<Utc>) -> Result<u64> {
+        const SQL: &str = "UPDATE inbox SET next_attempt_at = $2 \
+             WHERE order_reference = $1 AND status = 'parked' AND next_attempt_at > $2";
+        let n = on_tx!(&mut *self, |c| {
+            sqlx::query(SQL)
+                .bind(reference)
+                .bind(now)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if n > 0
+            && let Tx::Postgres(t) = self
+        {
+            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(n)
+    }
+}
