@@ -1,6 +1,8 @@
 //! The service's rules: checked values, loaded processes, and the one function that applies
 //! a change to an order.
 
+mod change;
+mod plan;
 pub mod processes;
 pub mod service;
 pub mod strays;

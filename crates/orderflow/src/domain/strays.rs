@@ -7,9 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::service::{
-    DomainError, OrderService, Result, Source, engine_order, feed_payload, persist,
-};
+use super::plan::{engine_order, feed_payload, persist};
+use super::service::{DomainError, OrderService, Result, Source};
 use crate::store::StoreError;
 use crate::store::orders::NewHistory;
 

@@ -43,9 +43,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::service::{
-    DomainError, OrderService, Result, Source, engine_order, feed_payload, persist,
-};
+use super::plan::{engine_order, feed_payload, persist};
+use super::service::{DomainError, OrderService, Result, Source};
 use crate::store::orders::{ItemRow, OrderRow};
 use crate::store::timers::{DueCursor, TimerRow};
 use crate::store::{self, Tx};
