@@ -1,0 +1,180 @@
+//! The end-to-end phase of the drain benchmark: a `serve` with its in-process worker,
+//! offered a steady rate of single async updates; the time from each 202 to applied.
+
+use super::*;
+
+/// Offers `rate` async updates per second to a `serve` with its worker, and measures 202
+/// to applied.
+pub(super) async fn end_to_end(binary: &Path, args: &Args) -> anyhow::Result<()> {
+    let server = Server::start_with(binary, None, &processes(), &[])?;
+    let (shop, erp) = tokens(&server)?;
+    let http = reqwest::Client::new();
+    let orders = args.orders.min(1000);
+    create_orders(&http, &server.base, &shop, orders).await?;
+    let file = server
+        .database_url
+        .trim_start_matches("sqlite://")
+        .to_owned();
+    let reader = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&file)
+            .read_only(true),
+    )
+    .await?;
+
+    let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let answers = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let poller = tokio::spawn(poll_applied(reader.clone(), seen.clone(), sending.clone()));
+
+    let connections = 32_u64;
+    let interval = Duration::from_secs_f64(connections as f64 / args.rate as f64);
+    let duration = Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (http, base, erp, acked, answers) = (
+            http.clone(),
+            server.base.clone(),
+            erp.clone(),
+            acked.clone(),
+            answers.clone(),
+        );
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D ^ (c + 1));
+        tasks.push(tokio::spawn(async move {
+            let mut next = started + interval.mul_f64(c as f64 / connections as f64);
+            let mut errors = 0_u64;
+            while next < started + duration {
+                tokio::time::sleep_until(next.into()).await;
+                next += interval;
+                let body = json!({"order_reference": format!("D-{}", rng.below(orders)),
+                    "event": "touch", "attributes": {"c": c}});
+                let sent = Instant::now();
+                let r = http
+                    .post(format!("{base}/v1/erp/order-updates"))
+                    .bearer_auth(&erp)
+                    .header("prefer", "respond-async")
+                    .json(&body)
+                    .send()
+                    .await;
+                let at = Instant::now();
+                match r {
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        let took = at.saturating_duration_since(sent).as_micros() as u64;
+                        answers.lock().unwrap().record(took).ok();
+                        let v: Value = r.json().await.unwrap_or_default();
+                        if let Some(id) = v["id"].as_str() {
+                            acked.lock().unwrap().insert(id.to_owned(), at);
+                        }
+                    }
+                    _ => errors += 1,
+                }
+            }
+            errors
+        }));
+    }
+    let mut errors = 0;
+    for t in tasks {
+        errors += t.await?;
+    }
+    let sent_for = started.elapsed();
+    let total = acked.lock().unwrap().len();
+    // Let the last updates through, then stop polling.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sending.store(false, std::sync::atomic::Ordering::Relaxed);
+    poller.await??;
+
+    let mut observed = Histogram::<u64>::new(3)?;
+    let acked = acked.lock().unwrap().clone();
+    let seen = seen.lock().unwrap().clone();
+    let mut missing = 0;
+    for (id, at) in &acked {
+        match seen.get(id) {
+            Some(done) => observed.record(done.saturating_duration_since(*at).as_micros() as u64)?,
+            None => missing += 1,
+        }
+    }
+    let stamps: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+        sqlx::query_as("SELECT received_at, processed_at FROM inbox WHERE status = 'applied'")
+            .fetch_all(&reader)
+            .await?;
+    let mut server_side = Histogram::<u64>::new(3)?;
+    for (received, processed) in stamps {
+        let d = (processed - received)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0);
+        server_side.record(d as u64)?;
+    }
+    reader.close().await;
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "end to end, SQLite serve: {} updates/s offered over {connections} connections; \
+         {total} accepted in {:.1} s ({errors} errors), {} seen applied ({missing} not within \
+         30 s)",
+        args.rate,
+        sent_for.as_secs_f64(),
+        observed.len(),
+    );
+    let answers = answers.lock().unwrap().clone();
+    println!(
+        "  request -> 202 (durable):               p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms  max {:.1} ms",
+        ms(&answers, 0.5),
+        ms(&answers, 0.99),
+        ms(&answers, 0.999),
+        answers.max() as f64 / 1000.0
+    );
+    println!(
+        "  202 -> applied (observed, 2 ms polls): p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms  max {:.1} ms",
+        ms(&observed, 0.5),
+        ms(&observed, 0.99),
+        ms(&observed, 0.999),
+        observed.max() as f64 / 1000.0
+    );
+    println!(
+        "  received_at -> processed_at (server):    p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms; load {}",
+        ms(&server_side, 0.5),
+        ms(&server_side, 0.99),
+        server_side.max() as f64 / 1000.0,
+        load_average()
+    );
+    Ok(())
+}
+
+/// Records when each update is first seen in a final state. Keeps a low-water mark: every
+/// update at or below it has been seen, so each poll reads only the recent window.
+async fn poll_applied(
+    reader: sqlx::SqlitePool,
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+    sending: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    let mut low = 0_i64;
+    let mut done: HashSet<i64> = HashSet::new();
+    while sending.load(std::sync::atomic::Ordering::Relaxed) {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, id FROM inbox WHERE seq > $1 \
+             AND status NOT IN ('accepted', 'processing') ORDER BY seq",
+        )
+        .bind(low)
+        .fetch_all(&reader)
+        .await?;
+        let now = Instant::now();
+        {
+            let mut seen = seen.lock().unwrap();
+            for (seq, id) in rows {
+                if done.insert(seq) {
+                    seen.insert(id, now);
+                }
+            }
+        }
+        while done.remove(&(low + 1)) {
+            low += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
