@@ -9,14 +9,14 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
-use serde::Deserialize;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 
 use std::time::Duration;
 
 use super::AppState;
 use super::error::ApiError;
 use super::limits::BodyTimeout;
+use super::validate::Problem;
 use super::wording;
 use crate::domain::types::Role;
 
@@ -70,16 +70,15 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 /// after the value) is a 400 `malformed_json` with line and column; JSON of the wrong shape
 /// is a 422 naming the JSON path of the problem, in the API's words.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    // Syntax first, so a body that is broken further on is a 400 even when its start
-    // already has the wrong shape.
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    IgnoredAny::deserialize(&mut de)
-        .and_then(|_| de.end())
-        .map_err(malformed)?;
-    // Then what no store can keep: NUL characters, numbers past 1e300, a key twice.
-    super::validate::check_json(bytes).map_err(|v| ApiError::InvalidRequest {
-        message: v.message,
-        path: Some(v.path),
+    // One pass for the syntax (a 400 even when the start of the body already has the wrong
+    // shape) and for what no store can keep (NUL characters, numbers past 1e300, a key
+    // twice, deep nesting).
+    super::validate::check_json(bytes).map_err(|p| match p {
+        Problem::Syntax(e) => malformed(e),
+        Problem::Rule(v) => ApiError::InvalidRequest {
+            message: v.message,
+            path: Some(v.path),
+        },
     })?;
     // Every body of this API is an object; serde would also take a struct as an array
     // of its fields in order.

@@ -9,8 +9,8 @@
 //! - no key twice in one object (JSON leaves it open; we refuse rather than pick one);
 //! - at most [`MAX_DEPTH`] levels of nesting.
 //!
-//! Syntax errors are left to the typed parse that follows, which reports them with line
-//! and column.
+//! The same pass checks the syntax of the whole body (a syntax error anywhere wins over a
+//! rule broken before it), so the typed parse that follows is the body's second and last.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -31,9 +31,17 @@ pub struct Violation {
     pub message: String,
 }
 
-/// Checks `bytes` against the rules. A body that is not JSON at all passes here: the typed
-/// parse reports it.
-pub fn check_json(bytes: &[u8]) -> Result<(), Violation> {
+/// Why a body was refused before its typed parse.
+#[derive(Debug)]
+pub enum Problem {
+    /// Not JSON: a syntax error, cut short, or something after the value.
+    Syntax(serde_json::Error),
+    /// JSON that breaks one of the rules above.
+    Rule(Violation),
+}
+
+/// Checks the syntax of `bytes` and the rules, in one pass over the body.
+pub fn check_json(bytes: &[u8]) -> Result<(), Problem> {
     let found = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let seed = Walk {
@@ -41,9 +49,11 @@ pub fn check_json(bytes: &[u8]) -> Result<(), Violation> {
         depth: 0,
         found: &found,
     };
-    let _ = seed.deserialize(&mut de);
+    seed.deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(Problem::Syntax)?;
     match found.into_inner() {
-        Some(v) => Err(v),
+        Some(v) => Err(Problem::Rule(v)),
         None => Ok(()),
     }
 }
@@ -66,8 +76,8 @@ pub fn nul(path: &str) -> Violation {
     }
 }
 
-/// Walks one value at `path`; the first violation is recorded in `found` and stops the
-/// walk (as a deserialisation error).
+/// Walks one value at `path`; the first violation is recorded in `found`, and the walk
+/// goes on to the end of the body so that a later syntax error still counts.
 struct Walk<'a> {
     path: String,
     depth: usize,
@@ -75,9 +85,8 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn fail<E: serde::de::Error>(&self, violation: Violation) -> E {
-        *self.found.borrow_mut() = Some(violation);
-        E::custom("invalid value")
+    fn fail(&self, violation: Violation) {
+        self.found.borrow_mut().get_or_insert(violation);
     }
 
     fn child(&self, path: String) -> Walk<'_> {
@@ -88,14 +97,13 @@ impl Walk<'_> {
         }
     }
 
-    fn nest<E: serde::de::Error>(&self) -> Result<(), E> {
+    fn nest(&self) {
         if self.depth >= MAX_DEPTH {
-            return Err(self.fail(Violation {
+            self.fail(Violation {
                 path: self.path.clone(),
                 message: format!("JSON nests deeper than {MAX_DEPTH} levels"),
-            }));
+            });
         }
-        Ok(())
     }
 }
 
@@ -127,18 +135,20 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
-        if v.is_finite() && v.abs() <= MAX_NUMBER {
-            Ok(())
-        } else {
-            Err(self.fail(Violation {
+        if !(v.is_finite() && v.abs() <= MAX_NUMBER) {
+            self.fail(Violation {
                 path: self.path.clone(),
                 message: format!("numbers must be at most {MAX_NUMBER:e} in magnitude"),
-            }))
+            });
         }
+        Ok(())
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        check_text(&self.path, v).map_err(|v| self.fail(v))
+        if let Err(v) = check_text(&self.path, v) {
+            self.fail(v);
+        }
+        Ok(())
     }
 
     fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
@@ -146,7 +156,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        self.nest()?;
+        self.nest();
         let mut index = 0usize;
         while seq
             .next_element_seed(self.child(format!("{}[{index}]", self.path)))?
@@ -158,18 +168,17 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        self.nest()?;
+        self.nest();
         let mut keys = HashSet::new();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let path = format!("{}.{key}", self.path);
             if key.contains('\0') {
-                return Err(self.fail(nul(&self.path)));
-            }
-            if !keys.insert(key.clone()) {
-                return Err(self.fail(Violation {
-                    path,
+                self.fail(nul(&self.path));
+            } else if !keys.insert(key.clone()) {
+                self.fail(Violation {
+                    path: path.clone(),
                     message: format!("key {key:?} appears more than once in the object"),
-                }));
+                });
             }
             map.next_value_seed(self.child(path))?;
         }
@@ -182,18 +191,21 @@ mod tests {
     use super::*;
 
     fn path_of(body: &str) -> Option<String> {
-        check_json(body.as_bytes()).err().map(|v| v.path)
+        match check_json(body.as_bytes()) {
+            Err(Problem::Rule(v)) => Some(v.path),
+            Err(Problem::Syntax(e)) => panic!("{body}: {e}"),
+            Ok(()) => None,
+        }
     }
 
     #[test]
     fn plain_json_passes() {
         assert_eq!(path_of(r#"{"a":[1,2.5,"x",null,true,{"b":-3}]}"#), None);
         assert_eq!(path_of("1e300"), None);
-        assert_eq!(
-            path_of("not json"),
-            None,
-            "syntax is the typed parse's to report"
-        );
+        assert!(matches!(check_json(b"not json"), Err(Problem::Syntax(_))));
+        // A syntax error after a broken rule still makes the body malformed.
+        let broken_later = br#"{"a":"\u0000"} x"#;
+        assert!(matches!(check_json(broken_later), Err(Problem::Syntax(_))));
     }
 
     #[test]
