@@ -69,10 +69,6 @@ pub async fn run(
         (worker, checker)
     });
     let state = AppState::new(service.clone(), inbox, config);
-    match service.strays().await {
-        Ok(strays) => *state.strays.write().await = strays,
-        Err(e) => tracing::warn!(error = %e, "counting items in unknown states failed"),
-    }
     let served = http::serve(
         listener,
         state,

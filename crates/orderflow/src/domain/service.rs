@@ -30,6 +30,8 @@ pub struct OrderService {
     processes: Arc<ProcessSet>,
     changed: Arc<Notify>,
     inbox: Arc<Notify>,
+    /// Items the loaded definitions cannot place, as last counted (see `strays`).
+    pub(super) strays: Arc<std::sync::Mutex<Vec<super::strays::Strays>>>,
 }
 
 impl OrderService {
@@ -39,6 +41,7 @@ impl OrderService {
             processes,
             changed: Arc::new(Notify::new()),
             inbox: Arc::new(Notify::new()),
+            strays: Arc::default(),
         }
     }
 

@@ -3,6 +3,8 @@
 //! reported at start, by `/readyz` and `orderflow process strays`, and an operator moves
 //! them to a state of the new definition.
 
+use std::sync::PoisonError;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -91,12 +93,22 @@ pub fn strays_of<'a>(
 }
 
 impl OrderService {
-    /// Every group of items whose process or state the loaded definitions do not have.
+    /// Every group of items whose process or state the loaded definitions do not have,
+    /// counted now (one pass over the items) and kept for [`OrderService::last_strays`].
     pub async fn strays(&self) -> Result<Vec<Strays>> {
         let counts = self.store().item_state_counts().await?;
-        Ok(strays_of(counts, |name| {
-            self.processes().get(name).map(|p| &**p)
-        }))
+        let strays = strays_of(counts, |name| self.processes().get(name).map(|p| &**p));
+        *self.strays.lock().unwrap_or_else(PoisonError::into_inner) = strays.clone();
+        Ok(strays)
+    }
+
+    /// The strays as last counted by [`OrderService::strays`] (at start, by the admin API,
+    /// after a move): what `/readyz` shows without counting on every probe.
+    pub fn last_strays(&self) -> Vec<Strays> {
+        self.strays
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Moves items into state `to` of a loaded definition, one order per transaction: the

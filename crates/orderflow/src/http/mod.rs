@@ -53,8 +53,6 @@ pub struct AppState {
     pub clients: ClientCache,
     /// The configured per-client rate limits.
     pub rate_limits: Arc<RateLimits>,
-    /// Items the loaded definitions cannot place, as last counted (`/readyz` shows them).
-    pub strays: Arc<tokio::sync::RwLock<Vec<crate::domain::strays::Strays>>>,
 }
 
 impl AppState {
@@ -64,7 +62,6 @@ impl AppState {
             inbox,
             clients: ClientCache::new(service.store().clone()),
             rate_limits: Arc::new(RateLimits::from_config(&config.clients)),
-            strays: Arc::default(),
             service,
         }
     }

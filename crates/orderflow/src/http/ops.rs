@@ -45,7 +45,7 @@ pub async fn healthz() -> Json<Status> {
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
     match state.service.store().ready().await {
         Ok(true) => {
-            let strays = state.strays.read().await.clone();
+            let strays = state.service.last_strays();
             Ok(Json(Readiness {
                 status: "ready",
                 stray_items: strays.iter().map(|s| s.items).sum(),

@@ -43,9 +43,7 @@ pub async fn list_strays(
     State(state): State<AppState>,
     _admin: AdminOnly,
 ) -> ApiResult<Json<Vec<Strays>>> {
-    let strays = state.service.strays().await?;
-    *state.strays.write().await = strays.clone();
-    Ok(Json(strays))
+    Ok(Json(state.service.strays().await?))
 }
 
 /// Moves the items, one order per transaction: they enter `to` as if they had moved there
@@ -96,7 +94,7 @@ pub async fn move_items(
             },
         })?;
     if !req.dry_run {
-        *state.strays.write().await = state.service.strays().await?;
+        state.service.strays().await?;
     }
     Ok(Json(report))
 }
