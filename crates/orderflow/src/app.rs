@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::domain::{OrderService, timers};
 use crate::http::{self, AppState};
 use crate::inbox::worker::WorkerOptions;
@@ -27,9 +27,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Installs the recorder before the first metric is recorded.
     crate::telemetry::metrics();
-    let limits = http::server::Limits::from_config(&config.server)?;
-    let poll = config::duration("projector.poll_interval", &config.projector.poll_interval)?;
-    let check_poll = config::duration("worker.poll_interval", &config.worker.poll_interval)?;
+    let limits = &config.server;
+    let poll = config.projector.poll_interval;
+    let check_poll = config.worker.poll_interval;
     let projector = watched(
         "projector",
         shutdown.clone(),
@@ -73,7 +73,7 @@ pub async fn run(
         listener,
         state,
         config.max_body_bytes,
-        &limits,
+        limits,
         shutdown.clone(),
     )
     .await;

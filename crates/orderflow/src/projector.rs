@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::domain::OrderService;
 use crate::store::StoreError;
 use crate::store::projection::Projected;
@@ -53,10 +54,9 @@ pub async fn run(service: OrderService, batch: u32, poll: Duration, shutdown: Ca
             Ok(_) => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
-                // Back off on repeated failures (store down), at most 30 s.
-                pause = poll
-                    .saturating_mul(2u32.saturating_pow(failures.min(5)))
-                    .min(Duration::from_secs(30));
+                // Back off on repeated failures (store down): up to 32 polls, at most 30 s.
+                let max = poll.saturating_mul(32).min(Duration::from_secs(30));
+                pause = Backoff::new(poll, max).delay(failures);
                 tracing::warn!(error = %error_chain(&e), failures, "projector step failed");
             }
         }

@@ -4,17 +4,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::StoreArgs;
 use super::serve::stop_on_signal;
-use super::{StoreArgs, open_store};
-use crate::config;
-use crate::domain::timers::{self, MAX_BACKOFF};
-use crate::domain::{Backoff, CheckPass, OrderService, ProcessSet};
+use crate::domain::timers;
+use crate::domain::{Backoff, CheckPass, OrderService};
 use crate::store;
 
 /// `--once` stops after this many passes even if timers are still due: only a cycle of
@@ -38,18 +36,11 @@ pub async fn run(args: CheckConditionArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.processes {
         config.processes = dir;
     }
-    let poll = config::duration("worker.poll_interval", &config.worker.poll_interval)?
-        .max(Duration::from_millis(10));
-    let processes = ProcessSet::load_configured(&config)?;
-    processes.check_unbound(config.strict)?;
-    let store = open_store(&config).await?;
-    let service = OrderService::new(store.clone(), Arc::new(processes));
-    super::report_strays(&service, config.strict).await?;
+    let poll = config.worker.poll_interval.max(Duration::from_millis(10));
+    let service = super::boot(&config).await?;
+    let store = service.store().clone();
     if args.once {
-        let backoff = Backoff {
-            base: poll,
-            max: MAX_BACKOFF,
-        };
+        let backoff = timers::timer_backoff(poll);
         let batch = config.worker.batch_size.max(1);
         let (passes, total) = run_once(&service, batch, backoff).await?;
         println!(

@@ -11,11 +11,13 @@ mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
+use crate::domain::{OrderService, ProcessSet};
 use crate::store::Store;
 use crate::telemetry::{self, LogFormat};
 
@@ -87,6 +89,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// What serve, worker and check-condition start from: the processes loaded and checked, the
+/// store open and migrated, the strays reported. All three refuse to start without a main
+/// process: every order, update and timer would fail on its unknown process.
+async fn boot(config: &Config) -> anyhow::Result<OrderService> {
+    let processes = ProcessSet::load_configured(config)?;
+    processes.check_unbound(config.strict)?;
+    if processes.is_empty() {
+        anyhow::bail!(
+            "no main process found in {}: give the folder with --processes",
+            config.processes.display()
+        );
+    }
+    let store = open_store(config).await?;
+    let service = OrderService::new(store, Arc::new(processes));
+    report_strays(&service, config.strict).await?;
+    Ok(service)
+}
+
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let masked = crate::config::mask_url_password(&config.database_url);
     match Store::open(&config.database_url).await {
@@ -99,7 +119,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 /// Logs the items the loaded processes cannot place (process or state not in the loaded
 /// definitions), counted per process and state; with `strict`, refuses to start.
-async fn report_strays(service: &crate::domain::OrderService, strict: bool) -> anyhow::Result<()> {
+async fn report_strays(service: &OrderService, strict: bool) -> anyhow::Result<()> {
     let strays = service.strays().await?;
     for s in &strays {
         tracing::warn!(

@@ -3,15 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{StoreArgs, open_store};
-use crate::domain::{OrderService, ProcessSet};
+use super::StoreArgs;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -40,14 +38,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.no_worker {
         config.worker.in_process = false;
     }
-    let processes = ProcessSet::load_configured(&config)?;
-    processes.check_unbound(config.strict)?;
-    if processes.is_empty() {
-        tracing::warn!(dir = %config.processes.display(), "no main process found: orders cannot be created");
-    }
-    let store = open_store(&config).await?;
-    let service = OrderService::new(store.clone(), Arc::new(processes));
-    super::report_strays(&service, config.strict).await?;
+    let service = super::boot(&config).await?;
+    let store = service.store().clone();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

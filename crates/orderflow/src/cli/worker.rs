@@ -3,15 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::StoreArgs;
 use super::serve::stop_on_signal;
-use super::{StoreArgs, open_store};
-use crate::domain::{OrderService, ProcessSet};
 use crate::inbox::worker::{WorkerOptions, WorkerTotals};
 use crate::inbox::{Inbox, InboxSettings};
 
@@ -43,19 +41,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.processes {
         config.processes = dir;
     }
-    let processes = ProcessSet::load_configured(&config)?;
-    processes.check_unbound(config.strict)?;
-    if processes.is_empty() {
-        // Every update would fail on its order's unknown process.
-        anyhow::bail!(
-            "no main process found in {}: give the folder with --processes",
-            config.processes.display()
-        );
-    }
     let settings = InboxSettings::from_config(&config)?;
-    let store = open_store(&config).await?;
-    let service = OrderService::new(store.clone(), Arc::new(processes));
-    super::report_strays(&service, config.strict).await?;
+    let service = super::boot(&config).await?;
+    let store = service.store().clone();
     let inbox = Inbox::new(service, settings);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));

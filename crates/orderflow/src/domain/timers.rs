@@ -28,7 +28,7 @@
 //! A due timer whose check moved nothing (a timeout event whose transitions' conditions are
 //! all false or whose command failed; event-less transitions with no true condition) would
 //! otherwise fire on every pass. It is moved to `now + min(base * 2^attempts, max)` and its
-//! `attempts` column counts up: base is the poll interval (1 s for [`Backoff::default`]), max
+//! `attempts` column counts up: base is the poll interval (1 s for [`OrderService::check_due`]), max
 //! one hour. A move drops the item's timers, so the next state starts again at zero.
 //! Attribute conditions change with the order, not with time: a change that sets attributes
 //! can make the order's condition timers due again with `Tx::wake_condition_timers`.
@@ -55,32 +55,21 @@ pub const BATCH: u32 = 100;
 /// The longest a timer that keeps moving nothing waits between checks.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
-/// Delay before a due timer that moved nothing is checked again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    /// The first delay (the poll interval); doubled per attempt.
-    pub base: Duration,
-    pub max: Duration,
+/// Delay before a due timer that moved nothing is checked again: from the poll interval,
+/// doubled per check that moved nothing, at most [`MAX_BACKOFF`].
+pub use crate::backoff::Backoff;
+
+/// The backoff of timers checked every `poll`.
+pub fn timer_backoff(poll: Duration) -> Backoff {
+    Backoff::new(poll, MAX_BACKOFF)
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            base: Duration::from_secs(1),
-            max: MAX_BACKOFF,
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay after `attempts` earlier checks that moved nothing. Never zero: a
-    /// rescheduled timer must leave the range the current pass walks.
-    pub fn delay(&self, attempts: i32) -> Duration {
-        let base = self.base.max(Duration::from_millis(100));
-        let doublings = attempts.clamp(0, 31).unsigned_abs();
-        base.saturating_mul(2u32.saturating_pow(doublings))
-            .min(self.max.max(base))
-    }
+/// The delay after `attempts` earlier checks that moved nothing. Never under 100 ms: a
+/// rescheduled timer must leave the range the current pass walks.
+fn recheck_delay(backoff: &Backoff, attempts: i32) -> Duration {
+    backoff
+        .delay(attempts.max(0).unsigned_abs())
+        .max(Duration::from_millis(100))
 }
 
 /// What one pass did.
@@ -110,7 +99,8 @@ impl std::ops::AddAssign<&CheckPass> for CheckPass {
 impl OrderService {
     /// One pass over the timers due at `now`, `limit` per batch, with the default backoff.
     pub async fn check_due(&self, now: DateTime<Utc>, limit: u32) -> Result<CheckPass> {
-        self.check_due_with(now, limit, Backoff::default()).await
+        self.check_due_with(now, limit, timer_backoff(Duration::from_secs(1)))
+            .await
     }
 
     /// [`OrderService::check_due`] with the given backoff for timers that move nothing.
@@ -217,7 +207,7 @@ impl OrderService {
             }
         }
         for t in live.iter().filter(|t| !moved.contains(&t.item_id)) {
-            let due = now + backoff.delay(t.attempts);
+            let due = now + recheck_delay(&backoff, t.attempts);
             tx.reschedule_timer(t.id, due).await?;
             pass.rescheduled += 1;
         }
@@ -340,10 +330,7 @@ fn record(pass: &CheckPass) {
 /// first pass runs after one interval. Failures (store unreachable) are logged and the
 /// next pass is delayed, doubling up to 30 s.
 pub async fn run_loop(service: OrderService, poll: Duration, shutdown: CancellationToken) {
-    let backoff = Backoff {
-        base: poll,
-        max: MAX_BACKOFF,
-    };
+    let backoff = timer_backoff(poll);
     let mut pause = poll;
     let mut failures: u32 = 0;
     loop {
@@ -375,22 +362,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_from_the_base_up_to_the_cap() {
-        let b = Backoff {
-            base: Duration::from_secs(2),
-            max: Duration::from_secs(60),
-        };
-        let delays: Vec<u64> = (0..7).map(|a| b.delay(a).as_secs()).collect();
-        assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(b.delay(i32::MAX), Duration::from_secs(60));
-    }
-
-    #[test]
     fn backoff_is_never_zero() {
-        let b = Backoff {
-            base: Duration::ZERO,
-            max: Duration::ZERO,
-        };
-        assert_eq!(b.delay(0), Duration::from_millis(100));
+        let b = Backoff::new(Duration::ZERO, Duration::ZERO);
+        assert_eq!(recheck_delay(&b, 0), Duration::from_millis(100));
+        assert_eq!(recheck_delay(&b, -3), Duration::from_millis(100));
+        let b = timer_backoff(Duration::from_secs(2));
+        assert_eq!(recheck_delay(&b, i32::MAX), MAX_BACKOFF);
     }
 }

@@ -4,14 +4,12 @@
 
 use axum::Json;
 use axum::extract::State;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{AdminOnly, ApiJson, ApiPath, ApiQuery};
-use super::paging::PageLimit;
+use super::paging::{Cursor, PageLimit};
 use super::{ApiError, ApiResult, AppState};
 use crate::inbox::model::{UpdateDetail, UpdateStatus};
 use crate::inbox::ops::{self, InboxFilter, ReplayReport, StatusCounts};
@@ -97,10 +95,7 @@ pub async fn list_inbox(
     let limit = PageLimit::get(q.limit);
     let after = match &q.cursor {
         None => None,
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::InvalidRequest {
-            message: "cursor is not one this server issued".into(),
-            path: Some("cursor".into()),
-        })?),
+        Some(c) => Some(Cursor::Inbox.decode(c)?),
     };
     let filter = InboxFilter {
         status: q.status,
@@ -112,7 +107,7 @@ pub async fn list_inbox(
     let (rows, next) = ops::list(state.inbox.store(), &filter, after, limit).await?;
     Ok(Json(InboxPage {
         updates: rows.iter().map(UpdateDetail::of).collect(),
-        next_cursor: next.map(encode_cursor),
+        next_cursor: next.map(|seq| Cursor::Inbox.encode(seq)),
     }))
 }
 
@@ -209,29 +204,4 @@ pub async fn stats(State(state): State<AppState>, _admin: AdminOnly) -> ApiResul
             lag_seconds: lag,
         },
     }))
-}
-
-fn encode_cursor(seq: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("u:{seq}"))
-}
-
-fn decode_cursor(c: &str) -> Option<i64> {
-    let bytes = URL_SAFE_NO_PAD.decode(c).ok()?;
-    String::from_utf8(bytes)
-        .ok()?
-        .strip_prefix("u:")?
-        .parse()
-        .ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_rejects_garbage() {
-        assert_eq!(decode_cursor(&encode_cursor(7)), Some(7));
-        assert_eq!(decode_cursor("7"), None);
-        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("o:7")), None);
-    }
 }

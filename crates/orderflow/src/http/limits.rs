@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::extract::BodyLimit;
-use super::server::Limits;
+use crate::config::ServerConfig;
 
 /// Longest wait mode (`Prefer: wait=N`) the ERP endpoints allow: their requests get that
 /// deadline and some slack when it is longer than `request_timeout`.
@@ -24,7 +24,7 @@ pub struct BodyTimeout(pub Duration);
 /// 413 at once when `Content-Length` is over the body limit (the body is never waited for);
 /// 503 `timeout` when the answer takes longer than the request timeout.
 pub async fn enforce(
-    State(limits): State<(Limits, usize)>,
+    State(limits): State<(ServerConfig, usize)>,
     mut req: Request,
     next: Next,
 ) -> Response {

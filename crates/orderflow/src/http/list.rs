@@ -2,15 +2,13 @@
 
 use axum::Json;
 use axum::extract::State;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiQuery, ShopOrAdmin};
-use super::paging::PageLimit;
-use super::{ApiError, ApiResult, AppState};
+use super::paging::{Cursor, PageLimit};
+use super::{ApiResult, AppState};
 use crate::store::projection::{ListFilter, ListRow};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -80,10 +78,7 @@ pub async fn list_orders(
     let limit = PageLimit::get(q.limit);
     let after_id = match &q.cursor {
         None => 0,
-        Some(c) => decode_cursor(c).ok_or_else(|| ApiError::InvalidRequest {
-            message: "cursor is not one this server issued".into(),
-            path: Some("cursor".into()),
-        })?,
+        Some(c) => Cursor::Orders.decode(c)?,
     };
     let filter = ListFilter {
         state: q.state,
@@ -96,7 +91,7 @@ pub async fn list_orders(
     let mut rows = state.service.store().list_orders(&filter).await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
-        rows.last().map(|r| encode_cursor(r.order_id))
+        rows.last().map(|r| Cursor::Orders.encode(r.order_id))
     } else {
         None
     };
@@ -104,29 +99,4 @@ pub async fn list_orders(
         orders: rows.into_iter().map(OrderSummary::from).collect(),
         next_cursor,
     }))
-}
-
-fn encode_cursor(id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("o:{id}"))
-}
-
-fn decode_cursor(c: &str) -> Option<i64> {
-    let bytes = URL_SAFE_NO_PAD.decode(c).ok()?;
-    String::from_utf8(bytes)
-        .ok()?
-        .strip_prefix("o:")?
-        .parse()
-        .ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_rejects_garbage() {
-        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
-        assert_eq!(decode_cursor("42"), None);
-        assert_eq!(decode_cursor("!!"), None);
-    }
 }

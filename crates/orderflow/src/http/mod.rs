@@ -226,7 +226,7 @@ pub async fn serve(
     listener: TcpListener,
     state: AppState,
     max_body_bytes: usize,
-    limits: &server::Limits,
+    limits: &crate::config::ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let (router, _) = router(state, max_body_bytes);

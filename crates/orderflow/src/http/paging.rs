@@ -1,7 +1,11 @@
-//! Page sizes of the list endpoints.
+//! Page sizes and cursors of the list endpoints.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::Visitor;
 use serde::{Deserialize, Deserializer};
+
+use super::error::ApiError;
 
 /// A page size (`limit`): an integer from 1 to [`PageLimit::MAX`], default
 /// [`PageLimit::DEFAULT`].
@@ -49,5 +53,59 @@ impl<'de> Deserialize<'de> for PageLimit {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// Opaque page cursors: the position the next page starts after, tagged with the list it
+/// belongs to, so a cursor of one list is refused by another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cursor {
+    /// `GET /v1/orders`: after an order id.
+    Orders,
+    /// `GET /v1/admin/inbox`: after an update's sequence number.
+    Inbox,
+}
+
+impl Cursor {
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Orders => "o:",
+            Self::Inbox => "u:",
+        }
+    }
+
+    pub fn encode(self, position: i64) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}{position}", self.tag()))
+    }
+
+    /// The position in `cursor`; 422 on the `cursor` parameter when this list did not
+    /// issue it.
+    pub fn decode(self, cursor: &str) -> Result<i64, ApiError> {
+        URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|s| s.strip_prefix(self.tag())?.parse().ok())
+            .ok_or_else(|| ApiError::InvalidRequest {
+                message: "cursor is not one this server issued".into(),
+                path: Some("cursor".into()),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_belong_to_one_list() {
+        assert_eq!(
+            Cursor::Orders.decode(&Cursor::Orders.encode(42)).ok(),
+            Some(42)
+        );
+        assert_eq!(Cursor::Inbox.decode(&Cursor::Inbox.encode(7)).ok(), Some(7));
+        assert!(Cursor::Inbox.decode(&Cursor::Orders.encode(7)).is_err());
+        assert!(Cursor::Orders.decode("42").is_err());
+        assert!(Cursor::Orders.decode("!!").is_err());
     }
 }

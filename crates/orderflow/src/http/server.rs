@@ -33,42 +33,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use crate::config::{self, ServerConfig};
+use crate::config::ServerConfig;
 
 /// Open files kept free for the database, the log and the listener itself.
 const RESERVED_FILES: u64 = 128;
 
 /// How long in-flight requests may run after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// The server's connection limits, parsed once.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub header_read_timeout: Duration,
-    pub body_read_timeout: Duration,
-    pub keep_alive_timeout: Duration,
-    pub request_timeout: Duration,
-}
-
-impl Limits {
-    pub fn from_config(c: &ServerConfig) -> config::Result<Self> {
-        let d = |key: &str, v: &str| config::duration(&format!("server.{key}"), v);
-        Ok(Self {
-            max_connections: c.max_connections.max(1),
-            header_read_timeout: d("header_read_timeout", &c.header_read_timeout)?,
-            body_read_timeout: d("body_read_timeout", &c.body_read_timeout)?,
-            keep_alive_timeout: d("keep_alive_timeout", &c.keep_alive_timeout)?,
-            request_timeout: d("request_timeout", &c.request_timeout)?,
-        })
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self::from_config(&ServerConfig::default()).expect("the default durations parse")
-    }
-}
 
 /// One open connection, as the accept loop sees it.
 struct Conn {
@@ -106,7 +77,7 @@ impl Conn {
 
     /// When the connection is to be closed, as things stand: none while a request is in
     /// flight; else the head's deadline while one is arriving; else the idle deadline.
-    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+    fn deadline(&self, limits: &ServerConfig) -> Option<Instant> {
         if !self.is_idle() {
             return None;
         }
@@ -276,10 +247,10 @@ fn effective_max_connections(configured: usize) -> usize {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: &Limits,
+    limits: &ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let max = effective_max_connections(limits.max_connections);
+    let max = effective_max_connections(limits.max_connections.max(1));
     let mut http = hyper::server::conn::http1::Builder::new();
     // hyper's own header timer would also run while a connection idles between requests;
     // `serve_connection` keeps both deadlines instead.
@@ -361,7 +332,7 @@ async fn serve_connection(
     http: &hyper::server::conn::http1::Builder,
     router: Router,
     conn: Arc<Conn>,
-    limits: &Limits,
+    limits: &ServerConfig,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);

@@ -19,8 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
-
+use crate::backoff::Backoff;
 use crate::config::{self, Config, ErpMode, EventPolicy};
 use crate::domain::OrderService;
 use crate::store::Store;
@@ -49,24 +48,23 @@ pub const DEFAULT_PARK_TTL: Duration = Duration::from_secs(72 * 3600);
 
 impl InboxSettings {
     pub fn from_config(c: &Config) -> config::Result<Self> {
-        let d = config::duration;
-        let mut policies = BTreeMap::new();
-        for (name, e) in &c.events {
-            let ttl = d(&format!("events.{name}.park_ttl"), &e.park_ttl)?;
-            policies.insert(name.clone(), (e.policy, ttl));
-        }
+        let policies = c
+            .events
+            .iter()
+            .map(|(name, e)| (name.clone(), (e.policy, e.park_ttl)))
+            .collect();
         Ok(Self {
             default_mode: c.erp.default_mode,
             default_wait: Duration::from_secs(c.erp.default_wait_seconds),
             max_batch: c.erp.max_batch.max(1),
-            idempotency_retention: d("erp.idempotency_retention", &c.erp.idempotency_retention)?,
+            idempotency_retention: c.erp.idempotency_retention,
             policies,
             batch_size: c.worker.batch_size.max(1),
-            poll_interval: d("worker.poll_interval", &c.worker.poll_interval)?,
-            lease: d("worker.lease", &c.worker.lease)?,
+            poll_interval: c.worker.poll_interval,
+            lease: c.worker.lease,
             max_attempts: c.worker.max_attempts.max(1),
-            backoff_base: d("worker.backoff_base", &c.worker.backoff_base)?,
-            backoff_max: d("worker.backoff_max", &c.worker.backoff_max)?,
+            backoff_base: c.worker.backoff_base,
+            backoff_max: c.worker.backoff_max,
         })
     }
 
@@ -78,16 +76,11 @@ impl InboxSettings {
     }
 
     /// The delay before attempt `n + 1` after `n` failed ones: `backoff_base * 2^(n-1)`,
-    /// capped at `backoff_max`, of which a random half is taken off ("equal jitter"), so
-    /// updates that failed together do not come back together.
+    /// capped at `backoff_max`, with jitter.
     pub fn backoff(&self, n: u32) -> Duration {
-        let exp = self
-            .backoff_base
-            .saturating_mul(1_u32 << n.saturating_sub(1).min(30));
-        let capped = exp.min(self.backoff_max);
-        let half = capped / 2;
-        let jitter = rand::rng().random_range(0..=half.as_millis().max(1) as u64);
-        half + Duration::from_millis(jitter).min(half)
+        Backoff::new(self.backoff_base, self.backoff_max)
+            .jittered()
+            .delay(n.saturating_sub(1))
     }
 }
 

@@ -21,8 +21,8 @@ backend_tests!(
 async fn start(b: Backend) -> Option<TestServer> {
     start_with(b, |c| {
         c.erp.default_mode = ErpMode::Wait;
-        c.worker.backoff_base = "1h".into();
-        c.worker.backoff_max = "2h".into();
+        c.worker.backoff_base = Duration::from_secs(3600);
+        c.worker.backoff_max = Duration::from_secs(7200);
         for (event, policy) in [
             ("ship", EventPolicy::Reject),
             ("export", EventPolicy::Ignore),
@@ -31,7 +31,7 @@ async fn start(b: Backend) -> Option<TestServer> {
                 event.into(),
                 EventConfig {
                     policy,
-                    park_ttl: "72h".into(),
+                    park_ttl: Duration::from_secs(72 * 3600),
                 },
             );
         }

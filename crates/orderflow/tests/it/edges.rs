@@ -330,8 +330,8 @@ async fn an_oversized_content_length_is_refused_before_the_body() {
 #[tokio::test]
 async fn slow_heads_and_idle_connections_are_closed() {
     let Some(s) = support::start_with(Backend::Sqlite, |c| {
-        c.server.header_read_timeout = "1s".into();
-        c.server.keep_alive_timeout = "2s".into();
+        c.server.header_read_timeout = Duration::from_secs(1);
+        c.server.keep_alive_timeout = Duration::from_secs(2);
     })
     .await
     else {
@@ -370,7 +370,7 @@ async fn slow_heads_and_idle_connections_are_closed() {
 #[tokio::test]
 async fn a_slow_request_gets_a_timeout_answer() {
     let Some(s) = support::start_with(Backend::Sqlite, |c| {
-        c.server.body_read_timeout = "1s".into();
+        c.server.body_read_timeout = Duration::from_secs(1);
     })
     .await
     else {
@@ -392,7 +392,7 @@ async fn a_slow_request_gets_a_timeout_answer() {
 #[tokio::test]
 async fn a_request_that_takes_too_long_is_answered_503() {
     let Some(s) = support::start_with(Backend::Sqlite, |c| {
-        c.server.request_timeout = "1s".into();
+        c.server.request_timeout = Duration::from_secs(1);
     })
     .await
     else {

@@ -49,10 +49,10 @@ async fn start(b: Backend, down: &Arc<AtomicBool>) -> Option<TestServer> {
     start_with_plugins(
         b,
         |c| {
-            c.worker.backoff_base = format!("{BASE_MS}ms");
-            c.worker.backoff_max = format!("{MAX_MS}ms");
+            c.worker.backoff_base = Duration::from_millis(BASE_MS as u64);
+            c.worker.backoff_max = Duration::from_millis(MAX_MS as u64);
             c.worker.max_attempts = MAX_ATTEMPTS as u32;
-            c.worker.poll_interval = "50ms".into();
+            c.worker.poll_interval = Duration::from_millis(50);
         },
         registry,
     )

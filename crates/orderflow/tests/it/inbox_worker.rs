@@ -49,7 +49,7 @@ impl Fixture {
             "cancel".into(),
             serde_json::from_value(json!({"policy": "reject"})).unwrap(),
         );
-        config.worker.backoff_base = backoff.into();
+        config.worker.backoff_base = orderflow::config::duration::parse(backoff).unwrap();
         let processes =
             ProcessSet::load(&fixtures().join("processes"), &config.bindings()).unwrap();
         let store = Store::open(&url).await.unwrap();

@@ -2,6 +2,8 @@
 //! check-condition pass driven by the test's clock (Deadline01: `draft -submit-> open
 //! -cancel (14days, Test/PaymentDeadline)-> cancelled`).
 
+use std::time::Duration;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -24,7 +26,7 @@ fn payment_due() -> DateTime<Utc> {
 /// A server whose own check-condition loop stays out of the way (first pass after an hour).
 async fn server(b: Backend, bind: bool, initial: Option<&str>) -> Option<TestServer> {
     start_with(b, |c| {
-        c.worker.poll_interval = "1h".into();
+        c.worker.poll_interval = Duration::from_secs(3600);
         if bind {
             let binding = json!({"type": "attribute", "scope": "order",
                 "path": "payment_due", "offset": "1 hour"});

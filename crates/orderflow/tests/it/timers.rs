@@ -1,6 +1,8 @@
 //! The check-condition worker, driven by the test with an injected clock: timeouts,
 //! event-less transitions, backoff, concurrent passes and the due query's plan.
 
+use std::time::Duration;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use orderflow::store::Store;
 use reqwest::StatusCode;
@@ -19,7 +21,7 @@ backend_tests!(
 /// A server whose own check-condition loop stays out of the way: its first pass would run
 /// after an hour, so only the test's passes (with the test's clock) move anything.
 async fn server(b: Backend) -> Option<TestServer> {
-    start_with(b, |c| c.worker.poll_interval = "1h".into()).await
+    start_with(b, |c| c.worker.poll_interval = Duration::from_secs(3600)).await
 }
 
 /// Creates a Timeout01 order with `items` items and triggers `event` (`wait` or `review`)

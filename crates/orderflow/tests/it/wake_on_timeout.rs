@@ -35,9 +35,9 @@ async fn timeout_move_wakes_the_parked_update_of_its_order(b: Backend) {
     // attempt is 30 to 60 minutes away (backoff base 1h, minus jitter), and the poll is an
     // hour: only a wake-up brings it back within the test.
     let Some(s) = start_with(b, |c| {
-        c.worker.poll_interval = "1h".into();
-        c.worker.backoff_base = "1h".into();
-        c.worker.backoff_max = "1h".into();
+        c.worker.poll_interval = Duration::from_secs(3600);
+        c.worker.backoff_base = Duration::from_secs(3600);
+        c.worker.backoff_max = Duration::from_secs(3600);
     })
     .await
     else {

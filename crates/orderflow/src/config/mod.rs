@@ -13,6 +13,14 @@ use oms::bindings::{Bindings, CommandBinding, ConditionBinding, TimeoutProcessor
 use oms::parse::LoadOptions;
 use serde::{Deserialize, Serialize};
 
+pub mod duration;
+mod sections;
+
+pub use sections::{
+    ClientConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, ProjectorConfig, ServerConfig,
+    WorkerConfig,
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration file {0} does not exist")]
@@ -54,10 +62,13 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Connection limits and timeouts of the HTTP server.
     pub server: ServerConfig,
+    /// How ERP updates are answered.
     pub erp: ErpConfig,
     /// Per OMS event name: what to do with an ERP update whose event does not apply.
     pub events: BTreeMap<String, EventConfig>,
+    /// The inbox worker and the check-condition loop.
     pub worker: WorkerConfig,
+    /// The list projection.
     pub projector: ProjectorConfig,
     /// Optional per-client limits, by client name.
     pub clients: BTreeMap<String, ClientConfig>,
@@ -75,101 +86,6 @@ pub struct Config {
     /// The file this configuration was read from, if any (for the start log).
     #[serde(skip)]
     pub file: Option<PathBuf>,
-}
-
-/// What one client, or many, may hold of the server.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Open connections at most (also kept below the process's open-file limit). At the
-    /// limit a new connection closes the oldest idle one; when none is idle, it is closed.
-    pub max_connections: usize,
-    /// A request head must be complete this long after the connection starts waiting for
-    /// it (slow or partial headers are cut off).
-    pub header_read_timeout: String,
-    /// A request body must be read completely within this (408 `body_timeout`).
-    pub body_read_timeout: String,
-    /// A connection with no request in flight is closed after this.
-    pub keep_alive_timeout: String,
-    /// A request is answered within this (503 `timeout`), except in ERP wait mode, whose
-    /// own deadline (`Prefer: wait=N`, at most 60 s) applies.
-    pub request_timeout: String,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            max_connections: 2048,
-            header_read_timeout: "10s".into(),
-            body_read_timeout: "30s".into(),
-            keep_alive_timeout: "5s".into(),
-            request_timeout: "30s".into(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ErpMode {
-    Async,
-    Wait,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ErpConfig {
-    pub default_mode: ErpMode,
-    pub default_wait_seconds: u64,
-    pub max_batch: usize,
-    pub idempotency_retention: String,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum EventPolicy {
-    #[default]
-    Park,
-    Ignore,
-    Reject,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EventConfig {
-    pub policy: EventPolicy,
-    pub park_ttl: String,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WorkerConfig {
-    /// `serve` runs the inbox worker and check-condition loop in its process (`--no-worker`
-    /// turns this off, for a fleet of separate `orderflow worker` processes).
-    pub in_process: bool,
-    pub batch_size: u32,
-    pub poll_interval: String,
-    pub lease: String,
-    pub max_attempts: u32,
-    pub backoff_base: String,
-    pub backoff_max: String,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProjectorConfig {
-    /// Change-feed rows per projector transaction.
-    pub batch_size: u32,
-    /// The projector is woken after each commit in this process; this is the floor for
-    /// changes made by other processes.
-    pub poll_interval: String,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClientConfig {
-    /// Requests per second, with bursts of up to the same number; over it the API answers
-    /// 429 with `retry-after`. No limit when absent.
-    pub rate_limit_per_second: Option<u32>,
 }
 
 impl Default for Config {
@@ -195,63 +111,13 @@ impl Default for Config {
     }
 }
 
-impl Default for ErpConfig {
-    fn default() -> Self {
-        Self {
-            default_mode: ErpMode::Async,
-            default_wait_seconds: 5,
-            max_batch: 1000,
-            idempotency_retention: "7d".into(),
-        }
-    }
-}
-
-impl Default for EventConfig {
-    fn default() -> Self {
-        Self {
-            policy: EventPolicy::Park,
-            park_ttl: "72h".into(),
-        }
-    }
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            in_process: true,
-            batch_size: 100,
-            poll_interval: "1s".into(),
-            lease: "30s".into(),
-            max_attempts: 10,
-            backoff_base: "1s".into(),
-            backoff_max: "10m".into(),
-        }
-    }
-}
-
-impl Default for ProjectorConfig {
-    fn default() -> Self {
-        Self {
-            batch_size: 500,
-            poll_interval: "1s".into(),
-        }
-    }
-}
-
-/// Parses a configured duration (`250ms`, `30s`, `10m`, `72h`, `7d`, `PT1H`).
+/// Parses a duration given outside configuration (a CLI flag), naming it in the error.
 pub fn duration(key: &str, value: &str) -> Result<Duration> {
-    if let Some(ms) = value.trim().strip_suffix("ms")
-        && let Ok(ms) = ms.trim().parse::<u64>()
-    {
-        return Ok(Duration::from_millis(ms));
-    }
-    oms::duration::parse_seconds(value)
-        .map(Duration::from_secs)
-        .map_err(|e| ConfigError::Duration {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            reason: e.to_string(),
-        })
+    duration::parse(value).map_err(|reason| ConfigError::Duration {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason,
+    })
 }
 
 impl Config {
@@ -285,27 +151,6 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
-        let w = &self.worker;
-        for (key, value) in [
-            ("worker.poll_interval", &w.poll_interval),
-            ("worker.lease", &w.lease),
-            ("worker.backoff_base", &w.backoff_base),
-            ("worker.backoff_max", &w.backoff_max),
-            ("projector.poll_interval", &self.projector.poll_interval),
-            ("erp.idempotency_retention", &self.erp.idempotency_retention),
-            (
-                "server.header_read_timeout",
-                &self.server.header_read_timeout,
-            ),
-            ("server.body_read_timeout", &self.server.body_read_timeout),
-            ("server.keep_alive_timeout", &self.server.keep_alive_timeout),
-            ("server.request_timeout", &self.server.request_timeout),
-        ] {
-            duration(key, value)?;
-        }
-        for (name, e) in &self.events {
-            duration(&format!("events.{name}.park_ttl"), &e.park_ttl)?;
-        }
         for (name, c) in &self.clients {
             if c.rate_limit_per_second == Some(0) {
                 return Err(ConfigError::ZeroRateLimit(name.clone()));
@@ -386,10 +231,23 @@ mod tests {
     }
 
     #[test]
-    fn durations_take_milliseconds() {
-        assert_eq!(duration("k", "250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(duration("k", "2s").unwrap(), Duration::from_secs(2));
-        assert!(duration("k", "5 parsecs").is_err());
+    fn a_bad_duration_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orderflow.toml");
+        std::fs::write(&path, "[worker]\nlease = \"5 parsecs\"\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("worker.lease"), "{err}");
+        assert!(err.contains("5 parsecs"), "{err}");
+        assert_eq!(
+            duration("--grace", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(
+            duration("--grace", "5 parsecs")
+                .unwrap_err()
+                .to_string()
+                .contains("--grace")
+        );
     }
 
     #[test]

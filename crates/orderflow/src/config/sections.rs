@@ -1,0 +1,190 @@
+//! The sections of [`super::Config`], each field with its meaning and default. Durations
+//! are written as text (`250ms`, `30s`, `10m`, `72h`, `7d`) and held as [`Duration`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration;
+
+/// `[server]`: what one client, or many, may hold of the HTTP server.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Open connections at most (also kept below the process's open-file limit). At the
+    /// limit a new connection closes the oldest idle one; when none is idle, it is closed.
+    /// Default 2048.
+    pub max_connections: usize,
+    /// A request head must be complete this long after the connection starts waiting for
+    /// it (slow or partial headers are cut off). Default `10s`.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// A request body must be read completely within this (408 `body_timeout`). Default
+    /// `30s`.
+    #[serde(with = "duration")]
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this. Default `5s`.
+    #[serde(with = "duration")]
+    pub keep_alive_timeout: Duration,
+    /// A request is answered within this (503 `timeout`), except in ERP wait mode, whose
+    /// own deadline (`Prefer: wait=N`, at most 60 s) applies. Default `30s`.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 2048,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How an ERP update is answered when the request does not say (`Prefer`).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErpMode {
+    /// 202 as soon as the update is stored.
+    Async,
+    /// Process inline and answer with the outcome, within `default_wait_seconds`.
+    Wait,
+}
+
+/// `[erp]`: the ERP inbox's API.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErpConfig {
+    /// Mode of a request without `Prefer: respond-async` or `Prefer: wait=N`. Default
+    /// `async`.
+    pub default_mode: ErpMode,
+    /// Wait time of wait mode without `Prefer: wait=N`, in seconds (at most 60); also the
+    /// least time a repeated idempotency key waits for the first request's answer.
+    /// Default 5.
+    pub default_wait_seconds: u64,
+    /// Updates in one batch request at most (422 above). Default 1000.
+    pub max_batch: usize,
+    /// How long settled updates, and so their idempotency keys, are kept. Default `7d`.
+    #[serde(with = "duration")]
+    pub idempotency_retention: Duration,
+}
+
+impl Default for ErpConfig {
+    fn default() -> Self {
+        Self {
+            default_mode: ErpMode::Async,
+            default_wait_seconds: 5,
+            max_batch: 1000,
+            idempotency_retention: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// What to do with an ERP update whose event does not apply to the order now.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EventPolicy {
+    /// Keep it (`parked`) and try again when the order changes, until `park_ttl`.
+    #[default]
+    Park,
+    /// Settle it as `ignored`.
+    Ignore,
+    /// Settle it as `rejected`.
+    Reject,
+}
+
+/// `[events."ship"]`: the policy of one OMS event name.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventConfig {
+    /// Default `park`.
+    pub policy: EventPolicy,
+    /// A parked update goes `dead` after this. Default `72h`.
+    #[serde(with = "duration")]
+    pub park_ttl: Duration,
+}
+
+impl Default for EventConfig {
+    fn default() -> Self {
+        Self {
+            policy: EventPolicy::Park,
+            park_ttl: Duration::from_secs(72 * 3600),
+        }
+    }
+}
+
+/// `[worker]`: the inbox worker and the check-condition loop.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// `serve` runs the inbox worker and check-condition loop in its process (`--no-worker`
+    /// turns this off, for a fleet of separate `orderflow worker` processes). Default
+    /// true.
+    pub in_process: bool,
+    /// Updates claimed per batch (at most one per order). Default 100.
+    pub batch_size: u32,
+    /// The worker is woken when updates are stored; this is the floor for what becomes due
+    /// by time alone. Also the first back-off of a timer that moved nothing. Default `1s`.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// How long a claimed update is held before another worker may take it over.
+    /// Default `30s`.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+    /// Failed attempts before an update goes `dead`. Default 10.
+    pub max_attempts: u32,
+    /// Delay after the first failed attempt; doubled per attempt, with jitter. Default
+    /// `1s`.
+    #[serde(with = "duration")]
+    pub backoff_base: Duration,
+    /// The longest delay between attempts. Default `10m`.
+    #[serde(with = "duration")]
+    pub backoff_max: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            in_process: true,
+            batch_size: 100,
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            max_attempts: 10,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[projector]`: the list projection, built from the change feed.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectorConfig {
+    /// Change-feed rows per projector transaction. Default 500.
+    pub batch_size: u32,
+    /// The projector is woken after each commit in this process; this is the floor for
+    /// changes made by other processes. Default `1s`.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[clients."erp-sap"]`: limits of one API client, by name.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Requests per second, with bursts of up to the same number; over it the API answers
+    /// 429 with `retry-after`. No limit when absent.
+    pub rate_limit_per_second: Option<u32>,
+}
