@@ -286,6 +286,7 @@ impl ApiError {
                     | D::UnknownSku(_) => StatusCode::UNPROCESSABLE_ENTITY,
                     D::NotManual(_) => StatusCode::FORBIDDEN,
                     D::CommandFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    D::CommandRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                     D::UnknownState { .. } | D::Engine(_) | D::Store(_) => internal(self).0,
                 };
                 if let D::EventNotApplicable { event, items, .. } = d {
