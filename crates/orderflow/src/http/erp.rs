@@ -314,3 +314,97 @@ fn answer_response(answer: &Answer) -> Response {
 pub fn location(id: &str) -> String {
     format!("/v1/erp/order-updates/{id}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(code: &str) -> Value {
+        json!({"attempt": 1, "at": "2026-01-02T03:04:05Z", "code": code, "message": "m"})
+    }
+
+    #[test]
+    fn a_failed_update_is_its_error_with_the_update_id_and_status() {
+        let mut error = entry("event_not_applicable");
+        error["event"] = json!("ship");
+        error["items"] = json!([{"item": 1, "state": "cancelled"}]);
+        let answer = Answer {
+            id: "u-1".into(),
+            status: UpdateStatus::Rejected,
+            result: None,
+            last_error: Some(error),
+        };
+        let body = json!({"error": {"code": "event_not_applicable", "message": "m",
+            "event": "ship", "items": [{"item": 1, "state": "cancelled"}],
+            "update_id": "u-1", "status": "rejected"}});
+        assert_eq!(answer_parts(&answer), (StatusCode::CONFLICT, body));
+        let parked = |code: &str| Answer {
+            id: "u-2".into(),
+            status: UpdateStatus::Parked,
+            result: None,
+            last_error: Some(entry(code)),
+        };
+        let (status, body) = answer_parts(&parked("order_not_found"));
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["update_id"], "u-2");
+        let (status, body) = answer_parts(&parked("event_not_applicable"));
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(body["last_error"], entry("event_not_applicable"));
+    }
+
+    /// Earlier versions stored the status and body they sent; read back, they are sent
+    /// again byte for byte.
+    #[test]
+    fn answers_stored_by_earlier_versions_replay_unchanged() {
+        let full = entry("event_not_applicable");
+        let stored = [
+            (202, json!({"id": "u", "status": "accepted"})),
+            (202, json!({"id": "u", "status": "processing"})),
+            (
+                202,
+                json!({"id": "u", "status": "parked", "last_error": full}),
+            ),
+            (
+                200,
+                json!({"id": "u", "status": "applied", "result": {"moved": []}}),
+            ),
+            (
+                200,
+                json!({"id": "u", "status": "ignored", "result": {"not_applicable": []},
+                "last_error": full}),
+            ),
+            (
+                200,
+                json!({"id": "u", "status": "dead", "last_error": full}),
+            ),
+            (
+                409,
+                json!({"error": {"code": "event_not_applicable", "message": "m",
+                "event": "ship", "items": [], "final": true, "update_id": "u",
+                "status": "rejected"}}),
+            ),
+            (
+                404,
+                json!({"error": {"code": "order_not_found", "message": "m",
+                "update_id": "u", "status": "parked"}}),
+            ),
+            (
+                422,
+                json!({"error": {"code": "unknown_item", "message": "m",
+                "update_id": "u", "status": "rejected"}}),
+            ),
+        ];
+        for (status, body) in stored {
+            let answer = Answer::from_stored(&body).unwrap();
+            let (s, b) = answer_parts(&answer);
+            assert_eq!((s.as_u16(), &b), (status, &body));
+            assert_eq!(
+                serde_json::to_string(&b).unwrap(),
+                serde_json::to_string(&body).unwrap()
+            );
+            // And stored again as a typed answer, it still reads the same.
+            let again = Answer::from_stored(&answer.to_stored()).unwrap();
+            assert_eq!(again, answer);
+        }
+    }
+}

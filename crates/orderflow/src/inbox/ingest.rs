@@ -1,11 +1,6 @@
-//! Accepting updates: validation, idempotency, group-committed inserts, and the answer in
-//! async or wait mode.
-//!
-//! Durability: an update is acknowledged only after the transaction that stored it has
-//! committed. On SQLite that commit is an fsync of the WAL (`synchronous = FULL`, see
-//! `store::Store::connect`), so an acknowledged update survives power loss, not only a
-//! crash of the process. The cost of that fsync is shared: one writer task stores whatever
-//! requests queued up while the previous commit was running, in one transaction.
+//! Accepting updates: validation, the idempotency rule, and the answer in async or wait
+//! mode. Updates are stored by the group-commit writer ([`super::writer`]) and
+//! acknowledged only once committed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,92 +10,11 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::Inbox;
-use super::batcher::{Batcher, Flush, WriterStopped};
+use super::batcher::WriterStopped;
 use super::model::{Answer, OrderUpdate, UpdateStatus};
-use crate::domain::OrderService;
-use crate::store::group::GroupWriter;
+use super::writer::StoreBatch;
 use crate::store::inbox::{NewUpdate, Stored, UpdateRow};
 use crate::store::{self, StoreError};
-
-/// The updates of one request, stored together.
-pub struct StoreBatch(pub Vec<NewUpdate>);
-
-/// One answer per update of the request, or the store's error for all of them.
-pub type BatchAnswer = Result<Vec<Stored>, Arc<StoreError>>;
-
-/// Requests stored in one transaction at most (a batch request holds up to `max_batch`
-/// updates).
-const GROUP_REQUESTS: usize = 256;
-
-pub(super) fn spawn_writer(service: OrderService) -> Batcher<StoreBatch, BatchAnswer> {
-    let writer = Writer {
-        group: GroupWriter::new(service.store().clone()),
-        service,
-    };
-    let (writer, _task) = Batcher::spawn(GROUP_REQUESTS, 4096, writer);
-    writer
-}
-
-/// The writer task's side: stores the requests of a batch as one group.
-struct Writer {
-    service: OrderService,
-    group: GroupWriter,
-}
-
-impl Writer {
-    /// Stores one request's updates in a transaction of their own.
-    async fn store_one(&mut self, updates: &[NewUpdate]) -> BatchAnswer {
-        match self.group.insert(updates).await {
-            Ok(stored) => {
-                self.service.inbox_signal().notify_one();
-                Ok(stored)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, updates = updates.len(), "storing updates failed");
-                Err(Arc::new(e))
-            }
-        }
-    }
-}
-
-impl Flush<StoreBatch, BatchAnswer> for Writer {
-    async fn flush(&mut self, requests: Vec<StoreBatch>) -> Vec<BatchAnswer> {
-        let sizes: Vec<usize> = requests.iter().map(|g| g.0.len()).collect();
-        let all: Vec<NewUpdate> = requests.into_iter().flat_map(|g| g.0).collect();
-        metrics::histogram!("orderflow_inbox_group_commit_size").record(all.len() as f64);
-        match self.group.insert(&all).await {
-            Ok(stored) => {
-                self.service.inbox_signal().notify_one();
-                let mut stored = stored.into_iter();
-                sizes
-                    .into_iter()
-                    .map(|n| Ok(stored.by_ref().take(n).collect()))
-                    .collect()
-            }
-            Err(e) if sizes.len() > 1 => {
-                // One request's bad row must not fail the others that shared its
-                // transaction: store each request on its own, so only a request whose own
-                // rows fail gets the error.
-                tracing::warn!(error = %e, requests = sizes.len(), "storing a group failed; storing its requests one by one");
-                let mut all = all.into_iter();
-                let mut answers = Vec::with_capacity(sizes.len());
-                for n in sizes {
-                    let one: Vec<NewUpdate> = all.by_ref().take(n).collect();
-                    answers.push(self.store_one(&one).await);
-                }
-                answers
-            }
-            Err(e) => {
-                tracing::error!(error = %e, updates = all.len(), "storing updates failed");
-                vec![Err(Arc::new(e))]
-            }
-        }
-    }
-
-    async fn idle(&mut self) {
-        self.group.release();
-    }
-}
 
 /// One update as it arrives: who sent it, its idempotency key, the JSON as sent, and where
 /// that JSON sits in its request (`$` for a single update, `$.updates[3]` for an entry of
