@@ -311,7 +311,7 @@ fn answer_response(answer: &Answer) -> Response {
 }
 
 /// The path of an update's status resource ([`get_update`]).
-pub fn location(id: &str) -> String {
+fn location(id: &str) -> String {
     format!("/v1/erp/order-updates/{id}")
 }
 
