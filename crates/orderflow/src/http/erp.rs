@@ -78,7 +78,7 @@ pub struct BatchResults {
         (status = 200, body = UpdateOutcome, description = "Wait mode: processed (`applied`, `ignored`, `dead`), with the moved items"),
         (status = 404, description = "Wait mode: order_not_found (the update is parked until the order exists)"),
         (status = 409, description = "Wait mode: event_not_applicable under the reject policy"),
-        (status = 422, description = "invalid_request (with `path`), unknown_event, idempotency_key_reused; in wait mode also a rejected update"),
+        (status = 422, description = "invalid_request (with `path`), unknown_event, idempotency_key_reused; in wait mode also a rejected update, with its code (`unknown_item`, `command_refused`, ...) and `update_id`"),
     ))]
 #[tracing::instrument(skip_all, fields(client))]
 pub async fn post_update(

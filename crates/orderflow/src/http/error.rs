@@ -103,7 +103,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable snake_case code: `unauthenticated`, `bad_signature`, `forbidden`,
     /// `not_found`, `order_not_found`, `malformed_json`, `invalid_request`,
-    /// `payload_too_large`, `unsupported_media_type`, `version_conflict`, ...
+    /// `payload_too_large`, `unsupported_media_type`, `version_conflict`, `unknown_event`,
+    /// `idempotency_key_reused`, `command_refused`, ...
     #[schema(example = "invalid_request")]
     pub code: String,
     #[schema(example = "quantity must be an integer from 1 to 1000000, got 0")]
@@ -131,9 +132,13 @@ pub struct ErrorDetail {
     pub event: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<crate::domain::view::ItemState>>,
-    /// `not_retryable`: the update's status.
+    /// `not_retryable`, and a failed update in wait mode: the update's status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// A failed update in wait mode (`event_not_applicable`, `order_not_found`,
+    /// `unknown_item`, `command_refused`, ...): the update's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_id: Option<String>,
 }
 
 impl From<StoreError> for ApiError {
