@@ -75,19 +75,7 @@ async fn a_command_that_fails_for_good_rejects_the_update_at_once(b: Backend) {
     let mut registry = Registry::new();
     // `Test/NotBound` is the command of Test01's `export` event (paid -> exported).
     registry.register_command("Test/NotBound", Refuses);
-    let Some(s) = start_with_plugins(
-        b,
-        |c| {
-            // Were the failure taken for a retryable one, retries would come quickly.
-            c.worker.backoff_base = "50ms".into();
-            c.worker.backoff_max = "100ms".into();
-            c.worker.max_attempts = 5;
-            c.worker.poll_interval = "50ms".into();
-        },
-        registry,
-    )
-    .await
-    else {
+    let Some(s) = start_with_plugins(b, |_| {}, registry).await else {
         return;
     };
     let order = s
