@@ -219,6 +219,15 @@ impl Decisions {
             _ => None,
         })
     }
+
+    /// The first command that failed for good (not retryable), by name, with its error:
+    /// triggering the same event again fails the same way.
+    pub fn fatal_command_failure(&self) -> Option<(&str, &PluginError)> {
+        self.commands.iter().find_map(|c| match &c.outcome {
+            CommandOutcome::Failed(e) if !e.retryable => Some((c.command.as_str(), e)),
+            _ => None,
+        })
+    }
 }
 
 /// A call the engine refuses before deciding anything; the order is unchanged.

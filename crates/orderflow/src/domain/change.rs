@@ -33,6 +33,10 @@ pub enum DomainError {
     UnknownSku(String),
     #[error("a command failed and may succeed later: {0}")]
     CommandFailed(String),
+    /// An ERP update's command failed for good (not retryable): the update is refused as
+    /// a whole and changes nothing.
+    #[error("command {command} failed and will not succeed on a retry: {message}")]
+    CommandRefused { command: String, message: String },
     #[error("event {0:?} is not manual; this client may trigger manual events only")]
     NotManual(String),
     #[error("item {item} is in state {state:?}, which process {process} does not define")]
@@ -61,6 +65,7 @@ impl DomainError {
             Self::UnknownItem(_) | Self::UnknownSku(_) => "unknown_item",
             Self::NotManual(_) => "event_not_manual",
             Self::CommandFailed(_) => "command_failed",
+            Self::CommandRefused { .. } => "command_refused",
             Self::UnknownState { .. } | Self::Engine(_) | Self::Store(_) => "internal",
         }
     }

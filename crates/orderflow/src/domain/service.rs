@@ -228,10 +228,18 @@ impl OrderService {
         };
         // An ERP update whose command failed for a reason that may pass (a remote endpoint
         // down) is retried as a whole later; a manual event records the stay and answers.
-        if matches!(change.source, Source::Erp(_))
-            && let Some(e) = decisions.retryable_failure()
-        {
-            return Err(DomainError::CommandFailed(e.to_string()));
+        // One that failed for good refuses the update: it is rejected at once, never
+        // applied in part (DESIGN §4: fatal failures are rejected, not retried).
+        if matches!(change.source, Source::Erp(_)) {
+            if let Some(e) = decisions.retryable_failure() {
+                return Err(DomainError::CommandFailed(e.to_string()));
+            }
+            if let Some((command, e)) = decisions.fatal_command_failure() {
+                return Err(DomainError::CommandRefused {
+                    command: command.to_owned(),
+                    message: e.message.clone(),
+                });
+            }
         }
         let changed = attributes_changed || decisions.changed();
         let version = if changed {

@@ -15,9 +15,8 @@ use super::extract::{Caller, ErpOrAdmin, JsonBody, parse_json};
 use super::{ApiError, ApiResult, AppState};
 use crate::config::ErpMode;
 use crate::domain::types::{Role, check_idempotency_key};
-use crate::inbox::ingest::{Mode, Refused, Reply};
-use crate::inbox::model::{OrderUpdate, UpdateStatus, UpdateView, accepted_body};
-use crate::store::inbox::Stored;
+use crate::inbox::ingest::{Incoming, Mode};
+use crate::inbox::model::{Answer, OrderUpdate, UpdateStatus, UpdateView};
 use crate::webhook::{SigningSecret, VerifyError};
 use secrecy::ExposeSecret;
 
@@ -79,7 +78,7 @@ pub struct BatchResults {
         (status = 200, body = UpdateOutcome, description = "Wait mode: processed (`applied`, `ignored`, `dead`), with the moved items"),
         (status = 404, description = "Wait mode: order_not_found (the update is parked until the order exists)"),
         (status = 409, description = "Wait mode: event_not_applicable under the reject policy"),
-        (status = 422, description = "invalid_request (with `path`), unknown_event, idempotency_key_reused; in wait mode also a rejected update"),
+        (status = 422, description = "invalid_request (with `path`), unknown_event, idempotency_key_reused; in wait mode also a rejected update, with its code (`unknown_item`, `command_refused`, ...) and `update_id`"),
     ))]
 #[tracing::instrument(skip_all, fields(client))]
 pub async fn post_update(
@@ -96,12 +95,14 @@ pub async fn post_update(
         state.inbox.settings().default_mode,
         state.inbox.settings().default_wait,
     )?;
-    let update = match state.inbox.prepare(&caller.name, key, value, "$") {
-        Ok(u) => u,
-        Err(refused) => return Ok(refused_response(&refused)),
+    let incoming = Incoming {
+        client: caller.name.clone(),
+        key,
+        body: value,
+        path: "$".into(),
     };
-    let reply = state.inbox.accept(update, mode).await.map_err(internal)?;
-    let mut response = reply_response(reply);
+    let accepted = state.inbox.accept(incoming, mode).await?;
+    let mut response = answer_response(accepted.answer());
     if let Ok(v) = HeaderValue::from_str(&applied) {
         response
             .headers_mut()
@@ -131,60 +132,29 @@ pub async fn post_batch(
 ) -> ApiResult<Response> {
     verify_signature(&caller, &headers, &body)?;
     let envelope: BatchEnvelope = parse_json(&body)?;
-    let max = state.inbox.settings().max_batch;
-    if envelope.updates.len() > max {
-        return Err(ApiError::InvalidRequest {
-            message: format!(
-                "a batch holds at most {max} updates, this one has {}",
-                envelope.updates.len()
-            ),
-            path: Some("$.updates".into()),
-        });
-    }
     tracing::Span::current().record("size", envelope.updates.len());
     let key = idempotency_key(&headers)?;
-    let mut results: Vec<Option<Value>> = Vec::with_capacity(envelope.updates.len());
-    let mut valid = Vec::new();
-    let mut hashes = Vec::new();
-    for (i, value) in envelope.updates.into_iter().enumerate() {
-        let entry_key = key.as_ref().map(|k| format!("{k}#{i}"));
-        match state
-            .inbox
-            .prepare(&caller.name, entry_key, value, &format!("$.updates[{i}]"))
-        {
-            Ok(mut u) => {
-                u.response = Some((202, accepted_body(&u.id, UpdateStatus::Accepted)));
-                hashes.push((results.len(), u.id.clone(), u.request_hash.clone()));
-                results.push(None);
-                valid.push(u);
-            }
-            Err(refused) => results.push(Some(refused.body())),
-        }
-    }
-    let stored = state.inbox.store_updates(valid).await.map_err(internal)?;
-    for ((index, id, hash), stored) in hashes.into_iter().zip(stored) {
-        results[index] = Some(match stored {
-            Stored::New(_) => accepted_body(&id, UpdateStatus::Accepted),
-            Stored::Existing(row) if row.request_hash != hash => {
-                let reused = Refused {
-                    status: 422,
-                    code: "idempotency_key_reused",
-                    message: format!(
-                        "idempotency key {:?} was used for a different update ({})",
-                        row.idempotency_key.as_deref().unwrap_or_default(),
-                        row.id
-                    ),
-                    path: Some(format!("$.updates[{index}]")),
-                };
-                reused.body()
-            }
-            Stored::Existing(row) => row
-                .response_body()
-                .cloned()
-                .unwrap_or_else(|| accepted_body(&row.id, row.status)),
-        });
-    }
-    let results: Vec<Value> = results.into_iter().map(Option::unwrap_or_default).collect();
+    let entries = envelope
+        .updates
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| Incoming {
+            client: caller.name.clone(),
+            key: key.as_ref().map(|k| format!("{k}#{i}")),
+            body,
+            path: format!("$.updates[{i}]"),
+        })
+        .collect();
+    let results: Vec<Value> = state
+        .inbox
+        .accept_batch(entries)
+        .await?
+        .into_iter()
+        .map(|r| match r {
+            Ok(accepted) => answer_parts(accepted.answer()).1,
+            Err(e) => ApiError::from(e).body(),
+        })
+        .collect();
     Ok((StatusCode::ACCEPTED, Json(json!({ "results": results }))).into_response())
 }
 
@@ -310,23 +280,131 @@ fn bad_prefer() -> ApiError {
     }
 }
 
-fn reply_response(reply: Reply) -> Response {
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, Json(reply.body)).into_response();
+/// How an update's answer goes out: its status and body. Stored and parked updates are
+/// 202, processed ones 200; a failed one is its error (see [`ApiError::update_failed`]).
+fn answer_parts(answer: &Answer) -> (StatusCode, Value) {
+    if let Some(e) = ApiError::update_failed(answer) {
+        return e.parts();
+    }
+    let status = match answer.status {
+        UpdateStatus::Accepted | UpdateStatus::Processing | UpdateStatus::Parked => {
+            StatusCode::ACCEPTED
+        }
+        UpdateStatus::Applied
+        | UpdateStatus::Ignored
+        | UpdateStatus::Rejected
+        | UpdateStatus::Dead => StatusCode::OK,
+    };
+    (status, json!(answer))
+}
+
+/// The answer with `Location: <the update's status resource>` on a 202.
+fn answer_response(answer: &Answer) -> Response {
+    let (status, body) = answer_parts(answer);
+    let mut response = (status, Json(body)).into_response();
     if status == StatusCode::ACCEPTED
-        && let Some(loc) = reply.location
-        && let Ok(v) = HeaderValue::from_str(&loc)
+        && let Ok(v) = HeaderValue::from_str(&location(&answer.id))
     {
         response.headers_mut().insert(LOCATION, v);
     }
     response
 }
 
-fn refused_response(refused: &Refused) -> Response {
-    let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-    (status, Json(refused.body())).into_response()
+/// The path of an update's status resource ([`get_update`]).
+fn location(id: &str) -> String {
+    format!("/v1/erp/order-updates/{id}")
 }
 
-fn internal(e: crate::inbox::ingest::AcceptError) -> ApiError {
-    ApiError::Internal(Box::new(e))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(code: &str) -> Value {
+        json!({"attempt": 1, "at": "2026-01-02T03:04:05Z", "code": code, "message": "m"})
+    }
+
+    #[test]
+    fn a_failed_update_is_its_error_with_the_update_id_and_status() {
+        let mut error = entry("event_not_applicable");
+        error["event"] = json!("ship");
+        error["items"] = json!([{"item": 1, "state": "cancelled"}]);
+        let answer = Answer {
+            id: "u-1".into(),
+            status: UpdateStatus::Rejected,
+            result: None,
+            last_error: Some(error),
+        };
+        let body = json!({"error": {"code": "event_not_applicable", "message": "m",
+            "event": "ship", "items": [{"item": 1, "state": "cancelled"}],
+            "update_id": "u-1", "status": "rejected"}});
+        assert_eq!(answer_parts(&answer), (StatusCode::CONFLICT, body));
+        let parked = |code: &str| Answer {
+            id: "u-2".into(),
+            status: UpdateStatus::Parked,
+            result: None,
+            last_error: Some(entry(code)),
+        };
+        let (status, body) = answer_parts(&parked("order_not_found"));
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["update_id"], "u-2");
+        let (status, body) = answer_parts(&parked("event_not_applicable"));
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(body["last_error"], entry("event_not_applicable"));
+    }
+
+    /// Earlier versions stored the status and body they sent; read back, they are sent
+    /// again byte for byte.
+    #[test]
+    fn answers_stored_by_earlier_versions_replay_unchanged() {
+        let full = entry("event_not_applicable");
+        let stored = [
+            (202, json!({"id": "u", "status": "accepted"})),
+            (202, json!({"id": "u", "status": "processing"})),
+            (
+                202,
+                json!({"id": "u", "status": "parked", "last_error": full}),
+            ),
+            (
+                200,
+                json!({"id": "u", "status": "applied", "result": {"moved": []}}),
+            ),
+            (
+                200,
+                json!({"id": "u", "status": "ignored", "result": {"not_applicable": []},
+                "last_error": full}),
+            ),
+            (
+                200,
+                json!({"id": "u", "status": "dead", "last_error": full}),
+            ),
+            (
+                409,
+                json!({"error": {"code": "event_not_applicable", "message": "m",
+                "event": "ship", "items": [], "final": true, "update_id": "u",
+                "status": "rejected"}}),
+            ),
+            (
+                404,
+                json!({"error": {"code": "order_not_found", "message": "m",
+                "update_id": "u", "status": "parked"}}),
+            ),
+            (
+                422,
+                json!({"error": {"code": "unknown_item", "message": "m",
+                "update_id": "u", "status": "rejected"}}),
+            ),
+        ];
+        for (status, body) in stored {
+            let answer = Answer::from_stored(&body).unwrap();
+            let (s, b) = answer_parts(&answer);
+            assert_eq!((s.as_u16(), &b), (status, &body));
+            assert_eq!(
+                serde_json::to_string(&b).unwrap(),
+                serde_json::to_string(&body).unwrap()
+            );
+            // And stored again as a typed answer, it still reads the same.
+            let again = Answer::from_stored(&answer.to_stored()).unwrap();
+            assert_eq!(again, answer);
+        }
+    }
 }

@@ -11,7 +11,8 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use crate::domain::DomainError;
-use crate::inbox::model::UpdateStatus;
+use crate::inbox::ingest::IngestError;
+use crate::inbox::model::{Answer, UpdateStatus};
 use crate::inbox::ops::OpsError;
 use crate::store::StoreError;
 
@@ -69,6 +70,20 @@ pub enum ApiError {
         "update {id} is {status}: only dead, rejected, ignored and parked updates can be retried"
     )]
     NotRetryable { id: String, status: UpdateStatus },
+    /// The inbox refused an update before storing it (or could not store it).
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// A processed update that could not be applied, as wait mode (and its replays)
+    /// answer: the error its last attempt recorded (`code`, `message` and the details of
+    /// the code), with the update's id and status.
+    #[error("{message}")]
+    UpdateFailed {
+        update_id: String,
+        status: UpdateStatus,
+        code: String,
+        message: String,
+        details: Map<String, Value>,
+    },
     #[error(transparent)]
     Domain(#[from] DomainError),
     #[error("internal error")]
@@ -88,7 +103,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable snake_case code: `unauthenticated`, `bad_signature`, `forbidden`,
     /// `not_found`, `order_not_found`, `malformed_json`, `invalid_request`,
-    /// `payload_too_large`, `unsupported_media_type`, `version_conflict`, ...
+    /// `payload_too_large`, `unsupported_media_type`, `version_conflict`, `unknown_event`,
+    /// `idempotency_key_reused`, `command_refused`, ...
     #[schema(example = "invalid_request")]
     pub code: String,
     #[schema(example = "quantity must be an integer from 1 to 1000000, got 0")]
@@ -116,9 +132,13 @@ pub struct ErrorDetail {
     pub event: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<crate::domain::view::ItemState>>,
-    /// `not_retryable`: the update's status.
+    /// `not_retryable`, and a failed update in wait mode: the update's status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// A failed update in wait mode (`event_not_applicable`, `order_not_found`,
+    /// `unknown_item`, `command_refused`, ...): the update's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_id: Option<String>,
 }
 
 impl From<StoreError> for ApiError {
@@ -141,11 +161,38 @@ impl From<OpsError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The error a processed update's answer stands for, if it is one (see
+    /// [`Answer::failure`]).
+    pub fn update_failed(answer: &Answer) -> Option<Self> {
+        let mut details = match answer.failure()? {
+            Value::Object(entry) => entry.clone(),
+            _ => Map::new(),
+        };
+        let mut text = |key: &str| match details.remove(key) {
+            Some(Value::String(s)) => s,
+            _ => String::new(),
+        };
+        let (code, message) = (text("code"), text("message"));
+        // When and which attempt are the update's history, not the answer.
+        for key in ["attempt", "at", "retryable"] {
+            details.remove(key);
+        }
+        Some(Self::UpdateFailed {
+            update_id: answer.id.clone(),
+            status: answer.status,
+            code,
+            message,
+            details,
+        })
+    }
+
+    /// The status and the JSON body of the answer.
+    pub fn parts(&self) -> (StatusCode, Value) {
         use DomainError as D;
+        use IngestError as I;
         let mut details = Map::new();
-        let (status, code) = match &self {
+        let (status, code): (StatusCode, &str) = match self {
             Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Self::BadSignature(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
@@ -192,6 +239,44 @@ impl IntoResponse for ApiError {
                 details.insert("status".into(), json!(status));
                 (StatusCode::CONFLICT, "not_retryable")
             }
+            Self::Ingest(e) => match e {
+                I::Invalid { path, .. } => {
+                    details.insert("path".into(), json!(path));
+                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+                }
+                I::BatchTooLarge { .. } => {
+                    details.insert("path".into(), json!("$.updates"));
+                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+                }
+                I::UnknownEvent { path, .. } => {
+                    details.insert("path".into(), json!(path));
+                    (StatusCode::UNPROCESSABLE_ENTITY, "unknown_event")
+                }
+                I::KeyReused { path, .. } => {
+                    if let Some(path) = path {
+                        details.insert("path".into(), json!(path));
+                    }
+                    (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+                }
+                I::Store(_) | I::Stopped(_) => internal(self),
+            },
+            Self::UpdateFailed {
+                update_id,
+                status,
+                code,
+                details: recorded,
+                ..
+            } => {
+                details.extend(recorded.clone());
+                details.insert("update_id".into(), json!(update_id));
+                details.insert("status".into(), json!(status));
+                let http = match code.as_str() {
+                    "event_not_applicable" => StatusCode::CONFLICT,
+                    "order_not_found" => StatusCode::NOT_FOUND,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                (http, code.as_str())
+            }
             Self::Domain(d) => {
                 let status = match d {
                     D::OrderNotFound => StatusCode::NOT_FOUND,
@@ -206,7 +291,8 @@ impl IntoResponse for ApiError {
                     | D::UnknownSku(_) => StatusCode::UNPROCESSABLE_ENTITY,
                     D::NotManual(_) => StatusCode::FORBIDDEN,
                     D::CommandFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
-                    D::UnknownState { .. } | D::Engine(_) | D::Store(_) => internal(&self).0,
+                    D::CommandRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                    D::UnknownState { .. } | D::Engine(_) | D::Store(_) => internal(self).0,
                 };
                 if let D::EventNotApplicable { event, items, .. } = d {
                     details.insert("event".into(), json!(event));
@@ -214,7 +300,7 @@ impl IntoResponse for ApiError {
                 }
                 (status, d.code())
             }
-            Self::Internal(_) => internal(&self),
+            Self::Internal(_) => internal(self),
         };
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             "internal error".to_owned()
@@ -225,8 +311,19 @@ impl IntoResponse for ApiError {
         error.insert("code".into(), json!(code));
         error.insert("message".into(), json!(message));
         error.extend(details);
-        let mut response =
-            (status, axum::Json(json!({ "error": Value::Object(error) }))).into_response();
+        (status, json!({ "error": Value::Object(error) }))
+    }
+
+    /// The JSON body alone (a batch entry's result).
+    pub fn body(&self) -> Value {
+        self.parts().1
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.parts();
+        let mut response = (status, axum::Json(body)).into_response();
         if let Self::RateLimited { retry_after } = self {
             response
                 .headers_mut()

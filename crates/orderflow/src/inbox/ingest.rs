@@ -1,180 +1,118 @@
-//! Accepting updates: validation, idempotency, group-committed inserts, and the answer in
-//! async or wait mode.
-//!
-//! Durability: an update is acknowledged only after the transaction that stored it has
-//! committed. On SQLite that commit is an fsync of the WAL (`synchronous = FULL`, see
-//! `store::Store::connect`), so an acknowledged update survives power loss, not only a
-//! crash of the process. The cost of that fsync is shared: one writer task stores whatever
-//! requests queued up while the previous commit was running, in one transaction.
+//! Accepting updates: validation, the idempotency rule, and the answer in async or wait
+//! mode. Updates are stored by the group-commit writer ([`super::writer`]) and
+//! acknowledged only once committed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::Inbox;
-use super::batcher::{Batcher, Flush, WriterStopped};
-use super::model::{OrderUpdate, UpdateStatus, accepted_body};
-use crate::domain::OrderService;
-use crate::store::group::GroupWriter;
+use super::batcher::WriterStopped;
+use super::model::{Answer, OrderUpdate, UpdateStatus};
+use super::writer::StoreBatch;
 use crate::store::inbox::{NewUpdate, Stored, UpdateRow};
 use crate::store::{self, StoreError};
 
-/// The updates of one request, stored together.
-pub struct StoreBatch(pub Vec<NewUpdate>);
-
-/// One answer per update of the request, or the store's error for all of them.
-pub type BatchAnswer = Result<Vec<Stored>, Arc<StoreError>>;
-
-/// Requests stored in one transaction at most (a batch request holds up to `max_batch`
-/// updates).
-const GROUP_REQUESTS: usize = 256;
-
-pub(super) fn spawn_writer(service: OrderService) -> Batcher<StoreBatch, BatchAnswer> {
-    let writer = Writer {
-        group: GroupWriter::new(service.store().clone()),
-        service,
-    };
-    let (writer, _task) = Batcher::spawn(GROUP_REQUESTS, 4096, writer);
-    writer
-}
-
-/// The writer task's side: stores the requests of a batch as one group.
-struct Writer {
-    service: OrderService,
-    group: GroupWriter,
-}
-
-impl Writer {
-    /// Stores one request's updates in a transaction of their own.
-    async fn store_one(&mut self, updates: &[NewUpdate]) -> BatchAnswer {
-        match self.group.insert(updates).await {
-            Ok(stored) => {
-                self.service.inbox_signal().notify_one();
-                Ok(stored)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, updates = updates.len(), "storing updates failed");
-                Err(Arc::new(e))
-            }
-        }
-    }
-}
-
-impl Flush<StoreBatch, BatchAnswer> for Writer {
-    async fn flush(&mut self, requests: Vec<StoreBatch>) -> Vec<BatchAnswer> {
-        let sizes: Vec<usize> = requests.iter().map(|g| g.0.len()).collect();
-        let all: Vec<NewUpdate> = requests.into_iter().flat_map(|g| g.0).collect();
-        metrics::histogram!("orderflow_inbox_group_commit_size").record(all.len() as f64);
-        match self.group.insert(&all).await {
-            Ok(stored) => {
-                self.service.inbox_signal().notify_one();
-                let mut stored = stored.into_iter();
-                sizes
-                    .into_iter()
-                    .map(|n| Ok(stored.by_ref().take(n).collect()))
-                    .collect()
-            }
-            Err(e) if sizes.len() > 1 => {
-                // One request's bad row must not fail the others that shared its
-                // transaction: store each request on its own, so only a request whose own
-                // rows fail gets the error.
-                tracing::warn!(error = %e, requests = sizes.len(), "storing a group failed; storing its requests one by one");
-                let mut all = all.into_iter();
-                let mut answers = Vec::with_capacity(sizes.len());
-                for n in sizes {
-                    let one: Vec<NewUpdate> = all.by_ref().take(n).collect();
-                    answers.push(self.store_one(&one).await);
-                }
-                answers
-            }
-            Err(e) => {
-                tracing::error!(error = %e, updates = all.len(), "storing updates failed");
-                vec![Err(Arc::new(e))]
-            }
-        }
-    }
-
-    async fn idle(&mut self) {
-        self.group.release();
-    }
-}
-
-/// Why an update was not accepted: a stable code, a message, and the JSON path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refused {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-    pub path: Option<String>,
-}
-
-impl Refused {
-    fn invalid(path: String, message: String) -> Self {
-        Self {
-            status: 422,
-            code: "invalid_request",
-            message,
-            path: Some(path),
-        }
-    }
-
-    pub fn body(&self) -> Value {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(path) = &self.path {
-            error["path"] = json!(path);
-        }
-        json!({ "error": error })
-    }
-}
-
-/// An answer to the caller: status, JSON body, and `Location` for a stored update.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Reply {
-    pub status: u16,
+/// One update as it arrives: who sent it, its idempotency key, the JSON as sent, and where
+/// that JSON sits in its request (`$` for a single update, `$.updates[3]` for an entry of
+/// a batch); the paths of its errors start there.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    pub client: String,
+    pub key: Option<String>,
     pub body: Value,
-    pub location: Option<String>,
-}
-
-impl Reply {
-    fn new(status: u16, body: Value, id: &str) -> Self {
-        Self {
-            status,
-            body,
-            location: Some(location(id)),
-        }
-    }
-}
-
-pub fn location(id: &str) -> String {
-    format!("/v1/erp/order-updates/{id}")
+    pub path: String,
 }
 
 /// How to answer a single update.
 #[derive(Clone, Copy, Debug)]
 pub enum Mode {
-    /// 202 once stored.
+    /// Answer once it is stored.
     Async,
-    /// Process inline and answer with the result within this time, else 202.
+    /// Process it inline and answer with its outcome within this time, else as stored.
     Wait(Duration),
 }
 
-/// A storage failure while accepting: nothing is acknowledged.
+/// What accepting an update did, with the answer to give. A transport renders the answer
+/// the same way whichever variant carries it: a replay is indistinguishable from the first
+/// answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Accepted {
+    /// Stored and not finished yet (async mode, or wait mode past its time): the worker
+    /// finishes it.
+    Stored(Answer),
+    /// Stored and processed inline (wait mode): applied, ignored, rejected, dead or parked.
+    Settled(Answer),
+    /// The key was used before for the same update: the first answer; nothing is stored.
+    Replayed(Answer),
+}
+
+impl Accepted {
+    pub fn answer(&self) -> &Answer {
+        match self {
+            Self::Stored(a) | Self::Settled(a) | Self::Replayed(a) => a,
+        }
+    }
+
+    /// A first answer, by what it says.
+    fn first(answer: Answer) -> Self {
+        if answer.is_settled() {
+            Self::Settled(answer)
+        } else {
+            Self::Stored(answer)
+        }
+    }
+}
+
+/// Why an update was not accepted. Nothing is stored for it.
 #[derive(Debug, thiserror::Error)]
-pub enum AcceptError {
+pub enum IngestError {
+    /// Not a valid update; `path` is the JSON path of the problem.
+    #[error("{message}")]
+    Invalid { path: String, message: String },
+    /// The update names an event no loaded process has.
+    #[error("{message}")]
+    UnknownEvent { path: String, message: String },
+    /// More updates in one batch than `[erp] max_batch`.
+    #[error("a batch holds at most {max} updates, this one has {size}")]
+    BatchTooLarge { max: usize, size: usize },
+    /// The client used the idempotency key before, for a different update; `path` is the
+    /// batch entry's.
+    #[error("idempotency key {key:?} was used for a different update ({first})")]
+    KeyReused {
+        key: String,
+        /// The id of the update stored under the key.
+        first: String,
+        path: Option<String>,
+    },
+    /// Storing (or reading back) the update failed: nothing is acknowledged.
     #[error("storing the update failed")]
     Store(#[source] Arc<StoreError>),
     #[error(transparent)]
     Stopped(#[from] WriterStopped),
 }
 
-impl From<StoreError> for AcceptError {
+impl From<StoreError> for IngestError {
     fn from(e: StoreError) -> Self {
         Self::Store(Arc::new(e))
     }
 }
+
+impl IngestError {
+    fn invalid(path: String, message: String) -> Self {
+        Self::Invalid { path, message }
+    }
+
+    /// Storage failures fail the whole request, not one entry of it.
+    fn is_storage(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::Stopped(_))
+    }
+}
+
+pub type Result<T, E = IngestError> = std::result::Result<T, E>;
 
 /// SHA-256 of a JSON value with object keys sorted: the same update with its keys in
 /// another order is the same request.
@@ -221,10 +159,10 @@ impl Inbox {
         key: Option<String>,
         value: Value,
         path: &str,
-    ) -> Result<NewUpdate, Refused> {
+    ) -> Result<NewUpdate> {
         let hash = request_hash(&value);
         if !value.is_object() {
-            return Err(Refused::invalid(
+            return Err(IngestError::invalid(
                 path.to_owned(),
                 "an update must be a JSON object".into(),
             ));
@@ -236,7 +174,7 @@ impl Inbox {
                 i if i.starts_with('[') => format!("{path}{i}"),
                 i => format!("{path}.{i}"),
             };
-            Refused::invalid(
+            IngestError::invalid(
                 full,
                 crate::http::wording::data_error(&e.inner().to_string()),
             )
@@ -247,14 +185,12 @@ impl Inbox {
             .map_err(|(p, message)| {
                 let full = format!("{path}{}", p.trim_start_matches('$'));
                 if p == "$.event" {
-                    Refused {
-                        status: 422,
-                        code: "unknown_event",
+                    IngestError::UnknownEvent {
+                        path: full,
                         message,
-                        path: Some(full),
                     }
                 } else {
-                    Refused::invalid(full, message)
+                    IngestError::invalid(full, message)
                 }
             })?;
         Ok(NewUpdate {
@@ -271,84 +207,136 @@ impl Inbox {
     }
 
     /// Stores a request's updates in one group commit; one [`Stored`] per update, in order.
-    pub async fn store_updates(&self, updates: Vec<NewUpdate>) -> Result<Vec<Stored>, AcceptError> {
+    pub async fn store_updates(&self, updates: Vec<NewUpdate>) -> Result<Vec<Stored>> {
         self.writer
             .submit(StoreBatch(updates))
             .await?
-            .map_err(AcceptError::Store)
+            .map_err(IngestError::Store)
     }
 
-    /// Accepts one update and answers it: 202 once stored (async), or the result of
-    /// processing it inline within the wait time. A repeated key gets the first answer.
-    pub async fn accept(&self, mut update: NewUpdate, mode: Mode) -> Result<Reply, AcceptError> {
+    /// Accepts one update: answers once it is stored (async), or with the outcome of
+    /// processing it inline within the wait time. A repeated key gets the first answer
+    /// (see [`Inbox::replay`]).
+    pub async fn accept(&self, incoming: Incoming, mode: Mode) -> Result<Accepted> {
+        let mut update = self.prepare(
+            &incoming.client,
+            incoming.key,
+            incoming.body,
+            &incoming.path,
+        )?;
         let deadline = Instant::now()
             + match mode {
                 Mode::Async => Duration::ZERO,
                 Mode::Wait(d) => d,
             };
+        let pending = Answer::pending(&update.id, UpdateStatus::Accepted);
         if matches!(mode, Mode::Async) {
-            update.response = Some((202, accepted_body(&update.id, UpdateStatus::Accepted)));
+            update.response = Some(pending.to_stored());
         }
-        let (id, hash) = (update.id.clone(), update.request_hash.clone());
+        let hash = update.request_hash.clone();
         let stored = self
             .store_updates(vec![update])
             .await?
             .pop()
-            .ok_or_else(|| AcceptError::Store(Arc::new(StoreError::Corrupt("no answer".into()))))?;
+            .ok_or_else(|| StoreError::Corrupt("no answer".into()))?;
         match stored {
-            Stored::Existing(row) => self.replay(&row, &hash, deadline).await,
-            Stored::New(seq) => match mode {
-                Mode::Async => Ok(Reply::new(
-                    202,
-                    accepted_body(&id, UpdateStatus::Accepted),
-                    &id,
-                )),
-                Mode::Wait(_) => self.wait(seq, &id, deadline).await,
-            },
+            Stored::Existing(row) => self.replay(&row, &hash, Some(deadline)).await,
+            Stored::New(_) if matches!(mode, Mode::Async) => Ok(Accepted::Stored(pending)),
+            Stored::New(seq) => self.wait(seq, &pending.id, deadline).await,
         }
     }
 
-    /// The answer for a repeated key: 422 if the body differs, else the first answer
-    /// (waiting for it, up to the deadline, while the first request is still processing).
+    /// Accepts the updates of one batch, each its own inbox row, stored in one group
+    /// commit: one result per entry, in order. An invalid entry stores nothing and gets
+    /// its error; a repeated key gets the first answer without waiting for it.
+    pub async fn accept_batch(&self, entries: Vec<Incoming>) -> Result<Vec<Result<Accepted>>> {
+        let max = self.settings.max_batch;
+        if entries.len() > max {
+            return Err(IngestError::BatchTooLarge {
+                max,
+                size: entries.len(),
+            });
+        }
+        let mut results: Vec<Option<Result<Accepted>>> = Vec::with_capacity(entries.len());
+        let mut valid = Vec::new();
+        let mut stored_at = Vec::new();
+        for entry in entries {
+            match self.prepare(&entry.client, entry.key, entry.body, &entry.path) {
+                Ok(mut u) => {
+                    u.response = Some(Answer::pending(&u.id, UpdateStatus::Accepted).to_stored());
+                    stored_at.push((
+                        results.len(),
+                        u.id.clone(),
+                        u.request_hash.clone(),
+                        entry.path,
+                    ));
+                    results.push(None);
+                    valid.push(u);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let stored = self.store_updates(valid).await?;
+        for ((index, id, hash, path), stored) in stored_at.into_iter().zip(stored) {
+            results[index] = Some(match stored {
+                Stored::New(_) => Ok(Accepted::Stored(Answer::pending(
+                    &id,
+                    UpdateStatus::Accepted,
+                ))),
+                Stored::Existing(row) => match self.replay(&row, &hash, None).await {
+                    Err(e) if e.is_storage() => return Err(e),
+                    Err(IngestError::KeyReused { key, first, .. }) => Err(IngestError::KeyReused {
+                        key,
+                        first,
+                        path: Some(path),
+                    }),
+                    other => other,
+                },
+            });
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Corrupt("no answer".into()).into())))
+            .collect())
+    }
+
+    /// The idempotency rule, for single updates and batch entries alike: `row` was stored
+    /// under the key first. A different body (`hash`) is refused. The same body gets the
+    /// first answer; while the first request is still processing inline (it has not
+    /// answered), a repeat that may wait (`deadline`) waits for that answer, at least as
+    /// long as the default wait, and one that may not (a batch entry) gets where the update
+    /// is now.
     pub async fn replay(
         &self,
         row: &UpdateRow,
         hash: &str,
-        deadline: Instant,
-    ) -> Result<Reply, AcceptError> {
+        deadline: Option<Instant>,
+    ) -> Result<Accepted> {
         if row.request_hash != hash {
-            let refused = Refused {
-                status: 422,
-                code: "idempotency_key_reused",
-                message: format!(
-                    "idempotency key {:?} was used for a different update ({})",
-                    row.idempotency_key.as_deref().unwrap_or_default(),
-                    row.id
-                ),
+            return Err(IngestError::KeyReused {
+                key: row.idempotency_key.clone().unwrap_or_default(),
+                first: row.id.clone(),
                 path: None,
-            };
-            return Ok(Reply {
-                status: refused.status,
-                body: refused.body(),
-                location: None,
             });
         }
         metrics::counter!("orderflow_inbox_replays_total").increment(1);
-        // A repeat waits at least as long as the default wait for the first answer.
+        let Some(deadline) = deadline else {
+            return Ok(Accepted::Replayed(match stored_answer(row)? {
+                Some(answer) => answer,
+                None => Answer::of(row),
+            }));
+        };
         let deadline = deadline.max(Instant::now() + self.settings.default_wait);
         let mut current = row.clone();
         loop {
-            if let (Some(status), Some(body)) = (current.response_status, current.response_body()) {
-                let status = u16::try_from(status).unwrap_or(500);
-                return Ok(Reply::new(status, body.clone(), &current.id));
+            if let Some(answer) = stored_answer(&current)? {
+                return Ok(Accepted::Replayed(answer));
             }
             if Instant::now() >= deadline {
-                let status = current.status;
-                let (status, body) = self
-                    .store()
-                    .set_response(current.seq, 202, &accepted_body(&current.id, status))
+                let answer = self
+                    .first_answer(current.seq, &Answer::of(&current))
                     .await?;
-                return Ok(Reply::new(status, body, &current.id));
+                return Ok(Accepted::Replayed(answer));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
             if let Some(r) = self.store().update_by_seq(current.seq).await? {
@@ -359,7 +347,7 @@ impl Inbox {
 
     /// Wait mode after storing: process inline if the update is next of its order (else the
     /// worker does it), and answer with the outcome if it is there before the deadline.
-    async fn wait(&self, seq: i64, id: &str, deadline: Instant) -> Result<Reply, AcceptError> {
+    async fn wait(&self, seq: i64, id: &str, deadline: Instant) -> Result<Accepted> {
         let now = store::now();
         let owner = format!("{}-inline", self.owner);
         let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
@@ -368,7 +356,7 @@ impl Inbox {
             .claim_update(seq, now, &owner, now + lease)
             .await?;
         if let Some(row) = claimed {
-            // Processing goes on if the deadline passes; the 202 says the worker finishes.
+            // Processing goes on if the deadline passes; the answer says the worker finishes.
             let inbox = self.clone();
             let task = tokio::spawn(async move {
                 let rows = [row];
@@ -392,71 +380,40 @@ impl Inbox {
                 .update_by_seq(seq)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt(format!("update {id} vanished")))?;
-            let status = row.status;
-            let settled = !matches!(status, UpdateStatus::Accepted | UpdateStatus::Processing);
-            if settled || Instant::now() >= deadline {
-                let (code, body) = outcome_reply(&row);
-                let (code, body) = self.store().set_response(seq, code, &body).await?;
-                return Ok(Reply::new(code, body, id));
+            let answer = Answer::of(&row);
+            if answer.is_settled() || Instant::now() >= deadline {
+                return Ok(Accepted::first(self.first_answer(seq, &answer).await?));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+
+    /// Stores `answer` as the first answer to update `seq`, unless a repeat stored one
+    /// first; returns the one stored.
+    async fn first_answer(&self, seq: i64, answer: &Answer) -> Result<Answer> {
+        let stored = self.store().set_answer(seq, &answer.to_stored()).await?;
+        Answer::from_stored(&stored).map_err(|e| corrupt_answer(seq, &e).into())
+    }
 }
 
-/// The answer that describes an update's current state (wait mode).
-pub fn outcome_reply(row: &UpdateRow) -> (u16, Value) {
-    let status = row.status;
-    let last_error = row
-        .errors()
-        .iter()
-        .rev()
-        .find(|e| !super::model::is_retry_marker(e))
-        .cloned();
-    let code = last_error
-        .as_ref()
-        .and_then(|e| e.get("code"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let error_body = |http: u16| {
-        let mut error = last_error.clone().unwrap_or_else(|| json!({}));
-        if let Value::Object(m) = &mut error {
-            m.remove("attempt");
-            m.remove("at");
-            m.remove("retryable");
-            m.insert("update_id".into(), json!(row.id));
-            m.insert("status".into(), json!(status));
-        }
-        (http, json!({ "error": error }))
-    };
-    match status {
-        UpdateStatus::Applied | UpdateStatus::Ignored | UpdateStatus::Dead => {
-            let mut body = accepted_body(&row.id, status);
-            if let Some(r) = row.result() {
-                body["result"] = r.clone();
-            }
-            if let Some(e) = last_error.filter(|_| status != UpdateStatus::Applied) {
-                body["last_error"] = e;
-            }
-            (200, body)
-        }
-        UpdateStatus::Rejected if code == "event_not_applicable" => error_body(409),
-        UpdateStatus::Rejected => error_body(422),
-        UpdateStatus::Parked if code == "order_not_found" => error_body(404),
-        UpdateStatus::Parked => {
-            let mut body = accepted_body(&row.id, status);
-            if let Some(e) = last_error {
-                body["last_error"] = e;
-            }
-            (202, body)
-        }
-        UpdateStatus::Accepted | UpdateStatus::Processing => (202, accepted_body(&row.id, status)),
-    }
+/// The first answer stored for `row`, if it has one.
+fn stored_answer(row: &UpdateRow) -> Result<Option<Answer>> {
+    row.answer()
+        .map(Answer::from_stored)
+        .transpose()
+        .map_err(|e| corrupt_answer(row.seq, &e).into())
+}
+
+fn corrupt_answer(seq: i64, e: &serde_json::Error) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the stored answer of update {seq} is not readable: {e}"
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn hash_ignores_key_order_but_not_values() {

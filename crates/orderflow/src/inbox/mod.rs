@@ -2,7 +2,9 @@
 //! one processing function, inline in wait mode or by the worker.
 //!
 //! - [`model`]: the update as the ERP sends it and its status as the API shows it.
-//! - [`ingest`]: validation, idempotency and group-committed inserts.
+//! - [`ingest`]: the typed API transports call: validation, the idempotency rule, and
+//!   the answer in async or wait mode.
+//! - [`writer`]: group-committed inserts.
 //! - [`process`]: applies claimed updates to their orders; the outcome is written in the
 //!   same transaction as the order change, so an update is never applied twice.
 //! - [`worker`]: claims due updates under a lease and processes them.
@@ -14,6 +16,7 @@ pub mod model;
 pub mod ops;
 pub mod process;
 pub mod worker;
+pub mod writer;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use crate::config::{self, Config, ErpMode, EventPolicy};
 use crate::domain::OrderService;
 use crate::store::Store;
 use batcher::Batcher;
-use ingest::StoreBatch;
+use writer::StoreBatch;
 
 /// The inbox's settings, from [`Config`] with durations parsed.
 #[derive(Clone, Debug)]
@@ -89,7 +92,7 @@ impl InboxSettings {
 pub struct Inbox {
     service: OrderService,
     settings: Arc<InboxSettings>,
-    writer: Batcher<StoreBatch, ingest::BatchAnswer>,
+    writer: Batcher<StoreBatch, writer::BatchAnswer>,
     /// Identifies this process's leases.
     owner: Arc<str>,
 }
@@ -97,7 +100,7 @@ pub struct Inbox {
 impl Inbox {
     /// Starts the inbox's writer task (it ends when the last handle is dropped).
     pub fn new(service: OrderService, settings: InboxSettings) -> Self {
-        let writer = ingest::spawn_writer(service.clone());
+        let writer = writer::spawn_writer(service.clone());
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
         Self {
             service,

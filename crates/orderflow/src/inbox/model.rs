@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use crate::domain::types::{EventName, OrderReference, Sku, check_idempotency_key};
-use crate::domain::{Change, EventInput, ItemRef, Source};
+use crate::domain::{Change, DomainError, EventInput, ItemRef, Source};
 use crate::store::inbox::UpdateRow;
 
 /// One order update from the ERP. It sets the given attributes and triggers the OMS event
@@ -245,7 +245,105 @@ impl UpdateDetail {
     }
 }
 
-/// The body of a 202: the update is stored and the worker will finish it.
-pub fn accepted_body(id: &str, status: UpdateStatus) -> Value {
-    json!({"id": id, "status": status})
+/// What the inbox answers about one update: where it was when answered, and what it came
+/// to (its result, or the error that stopped it). Each transport renders it (HTTP:
+/// `http::erp`). The first answer given for an idempotency key is stored as this value, so
+/// a repeat gets the same answer whatever has happened to the update since.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub id: String,
+    pub status: UpdateStatus,
+    /// For `applied`, `ignored` and `dead`: what processing recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// For `ignored`, `dead`, `parked` and `rejected`: the last attempt's error entry
+    /// (`{attempt, at, code, message, ...}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<Value>,
+}
+
+impl Answer {
+    /// Stored and not finished: the worker will finish it.
+    pub fn pending(id: &str, status: UpdateStatus) -> Self {
+        Self {
+            id: id.to_owned(),
+            status,
+            result: None,
+            last_error: None,
+        }
+    }
+
+    /// The answer that describes an update as it is now.
+    pub fn of(row: &UpdateRow) -> Self {
+        let status = row.status;
+        let last_error = || {
+            row.errors()
+                .iter()
+                .rev()
+                .find(|e| !is_retry_marker(e))
+                .cloned()
+        };
+        match status {
+            UpdateStatus::Accepted | UpdateStatus::Processing => Self::pending(&row.id, status),
+            UpdateStatus::Applied => Self {
+                result: row.result().cloned(),
+                ..Self::pending(&row.id, status)
+            },
+            UpdateStatus::Ignored | UpdateStatus::Dead => Self {
+                result: row.result().cloned(),
+                last_error: last_error(),
+                ..Self::pending(&row.id, status)
+            },
+            UpdateStatus::Parked | UpdateStatus::Rejected => Self {
+                last_error: last_error(),
+                ..Self::pending(&row.id, status)
+            },
+        }
+    }
+
+    /// True once processing has decided (applied, ignored, rejected, dead) or parked the
+    /// update: waiting longer will not change the answer.
+    pub fn is_settled(&self) -> bool {
+        !matches!(
+            self.status,
+            UpdateStatus::Accepted | UpdateStatus::Processing
+        )
+    }
+
+    /// The error that means the update could not be applied: it was rejected, or it waits
+    /// for an order that does not exist. (A parked update whose event does not apply yet
+    /// is not a failure: it applies when the order changes.)
+    pub fn failure(&self) -> Option<&Value> {
+        let error = self.last_error.as_ref();
+        match self.status {
+            UpdateStatus::Rejected => error,
+            UpdateStatus::Parked => error.filter(|e| {
+                e.get("code").and_then(Value::as_str) == Some(DomainError::OrderNotFound.code())
+            }),
+            _ => None,
+        }
+    }
+
+    /// The answer as stored for replays.
+    pub fn to_stored(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_else(|_| json!({"id": self.id, "status": self.status}))
+    }
+
+    /// An answer as stored. Versions before the typed answer stored the HTTP body they
+    /// sent; its error envelope (`{"error": {..., "update_id", "status"}}`) is read back
+    /// into the answer it was rendered from, and the other bodies are answers already.
+    pub fn from_stored(value: &Value) -> Result<Self, serde_json::Error> {
+        if let Some(Value::Object(error)) = value.get("error") {
+            let mut error = error.clone();
+            let id = error.remove("update_id").unwrap_or_default();
+            let status = error.remove("status").unwrap_or_default();
+            return Ok(Self {
+                id: serde_json::from_value(id)?,
+                status: serde_json::from_value(status)?,
+                result: None,
+                last_error: Some(Value::Object(error)),
+            });
+        }
+        serde_json::from_value(value.clone())
+    }
 }

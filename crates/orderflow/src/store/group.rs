@@ -128,10 +128,8 @@ macro_rules! bind_updates {
     ($q:expr, $updates:expr) => {{
         let mut q = $q;
         for u in $updates {
-            let (status, body) = match &u.response {
-                Some((s, b)) => (Some(i32::from(*s)), Some(::sqlx::types::Json(b))),
-                None => (None, None),
-            };
+            // `response_status` is no longer written (see `UpdateRow::answer`).
+            let (status, body) = (None::<i32>, u.response.as_ref().map(::sqlx::types::Json));
             q = q
                 .bind(&u.id)
                 .bind(&u.client)

@@ -16,6 +16,7 @@ mod cli_process;
 mod cli_spryker;
 mod cli_store;
 mod cli_worker;
+mod command_refused;
 mod corpus;
 mod crash;
 mod edges;

@@ -39,6 +39,10 @@ impl Inbox {
             Err(DomainError::Store(e)) => {
                 return self.retry_later(row, now, "store_error", &e.to_string());
             }
+            // A command that failed for good (fatal, DESIGN §4): no retry can apply the
+            // update, and waiting for the order to change cannot either. Rejected at once,
+            // whatever the event's policy; the order was left unchanged.
+            Err(e @ DomainError::CommandRefused { .. }) => (e, EventPolicy::Reject),
             Err(e @ DomainError::OrderNotFound) => (e, EventPolicy::Park),
             Err(e @ DomainError::EventNotApplicable { .. }) => (e, policy),
             Err(e) => (e, EventPolicy::Reject),

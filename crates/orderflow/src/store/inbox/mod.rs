@@ -45,8 +45,11 @@ pub struct UpdateRow {
     pub attempts: i32,
     pub errors: StoredJson<Vec<Value>>,
     pub result: Option<StoredJson<Value>>,
-    pub response_status: Option<i32>,
-    pub response_body: Option<StoredJson<Value>>,
+    /// The first answer given for the update (the inbox's `Answer`, as JSON), replayed
+    /// to repeats of its idempotency key. Kept in `response_body`; earlier versions also
+    /// wrote `response_status`, which is no longer read.
+    #[sqlx(rename = "response_body")]
+    pub answer: Option<StoredJson<Value>>,
     pub received_at: DateTime<Utc>,
     pub processed_at: Option<DateTime<Utc>>,
     pub next_attempt_at: DateTime<Utc>,
@@ -70,13 +73,14 @@ impl UpdateRow {
         self.result.as_ref().and_then(StoredJson::ok)
     }
 
-    pub fn response_body(&self) -> Option<&Value> {
-        self.response_body.as_ref().and_then(StoredJson::ok)
+    /// The first answer given for the update, if one was given.
+    pub fn answer(&self) -> Option<&Value> {
+        self.answer.as_ref().and_then(StoredJson::ok)
     }
 }
 
 pub(super) const COLUMNS: &str = "seq, id, client, idempotency_key, request_hash, \
-     order_reference, event, payload, status, attempts, errors, result, response_status, \
+     order_reference, event, payload, status, attempts, errors, result, \
      response_body, received_at, processed_at, next_attempt_at, park_until, lease_owner, \
      lease_until";
 
@@ -90,8 +94,9 @@ pub struct NewUpdate {
     pub order_reference: String,
     pub event: Option<String>,
     pub payload: Value,
-    /// The response to replay for a repeat, when it is known at insert time (async mode).
-    pub response: Option<(u16, Value)>,
+    /// The answer to replay for a repeat (the inbox's `Answer` as JSON), when it is known
+    /// at insert time (async mode).
+    pub response: Option<Value>,
     pub received_at: DateTime<Utc>,
 }
 
@@ -183,30 +188,26 @@ impl Store {
         })?)
     }
 
-    /// Stores the first response to replay for the update, unless one is stored already;
+    /// Stores the first answer to replay for the update, unless one is stored already;
     /// returns the one that is stored.
-    pub async fn set_response(&self, seq: i64, status: u16, body: &Value) -> Result<(u16, Value)> {
-        const SQL: &str = "UPDATE inbox SET response_status = $2, response_body = $3 \
-             WHERE seq = $1 AND response_status IS NULL";
-        const READ: &str = "SELECT response_status, response_body FROM inbox WHERE seq = $1";
+    pub async fn set_answer(&self, seq: i64, answer: &Value) -> Result<Value> {
+        const SQL: &str = "UPDATE inbox SET response_body = $2 \
+             WHERE seq = $1 AND response_body IS NULL";
+        const READ: &str = "SELECT response_body FROM inbox WHERE seq = $1";
         let mut tx = self.begin().await?;
         on_tx!(&mut tx, |c| {
             sqlx::query(SQL)
                 .bind(seq)
-                .bind(i32::from(status))
-                .bind(Json(body))
+                .bind(Json(answer))
                 .execute(c)
                 .await
                 .map(|r| r.rows_affected())
         })?;
-        let (s, b): (Option<i32>, Option<Json<Value>>) = on_tx!(&mut tx, |c| {
-            sqlx::query_as(READ).bind(seq).fetch_one(c).await
+        let stored: Option<Json<Value>> = on_tx!(&mut tx, |c| {
+            sqlx::query_scalar(READ).bind(seq).fetch_one(c).await
         })?;
         tx.commit().await?;
-        Ok((
-            s.and_then(|s| u16::try_from(s).ok()).unwrap_or(status),
-            b.map_or_else(|| body.clone(), |b| b.0),
-        ))
+        Ok(stored.map_or_else(|| answer.clone(), |b| b.0))
     }
 
     /// Frees idempotency keys of updates received before `before`; returns how many.

@@ -1,0 +1,95 @@
+//! The group-commit writer: one task stores the updates of whatever requests queued up
+//! while the previous commit was running, in one transaction.
+//!
+//! Durability: an update is acknowledged only after the transaction that stored it has
+//! committed. On SQLite that commit is an fsync of the WAL (`synchronous = FULL`, see
+//! `store::Store::connect`), so an acknowledged update survives power loss, not only a
+//! crash of the process. The cost of that fsync is shared by the group.
+
+use std::sync::Arc;
+
+use super::batcher::{Batcher, Flush};
+use crate::domain::OrderService;
+use crate::store::StoreError;
+use crate::store::group::GroupWriter;
+use crate::store::inbox::{NewUpdate, Stored};
+
+/// The updates of one request, stored together.
+pub struct StoreBatch(pub Vec<NewUpdate>);
+
+/// One answer per update of the request, or the store's error for all of them.
+pub type BatchAnswer = Result<Vec<Stored>, Arc<StoreError>>;
+
+/// Requests stored in one transaction at most (a batch request holds up to `max_batch`
+/// updates).
+const GROUP_REQUESTS: usize = 256;
+
+pub(super) fn spawn_writer(service: OrderService) -> Batcher<StoreBatch, BatchAnswer> {
+    let writer = Writer {
+        group: GroupWriter::new(service.store().clone()),
+        service,
+    };
+    let (writer, _task) = Batcher::spawn(GROUP_REQUESTS, 4096, writer);
+    writer
+}
+
+/// The writer task's side: stores the requests of a batch as one group.
+struct Writer {
+    service: OrderService,
+    group: GroupWriter,
+}
+
+impl Writer {
+    /// Stores one request's updates in a transaction of their own.
+    async fn store_one(&mut self, updates: &[NewUpdate]) -> BatchAnswer {
+        match self.group.insert(updates).await {
+            Ok(stored) => {
+                self.service.inbox_signal().notify_one();
+                Ok(stored)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, updates = updates.len(), "storing updates failed");
+                Err(Arc::new(e))
+            }
+        }
+    }
+}
+
+impl Flush<StoreBatch, BatchAnswer> for Writer {
+    async fn flush(&mut self, requests: Vec<StoreBatch>) -> Vec<BatchAnswer> {
+        let sizes: Vec<usize> = requests.iter().map(|g| g.0.len()).collect();
+        let all: Vec<NewUpdate> = requests.into_iter().flat_map(|g| g.0).collect();
+        metrics::histogram!("orderflow_inbox_group_commit_size").record(all.len() as f64);
+        match self.group.insert(&all).await {
+            Ok(stored) => {
+                self.service.inbox_signal().notify_one();
+                let mut stored = stored.into_iter();
+                sizes
+                    .into_iter()
+                    .map(|n| Ok(stored.by_ref().take(n).collect()))
+                    .collect()
+            }
+            Err(e) if sizes.len() > 1 => {
+                // One request's bad row must not fail the others that shared its
+                // transaction: store each request on its own, so only a request whose own
+                // rows fail gets the error.
+                tracing::warn!(error = %e, requests = sizes.len(), "storing a group failed; storing its requests one by one");
+                let mut all = all.into_iter();
+                let mut answers = Vec::with_capacity(sizes.len());
+                for n in sizes {
+                    let one: Vec<NewUpdate> = all.by_ref().take(n).collect();
+                    answers.push(self.store_one(&one).await);
+                }
+                answers
+            }
+            Err(e) => {
+                tracing::error!(error = %e, updates = all.len(), "storing updates failed");
+                vec![Err(Arc::new(e))]
+            }
+        }
+    }
+
+    async fn idle(&mut self) {
+        self.group.release();
+    }
+}
