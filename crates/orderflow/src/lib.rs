@@ -12,3 +12,4 @@ pub mod projector;
 pub mod store;
 pub mod telemetry;
 pub mod webhook;
+pub mod wording;

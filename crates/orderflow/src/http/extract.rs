@@ -17,7 +17,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::limits::BodyTimeout;
 use super::validate::Problem;
-use super::wording;
+use crate::wording;
 use crate::domain::types::Role;
 
 /// A JSON body. Content type must be JSON (415), size within the limit (413), and the

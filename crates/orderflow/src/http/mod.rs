@@ -18,7 +18,6 @@ mod reservations;
 pub mod server;
 mod strays;
 pub mod validate;
-pub mod wording;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -176,7 +176,7 @@ impl Inbox {
             };
             IngestError::invalid(
                 full,
-                crate::http::wording::data_error(&e.inner().to_string()),
+                crate::wording::data_error(&e.inner().to_string()),
             )
         })?;
         let processes = self.service.processes();
