@@ -35,7 +35,6 @@ const GROUP_REQUESTS: usize = 256;
 pub(super) fn spawn_writer(service: OrderService) -> Batcher<StoreBatch, BatchAnswer> {
     let writer = Writer {
         group: GroupWriter::new(service.store().clone()),
-        service,
     };
     let (writer, _task) = Batcher::spawn(GROUP_REQUESTS, 4096, writer);
     writer
@@ -43,7 +42,6 @@ pub(super) fn spawn_writer(service: OrderService) -> Batcher<StoreBatch, BatchAn
 
 /// The writer task's side: stores the requests of a batch as one group.
 struct Writer {
-    service: OrderService,
     group: GroupWriter,
 }
 
@@ -51,10 +49,7 @@ impl Writer {
     /// Stores one request's updates in a transaction of their own.
     async fn store_one(&mut self, updates: &[NewUpdate]) -> BatchAnswer {
         match self.group.insert(updates).await {
-            Ok(stored) => {
-                self.service.inbox_signal().notify_one();
-                Ok(stored)
-            }
+            Ok(stored) => Ok(stored),
             Err(e) => {
                 tracing::error!(error = %e, updates = updates.len(), "storing updates failed");
                 Err(Arc::new(e))
@@ -70,7 +65,6 @@ impl Flush<StoreBatch, BatchAnswer> for Writer {
         metrics::histogram!("orderflow_inbox_group_commit_size").record(all.len() as f64);
         match self.group.insert(&all).await {
             Ok(stored) => {
-                self.service.inbox_signal().notify_one();
                 let mut stored = stored.into_iter();
                 sizes
                     .into_iter()
@@ -336,7 +330,14 @@ impl Inbox {
         metrics::counter!("orderflow_inbox_replays_total").increment(1);
         // A repeat waits at least as long as the default wait for the first answer.
         let deadline = deadline.max(Instant::now() + self.settings.default_wait);
+        let mut settled = self.store().wakeups().settled();
         let mut current = row.clone();
+        if current.response_status.is_none() {
+            // The answer may have been stored between the read and the subscription.
+            if let Some(r) = self.store().update_by_seq(current.seq).await? {
+                current = r;
+            }
+        }
         loop {
             if let (Some(status), Some(body)) = (current.response_status, current.response_body()) {
                 let status = u16::try_from(status).unwrap_or(500);
@@ -350,7 +351,10 @@ impl Inbox {
                     .await?;
                 return Ok(Reply::new(status, body, &current.id));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // Woken when the first request's answer is stored, in any process.
+            settled
+                .wait(current.seq, self.settings.settle_poll, deadline)
+                .await;
             if let Some(r) = self.store().update_by_seq(current.seq).await? {
                 current = r;
             }
@@ -363,6 +367,8 @@ impl Inbox {
         let now = store::now();
         let owner = format!("{}-inline", self.owner);
         let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
+        // Subscribed before anything can settle it: no wake-up is missed.
+        let mut wake = self.store().wakeups().settled();
         let claimed = self
             .store()
             .claim_update(seq, now, &owner, now + lease)
@@ -372,7 +378,7 @@ impl Inbox {
             let inbox = self.clone();
             let task = tokio::spawn(async move {
                 let rows = [row];
-                inbox.process_batch(&rows, &owner).await
+                inbox.process_batch(&rows, &owner, store::now()).await
             });
             if let Ok(joined) = tokio::time::timeout_at(deadline, task).await {
                 match joined {
@@ -399,7 +405,8 @@ impl Inbox {
                 let (code, body) = self.store().set_response(seq, code, &body).await?;
                 return Ok(Reply::new(code, body, id));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // Woken when an attempt at it ends, here or in another process.
+            wake.wait(seq, self.settings.settle_poll, deadline).await;
         }
     }
 }

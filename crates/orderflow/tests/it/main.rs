@@ -33,4 +33,5 @@ mod timeout_processors;
 mod timers;
 mod update_roundtrip;
 mod wake_on_timeout;
+mod wakeups;
 mod webhook_vectors;
