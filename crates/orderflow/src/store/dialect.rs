@@ -6,7 +6,6 @@
 use serde::Serialize;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
 use sqlx::sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo};
 use sqlx::{Encode, Postgres, Sqlite, Type};
@@ -14,10 +13,8 @@ use sqlx::{Encode, Postgres, Sqlite, Type};
 /// The statement texts one backend writes its own way.
 #[derive(Debug)]
 pub(crate) struct Dialect {
-    pub migrations: &'static Migrator,
-    /// `col` is in the [`List`] bound as `$n`: `col` + `open` + `$n` + `close`.
-    pub list_open: &'static str,
-    pub list_close: &'static str,
+    /// `col` is in the [`List`] bound as `$n` (see [`Dialect::in_list`]).
+    pub list: fn(&str, usize) -> String,
     /// The `n`th parameter of a multi-row statement (SQLite binds anonymous ones in linear
     /// time, numbered ones in quadratic time).
     pub placeholder: fn(usize) -> String,
@@ -54,7 +51,7 @@ pub(crate) struct Dialect {
 impl Dialect {
     /// `col` is in the [`List`] bound as `$n`.
     pub fn in_list(&self, col: &str, n: usize) -> String {
-        format!("{col}{}${n}{}", self.list_open, self.list_close)
+        (self.list)(col, n)
     }
 
     /// One row of `cols` placeholders, the `row`th of a multi-row statement, with `fixed`

@@ -250,7 +250,10 @@ impl Store {
     }
 
     fn migrator(&self) -> &'static Migrator {
-        self.dialect().migrations
+        match &self.pools {
+            Pools::Sqlite(_) => &sqlite::MIGRATIONS,
+            Pools::Postgres(_) => &postgres::MIGRATIONS,
+        }
     }
 
     /// Applies the migrations this build knows and the database has not seen yet.

@@ -18,12 +18,10 @@ use super::{Dialect, Result, StoreError, cause};
 
 pub(super) use writes::{finish_updates, write};
 
-static MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+pub(super) static MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
 pub(super) static DIALECT: Dialect = Dialect {
-    migrations: &MIGRATIONS,
-    list_open: " = ANY(",
-    list_close: ")",
+    list: |col, n| format!("{col} = ANY(${n})"),
     placeholder: |n| format!("${n}"),
     // Exclusive among writers, yet rows that reference the order can still be inserted.
     lock_order: " FOR NO KEY UPDATE",

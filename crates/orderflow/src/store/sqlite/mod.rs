@@ -18,12 +18,10 @@ use super::{Dialect, Result, StoreError, cause};
 pub(super) use group::GroupConn;
 pub(super) use writes::{finish_updates, write};
 
-static MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+pub(super) static MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 
 pub(super) static DIALECT: Dialect = Dialect {
-    migrations: &MIGRATIONS,
-    list_open: " IN (SELECT value FROM json_each(",
-    list_close: "))",
+    list: |col, n| format!("{col} IN (SELECT value FROM json_each(${n}))"),
     placeholder: |_| "?".to_owned(),
     // The transaction holds the only writer: nothing else changes a row until it commits.
     lock_order: "",
