@@ -28,6 +28,7 @@ mod ingest;
 mod openapi;
 mod park_policy;
 mod postgres_skips;
+mod store_types;
 mod strays;
 mod timeout_processors;
 mod timers;
