@@ -46,7 +46,7 @@ use crate::domain::{Applied, Change, DomainError, Target};
 use crate::store::batch::Writes;
 use crate::store::inbox::{Claimed, Finish, UpdateRow};
 use crate::store::orders::{ItemRow, OrderRow};
-use crate::store::{StoreError, Tx};
+use crate::store::{self, StoreError, Tx};
 
 /// Error codes of a parked update (not failures: they do not count toward max_attempts).
 const PARK_CODES: [&str; 2] = ["order_not_found", "event_not_applicable"];
@@ -75,6 +75,11 @@ impl Inbox {
             .store()
             .claim_batch(now, limit, owner, now + lease)
             .await?;
+        // Processing happens after the claim: at `now`, or later when the claim took time
+        // (it may have waited for other workers' claims). Never earlier, so an update is
+        // never recorded as processed before the one of its order that another worker
+        // finished while this one claimed.
+        let now = now.max(store::now());
         let rows = match claimed {
             Claimed::Leased(rows) => rows,
             Claimed::Held(mut tx, rows) => {
