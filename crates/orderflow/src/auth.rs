@@ -57,7 +57,7 @@ pub async fn create_client(
     store
         .insert_client(
             name,
-            role.as_str(),
+            role,
             &hash_token(&token),
             signing_secret.as_deref(),
             Utc::now(),
@@ -86,7 +86,7 @@ pub async fn reissue_client(
     let existed = store
         .reissue_client(
             name,
-            role.as_str(),
+            role,
             &hash_token(&token),
             signing_secret.as_deref(),
             Utc::now(),
@@ -155,15 +155,10 @@ impl ClientCache {
         let Some(row) = self.store.client_by_token_hash(hash).await? else {
             return Ok(None);
         };
-        let role = Role::parse(&row.role).ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "client {} has unknown role {:?}",
-                row.name, row.role
-            ))
-        })?;
+        // An unknown stored role fails the read as `StoreError::Corrupt`.
         Ok(Some(Arc::new(Client {
             name: row.name,
-            role,
+            role: row.role,
             signing_secret: row.signing_secret.map(SecretString::from),
         })))
     }

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 
 use super::change::{DomainError, Result, Source};
 use super::view::Stay;
-use crate::store::Tx;
 use crate::store::batch::Writes;
 use crate::store::inbox::NewUpdate;
 use crate::store::orders::{ItemRow, NewHistory, NewTimer, OrderRow};
+use crate::store::{self, Tx};
 
 /// The engine's view of stored rows.
 pub(super) fn engine_order(
@@ -161,8 +161,11 @@ pub(super) fn plan(
     }
     for t in &decisions.timers_set {
         let (kind, event) = match t.kind {
-            TimerKind::Timeout(e) => ("timeout", Some(process.event(e).name.as_str())),
-            TimerKind::Condition => ("condition", None),
+            TimerKind::Timeout(e) => (
+                store::TimerKind::Timeout,
+                Some(process.event(e).name.as_str()),
+            ),
+            TimerKind::Condition => (store::TimerKind::Condition, None),
         };
         let timer = NewTimer {
             item_id: t.item,

@@ -29,7 +29,6 @@ pub struct OrderService {
     store: Store,
     processes: Arc<ProcessSet>,
     changed: Arc<Notify>,
-    inbox: Arc<Notify>,
     /// Items the loaded definitions cannot place, as last counted (see `strays`).
     pub(super) strays: Arc<std::sync::Mutex<Vec<super::strays::Strays>>>,
 }
@@ -40,7 +39,6 @@ impl OrderService {
             store,
             processes,
             changed: Arc::new(Notify::new()),
-            inbox: Arc::new(Notify::new()),
             strays: Arc::default(),
         }
     }
@@ -58,17 +56,11 @@ impl OrderService {
         &self.changed
     }
 
-    /// Notified when inbox updates may have become due in this process (stored, or woken
-    /// by a change of their order): the worker's in-process wake-up.
-    pub fn inbox_signal(&self) -> &Arc<Notify> {
-        &self.inbox
-    }
-
     /// After a commit that changed an order: wake the projector and the inbox worker (the
     /// change may have woken parked updates of the order).
     pub(crate) fn committed(&self) {
         self.changed.notify_one();
-        self.inbox.notify_one();
+        self.store.wakeups().raise_inbox();
     }
     /// Creates an order: items enter the initial state and its onEnter chain runs.
     pub async fn create(&self, input: NewOrderInput, source: Source) -> Result<OrderView> {

@@ -149,8 +149,8 @@ pub async fn retry_update(
     _admin: AdminOnly,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<UpdateDetail>> {
+    // The store wakes the worker when the retry commits.
     let row = ops::retry(state.inbox.store(), &id).await?;
-    state.service.inbox_signal().notify_one();
     Ok(Json(UpdateDetail::of(&row)))
 }
 
@@ -177,9 +177,6 @@ pub async fn replay(
         received_before: body.received_before,
     };
     let report = ops::replay(state.inbox.store(), &filter, body.dry_run, |_| {}).await?;
-    if report.retried > 0 {
-        state.service.inbox_signal().notify_one();
-    }
     Ok(Json(report))
 }
 

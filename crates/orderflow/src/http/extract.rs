@@ -17,8 +17,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::limits::BodyTimeout;
 use super::validate::Problem;
-use crate::wording;
 use crate::domain::types::Role;
+use crate::wording;
 
 /// A JSON body. Content type must be JSON (415), size within the limit (413), and the
 /// structure must match (422 with the JSON path). Request types reject unknown fields, so

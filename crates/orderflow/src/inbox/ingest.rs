@@ -174,10 +174,7 @@ impl Inbox {
                 i if i.starts_with('[') => format!("{path}{i}"),
                 i => format!("{path}.{i}"),
             };
-            IngestError::invalid(
-                full,
-                crate::wording::data_error(&e.inner().to_string()),
-            )
+            IngestError::invalid(full, crate::wording::data_error(&e.inner().to_string()))
         })?;
         let processes = self.service.processes();
         update
@@ -327,7 +324,14 @@ impl Inbox {
             }));
         };
         let deadline = deadline.max(Instant::now() + self.settings.default_wait);
+        let mut settled = self.store().wakeups().settled();
         let mut current = row.clone();
+        if current.answer.is_none() {
+            // The answer may have been stored between the read and the subscription.
+            if let Some(r) = self.store().update_by_seq(current.seq).await? {
+                current = r;
+            }
+        }
         loop {
             if let Some(answer) = stored_answer(&current)? {
                 return Ok(Accepted::Replayed(answer));
@@ -338,7 +342,10 @@ impl Inbox {
                     .await?;
                 return Ok(Accepted::Replayed(answer));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // Woken when the first request's answer is stored, in any process.
+            settled
+                .wait(current.seq, self.settings.settle_poll, deadline)
+                .await;
             if let Some(r) = self.store().update_by_seq(current.seq).await? {
                 current = r;
             }
@@ -351,6 +358,8 @@ impl Inbox {
         let now = store::now();
         let owner = format!("{}-inline", self.owner);
         let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
+        // Subscribed before anything can settle it: no wake-up is missed.
+        let mut wake = self.store().wakeups().settled();
         let claimed = self
             .store()
             .claim_update(seq, now, &owner, now + lease)
@@ -360,7 +369,7 @@ impl Inbox {
             let inbox = self.clone();
             let task = tokio::spawn(async move {
                 let rows = [row];
-                inbox.process_batch(&rows, &owner).await
+                inbox.process_batch(&rows, &owner, store::now()).await
             });
             if let Ok(joined) = tokio::time::timeout_at(deadline, task).await {
                 match joined {
@@ -384,7 +393,8 @@ impl Inbox {
             if answer.is_settled() || Instant::now() >= deadline {
                 return Ok(Accepted::first(self.first_answer(seq, &answer).await?));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // Woken when an attempt at it ends, here or in another process.
+            wake.wait(seq, self.settings.settle_poll, deadline).await;
         }
     }
 

@@ -44,7 +44,13 @@ pub struct InboxSettings {
     pub max_attempts: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// How often a caller waiting for an update (wait mode, a repeated key) reads it again
+    /// when no wake-up came: the floor under the store's settled wake-ups.
+    pub settle_poll: Duration,
 }
+
+/// The default of [`InboxSettings::settle_poll`].
+pub const SETTLE_POLL: Duration = Duration::from_secs(1);
 
 /// How long an update is kept parked when its event has no `park_ttl`.
 pub const DEFAULT_PARK_TTL: Duration = Duration::from_secs(72 * 3600);
@@ -68,6 +74,7 @@ impl InboxSettings {
             max_attempts: c.worker.max_attempts.max(1),
             backoff_base: c.worker.backoff_base,
             backoff_max: c.worker.backoff_max,
+            settle_poll: SETTLE_POLL,
         })
     }
 

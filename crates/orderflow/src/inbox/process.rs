@@ -44,9 +44,9 @@ use crate::domain::types::OrderReference;
 use crate::domain::view::ItemState;
 use crate::domain::{Applied, Change, DomainError, Target};
 use crate::store::batch::Writes;
-use crate::store::inbox::{Finish, UpdateRow};
+use crate::store::inbox::{Claimed, Finish, UpdateRow};
 use crate::store::orders::{ItemRow, OrderRow};
-use crate::store::{self, Store, StoreError, Tx};
+use crate::store::{self, StoreError, Tx};
 
 /// Error codes of a parked update (not failures: they do not count toward max_attempts).
 const PARK_CODES: [&str; 2] = ["order_not_found", "event_not_applicable"];
@@ -56,49 +56,74 @@ const PARK_CODES: [&str; 2] = ["order_not_found", "event_not_applicable"];
 type Decided = (UpdateStatus, Finish, bool);
 
 impl Inbox {
-    /// The worker's step: claims up to `worker.batch_size` due updates for `owner` and
-    /// processes them. Returns their new statuses (`None`: the lease was lost to another
-    /// worker); empty when nothing was due.
+    /// The worker's step at time `now`: claims up to `worker.batch_size` updates due at
+    /// `now` for `owner` and processes them. Returns their new statuses (`None`: the lease
+    /// was lost to another worker); empty when nothing was due. Tests step `now` to drive
+    /// backoff and leases without waiting.
     ///
-    /// On SQLite the claim and the processing share one transaction. SQLite has one
-    /// writer, so that transaction holds the updates as a lease would (no other worker can
-    /// claim them before it commits, and a crash rolls the claim back with the work), and
-    /// the batch costs one commit instead of two. On PostgreSQL the claim commits first,
-    /// so other workers skip the claimed updates while this one processes them.
+    /// How the claim is held is the store's choice ([`Claimed`]): in the processing
+    /// transaction itself (one commit for the batch), or under a lease committed first.
     pub async fn process_next_batch(
         &self,
         owner: &str,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Option<UpdateStatus>>, StoreError> {
         let started = Instant::now();
-        let now = store::now();
         let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
         let limit = i64::from(self.settings.batch_size);
-        if let Store::Sqlite(_) = self.store() {
-            match self.claim_and_process(now, limit, owner, now + lease).await {
-                Ok((rows, out, changed)) => {
-                    self.processed(&rows, &out, changed, started);
-                    return Ok(out);
-                }
-                // Claim on its own, then find the update at fault one at a time.
-                Err(e) => tracing::warn!(error = %e, "batch failed; claiming it on its own"),
-            }
-        }
-        let rows = self
+        let claimed = self
             .store()
-            .claim_updates(now, limit, owner, now + lease)
+            .claim_batch(now, limit, owner, now + lease)
             .await?;
+        // Processing happens after the claim: at `now`, or later when the claim took time
+        // (it may have waited for other workers' claims). Never earlier, so an update is
+        // never recorded as processed before the one of its order that another worker
+        // finished while this one claimed.
+        let now = now.max(store::now());
+        let rows = match claimed {
+            Claimed::Leased(rows) => rows,
+            Claimed::Held(mut tx, rows) => {
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let done = match self.apply_held(&mut tx, &rows, now).await {
+                    Ok((statuses, changed)) => tx.commit().await.map(|()| (statuses, changed)),
+                    Err(e) => {
+                        // Roll back first: the transaction may hold the only writer.
+                        drop(tx);
+                        Err(e)
+                    }
+                };
+                match done {
+                    Ok((statuses, changed)) => {
+                        let out: Vec<_> = statuses.into_iter().map(Some).collect();
+                        self.processed(&rows, &out, changed, started);
+                        return Ok(out);
+                    }
+                    // Claim on its own, then find the update at fault one at a time.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "batch failed; claiming it on its own");
+                        self.store()
+                            .claim_updates(now, limit, owner, now + lease)
+                            .await?
+                    }
+                }
+            }
+        };
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        self.process_batch(&rows, owner).await
+        self.process_batch(&rows, owner, now).await
     }
 
-    /// Processes updates claimed by `owner`. Returns each update's new status, or `None`
-    /// when `owner` no longer held its lease (another worker took it over).
+    /// Processes updates claimed by `owner`, at time `now`. Returns each update's new
+    /// status, or `None` when `owner` no longer held its lease (another worker took it
+    /// over).
     pub async fn process_batch(
         &self,
         rows: &[UpdateRow],
         owner: &str,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Option<UpdateStatus>>, StoreError> {
         let started = Instant::now();
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
@@ -106,7 +131,7 @@ impl Inbox {
         // Two updates of one order cannot share the batch's multi-row writes (claims never
         // give a worker two; the check keeps this function right for any caller).
         let together = if orders.len() == rows.len() {
-            Some(self.process_together(&seqs, owner).await)
+            Some(self.process_together(&seqs, owner, now).await)
         } else {
             None
         };
@@ -114,9 +139,9 @@ impl Inbox {
             Some(Ok(done)) => done,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, size = rows.len(), "batch failed; processing its updates one at a time");
-                self.process_one_by_one(&seqs, owner).await?
+                self.process_one_by_one(&seqs, owner, now).await?
             }
-            None => self.process_one_by_one(&seqs, owner).await?,
+            None => self.process_one_by_one(&seqs, owner, now).await?,
         };
         self.processed(rows, &out, changed, started);
         Ok(out)
@@ -134,7 +159,7 @@ impl Inbox {
             self.service.committed();
         } else if !rows.is_empty() {
             // Finished updates may unblock later ones of the same order.
-            self.service.inbox_signal().notify_one();
+            self.store().wakeups().raise_inbox();
         }
         let done = Utc::now();
         let took = started.elapsed().as_secs_f64();
@@ -154,40 +179,16 @@ impl Inbox {
         }
     }
 
-    /// SQLite: claim and process in one transaction (see [`Inbox::process_next_batch`]).
-    async fn claim_and_process(
-        &self,
-        now: DateTime<Utc>,
-        limit: i64,
-        owner: &str,
-        lease_until: DateTime<Utc>,
-    ) -> Result<(Vec<UpdateRow>, Vec<Option<UpdateStatus>>, bool), StoreError> {
-        let mut tx = self.store().begin().await?;
-        let mut rows = tx.due_updates(now, limit).await?;
-        if rows.is_empty() {
-            return Ok((rows, Vec::new(), false));
-        }
-        // What the claim would have written: finishing writes the attempt count.
-        for r in &mut rows {
-            r.attempts += 1;
-            r.status = UpdateStatus::Processing;
-            r.lease_owner = Some(owner.to_owned());
-            r.lease_until = Some(lease_until);
-        }
-        let (statuses, changed) = self.apply_held(&mut tx, &rows, store::now()).await?;
-        tx.commit().await?;
-        Ok((rows, statuses.into_iter().map(Some).collect(), changed))
-    }
-
     /// The whole batch in one transaction with batched reads and writes.
     async fn process_together(
         &self,
         seqs: &[i64],
         owner: &str,
+        now: DateTime<Utc>,
     ) -> Result<(Vec<Option<UpdateStatus>>, bool), StoreError> {
         let mut tx = self.store().begin().await?;
         let held = tx.lock_claimed_many(seqs, owner).await?;
-        let (statuses, changed) = self.apply_held(&mut tx, &held, store::now()).await?;
+        let (statuses, changed) = self.apply_held(&mut tx, &held, now).await?;
         tx.commit().await?;
         let by_seq: HashMap<i64, UpdateStatus> = held.iter().map(|r| r.seq).zip(statuses).collect();
         Ok((
@@ -240,6 +241,7 @@ impl Inbox {
         &self,
         seqs: &[i64],
         owner: &str,
+        now: DateTime<Utc>,
     ) -> Result<(Vec<Option<UpdateStatus>>, bool), StoreError> {
         let mut tx = self.store().begin().await?;
         let mut out = Vec::with_capacity(seqs.len());
@@ -251,7 +253,6 @@ impl Inbox {
                 out.push(None);
                 continue;
             };
-            let now = store::now();
             let (status, finish, ch) = match self.apply_one(&mut tx, &row, now).await {
                 Ok(done) => done,
                 Err(e) => {

@@ -1,8 +1,9 @@
 //! The inbox worker: claims due updates in batches under a lease and processes them.
 //!
-//! It wakes when updates are stored or an order changes in this process (an in-process
-//! signal), on PostgreSQL also on `NOTIFY orderflow_inbox` from any process, and polls every
-//! `worker.poll_interval` as the floor. On shutdown it stops claiming, gives the batch in
+//! It wakes on the store's wake-ups ([`crate::store::Wakeups`]: updates stored, woken by a
+//! change of their order or retried, here or in another process) and polls every
+//! `worker.poll_interval` as the floor. The loop is [`Inbox::run_worker`]; its step,
+//! [`Inbox::process_next_batch`], takes the time so tests can drive it. On shutdown it stops claiming, gives the batch in
 //! flight a grace period, releases the leases of whatever it could not finish and returns.
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Inbox;
 use super::model::UpdateStatus;
-use crate::store::{self, Store};
+use crate::store;
 
 /// How a worker runs.
 #[derive(Clone, Copy, Debug)]
@@ -118,15 +119,7 @@ impl Inbox {
         options: WorkerOptions,
         shutdown: CancellationToken,
     ) -> Result<WorkerTotals, store::StoreError> {
-        let listener = match self.store() {
-            Store::Postgres(pool) if !options.once => Some(tokio::spawn(listen(
-                pool.clone(),
-                self.clone(),
-                shutdown.child_token(),
-            ))),
-            _ => None,
-        };
-        let signal = self.service.inbox_signal().clone();
+        let wakeups = self.store().wakeups().clone();
         let owner = self.owner.to_string();
         let mut totals = WorkerTotals::default();
         let mut next_expiry = Instant::now();
@@ -138,7 +131,7 @@ impl Inbox {
                 self.expire_keys().await;
             }
             let started = Instant::now();
-            let step = self.process_next_batch(&owner);
+            let step = self.process_next_batch(&owner, store::now());
             tokio::pin!(step);
             let result = tokio::select! {
                 r = &mut step => Some(r),
@@ -154,7 +147,7 @@ impl Inbox {
                         break;
                     }
                     tokio::select! {
-                        () = signal.notified() => {}
+                        () = wakeups.inbox_due() => {}
                         () = tokio::time::sleep(self.settings.poll_interval) => {}
                         () = shutdown.cancelled() => {}
                     }
@@ -184,9 +177,6 @@ impl Inbox {
                 }
             }
         }
-        if let Some(l) = listener {
-            l.abort();
-        }
         tracing::info!(?totals, "inbox worker stopped");
         Ok(totals)
     }
@@ -206,40 +196,6 @@ impl Inbox {
             Ok(n) if n > 0 => tracing::info!(expired = n, "idempotency keys past retention freed"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "expiring idempotency keys failed"),
-        }
-    }
-}
-
-/// Forwards `NOTIFY orderflow_inbox` (from any process) to the worker's wake-up signal;
-/// reconnects after a lost connection. Polling covers the gaps.
-async fn listen(pool: sqlx::PgPool, inbox: Inbox, shutdown: CancellationToken) {
-    use sqlx::postgres::PgListener;
-    let signal = inbox.service.inbox_signal().clone();
-    while !shutdown.is_cancelled() {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen("orderflow_inbox").await {
-            tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        loop {
-            tokio::select! {
-                n = listener.recv() => match n {
-                    Ok(_) => signal.notify_one(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                        break;
-                    }
-                },
-                () = shutdown.cancelled() => return,
-            }
         }
     }
 }

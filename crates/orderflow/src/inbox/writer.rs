@@ -27,7 +27,6 @@ const GROUP_REQUESTS: usize = 256;
 pub(super) fn spawn_writer(service: OrderService) -> Batcher<StoreBatch, BatchAnswer> {
     let writer = Writer {
         group: GroupWriter::new(service.store().clone()),
-        service,
     };
     let (writer, _task) = Batcher::spawn(GROUP_REQUESTS, 4096, writer);
     writer
@@ -35,7 +34,6 @@ pub(super) fn spawn_writer(service: OrderService) -> Batcher<StoreBatch, BatchAn
 
 /// The writer task's side: stores the requests of a batch as one group.
 struct Writer {
-    service: OrderService,
     group: GroupWriter,
 }
 
@@ -43,10 +41,7 @@ impl Writer {
     /// Stores one request's updates in a transaction of their own.
     async fn store_one(&mut self, updates: &[NewUpdate]) -> BatchAnswer {
         match self.group.insert(updates).await {
-            Ok(stored) => {
-                self.service.inbox_signal().notify_one();
-                Ok(stored)
-            }
+            Ok(stored) => Ok(stored),
             Err(e) => {
                 tracing::error!(error = %e, updates = updates.len(), "storing updates failed");
                 Err(Arc::new(e))
@@ -62,7 +57,7 @@ impl Flush<StoreBatch, BatchAnswer> for Writer {
         metrics::histogram!("orderflow_inbox_group_commit_size").record(all.len() as f64);
         match self.group.insert(&all).await {
             Ok(stored) => {
-                self.service.inbox_signal().notify_one();
+                // The store's commit woke the worker (Store::wakeups).
                 let mut stored = stored.into_iter();
                 sizes
                     .into_iter()

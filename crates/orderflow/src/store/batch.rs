@@ -4,25 +4,25 @@
 //! a round trip to the database (a thread hop on SQLite, a network round trip on
 //! PostgreSQL) costs more than the row it carries.
 //!
-//! Each statement is written twice: PostgreSQL takes one array per column (`UNNEST`), so its
-//! statement text is the same for any number of rows and stays prepared; SQLite, which
-//! has no arrays, takes a multi-row `VALUES` list. Statements run in the order a single
-//! change would write its rows (timers are dropped before new ones are set). A set must
+//! Sending them is the backends' own (`sqlite::write`, `postgres::write`): PostgreSQL
+//! takes one array per column (`UNNEST`), so its statement text is the same for any number
+//! of rows and stays prepared; SQLite, which has no arrays, takes a multi-row `VALUES`
+//! list. Statements run in the order a single change would write its rows (timers are
+//! dropped before new ones are set). A set must
 //! hold at most one change per order: two changes to one item in one multi-row `UPDATE`
 //! would leave either.
 
 mod send;
 
-pub(crate) use send::placeholders;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::AssertSqlSafe;
-use sqlx::types::Json;
 
 use super::inbox::NewUpdate;
-use super::orders::{Attributes, ItemRow, NewHistory, NewTimer, OrderRow};
-use super::{Result, Tx};
+use super::orders::{
+    Attributes, ITEM_COLUMNS, ItemRow, NewHistory, NewTimer, ORDER_COLUMNS, OrderRow,
+};
+use super::{List, Result, TimerKind, Tx, on_tx};
 
 impl Tx {
     /// Reads the orders with these references and holds them until commit (PostgreSQL:
@@ -32,127 +32,97 @@ impl Tx {
         &mut self,
         references: &[String],
     ) -> Result<Vec<OrderRow>> {
-        const COLUMNS: &str =
-            "id, reference, process, currency, attributes, version, created_at, updated_at";
-        let rows = match self {
-            Tx::Postgres(t) => {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM orders WHERE reference = ANY($1) ORDER BY id FOR NO KEY UPDATE"
-                );
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(references)
-                    .fetch_all(&mut **t)
-                    .await?
-            }
-            Tx::Sqlite(t) => {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM orders \
-                     WHERE reference IN (SELECT value FROM json_each($1)) ORDER BY id"
-                );
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(Json(references))
-                    .fetch_all(&mut **t)
-                    .await?
-            }
-        };
-        Ok(rows)
+        let d = self.dialect();
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE {} ORDER BY id{}",
+            d.in_list("reference", 1),
+            d.lock_order
+        );
+        Ok(on_tx!(self, |c| sqlx::query_as(AssertSqlSafe(sql))
+            .bind(List(references))
+            .fetch_all(c)
+            .await)?)
     }
 
     /// The items of these orders, by order and id.
     pub async fn items_of(&mut self, order_ids: &[i64]) -> Result<Vec<ItemRow>> {
-        const COLUMNS: &str = "id, order_id, sku, quantity, unit_price, state, reserved, \
-             state_entered_at, attributes";
-        let rows = match self {
-            Tx::Postgres(t) => {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM items WHERE order_id = ANY($1) ORDER BY order_id, id"
-                );
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(order_ids)
-                    .fetch_all(&mut **t)
-                    .await?
-            }
-            Tx::Sqlite(t) => {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM items \
-                     WHERE order_id IN (SELECT value FROM json_each($1)) ORDER BY order_id, id"
-                );
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(Json(order_ids))
-                    .fetch_all(&mut **t)
-                    .await?
-            }
-        };
-        Ok(rows)
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM items WHERE {} ORDER BY order_id, id",
+            self.dialect().in_list("order_id", 1)
+        );
+        Ok(on_tx!(self, |c| sqlx::query_as(AssertSqlSafe(sql))
+            .bind(List(order_ids))
+            .fetch_all(c)
+            .await)?)
     }
 }
 
 #[derive(Clone, Debug)]
-struct ItemWrite {
-    id: i64,
-    state: String,
-    reserved: bool,
-    state_entered_at: DateTime<Utc>,
-    attributes: Attributes,
+pub(super) struct ItemWrite {
+    pub(super) id: i64,
+    pub(super) state: String,
+    pub(super) reserved: bool,
+    pub(super) state_entered_at: DateTime<Utc>,
+    pub(super) attributes: Attributes,
 }
 
 #[derive(Clone, Debug)]
-struct HistoryWrite {
-    order_id: i64,
-    item_id: i64,
-    from_state: Option<String>,
-    to_state: String,
-    event: Option<String>,
-    source: String,
-    reason: Option<String>,
-    at: DateTime<Utc>,
+pub(super) struct HistoryWrite {
+    pub(super) order_id: i64,
+    pub(super) item_id: i64,
+    pub(super) from_state: Option<String>,
+    pub(super) to_state: String,
+    pub(super) event: Option<String>,
+    pub(super) source: String,
+    pub(super) reason: Option<String>,
+    pub(super) at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug)]
-struct TimerWrite {
-    order_id: i64,
-    item_id: i64,
-    state: String,
-    kind: &'static str,
-    event: Option<String>,
-    due_at: DateTime<Utc>,
+pub(super) struct TimerWrite {
+    pub(super) order_id: i64,
+    pub(super) item_id: i64,
+    pub(super) state: String,
+    pub(super) kind: TimerKind,
+    pub(super) event: Option<String>,
+    pub(super) due_at: DateTime<Utc>,
 }
 
 /// An effect or change-feed row: `(order id, order version, kind, payload, at)`.
 #[derive(Clone, Debug)]
-struct FeedWrite {
-    order_id: i64,
-    version: i64,
-    kind: String,
-    payload: Value,
-    at: DateTime<Utc>,
+pub(super) struct FeedWrite {
+    pub(super) order_id: i64,
+    pub(super) version: i64,
+    pub(super) kind: String,
+    pub(super) payload: Value,
+    pub(super) at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug)]
-struct OrderWrite {
-    id: i64,
-    attributes: Attributes,
-    version: i64,
-    at: DateTime<Utc>,
+pub(super) struct OrderWrite {
+    pub(super) id: i64,
+    pub(super) attributes: Attributes,
+    pub(super) version: i64,
+    pub(super) at: DateTime<Utc>,
 }
 
 /// Writes of one or more order changes, not yet sent; [`Tx::write`] sends them.
 #[derive(Clone, Debug, Default)]
 pub struct Writes {
-    items: Vec<ItemWrite>,
-    history: Vec<HistoryWrite>,
-    timers_dropped: Vec<i64>,
-    timers: Vec<TimerWrite>,
-    effects: Vec<FeedWrite>,
-    orders: Vec<OrderWrite>,
-    changes: Vec<FeedWrite>,
+    pub(super) items: Vec<ItemWrite>,
+    pub(super) history: Vec<HistoryWrite>,
+    pub(super) timers_dropped: Vec<i64>,
+    pub(super) timers: Vec<TimerWrite>,
+    pub(super) effects: Vec<FeedWrite>,
+    pub(super) orders: Vec<OrderWrite>,
+    pub(super) changes: Vec<FeedWrite>,
     /// Orders whose parked updates become due at the given time.
-    wake: Vec<String>,
-    wake_at: Option<DateTime<Utc>>,
+    pub(super) wake: Vec<String>,
+    pub(super) wake_at: Option<DateTime<Utc>>,
     /// Orders whose condition timers become due at `wake_at` (their attributes changed).
-    wake_conditions: Vec<i64>,
+    pub(super) wake_conditions: Vec<i64>,
     /// Follow-up events of commands, as new inbox updates.
-    follow_ups: Vec<NewUpdate>,
+    pub(super) follow_ups: Vec<NewUpdate>,
 }
 
 impl Writes {

@@ -3,12 +3,13 @@
 use chrono::{DateTime, Utc};
 
 use super::{Result, Store, StoreError, Tx, is_unique_violation, on_reader, on_tx};
+use crate::domain::types::Role;
 
 /// A client as the authenticator needs it.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ClientRow {
     pub name: String,
-    pub role: String,
+    pub role: Role,
     /// Standard Webhooks secret (`whsec_...`) for ERP request signatures; never logged.
     pub signing_secret: Option<String>,
 }
@@ -16,7 +17,7 @@ pub struct ClientRow {
 /// The columns of a client row, bound as `$1`..`$5` in that order.
 struct ClientWrite<'a> {
     name: &'a str,
-    role: &'a str,
+    role: Role,
     token_hash: &'a str,
     signing_secret: Option<&'a str>,
     at: DateTime<Utc>,
@@ -43,7 +44,7 @@ impl Store {
     pub async fn insert_client(
         &self,
         name: &str,
-        role: &str,
+        role: Role,
         token_hash: &str,
         signing_secret: Option<&str>,
         at: DateTime<Utc>,
@@ -71,7 +72,7 @@ impl Store {
     pub async fn reissue_client(
         &self,
         name: &str,
-        role: &str,
+        role: Role,
         token_hash: &str,
         signing_secret: Option<&str>,
         at: DateTime<Utc>,
@@ -82,16 +83,16 @@ impl Store {
              SET token_hash = excluded.token_hash, signing_secret = excluded.signing_secret \
              WHERE clients.role = excluded.role";
         let mut tx = self.begin().await?;
-        let existing: Option<String> = on_tx!(&mut tx, |c| {
+        let existing: Option<Role> = on_tx!(&mut tx, |c| {
             sqlx::query_scalar(EXISTING)
                 .bind(name)
                 .fetch_optional(c)
                 .await
         })?;
-        if let Some(had) = existing.as_deref().filter(|had| *had != role) {
+        if let Some(had) = existing.filter(|had| *had != role) {
             return Err(StoreError::ClientRoleDiffers {
                 name: name.to_owned(),
-                role: had.to_owned(),
+                role: had.to_string(),
             });
         }
         let row = ClientWrite {

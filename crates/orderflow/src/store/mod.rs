@@ -1,36 +1,47 @@
 //! Durable state: orders, items, history, timers, the change feed, effects, clients and the
 //! list projection, in SQLite (embedded default) or PostgreSQL.
 //!
-//! Both backends share one SQL dialect where they can (`$1` placeholders work in both); the
-//! [`Store`] and [`Tx`] enums pick the connection and the few statements that differ. Every
-//! write to an order happens in one [`Tx`] that holds the order exclusively: on PostgreSQL a
-//! row lock (`SELECT ... FOR NO KEY UPDATE`: exclusive among writers, yet it does not block
-//! inserts of rows that reference the order, such as the list projection's), on SQLite the
-//! single writer connection, whose transactions start with `BEGIN IMMEDIATE` so SQLite never
-//! reports `SQLITE_BUSY` halfway through a transaction.
+//! Both backends share one SQL dialect where they can (`$1` placeholders work in both), and
+//! the shared statements are written once and run on either driver ([`on_tx`],
+//! [`on_reader`]). What differs lives in one place per backend: [`sqlite`] and [`postgres`]
+//! each hold their connection setup, their [`Dialect`] (the statement texts that differ)
+//! and the few functions whose shape differs (multi-row writes: `VALUES` lists on SQLite,
+//! `UNNEST` arrays on PostgreSQL), with the same signatures on both sides.
+//!
+//! Every write to an order happens in one [`Tx`] that holds the order exclusively: on
+//! PostgreSQL a row lock (`SELECT ... FOR NO KEY UPDATE`: exclusive among writers, yet it
+//! does not block inserts of rows that reference the order, such as the list projection's),
+//! on SQLite the single writer connection, whose transactions start with `BEGIN IMMEDIATE`
+//! so SQLite never reports `SQLITE_BUSY` halfway through a transaction.
+//!
+//! Wake-ups ([`Store::wakeups`]) tell the inbox worker that updates may be due and waiters
+//! that an update settled: raised by a [`Tx`] and delivered after its commit, in this
+//! process and (PostgreSQL `NOTIFY`) in every other process on the same database.
 
 pub mod batch;
 pub mod clients;
+mod dialect;
 pub mod group;
 pub mod inbox;
 pub mod json;
+mod names;
 pub mod orders;
+mod postgres;
 pub mod projection;
+mod sqlite;
 pub mod status;
 pub mod timers;
+mod wake;
 
-use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Sqlite, Transaction};
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+pub(crate) use dialect::{Dialect, List};
+pub use names::TimerKind;
+pub use wake::{Settled, Wakeups};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,15 +59,25 @@ pub enum StoreError {
     #[error("{0}")]
     Connect(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+/// A stored value this build cannot read (an unknown status, timer kind or role) is
+/// corrupt data, never a database failure nor a default.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                Self::Corrupt(e.to_string())
+            }
+            e => Self::Database(e),
+        }
+    }
+}
 
-/// How long a first connection to PostgreSQL may take at start.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// What went wrong, in the words of the database or the operating system, once.
 fn cause(e: &sqlx::Error) -> String {
@@ -75,38 +96,46 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
-/// The two SQLite pools: one writer connection (all writes are serialised through it, which
-/// is what SQLite does anyway, minus the busy errors) and a pool of readers (WAL lets them
-/// read while the writer writes).
-#[derive(Clone, Debug)]
-pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
-}
+pub use sqlite::SqliteStore;
 
-/// A connected store. Cheap to clone: the pools are shared.
+/// The connection pools of one backend.
 #[derive(Clone, Debug)]
-pub enum Store {
+pub(crate) enum Pools {
     Sqlite(SqliteStore),
     Postgres(PgPool),
 }
 
-/// An open write transaction. Dropping it without [`Tx::commit`] rolls back.
-pub enum Tx {
+/// A connected store. Cheap to clone: the pools and the wake-ups are shared.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pools: Pools,
+    wake: Arc<Wakeups>,
+}
+
+/// The connection of an open transaction.
+pub(crate) enum Conn {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
+}
+
+/// An open write transaction. Dropping it without [`Tx::commit`] rolls back, and the
+/// wake-ups it raised are dropped with it.
+pub struct Tx {
+    conn: Conn,
+    wake: Arc<Wakeups>,
+    raised: wake::Raised,
 }
 
 /// Runs `$body` with `$c` bound to the transaction's connection, once per backend: the SQL
 /// and binds are written once and type-checked against both drivers.
 macro_rules! on_tx {
     ($tx:expr, |$c:ident| $body:expr) => {
-        match $tx {
-            $crate::store::Tx::Sqlite(t) => {
+        match &mut ($tx).conn {
+            $crate::store::Conn::Sqlite(t) => {
                 let $c = &mut **t;
                 $body
             }
-            $crate::store::Tx::Postgres(t) => {
+            $crate::store::Conn::Postgres(t) => {
                 let $c = &mut **t;
                 $body
             }
@@ -117,17 +146,30 @@ macro_rules! on_tx {
 /// Runs `$body` with `$p` bound to a pool for reads (SQLite: the reader pool).
 macro_rules! on_reader {
     ($store:expr, |$p:ident| $body:expr) => {
-        match $store {
-            $crate::store::Store::Sqlite(s) => {
-                let $p = &s.reader;
+        match &($store).pools {
+            $crate::store::Pools::Sqlite(s) => {
+                let $p = s.reader();
                 $body
             }
-            $crate::store::Store::Postgres($p) => $body,
+            $crate::store::Pools::Postgres($p) => $body,
         }
     };
 }
 
-pub(crate) use {on_reader, on_tx};
+/// Calls the function `$f` of the transaction's backend module ([`sqlite`] or
+/// [`postgres`]), its connection first: the one place that picks a backend's own code.
+macro_rules! per_backend {
+    ($tx:expr, $f:ident($($arg:expr),*)) => {
+        match &mut ($tx).conn {
+            $crate::store::Conn::Sqlite(t) => $crate::store::sqlite::$f(&mut **t, $($arg),*).await,
+            $crate::store::Conn::Postgres(t) => {
+                $crate::store::postgres::$f(&mut **t, $($arg),*).await
+            }
+        }
+    };
+}
+
+pub(crate) use {on_reader, on_tx, per_backend};
 
 /// What kind of database a URL names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,81 +192,17 @@ impl Backend {
 impl Store {
     /// Connects without migrating. A SQLite file is created if missing.
     pub async fn connect(url: &str) -> Result<Self> {
-        match Backend::of_url(url)? {
-            Backend::Sqlite => {
-                // synchronous=FULL: a write we acknowledged survives power loss. WAL with
-                // NORMAL could lose the last commits; throughput comes from group commit
-                // in the inbox, never from weaker durability.
-                let options = SqliteConnectOptions::from_str(url)?
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(Duration::from_secs(10))
-                    .foreign_keys(true);
-                // No ping before each use: a connection to a local file does not go stale,
-                // and the ping is a round trip to the connection's thread on every write.
-                // Checkpoint (copy the WAL into the database file, and fsync it) every
-                // 10,000 pages (40 MB) rather than SQLite's 1,000: a batch of updates
-                // dirties hundreds of scattered pages, and the same order and index pages
-                // again in later batches; a checkpoint writes each page once however often
-                // it changed since the last one. Commits still fsync the WAL.
-                let writer_options = options.clone().pragma("wal_autocheckpoint", "10000");
-                let writer = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .test_before_acquire(false)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(writer_options)
-                    .await
-                    .map_err(|e| {
-                        StoreError::Connect(format!(
-                            "cannot open the SQLite database {}: {} (does its folder exist and \
-                             may this user write there?)",
-                            options.get_filename().display(),
-                            cause(&e)
-                        ))
-                    })?;
-                let reader = SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .test_before_acquire(false)
-                    .connect_with(options.read_only(true))
-                    .await?;
-                Ok(Self::Sqlite(SqliteStore { writer, reader }))
-            }
+        let (pools, listen) = match Backend::of_url(url)? {
+            Backend::Sqlite => (Pools::Sqlite(sqlite::connect(url).await?), None),
             Backend::Postgres => {
-                let options = PgConnectOptions::from_str(url)?;
-                // One direct attempt first: the pool would retry until its acquire timeout
-                // and then say only "pool timed out", not why.
-                let at = format!("{}:{}", options.get_host(), options.get_port());
-                let probe = tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
-                )
-                .await;
-                match probe {
-                    Ok(Ok(c)) => {
-                        let _ = sqlx::Connection::close(c).await;
-                    }
-                    Ok(Err(e)) => {
-                        return Err(StoreError::Connect(format!(
-                            "cannot connect to PostgreSQL at {at}: {}",
-                            cause(&e)
-                        )));
-                    }
-                    Err(_) => {
-                        return Err(StoreError::Connect(format!(
-                            "cannot connect to PostgreSQL at {at}: no answer within {} s",
-                            CONNECT_TIMEOUT.as_secs()
-                        )));
-                    }
-                }
-                let pool = PgPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(options)
-                    .await?;
-                Ok(Self::Postgres(pool))
+                let pool = postgres::connect(url).await?;
+                (Pools::Postgres(pool.clone()), Some(pool))
             }
-        }
+        };
+        Ok(Self {
+            pools,
+            wake: Arc::new(Wakeups::new(listen)),
+        })
     }
 
     /// Connects and applies pending migrations.
@@ -235,24 +213,54 @@ impl Store {
     }
 
     pub fn backend(&self) -> Backend {
-        match self {
-            Self::Sqlite(_) => Backend::Sqlite,
-            Self::Postgres(_) => Backend::Postgres,
+        match &self.pools {
+            Pools::Sqlite(_) => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
         }
     }
 
+    /// The statement texts of this store's backend.
+    pub(crate) fn dialect(&self) -> &'static Dialect {
+        match &self.pools {
+            Pools::Sqlite(_) => &sqlite::DIALECT,
+            Pools::Postgres(_) => &postgres::DIALECT,
+        }
+    }
+
+    /// The PostgreSQL pool, for tools and tests that run their own SQL; `None` on SQLite.
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.pools {
+            Pools::Postgres(p) => Some(p),
+            Pools::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite pools, for the group writer's own path; `None` on PostgreSQL.
+    pub(crate) fn sqlite(&self) -> Option<&SqliteStore> {
+        match &self.pools {
+            Pools::Sqlite(s) => Some(s),
+            Pools::Postgres(_) => None,
+        }
+    }
+
+    /// Wake-ups: inbox updates that may be due, updates that settled. Wait on them instead
+    /// of polling; on PostgreSQL they also carry what other processes committed.
+    pub fn wakeups(&self) -> &Arc<Wakeups> {
+        &self.wake
+    }
+
     fn migrator(&self) -> &'static Migrator {
-        match self {
-            Self::Sqlite(_) => &SQLITE_MIGRATIONS,
-            Self::Postgres(_) => &POSTGRES_MIGRATIONS,
+        match &self.pools {
+            Pools::Sqlite(_) => &sqlite::MIGRATIONS,
+            Pools::Postgres(_) => &postgres::MIGRATIONS,
         }
     }
 
     /// Applies the migrations this build knows and the database has not seen yet.
     pub async fn migrate(&self) -> Result<()> {
-        match self {
-            Self::Sqlite(s) => SQLITE_MIGRATIONS.run(&s.writer).await?,
-            Self::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        match &self.pools {
+            Pools::Sqlite(s) => self.migrator().run(s.writer()).await?,
+            Pools::Postgres(p) => self.migrator().run(p).await?,
         }
         Ok(())
     }
@@ -267,24 +275,35 @@ impl Store {
 
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(match self {
-            Self::Sqlite(s) => Tx::Sqlite(s.writer.begin_with("BEGIN IMMEDIATE").await?),
-            Self::Postgres(p) => Tx::Postgres(p.begin().await?),
+        let conn = match &self.pools {
+            Pools::Sqlite(s) => Conn::Sqlite(s.writer().begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Postgres(p) => Conn::Postgres(p.begin().await?),
+        };
+        Ok(Tx {
+            conn,
+            wake: self.wake.clone(),
+            raised: wake::Raised::default(),
         })
     }
 
     pub async fn close(&self) {
-        match self {
-            Self::Sqlite(s) => {
-                s.reader.close().await;
-                s.writer.close().await;
-            }
-            Self::Postgres(p) => p.close().await,
+        self.wake.close();
+        match &self.pools {
+            Pools::Sqlite(s) => s.close().await,
+            Pools::Postgres(p) => p.close().await,
         }
     }
 }
 
 impl Tx {
+    /// The statement texts of this transaction's backend.
+    pub(crate) fn dialect(&self) -> &'static Dialect {
+        match &self.conn {
+            Conn::Sqlite(_) => &sqlite::DIALECT,
+            Conn::Postgres(_) => &postgres::DIALECT,
+        }
+    }
+
     /// Marks a point [`Tx::rollback_to_savepoint`] returns to (one level: the inbox's
     /// per-update savepoint inside a batch transaction).
     pub async fn savepoint(&mut self) -> Result<()> {
@@ -302,15 +321,34 @@ impl Tx {
     }
 
     async fn execute_raw(&mut self, sql: &'static str) -> Result<()> {
-        on_tx!(self, |c| sqlx::raw_sql(sql).execute(c).await.map(|_| ()))?;
+        self.execute_script(sql).await
+    }
+
+    /// Runs statements without parameters in this transaction (schema changes in tests and
+    /// tools; the text is the caller's, so pick it by [`Store::backend`]).
+    pub async fn execute_script(&mut self, sql: impl sqlx::SqlSafeStr + Send) -> Result<()> {
+        let sql = sql.into_sql_str();
+        on_tx!(self, |c| sqlx::raw_sql(sql.clone())
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
+    /// Commits, then delivers the wake-ups the transaction raised (PostgreSQL: its
+    /// `NOTIFY`s are sent with the commit, to every process).
     pub async fn commit(self) -> Result<()> {
-        match self {
-            Self::Sqlite(t) => t.commit().await?,
-            Self::Postgres(t) => t.commit().await?,
+        let Self { conn, wake, raised } = self;
+        match conn {
+            Conn::Sqlite(t) => t.commit().await?,
+            Conn::Postgres(mut t) => {
+                if !raised.is_empty() {
+                    postgres::notify(&mut t, &raised).await?;
+                }
+                t.commit().await?;
+            }
         }
+        wake.deliver(&raised);
         Ok(())
     }
 }

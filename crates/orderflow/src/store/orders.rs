@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
-use super::{Result, Store, StoreError, Tx, is_unique_violation, on_reader, on_tx};
+use super::{Result, Store, StoreError, TimerKind, Tx, is_unique_violation, on_reader, on_tx};
 
 pub type Attributes = Map<String, Value>;
 
@@ -75,44 +76,41 @@ pub struct NewHistory<'a> {
     pub reason: Option<&'a str>,
 }
 
-/// A timer for an item in a state: `kind` is `timeout` (with the event) or `condition`.
+/// A timer for an item in a state: a timeout (with the event) or a condition check.
 pub struct NewTimer<'a> {
     pub item_id: i64,
     pub state: &'a str,
-    pub kind: &'static str,
+    pub kind: TimerKind,
     pub event: Option<&'a str>,
     pub due_at: DateTime<Utc>,
 }
 
-const ORDER_BY_ID: &str = "SELECT id, reference, process, currency, attributes, version, \
-     created_at, updated_at FROM orders WHERE id = $1";
-const ORDER_BY_REFERENCE: &str = "SELECT id, reference, process, currency, attributes, \
-     version, created_at, updated_at FROM orders WHERE reference = $1";
+/// The columns of [`OrderRow`], for every statement that reads one.
+pub(crate) const ORDER_COLUMNS: &str =
+    "id, reference, process, currency, attributes, version, created_at, updated_at";
 
-const ITEM_SELECT: &str = "SELECT id, order_id, sku, quantity, unit_price, state, reserved, \
-     state_entered_at, attributes FROM items WHERE order_id = $1 ORDER BY id";
+/// The columns of [`ItemRow`].
+pub(crate) const ITEM_COLUMNS: &str = "id, order_id, sku, quantity, unit_price, state, \
+     reserved, state_entered_at, attributes";
+
+/// An order by `id` or `reference` (`$1`), with `lock` (a [`super::Dialect`] suffix or "").
+pub(crate) fn order_sql(by: &str, lock: &str) -> String {
+    format!("SELECT {ORDER_COLUMNS} FROM orders WHERE {by} = $1{lock}")
+}
+
+fn items_sql() -> String {
+    format!("SELECT {ITEM_COLUMNS} FROM items WHERE order_id = $1 ORDER BY id")
+}
 
 impl Tx {
     /// Reads the order and holds it until commit: a row lock on PostgreSQL; on SQLite the
     /// transaction already holds the only writer.
     pub async fn lock_order(&mut self, id: i64) -> Result<Option<OrderRow>> {
-        const POSTGRES: &str = "SELECT id, reference, process, currency, attributes, version, \
-             created_at, updated_at FROM orders WHERE id = $1 FOR NO KEY UPDATE";
-        let row = match self {
-            Tx::Sqlite(t) => {
-                sqlx::query_as(ORDER_BY_ID)
-                    .bind(id)
-                    .fetch_optional(&mut **t)
-                    .await?
-            }
-            Tx::Postgres(t) => {
-                sqlx::query_as(POSTGRES)
-                    .bind(id)
-                    .fetch_optional(&mut **t)
-                    .await?
-            }
-        };
-        Ok(row)
+        let sql = order_sql("id", self.dialect().lock_order);
+        Ok(on_tx!(self, |c| sqlx::query_as(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(c)
+            .await)?)
     }
 
     /// Puts a locked order under another process (an operator's move, see
@@ -130,32 +128,22 @@ impl Tx {
 
     /// [`Tx::lock_order`] by reference (for ERP updates, which name the shop's reference).
     pub async fn lock_order_by_reference(&mut self, reference: &str) -> Result<Option<OrderRow>> {
-        const POSTGRES: &str = "SELECT id, reference, process, currency, attributes, version, \
-             created_at, updated_at FROM orders WHERE reference = $1 FOR NO KEY UPDATE";
-        let row = match self {
-            Tx::Sqlite(t) => {
-                sqlx::query_as(ORDER_BY_REFERENCE)
-                    .bind(reference)
-                    .fetch_optional(&mut **t)
-                    .await?
-            }
-            Tx::Postgres(t) => {
-                sqlx::query_as(POSTGRES)
-                    .bind(reference)
-                    .fetch_optional(&mut **t)
-                    .await?
-            }
-        };
-        Ok(row)
+        let sql = order_sql("reference", self.dialect().lock_order);
+        Ok(on_tx!(self, |c| sqlx::query_as(AssertSqlSafe(sql))
+            .bind(reference)
+            .fetch_optional(c)
+            .await)?)
     }
 
     /// Inserts an order at version 1; a used reference is [`StoreError::ReferenceTaken`].
     pub async fn insert_order(&mut self, o: &NewOrder<'_>) -> Result<OrderRow> {
-        const SQL: &str = "INSERT INTO orders (reference, process, currency, attributes, version, \
+        let sql = format!(
+            "INSERT INTO orders (reference, process, currency, attributes, version, \
              created_at, updated_at) VALUES ($1, $2, $3, $4, 1, $5, $5) \
-             RETURNING id, reference, process, currency, attributes, version, created_at, updated_at";
+             RETURNING {ORDER_COLUMNS}"
+        );
         let result = on_tx!(self, |c| {
-            sqlx::query_as(SQL)
+            sqlx::query_as(AssertSqlSafe(sql))
                 .bind(o.reference)
                 .bind(o.process)
                 .bind(o.currency)
@@ -197,7 +185,7 @@ impl Tx {
 
     pub async fn items(&mut self, order_id: i64) -> Result<Vec<ItemRow>> {
         Ok(on_tx!(self, |c| {
-            sqlx::query_as(ITEM_SELECT)
+            sqlx::query_as(AssertSqlSafe(items_sql()))
                 .bind(order_id)
                 .fetch_all(c)
                 .await
@@ -258,10 +246,11 @@ impl Tx {
 impl Store {
     /// The order and its items, from the primary tables.
     pub async fn order(&self, id: i64) -> Result<Option<(OrderRow, Vec<ItemRow>)>> {
-        let row: Option<OrderRow> = on_reader!(self, |p| sqlx::query_as(ORDER_BY_ID)
-            .bind(id)
-            .fetch_optional(p)
-            .await)?;
+        let row: Option<OrderRow> =
+            on_reader!(self, |p| sqlx::query_as(AssertSqlSafe(order_sql("id", "")))
+                .bind(id)
+                .fetch_optional(p)
+                .await)?;
         self.with_items(row).await
     }
 
@@ -270,7 +259,7 @@ impl Store {
         reference: &str,
     ) -> Result<Option<(OrderRow, Vec<ItemRow>)>> {
         let row: Option<OrderRow> = on_reader!(self, |p| {
-            sqlx::query_as(ORDER_BY_REFERENCE)
+            sqlx::query_as(AssertSqlSafe(order_sql("reference", "")))
                 .bind(reference)
                 .fetch_optional(p)
                 .await
@@ -280,7 +269,7 @@ impl Store {
 
     async fn with_items(&self, row: Option<OrderRow>) -> Result<Option<(OrderRow, Vec<ItemRow>)>> {
         let Some(order) = row else { return Ok(None) };
-        let items: Vec<ItemRow> = on_reader!(self, |p| sqlx::query_as(ITEM_SELECT)
+        let items: Vec<ItemRow> = on_reader!(self, |p| sqlx::query_as(AssertSqlSafe(items_sql()))
             .bind(order.id)
             .fetch_all(p)
             .await)?;
@@ -301,16 +290,7 @@ impl Store {
     /// The sum saturates at `i64::MAX` instead of failing (SQLite's `SUM` raises an error on
     /// overflow, PostgreSQL's returns a `numeric` wider than any integer column).
     pub async fn reserved_quantity(&self, sku: &str) -> Result<i64> {
-        let sql = match self {
-            Store::Sqlite(_) => {
-                "SELECT CAST(MIN(TOTAL(quantity), 9223372036854775807) AS INTEGER) FROM items \
-                 WHERE sku = $1 AND reserved"
-            }
-            Store::Postgres(_) => {
-                "SELECT LEAST(COALESCE(SUM(quantity), 0), 9223372036854775807)::BIGINT \
-                 FROM items WHERE sku = $1 AND reserved"
-            }
-        };
+        let sql = self.dialect().reserved_quantity;
         Ok(on_reader!(self, |p| sqlx::query_scalar(sql)
             .bind(sku)
             .fetch_one(p)

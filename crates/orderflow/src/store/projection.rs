@@ -1,12 +1,14 @@
 //! The list projection: `order_list` (one row per order) and `order_list_terms` (its states
 //! and SKUs, for filtering), fed from `change_feed` after a checkpoint.
 //!
-//! Consuming the feed in order is backend-specific. SQLite has one writer, so `seq` order is
-//! commit order. On PostgreSQL a transaction that drew a lower `seq` can commit after one
-//! with a higher `seq`; the feed is therefore read in `(tx, seq)` order and only up to the
-//! oldest transaction still running (`pg_snapshot_xmin`), so no late commit is skipped.
+//! Consuming the feed in order is backend-specific (`Dialect::feed_after`). SQLite has one
+//! writer, so `seq` order is commit order. On PostgreSQL a transaction that drew a lower
+//! `seq` can commit after one with a higher `seq`; the feed is therefore read in `(tx, seq)`
+//! order and only up to the oldest transaction still running (`pg_snapshot_xmin`), so no
+//! late commit is skipped.
 
 use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
 use super::{Result, Store, Tx, on_reader, on_tx};
@@ -72,49 +74,25 @@ impl Store {
     /// checkpoint row is locked (PostgreSQL) or the writer is held (SQLite).
     pub async fn project_batch(&self, limit: i64) -> Result<Projected> {
         let mut tx = self.begin().await?;
-        let (last_tx, last_seq): (i64, i64) = match &mut tx {
-            Tx::Sqlite(t) => {
-                sqlx::query_as("SELECT last_tx, last_seq FROM projector_checkpoint WHERE name = $1")
-                    .bind(CHECKPOINT)
-                    .fetch_one(&mut **t)
-                    .await?
-            }
-            Tx::Postgres(t) => {
-                sqlx::query_as(
-                    "SELECT last_tx, last_seq FROM projector_checkpoint WHERE name = $1 \
-                     FOR UPDATE",
-                )
+        let d = tx.dialect();
+        let checkpoint = format!(
+            "SELECT last_tx, last_seq FROM projector_checkpoint WHERE name = $1{}",
+            d.lock_rows
+        );
+        let (last_tx, last_seq): (i64, i64) = on_tx!(&mut tx, |c| {
+            sqlx::query_as(AssertSqlSafe(checkpoint))
                 .bind(CHECKPOINT)
-                .fetch_one(&mut **t)
-                .await?
-            }
-        };
-        let rows: Vec<FeedRow> = match &mut tx {
-            Tx::Sqlite(t) => {
-                sqlx::query_as(
-                    "SELECT seq, 0 AS tx, order_id, at FROM change_feed WHERE seq > $1 \
-                     ORDER BY seq LIMIT $2",
-                )
-                .bind(last_seq)
-                .bind(limit)
-                .fetch_all(&mut **t)
-                .await?
-            }
-            Tx::Postgres(t) => {
-                sqlx::query_as(
-                    "SELECT seq, CAST(CAST(tx AS TEXT) AS BIGINT) AS tx, order_id, at \
-                     FROM change_feed \
-                     WHERE (tx, seq) > (CAST(CAST($1 AS TEXT) AS XID8), $2) \
-                       AND tx < pg_snapshot_xmin(pg_current_snapshot()) \
-                     ORDER BY tx, seq LIMIT $3",
-                )
+                .fetch_one(c)
+                .await
+        })?;
+        let rows: Vec<FeedRow> = on_tx!(&mut tx, |c| {
+            sqlx::query_as(d.feed_after)
                 .bind(last_tx)
                 .bind(last_seq)
                 .bind(limit)
-                .fetch_all(&mut **t)
-                .await?
-            }
-        };
+                .fetch_all(c)
+                .await
+        })?;
         let Some(last) = rows.last() else {
             return Ok(Projected::default());
         };
@@ -147,25 +125,11 @@ impl Store {
     /// Change-feed rows the projector has not consumed yet, and when the oldest of them was
     /// committed (admin stats: how far the list view lags).
     pub async fn projection_backlog(&self) -> Result<(i64, Option<DateTime<Utc>>)> {
-        const SQLITE: &str = "SELECT COUNT(*), MIN(f.at) FROM change_feed f \
-             JOIN projector_checkpoint c ON c.name = $1 WHERE f.seq > c.last_seq";
-        const POSTGRES: &str = "SELECT COUNT(*), MIN(f.at) FROM change_feed f \
-             JOIN projector_checkpoint c ON c.name = $1 \
-             WHERE (f.tx, f.seq) > (CAST(CAST(c.last_tx AS TEXT) AS XID8), c.last_seq)";
-        Ok(match self {
-            Store::Sqlite(s) => {
-                sqlx::query_as(SQLITE)
-                    .bind(CHECKPOINT)
-                    .fetch_one(&s.reader)
-                    .await?
-            }
-            Store::Postgres(p) => {
-                sqlx::query_as(POSTGRES)
-                    .bind(CHECKPOINT)
-                    .fetch_one(p)
-                    .await?
-            }
-        })
+        let sql = self.dialect().feed_backlog;
+        Ok(on_reader!(self, |p| sqlx::query_as(sql)
+            .bind(CHECKPOINT)
+            .fetch_one(p)
+            .await)?)
     }
 
     /// One page of the list view, ordered by order id.

@@ -1,13 +1,9 @@
 //! [`UpdateStatus`]: where an inbox update is, as stored, filtered and shown. Stored as its
 //! name; a name this build does not know is a decode error (the row is reported as
-//! corrupt, never read as some default status).
+//! corrupt, never read as some default status; see `store::names`).
 
 use serde::de::Visitor;
 use serde::{Deserialize, Deserializer, Serialize};
-use sqlx::error::BoxDynError;
-use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
-use sqlx::sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo, SqliteValueRef};
-use sqlx::{Decode, Encode, Postgres, Sqlite, Type, encode::IsNull};
 use utoipa::ToSchema;
 
 /// Where an update is.
@@ -103,52 +99,4 @@ impl std::fmt::Display for UpdateStatus {
 impl UpdateStatus {
     /// The statuses an operator may retry (also the SQL list `RETRYABLE` in `store::inbox`).
     pub const RETRYABLE: [Self; 4] = [Self::Dead, Self::Rejected, Self::Ignored, Self::Parked];
-
-    fn decode_name(name: &str) -> Result<Self, BoxDynError> {
-        Self::parse(name).ok_or_else(|| format!("unknown update status {name:?}").into())
-    }
-}
-
-impl Type<Sqlite> for UpdateStatus {
-    fn type_info() -> SqliteTypeInfo {
-        <&str as Type<Sqlite>>::type_info()
-    }
-
-    fn compatible(ty: &SqliteTypeInfo) -> bool {
-        <&str as Type<Sqlite>>::compatible(ty)
-    }
-}
-
-impl<'r> Decode<'r, Sqlite> for UpdateStatus {
-    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
-        Self::decode_name(<&str as Decode<Sqlite>>::decode(value)?)
-    }
-}
-
-impl Encode<'_, Sqlite> for UpdateStatus {
-    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
-        <&str as Encode<Sqlite>>::encode(self.as_str(), buf)
-    }
-}
-
-impl Type<Postgres> for UpdateStatus {
-    fn type_info() -> PgTypeInfo {
-        <&str as Type<Postgres>>::type_info()
-    }
-
-    fn compatible(ty: &PgTypeInfo) -> bool {
-        <&str as Type<Postgres>>::compatible(ty)
-    }
-}
-
-impl<'r> Decode<'r, Postgres> for UpdateStatus {
-    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        Self::decode_name(<&str as Decode<Postgres>>::decode(value)?)
-    }
-}
-
-impl Encode<'_, Postgres> for UpdateStatus {
-    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        <&str as Encode<Postgres>>::encode(self.as_str(), buf)
-    }
 }

@@ -8,8 +8,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::orders::OrderRow;
-use super::{Result, Store, Tx, on_reader, on_tx};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::orders::{OrderRow, order_sql};
+use super::{Result, Store, TimerKind, Tx, on_reader, on_tx};
 
 /// A due timer as the pass sees it before taking the order: where to continue and which
 /// order to visit.
@@ -26,8 +28,7 @@ pub struct TimerRow {
     pub id: i64,
     pub item_id: i64,
     pub state: String,
-    /// `timeout` or `condition`.
-    pub kind: String,
+    pub kind: TimerKind,
     pub event: Option<String>,
     pub due_at: DateTime<Utc>,
     /// Checks of this timer that moved nothing so far.
@@ -35,14 +36,8 @@ pub struct TimerRow {
 }
 
 /// Due timers after the cursor `($2, $3)`, oldest first: one index range on both backends.
-/// A macro so the `EXPLAIN` variants below are literals too.
-macro_rules! due_sql {
-    () => {
-        "SELECT id, order_id, due_at FROM timers \
-         WHERE due_at <= $1 AND (due_at, id) > ($2, $3) ORDER BY due_at, id LIMIT $4"
-    };
-}
-const DUE: &str = due_sql!();
+const DUE: &str = "SELECT id, order_id, due_at FROM timers \
+     WHERE due_at <= $1 AND (due_at, id) > ($2, $3) ORDER BY due_at, id LIMIT $4";
 
 impl Store {
     /// Up to `limit` timers due at `now`, after `after` (`(due_at, id)` of the last timer
@@ -66,34 +61,20 @@ impl Store {
     /// PLAN`, PostgreSQL `EXPLAIN`): shows that a pass reads the due index only.
     pub async fn explain_due_timers(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
         let start = DueCursor::START;
-        let lines = match self {
-            Store::Sqlite(_) => {
-                const SQL: &str = concat!("EXPLAIN QUERY PLAN ", due_sql!());
-                let rows: Vec<(i64, i64, i64, String)> = on_reader!(self, |p| {
-                    sqlx::query_as(SQL)
-                        .bind(now)
-                        .bind(start.due_at)
-                        .bind(start.id)
-                        .bind(100_i64)
-                        .fetch_all(p)
-                        .await
-                })?;
-                rows.into_iter().map(|r| r.3).collect()
-            }
-            Store::Postgres(_) => {
-                const SQL: &str = concat!("EXPLAIN ", due_sql!());
-                on_reader!(self, |p| {
-                    sqlx::query_scalar(SQL)
-                        .bind(now)
-                        .bind(start.due_at)
-                        .bind(start.id)
-                        .bind(100_i64)
-                        .fetch_all(p)
-                        .await
-                })?
-            }
-        };
-        Ok(lines)
+        let sql = format!("{}{DUE}", self.dialect().explain);
+        // The plan line is the last column on both backends.
+        Ok(on_reader!(self, |p| {
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(now)
+                .bind(start.due_at)
+                .bind(start.id)
+                .bind(100_i64)
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(|r| r.try_get::<String, _>(r.len() - 1))
+                .collect::<Result<Vec<String>, sqlx::Error>>()
+        })?)
     }
 }
 
@@ -126,15 +107,11 @@ impl Tx {
     /// order (PostgreSQL `SKIP LOCKED`) or it does not exist. On SQLite the transaction is
     /// the only writer and never has to wait.
     pub async fn try_lock_order(&mut self, id: i64) -> Result<Option<OrderRow>> {
-        const POSTGRES: &str = "SELECT id, reference, process, currency, attributes, version, \
-             created_at, updated_at FROM orders WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED";
-        match self {
-            Tx::Sqlite(_) => self.lock_order(id).await,
-            Tx::Postgres(t) => Ok(sqlx::query_as(POSTGRES)
-                .bind(id)
-                .fetch_optional(&mut **t)
-                .await?),
-        }
+        let sql = order_sql("id", self.dialect().try_lock_order);
+        Ok(on_tx!(self, |c| sqlx::query_as(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(c)
+            .await)?)
     }
 
     /// The order's timers due at `now`. Call with the order held: nothing else changes them
@@ -182,10 +159,11 @@ impl Tx {
     /// [`super::now`] (microseconds, as stored).
     pub async fn wake_condition_timers(&mut self, order_id: i64, now: DateTime<Utc>) -> Result<()> {
         const SQL: &str = "UPDATE timers SET due_at = $2, attempts = 0 \
-             WHERE order_id = $1 AND kind = 'condition' AND due_at > $2";
+             WHERE order_id = $1 AND kind = $3 AND due_at > $2";
         on_tx!(self, |c| sqlx::query(SQL)
             .bind(order_id)
             .bind(now)
+            .bind(TimerKind::Condition)
             .execute(c)
             .await
             .map(|r| r.rows_affected()))?;

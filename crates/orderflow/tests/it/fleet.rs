@@ -167,10 +167,7 @@ async fn workers_apply_every_update_once_and_in_order_when_one_is_killed() {
     let (first, rest) = updates.split_at(UPDATES / 2);
     store_updates(&store, &mut sent, first).await;
 
-    let pool = match &store {
-        Store::Postgres(p) => p.clone(),
-        Store::Sqlite(_) => unreachable!(),
-    };
+    let pool = store.postgres_pool().expect("a PostgreSQL store").clone();
     let dir = tempfile::tempdir().unwrap();
     let mut workers: Vec<Worker> = (0..WORKERS)
         .map(|_| Worker::spawn(&url, dir.path()))

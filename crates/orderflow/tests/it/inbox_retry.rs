@@ -14,11 +14,16 @@ use oms::plugin::{CommandContext, PluginError};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use orderflow::config::Config;
+use orderflow::inbox::model::UpdateStatus;
+use orderflow::inbox::{Inbox, InboxSettings};
+
 use crate::support::{Backend, TestServer, backend_tests, eventually, start_with_plugins};
 
 backend_tests!(
     dead_after_max_attempts_then_admin_retry_applies,
-    cli_retry_and_replay_apply_dead_updates
+    cli_retry_and_replay_apply_dead_updates,
+    attempts_follow_the_backoff_schedule_on_a_stepped_clock
 );
 
 /// A command that fails retryably ("remote endpoint down") while `down` is set.
@@ -43,16 +48,27 @@ const MAX_ATTEMPTS: usize = 3;
 /// A server whose `export` event (paid → exported) runs the flaky command, with a fast
 /// backoff schedule.
 async fn start(b: Backend, down: &Arc<AtomicBool>) -> Option<TestServer> {
+    start_worker(b, down, true).await
+}
+
+/// The worker settings of these tests.
+fn schedule(c: &mut Config) {
+    c.worker.backoff_base = Duration::from_millis(BASE_MS as u64);
+    c.worker.backoff_max = Duration::from_millis(MAX_MS as u64);
+    c.worker.max_attempts = MAX_ATTEMPTS as u32;
+    c.worker.poll_interval = Duration::from_millis(50);
+}
+
+/// [`start`]; without `in_process` the server runs no worker (the test steps one).
+async fn start_worker(b: Backend, down: &Arc<AtomicBool>, in_process: bool) -> Option<TestServer> {
     let mut registry = Registry::new();
     // `Test/NotBound` is the command of Test01's `export` event.
     registry.register_command("Test/NotBound", Remote { down: down.clone() });
     start_with_plugins(
         b,
         |c| {
-            c.worker.backoff_base = Duration::from_millis(BASE_MS as u64);
-            c.worker.backoff_max = Duration::from_millis(MAX_MS as u64);
-            c.worker.max_attempts = MAX_ATTEMPTS as u32;
-            c.worker.poll_interval = Duration::from_millis(50);
+            schedule(c);
+            c.worker.in_process = in_process;
         },
         registry,
     )
@@ -116,12 +132,7 @@ async fn dead_update(s: &TestServer, reference: &str) -> String {
             "attempt {} came {gap} ms after attempt {n}, before its backoff of {planned} ms",
             n + 1
         );
-        // Polling every 50 ms; the rest is slack for a busy test machine.
-        assert!(
-            gap <= d + 1500,
-            "attempt {} came {gap} ms after attempt {n}",
-            n + 1
-        );
+        // That it comes when due, not later, is checked on a stepped clock (below).
     }
     assert!(errors[MAX_ATTEMPTS - 1].get("retry_at").is_none());
     // The update's public status says the same.
@@ -302,5 +313,56 @@ async fn cli_retry_and_replay_apply_dead_updates(b: Backend) {
     let out = run(&["inbox", "show", &id, "--json"]).await.unwrap();
     let detail: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(detail["status"], "applied", "{detail}");
+    s.stop().await;
+}
+
+/// The schedule of [`dead_update`] with the worker's step driven by the test: each attempt
+/// is due after its backoff, not a millisecond before, and is made when the clock reaches
+/// it; after `max_attempts` the update is dead.
+async fn attempts_follow_the_backoff_schedule_on_a_stepped_clock(b: Backend) {
+    let down = Arc::new(AtomicBool::new(true));
+    let Some(s) = start_worker(b, &down, false).await else {
+        return;
+    };
+    let mut config = Config::default();
+    schedule(&mut config);
+    let inbox = Inbox::new(
+        s.service.clone(),
+        InboxSettings::from_config(&config).unwrap(),
+    );
+    let order = s.create_order("DE--S1", &[("SKU-A", 1)]).await;
+    let path = format!("/v1/orders/{}/events", order["id"]);
+    let (status, body) = s.post(&path, &s.shop, json!({"event": "pay"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let update = json!({"order_reference": "DE--S1", "event": "export"});
+    let (status, body) = s.post("/v1/erp/order-updates", &s.erp, update).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+
+    let mut clock = orderflow::store::now();
+    for n in 1..=MAX_ATTEMPTS {
+        let step = inbox.process_next_batch("stepper", clock).await.unwrap();
+        let row = s.store.update_by_id(&id).await.unwrap().unwrap();
+        assert_eq!(row.attempts, n as i32, "{row:?}");
+        if n == MAX_ATTEMPTS {
+            assert_eq!(step, vec![Some(UpdateStatus::Dead)]);
+            break;
+        }
+        assert_eq!(step, vec![Some(UpdateStatus::Accepted)], "attempt {n}");
+        let d = (BASE_MS << (n - 1)).min(MAX_MS);
+        // The attempt is recorded at the step's time (the clock, or later if it lags).
+        let failed = row.errors().last().cloned().unwrap();
+        assert!(at(&failed, "at") >= clock, "{failed}");
+        let planned = (row.next_attempt_at - at(&failed, "at")).num_milliseconds();
+        assert!(
+            (d / 2..=d).contains(&planned),
+            "attempt {n}: backoff {planned} ms not in [{}, {d}]",
+            d / 2
+        );
+        let early = row.next_attempt_at - chrono::Duration::milliseconds(1);
+        let step = inbox.process_next_batch("stepper", early).await.unwrap();
+        assert!(step.is_empty(), "attempt {} came before its backoff", n + 1);
+        clock = row.next_attempt_at;
+    }
     s.stop().await;
 }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use orderflow::store::Store;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -224,7 +223,7 @@ async fn concurrent_passes_move_each_item_once(b: Backend) {
 async fn due_query_reads_the_due_index_only(b: Backend) {
     let Some(s) = server(b).await else { return };
     let (id, items) = order(&s, "IX-1", 1, "wait").await;
-    if let Store::Postgres(pool) = s.service.store() {
+    if let Some(pool) = s.service.store().postgres_pool() {
         // Enough waiting timers that PostgreSQL's planner prefers the index on its own.
         sqlx::query(
             "INSERT INTO timers (order_id, item_id, state, kind, event, due_at) \

@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
+use crate::store::List;
+
 use super::{COLUMNS, UpdateRow, UpdateStatus};
 use crate::store::{Result, Store, Tx, on_tx};
 
@@ -27,7 +29,42 @@ const CLAIMABLE: &str = "r.status IN ('accepted', 'parked', 'processing') \
                 OR (o.seq < r.seq AND (o.status = 'accepted' \
                     OR (o.status = 'parked' AND o.next_attempt_at <= $1))))))";
 
+/// A worker's claimed batch, held the way the store holds claims.
+pub enum Claimed {
+    /// Read in this open transaction, which holds them until it commits: process them and
+    /// finish them in it (SQLite). The rows say what the claim would have written.
+    Held(Tx, Vec<UpdateRow>),
+    /// Claimed under a lease that is committed (PostgreSQL).
+    Leased(Vec<UpdateRow>),
+}
+
 impl Store {
+    /// Claims the next batch for the worker `owner`: up to `limit` due updates, at most one
+    /// per order, each the next of its order. How the claim is held is the store's choice
+    /// (see [`Claimed`]).
+    pub async fn claim_batch(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Claimed> {
+        if !self.dialect().claims_in_transaction {
+            let rows = self.claim_updates(now, limit, owner, lease_until).await?;
+            return Ok(Claimed::Leased(rows));
+        }
+        let mut tx = self.begin().await?;
+        let mut rows = tx.due_updates(now, limit).await?;
+        // What the claim would have written: finishing writes the attempt count.
+        for r in &mut rows {
+            r.attempts += 1;
+            r.status = UpdateStatus::Processing;
+            r.lease_owner = Some(owner.to_owned());
+            r.lease_until = Some(lease_until);
+        }
+        Ok(Claimed::Held(tx, rows))
+    }
+
     /// Claims up to `limit` due updates for `owner` until `lease_until`: at most one per
     /// order, each the next of its order. Each claim counts as an attempt.
     pub async fn claim_updates(
@@ -86,10 +123,7 @@ impl Tx {
     /// (SQLite: the worker claims and processes a batch in one transaction, see
     /// `Inbox::process_next_batch`). At most one per order, in `seq` order.
     pub async fn due_updates(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<UpdateRow>> {
-        let index = match self {
-            Tx::Sqlite(_) => " INDEXED BY inbox_due",
-            Tx::Postgres(_) => "",
-        };
+        let index = self.dialect().due_index;
         let sql = format!(
             "SELECT {COLUMNS} FROM inbox r{index} WHERE {CLAIMABLE} \
              ORDER BY r.next_attempt_at, r.seq LIMIT $2"
@@ -137,10 +171,7 @@ impl Tx {
         now: DateTime<Utc>,
         attempt: i32,
     ) -> Result<Vec<UpdateRow>> {
-        let lock = match self {
-            Tx::Postgres(_) => " FOR UPDATE",
-            Tx::Sqlite(_) => "",
-        };
+        let lock = self.dialect().lock_rows;
         let read = format!("SELECT {COLUMNS} FROM inbox WHERE seq = $1{lock}");
         let mut rows = Vec::with_capacity(seqs.len());
         for &seq in seqs {
@@ -177,13 +208,7 @@ impl Tx {
             "code": "unreadable_row",
             "message": format!("the stored row cannot be read: {message}"),
         });
-        let errors = match self {
-            Tx::Postgres(_) => "errors || jsonb_build_array($4::jsonb)",
-            Tx::Sqlite(_) => {
-                "CASE WHEN json_valid(errors) AND json_type(errors) = 'array' \
-                 THEN json_insert(errors, '$[#]', json($4)) ELSE json_array(json($4)) END"
-            }
-        };
+        let errors = self.dialect().append_error;
         let sql = format!(
             "UPDATE inbox SET status = 'dead', attempts = attempts + $3, errors = {errors}, \
              processed_at = $2, next_attempt_at = $2, lease_owner = NULL, lease_until = NULL \
@@ -211,31 +236,16 @@ impl Tx {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<UpdateRow>> {
         let only_sql = if only.is_some() { "AND r.seq = $3" } else { "" };
-        let (from, lock) = match self {
-            // Walk the due index in claim order and stop at the limit. Left to itself,
-            // SQLite's planner (no statistics) picks the status index, checks the order
-            // rule for every waiting update and sorts them all: each claim then costs time
-            // in proportion to the backlog. One update by seq is found by its key.
-            Tx::Sqlite(_) if only.is_none() => ("inbox r INDEXED BY inbox_due", ""),
-            Tx::Sqlite(_) => ("inbox r", ""),
-            Tx::Postgres(_) => ("inbox r", " FOR UPDATE OF r SKIP LOCKED"),
-        };
+        let d = self.dialect();
+        // One update by seq is found by its key, not through the due index.
+        let index = if only.is_none() { d.due_index } else { "" };
         let select = format!(
-            "SELECT r.seq, r.order_reference FROM {from} WHERE {CLAIMABLE} {only_sql} \
-             ORDER BY r.next_attempt_at, r.seq LIMIT $2{lock}"
+            "SELECT r.seq, r.order_reference FROM inbox r{index} WHERE {CLAIMABLE} {only_sql} \
+             ORDER BY r.next_attempt_at, r.seq LIMIT $2{}",
+            d.claim_lock
         );
-        if let Tx::Postgres(t) = self {
-            // One claim at a time: each decides on a snapshot that sees every claim before.
-            // And walk the due index in claim order, stopping at the limit: without fresh
-            // statistics (a burst into an idle inbox) the planner expects a few due rows,
-            // reads them all with a bitmap scan and sorts them, so each claim would cost
-            // time in proportion to the backlog. Both settings end with the transaction.
-            sqlx::raw_sql(
-                "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; \
-                 SELECT pg_advisory_xact_lock(7036111)",
-            )
-            .execute(&mut **t)
-            .await?;
+        if let Some(prelude) = d.claim_prelude {
+            self.execute_script(prelude).await?;
         }
         let candidates: Vec<(i64, String)> = on_tx!(&mut *self, |c| {
             let q = sqlx::query_as(AssertSqlSafe(select)).bind(now).bind(limit);
@@ -256,28 +266,15 @@ impl Tx {
         }
         const SET: &str = "UPDATE inbox SET status = 'processing', lease_owner = $1, \
              lease_until = $2, next_attempt_at = $2, attempts = attempts + 1";
-        let claimed: Result<Vec<UpdateRow>, sqlx::Error> = match self {
-            Tx::Postgres(t) => {
-                let sql = format!("{SET} WHERE seq = ANY($3) RETURNING {COLUMNS}");
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(lease_until)
-                    .bind(&seqs)
-                    .fetch_all(&mut **t)
-                    .await
-            }
-            Tx::Sqlite(t) => {
-                let sql = format!(
-                    "{SET} WHERE seq IN (SELECT value FROM json_each($3)) RETURNING {COLUMNS}"
-                );
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(lease_until)
-                    .bind(Json(&seqs))
-                    .fetch_all(&mut **t)
-                    .await
-            }
-        };
+        let sql = format!("{SET} WHERE {} RETURNING {COLUMNS}", d.in_list("seq", 3));
+        let claimed: Result<Vec<UpdateRow>, sqlx::Error> = on_tx!(self, |c| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(owner)
+                .bind(lease_until)
+                .bind(List(&seqs))
+                .fetch_all(c)
+                .await
+        });
         // The rows are claimed (the statement ran); only reading one of them back failed.
         let mut rows = match claimed {
             Err(e) if is_decode(&e) => self.read_isolating(&seqs, now, 0).await?,
@@ -295,27 +292,18 @@ impl Tx {
 
     /// [`Tx::lock_claimed`] for several updates, in `seq` order: those `owner` still holds.
     pub async fn lock_claimed_many(&mut self, seqs: &[i64], owner: &str) -> Result<Vec<UpdateRow>> {
-        let read: Result<Vec<UpdateRow>, sqlx::Error> = match self {
-            Tx::Postgres(t) => {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM inbox WHERE seq = ANY($1) ORDER BY seq FOR UPDATE"
-                );
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(seqs)
-                    .fetch_all(&mut **t)
-                    .await
-            }
-            Tx::Sqlite(t) => {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM inbox \
-                     WHERE seq IN (SELECT value FROM json_each($1)) ORDER BY seq"
-                );
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(Json(seqs))
-                    .fetch_all(&mut **t)
-                    .await
-            }
-        };
+        let d = self.dialect();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM inbox WHERE {} ORDER BY seq{}",
+            d.in_list("seq", 1),
+            d.lock_rows
+        );
+        let read: Result<Vec<UpdateRow>, sqlx::Error> = on_tx!(self, |c| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(List(seqs))
+                .fetch_all(c)
+                .await
+        });
         let rows = match read {
             Err(e) if is_decode(&e) => self.read_isolating(seqs, crate::store::now(), 0).await?,
             read => read?,

@@ -19,15 +19,15 @@ use serde_json::Value;
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
-use super::batch::placeholders;
-use super::group::{INSERT_CHUNK, SQLITE_ROW, bind_updates, insert_sql, postgres_row};
+use super::group::{INSERT_CHUNK, bind_updates, insert_row, insert_sql};
 use super::json::StoredJson;
 pub use super::status::UpdateStatus;
 
 mod claim;
 mod operator;
 
-use super::{Result, Store, Tx, on_reader, on_tx};
+use super::{List, Result, Store, Tx, on_reader, on_tx, per_backend};
+pub use claim::Claimed;
 pub use operator::{RETRY_CODE, RetryPage};
 
 /// Every column of an inbox row.
@@ -83,6 +83,13 @@ pub(super) const COLUMNS: &str = "seq, id, client, idempotency_key, request_hash
      order_reference, event, payload, status, attempts, errors, result, \
      response_body, received_at, processed_at, next_attempt_at, park_until, lease_owner, \
      lease_until";
+
+/// What finishing an attempt sets (`v` is the row of values per update).
+pub(crate) const FINISH_SET: &str = "status = v.status, attempts = v.attempts, \
+     result = COALESCE(v.result, inbox.result), \
+     errors = COALESCE(v.errors, inbox.errors), next_attempt_at = v.next_attempt_at, \
+     park_until = v.park_until, processed_at = v.processed_at, \
+     lease_owner = NULL, lease_until = NULL";
 
 /// A validated update to store as `accepted`.
 #[derive(Clone, Debug)]
@@ -206,6 +213,8 @@ impl Store {
         let stored: Option<Json<Value>> = on_tx!(&mut tx, |c| {
             sqlx::query_scalar(READ).bind(seq).fetch_one(c).await
         })?;
+        // A repeat of the update's key waits for this answer.
+        tx.raised.settled.push(seq);
         tx.commit().await?;
         Ok(stored.map_or_else(|| answer.clone(), |b| b.0))
     }
@@ -228,118 +237,35 @@ impl Store {
 }
 
 impl Tx {
-    /// Wakes workers in other processes (PostgreSQL `NOTIFY`, delivered at commit).
-    async fn notify_inbox(&mut self) -> Result<()> {
-        if let Tx::Postgres(t) = self {
-            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
-                .execute(&mut **t)
-                .await?;
-        }
-        Ok(())
-    }
-}
-
-impl Store {}
-
-impl Tx {
     /// Inserts updates as `accepted`, skipping repeated `(client, idempotency_key)`s;
-    /// returns the `seq` of each inserted one by id. On PostgreSQL workers are notified
-    /// at commit.
+    /// returns the `seq` of each inserted one by id. Workers are woken at commit.
     pub async fn insert_updates(
         &mut self,
         updates: &[NewUpdate],
     ) -> Result<std::collections::HashMap<String, i64>> {
         let mut inserted = std::collections::HashMap::new();
+        let d = self.dialect();
         for chunk in updates.chunks(INSERT_CHUNK) {
-            let sql = match self {
-                Tx::Sqlite(_) => insert_sql(chunk.len(), |_| SQLITE_ROW.to_owned()),
-                Tx::Postgres(_) => insert_sql(chunk.len(), postgres_row),
-            };
-            let ids: Vec<(String, i64)> = on_tx!(&mut *self, |c| {
+            let sql = insert_sql(chunk.len(), |i| insert_row(d, i));
+            let ids: Vec<(String, i64)> = on_tx!(self, |c| {
                 bind_updates!(sqlx::query_as(AssertSqlSafe(sql.clone())), chunk)
                     .fetch_all(c)
                     .await
             })?;
             inserted.extend(ids);
         }
-        if let Tx::Postgres(t) = self
-            && !inserted.is_empty()
-        {
-            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
-                .execute(&mut **t)
-                .await?;
-        }
+        self.raised.inbox |= !inserted.is_empty();
         Ok(inserted)
     }
 
     /// Ends attempts: new status, result, errors, and the leases released. One statement
-    /// for all of them.
+    /// for all of them (a few on SQLite). Waiters on these updates are woken at commit.
     pub async fn finish_updates(&mut self, finishes: &[Finish]) -> Result<()> {
         if finishes.is_empty() {
             return Ok(());
         }
-        const SET: &str = "status = v.status, attempts = v.attempts, \
-             result = COALESCE(v.result, inbox.result), \
-             errors = COALESCE(v.errors, inbox.errors), next_attempt_at = v.next_attempt_at, \
-             park_until = v.park_until, processed_at = v.processed_at, \
-             lease_owner = NULL, lease_until = NULL";
-        let f = finishes;
-        match self {
-            Tx::Postgres(t) => {
-                let sql = format!(
-                    "UPDATE inbox SET {SET} FROM UNNEST($1::int8[], $2::text[], $3::int4[], \
-                     $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::timestamptz[], \
-                     $8::timestamptz[]) AS v(seq, status, attempts, result, errors, \
-                     next_attempt_at, park_until, processed_at) WHERE inbox.seq = v.seq"
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(f.iter().map(|x| x.seq).collect::<Vec<_>>())
-                    .bind(f.iter().map(|x| x.status.as_str()).collect::<Vec<_>>())
-                    .bind(f.iter().map(|x| x.attempts).collect::<Vec<_>>())
-                    .bind(
-                        f.iter()
-                            .map(|x| x.result.as_ref().map(Json))
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(
-                        f.iter()
-                            .map(|x| x.errors.as_ref().map(Json))
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(f.iter().map(|x| x.next_attempt_at).collect::<Vec<_>>())
-                    .bind(f.iter().map(|x| x.park_until).collect::<Vec<_>>())
-                    .bind(f.iter().map(|x| x.processed_at).collect::<Vec<_>>())
-                    .execute(&mut **t)
-                    .await?;
-            }
-            Tx::Sqlite(t) => {
-                for chunk in f.chunks(INSERT_CHUNK) {
-                    // SQLite names the columns of a VALUES list column1, column2, ...
-                    let sql = format!(
-                        "UPDATE inbox SET {} FROM (SELECT column1 AS seq, column2 AS status, \
-                         column3 AS attempts, column4 AS result, column5 AS errors, \
-                         column6 AS next_attempt_at, column7 AS park_until, \
-                         column8 AS processed_at FROM (VALUES {})) AS v \
-                         WHERE inbox.seq = v.seq",
-                        SET,
-                        placeholders(chunk.len(), 8)
-                    );
-                    let mut q = sqlx::query(AssertSqlSafe(sql));
-                    for x in chunk {
-                        q = q
-                            .bind(x.seq)
-                            .bind(x.status)
-                            .bind(x.attempts)
-                            .bind(x.result.as_ref().map(Json))
-                            .bind(x.errors.as_ref().map(Json))
-                            .bind(x.next_attempt_at)
-                            .bind(x.park_until)
-                            .bind(x.processed_at);
-                    }
-                    q.execute(&mut **t).await?;
-                }
-            }
-        }
+        per_backend!(self, finish_updates(finishes))?;
+        self.raised.settled.extend(finishes.iter().map(|f| f.seq));
         Ok(())
     }
 
@@ -349,57 +275,29 @@ impl Tx {
         references: &[String],
         now: DateTime<Utc>,
     ) -> Result<u64> {
-        let n = match self {
-            Tx::Postgres(t) => sqlx::query(
-                "UPDATE inbox SET next_attempt_at = $2 WHERE order_reference = ANY($1) \
-                     AND status = 'parked' AND next_attempt_at > $2",
-            )
-            .bind(references)
+        let sql = format!(
+            "UPDATE inbox SET next_attempt_at = $2 WHERE {} \
+             AND status = 'parked' AND next_attempt_at > $2",
+            self.dialect().in_list("order_reference", 1)
+        );
+        let n = on_tx!(self, |c| sqlx::query(AssertSqlSafe(sql))
+            .bind(List(references))
             .bind(now)
-            .execute(&mut **t)
-            .await?
-            .rows_affected(),
-            Tx::Sqlite(t) => sqlx::query(
-                "UPDATE inbox SET next_attempt_at = $2 \
-                     WHERE order_reference IN (SELECT value FROM json_each($1)) \
-                     AND status = 'parked' AND next_attempt_at > $2",
-            )
-            .bind(Json(references))
-            .bind(now)
-            .execute(&mut **t)
-            .await?
-            .rows_affected(),
-        };
-        if n > 0
-            && let Tx::Postgres(t) = self
-        {
-            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
-                .execute(&mut **t)
-                .await?;
-        }
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        self.raised.inbox |= n > 0;
         Ok(n)
     }
 
     /// Makes the parked updates of an order due now: the order was created or changed, so
     /// they may apply. Returns how many.
     pub async fn wake_parked(&mut self, reference: &str, now: DateTime<Utc>) -> Result<u64> {
-        const SQL: &str = "UPDATE inbox SET next_attempt_at = $2 \
-             WHERE order_reference = $1 AND status = 'parked' AND next_attempt_at > $2";
-        let n = on_tx!(&mut *self, |c| {
-            sqlx::query(SQL)
-                .bind(reference)
-                .bind(now)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        if n > 0
-            && let Tx::Postgres(t) = self
-        {
-            sqlx::query("SELECT pg_notify('orderflow_inbox', '')")
-                .execute(&mut **t)
-                .await?;
-        }
-        Ok(n)
+        self.wake_parked_many(&[reference.to_owned()], now).await
+    }
+
+    /// Wakes the inbox worker at commit, here and in other processes.
+    pub(crate) fn raise_inbox(&mut self) {
+        self.raised.inbox = true;
     }
 }

@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::AssertSqlSafe;
 
 use super::{COLUMNS, UpdateFilter, UpdateRow, UpdateStatus};
-use crate::store::{Result, Store, Tx, on_reader, on_tx};
+use crate::store::{List, Result, Store, on_reader, on_tx};
 use sqlx::types::Json;
 
 /// The filter of [`UpdateFilter`] over `$1`..`$5`; the caller binds status, order
@@ -42,21 +42,21 @@ fn retry_marker(now: DateTime<Utc>) -> Value {
     })
 }
 
-/// The SET clause of a retry (`$1` = now, `$2` = the marker): back to `accepted`, due now,
-/// lease and park limit cleared, the marker appended to `errors`.
-fn retry_set(tx: &Tx) -> &'static str {
-    match tx {
-        Tx::Sqlite(_) => {
-            "status = 'accepted', next_attempt_at = $1, park_until = NULL, lease_owner = NULL, \
-             lease_until = NULL, processed_at = NULL, errors = json_insert(errors, '$[#]', \
-             json_set(json($2), '$.attempt', attempts, '$.from', status))"
-        }
-        Tx::Postgres(_) => {
-            "status = 'accepted', next_attempt_at = $1, park_until = NULL, lease_owner = NULL, \
-             lease_until = NULL, processed_at = NULL, errors = errors || jsonb_build_array(\
-             CAST($2 AS JSONB) || jsonb_build_object('attempt', attempts, 'from', status))"
-        }
-    }
+/// Binds an [`UpdateFilter`] to `$1`..`$5` of [`FILTER`]; with `page`, its paging to `$6`
+/// and `$7` as well.
+macro_rules! bind_filter {
+    ($q:expr, $f:expr) => {
+        $q.bind($f.status)
+            .bind(&$f.order_reference)
+            .bind(&$f.event)
+            .bind($f.received_after)
+            .bind($f.received_before)
+    };
+    ($q:expr, $f:expr, page) => {
+        bind_filter!($q, $f)
+            .bind($f.after_seq.unwrap_or(0))
+            .bind($f.limit)
+    };
 }
 
 impl Store {
@@ -66,14 +66,7 @@ impl Store {
             "SELECT {COLUMNS} FROM inbox WHERE {FILTER} AND seq > $6 ORDER BY seq LIMIT $7"
         );
         Ok(on_reader!(self, |p| {
-            sqlx::query_as(AssertSqlSafe(sql))
-                .bind(filter.status)
-                .bind(&filter.order_reference)
-                .bind(&filter.event)
-                .bind(filter.received_after)
-                .bind(filter.received_before)
-                .bind(filter.after_seq.unwrap_or(0))
-                .bind(filter.limit)
+            bind_filter!(sqlx::query_as(AssertSqlSafe(sql)), filter, page)
                 .fetch_all(p)
                 .await
         })?)
@@ -87,12 +80,7 @@ impl Store {
              FROM inbox WHERE {FILTER}"
         );
         let (matched, retryable): (i64, i64) = on_reader!(self, |p| {
-            sqlx::query_as(AssertSqlSafe(sql))
-                .bind(filter.status)
-                .bind(&filter.order_reference)
-                .bind(&filter.event)
-                .bind(filter.received_after)
-                .bind(filter.received_before)
+            bind_filter!(sqlx::query_as(AssertSqlSafe(sql)), filter)
                 .fetch_one(p)
                 .await
         })?;
@@ -118,7 +106,7 @@ impl Store {
     /// processing updates are left alone; returns the row if it was moved.
     pub async fn retry_update(&self, id: &str, now: DateTime<Utc>) -> Result<Option<UpdateRow>> {
         let mut tx = self.begin().await?;
-        let set = retry_set(&tx);
+        let set = tx.dialect().retry_set;
         let sql = format!(
             "UPDATE inbox SET {set} WHERE id = $3 AND status IN {RETRYABLE} RETURNING {COLUMNS}"
         );
@@ -132,7 +120,7 @@ impl Store {
                 .await
         })?;
         if row.is_some() {
-            tx.notify_inbox().await?;
+            tx.raise_inbox();
         }
         tx.commit().await?;
         Ok(row)
@@ -147,14 +135,7 @@ impl Store {
             "SELECT seq, status FROM inbox WHERE {FILTER} AND seq > $6 ORDER BY seq LIMIT $7"
         );
         let page: Vec<(i64, UpdateStatus)> = on_tx!(&mut tx, |c| {
-            sqlx::query_as(AssertSqlSafe(select))
-                .bind(filter.status)
-                .bind(&filter.order_reference)
-                .bind(&filter.event)
-                .bind(filter.received_after)
-                .bind(filter.received_before)
-                .bind(filter.after_seq.unwrap_or(0))
-                .bind(filter.limit)
+            bind_filter!(sqlx::query_as(AssertSqlSafe(select)), filter, page)
                 .fetch_all(c)
                 .await
         })?;
@@ -170,26 +151,25 @@ impl Store {
         if !seqs.is_empty() {
             // The status is checked again: on PostgreSQL a worker may have claimed a parked
             // row since the SELECT.
-            let placeholders: Vec<String> =
-                (0..seqs.len()).map(|i| format!("${}", i + 3)).collect();
+            let d = tx.dialect();
             let update = format!(
-                "UPDATE inbox SET {} WHERE status IN {RETRYABLE} AND seq IN ({})",
-                retry_set(&tx),
-                placeholders.join(", ")
+                "UPDATE inbox SET {} WHERE status IN {RETRYABLE} AND {}",
+                d.retry_set,
+                d.in_list("seq", 3)
             );
             let marker = retry_marker(now);
             retried = on_tx!(&mut tx, |c| {
-                let mut q = sqlx::query(AssertSqlSafe(update))
+                sqlx::query(AssertSqlSafe(update))
                     .bind(now)
-                    .bind(Json(&marker));
-                for s in &seqs {
-                    q = q.bind(*s);
-                }
-                q.execute(c).await.map(|r| r.rows_affected())
+                    .bind(Json(&marker))
+                    .bind(List(&seqs))
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
             })?;
         }
         if retried > 0 {
-            tx.notify_inbox().await?;
+            tx.raise_inbox();
         }
         tx.commit().await?;
         Ok(RetryPage {

@@ -1,0 +1,194 @@
+//! PostgreSQL: for many instances on one database. Its connection setup, its [`Dialect`],
+//! the statements whose shape is its own ([`writes`]: one array per column, `UNNEST`), and
+//! the wake-ups between processes: `NOTIFY` at commit ([`notify`]), `LISTEN` in one task per
+//! store ([`listen`]).
+
+mod writes;
+
+use std::str::FromStr;
+use std::sync::Weak;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+
+use super::wake::{Raised, Wakeups};
+use super::{Dialect, Result, StoreError, cause};
+
+pub(super) use writes::{finish_updates, write};
+
+pub(super) static MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+pub(super) static DIALECT: Dialect = Dialect {
+    list: |col, n| format!("{col} = ANY(${n})"),
+    placeholder: |n| format!("${n}"),
+    // Exclusive among writers, yet rows that reference the order can still be inserted.
+    lock_order: " FOR NO KEY UPDATE",
+    try_lock_order: " FOR NO KEY UPDATE SKIP LOCKED",
+    lock_rows: " FOR UPDATE",
+    due_index: "",
+    // The claim commits first, so other workers skip the claimed updates while this one
+    // processes them.
+    claims_in_transaction: false,
+    claim_lock: " FOR UPDATE OF r SKIP LOCKED",
+    // One claim at a time: each decides on a snapshot that sees every claim before. And
+    // walk the due index in claim order, stopping at the limit: without fresh statistics
+    // (a burst into an idle inbox) the planner expects a few due rows, reads them all with
+    // a bitmap scan and sorts them, so each claim would cost time in proportion to the
+    // backlog. Both settings end with the transaction.
+    claim_prelude: Some(
+        "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; \
+         SELECT pg_advisory_xact_lock(7036111)",
+    ),
+    append_error: "errors || jsonb_build_array($4::jsonb)",
+    retry_set: "status = 'accepted', next_attempt_at = $1, park_until = NULL, \
+         lease_owner = NULL, lease_until = NULL, processed_at = NULL, \
+         errors = errors || jsonb_build_array(CAST($2 AS JSONB) || \
+         jsonb_build_object('attempt', attempts, 'from', status))",
+    // SUM of bigint is a numeric wider than any integer column.
+    reserved_quantity: "SELECT LEAST(COALESCE(SUM(quantity), 0), 9223372036854775807)::BIGINT \
+         FROM items WHERE sku = $1 AND reserved",
+    explain: "EXPLAIN ",
+    // A transaction that drew a lower `seq` can commit after one with a higher `seq`: read
+    // in `(tx, seq)` order, and only up to the oldest transaction still running, so no
+    // late commit is skipped.
+    feed_after: "SELECT seq, CAST(CAST(tx AS TEXT) AS BIGINT) AS tx, order_id, at \
+         FROM change_feed \
+         WHERE (tx, seq) > (CAST(CAST($1 AS TEXT) AS XID8), $2) \
+           AND tx < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY tx, seq LIMIT $3",
+    feed_backlog: "SELECT COUNT(*), MIN(f.at) FROM change_feed f \
+         JOIN projector_checkpoint c ON c.name = $1 \
+         WHERE (f.tx, f.seq) > (CAST(CAST(c.last_tx AS TEXT) AS XID8), c.last_seq)",
+};
+
+/// How long a first connection to PostgreSQL may take at start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The channel of every wake-up.
+const CHANNEL: &str = "orderflow_inbox";
+/// Payload of "updates may be due" (an empty payload, from older builds, means the same).
+const DUE: &str = "due";
+/// Payload prefix of settled updates: `settled:` and their `seq`s, comma-separated.
+const SETTLED: &str = "settled:";
+/// `seq`s per settled payload (PostgreSQL takes payloads up to 8,000 bytes).
+const SEQS_PER_PAYLOAD: usize = 300;
+
+pub(super) async fn connect(url: &str) -> Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)?;
+    // One direct attempt first: the pool would retry until its acquire timeout and then say
+    // only "pool timed out", not why.
+    let at = format!("{}:{}", options.get_host(), options.get_port());
+    let probe = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        <PgConnection as sqlx::Connection>::connect_with(&options),
+    )
+    .await;
+    match probe {
+        Ok(Ok(c)) => {
+            let _ = sqlx::Connection::close(c).await;
+        }
+        Ok(Err(e)) => {
+            return Err(StoreError::Connect(format!(
+                "cannot connect to PostgreSQL at {at}: {}",
+                cause(&e)
+            )));
+        }
+        Err(_) => {
+            return Err(StoreError::Connect(format!(
+                "cannot connect to PostgreSQL at {at}: no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
+    }
+    Ok(PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await?)
+}
+
+/// Sends what a transaction raised to every listening process, at its commit. The one
+/// place that calls `pg_notify`.
+pub(super) async fn notify(c: &mut PgConnection, raised: &Raised) -> Result<()> {
+    let mut payloads = Vec::new();
+    if raised.inbox {
+        payloads.push(DUE.to_owned());
+    }
+    for seqs in raised.settled.chunks(SEQS_PER_PAYLOAD) {
+        let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
+        payloads.push(format!("{SETTLED}{}", list.join(",")));
+    }
+    sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
+        .bind(CHANNEL)
+        .bind(&payloads)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Forwards `NOTIFY`s from any process to `wake`; reconnects after a lost connection (the
+/// waiters' fallback polling covers the gap). Ends when the store is closed, or at the
+/// first notification after it was dropped.
+pub(super) async fn listen(pool: PgPool, wake: Weak<Wakeups>, closed: CancellationToken) {
+    while !closed.is_cancelled() && wake.strong_count() > 0 && !pool.is_closed() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(n) => {
+                        let Some(wake) = wake.upgrade() else { return };
+                        deliver(&wake, n.payload());
+                    }
+                    Err(e) => {
+                        if !pool.is_closed() {
+                            tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        }
+                        break;
+                    }
+                },
+                () = closed.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// One notification's payload, delivered in this process.
+fn deliver(wake: &Wakeups, payload: &str) {
+    match payload.strip_prefix(SETTLED) {
+        Some(list) => {
+            let seqs: Vec<i64> = list.split(',').filter_map(|s| s.parse().ok()).collect();
+            wake.publish_settled(&seqs);
+        }
+        None => wake.raise_inbox(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_say_due_or_which_updates_settled() {
+        let wake = Wakeups::new(None);
+        let mut rx = wake.settled.subscribe();
+        deliver(&wake, "settled:3,17");
+        assert_eq!(rx.try_recv().ok(), Some(3));
+        assert_eq!(rx.try_recv().ok(), Some(17));
+        deliver(&wake, DUE);
+        assert!(rx.try_recv().is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! PostgreSQL's multi-row writes: one array per column, `UNNEST`ed, so a statement's text
+//! is the same for any number of rows and stays prepared.
+
+use sqlx::AssertSqlSafe;
+use sqlx::postgres::PgConnection;
+use sqlx::types::Json;
+
+use crate::store::batch::Writes;
+use crate::store::inbox::{FINISH_SET, Finish};
+
+/// Sends collected writes, one statement per table.
+pub(crate) async fn write(c: &mut PgConnection, w: &Writes) -> sqlx::Result<()> {
+    if !w.items.is_empty() {
+        let i = &w.items;
+        sqlx::query(
+            "UPDATE items SET state = v.state, reserved = v.reserved, \
+             state_entered_at = v.entered, attributes = v.attributes \
+             FROM UNNEST($1::int8[], $2::text[], $3::bool[], $4::timestamptz[], $5::jsonb[]) \
+             AS v(id, state, reserved, entered, attributes) WHERE items.id = v.id",
+        )
+        .bind(i.iter().map(|x| x.id).collect::<Vec<_>>())
+        .bind(i.iter().map(|x| x.state.as_str()).collect::<Vec<_>>())
+        .bind(i.iter().map(|x| x.reserved).collect::<Vec<_>>())
+        .bind(i.iter().map(|x| x.state_entered_at).collect::<Vec<_>>())
+        .bind(i.iter().map(|x| Json(&x.attributes)).collect::<Vec<_>>())
+        .execute(&mut *c)
+        .await?;
+    }
+    if !w.history.is_empty() {
+        let h = &w.history;
+        sqlx::query(
+            "INSERT INTO item_history (order_id, item_id, from_state, to_state, event, source, \
+             reason, at) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], \
+             $5::text[], $6::text[], $7::text[], $8::timestamptz[])",
+        )
+        .bind(h.iter().map(|x| x.order_id).collect::<Vec<_>>())
+        .bind(h.iter().map(|x| x.item_id).collect::<Vec<_>>())
+        .bind(
+            h.iter()
+                .map(|x| x.from_state.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(h.iter().map(|x| x.to_state.as_str()).collect::<Vec<_>>())
+        .bind(h.iter().map(|x| x.event.as_deref()).collect::<Vec<_>>())
+        .bind(h.iter().map(|x| x.source.as_str()).collect::<Vec<_>>())
+        .bind(h.iter().map(|x| x.reason.as_deref()).collect::<Vec<_>>())
+        .bind(h.iter().map(|x| x.at).collect::<Vec<_>>())
+        .execute(&mut *c)
+        .await?;
+    }
+    if !w.timers_dropped.is_empty() {
+        sqlx::query("DELETE FROM timers WHERE item_id = ANY($1)")
+            .bind(&w.timers_dropped[..])
+            .execute(&mut *c)
+            .await?;
+    }
+    if !w.timers.is_empty() {
+        let t = &w.timers;
+        sqlx::query(
+            "INSERT INTO timers (order_id, item_id, state, kind, event, due_at) \
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], \
+             $6::timestamptz[])",
+        )
+        .bind(t.iter().map(|x| x.order_id).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.item_id).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.state.as_str()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.kind).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.event.as_deref()).collect::<Vec<_>>())
+        .bind(t.iter().map(|x| x.due_at).collect::<Vec<_>>())
+        .execute(&mut *c)
+        .await?;
+    }
+    for (rows, table) in [(&w.effects, "effects"), (&w.changes, "change_feed")] {
+        if rows.is_empty() {
+            continue;
+        }
+        let sql = match table {
+            "effects" => {
+                "INSERT INTO effects (order_id, order_version, kind, payload, created_at) \
+                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::jsonb[], \
+                 $5::timestamptz[])"
+            }
+            _ => {
+                "INSERT INTO change_feed (order_id, version, kind, payload, at) \
+                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::jsonb[], \
+                 $5::timestamptz[])"
+            }
+        };
+        sqlx::query(sql)
+            .bind(rows.iter().map(|x| x.order_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|x| x.version).collect::<Vec<_>>())
+            .bind(rows.iter().map(|x| x.kind.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|x| Json(&x.payload)).collect::<Vec<_>>())
+            .bind(rows.iter().map(|x| x.at).collect::<Vec<_>>())
+            .execute(&mut *c)
+            .await?;
+    }
+    if !w.orders.is_empty() {
+        let o = &w.orders;
+        sqlx::query(
+            "UPDATE orders SET attributes = v.attributes, version = v.version, \
+             updated_at = v.at FROM UNNEST($1::int8[], $2::jsonb[], $3::int8[], \
+             $4::timestamptz[]) AS v(id, attributes, version, at) WHERE orders.id = v.id",
+        )
+        .bind(o.iter().map(|x| x.id).collect::<Vec<_>>())
+        .bind(o.iter().map(|x| Json(&x.attributes)).collect::<Vec<_>>())
+        .bind(o.iter().map(|x| x.version).collect::<Vec<_>>())
+        .bind(o.iter().map(|x| x.at).collect::<Vec<_>>())
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Ends attempts in one statement (see `Tx::finish_updates`).
+pub(crate) async fn finish_updates(c: &mut PgConnection, f: &[Finish]) -> sqlx::Result<()> {
+    let sql = format!(
+        "UPDATE inbox SET {FINISH_SET} FROM UNNEST($1::int8[], $2::text[], $3::int4[], \
+         $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::timestamptz[], \
+         $8::timestamptz[]) AS v(seq, status, attempts, result, errors, \
+         next_attempt_at, park_until, processed_at) WHERE inbox.seq = v.seq"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(f.iter().map(|x| x.seq).collect::<Vec<_>>())
+        .bind(f.iter().map(|x| x.status.as_str()).collect::<Vec<_>>())
+        .bind(f.iter().map(|x| x.attempts).collect::<Vec<_>>())
+        .bind(
+            f.iter()
+                .map(|x| x.result.as_ref().map(Json))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            f.iter()
+                .map(|x| x.errors.as_ref().map(Json))
+                .collect::<Vec<_>>(),
+        )
+        .bind(f.iter().map(|x| x.next_attempt_at).collect::<Vec<_>>())
+        .bind(f.iter().map(|x| x.park_until).collect::<Vec<_>>())
+        .bind(f.iter().map(|x| x.processed_at).collect::<Vec<_>>())
+        .execute(c)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Group commits on SQLite: `BEGIN IMMEDIATE`, the inserts and `COMMIT` sent as one
+//! statement list, on the writer connection held from one group to the next (see
+//! `store::group`).
+
+use sqlx::AssertSqlSafe;
+use sqlx::pool::PoolConnection;
+
+use super::{DIALECT, SqliteStore};
+use crate::store::Result;
+use crate::store::group::{INSERT_CHUNK, bind_updates, insert_row, insert_sql};
+use crate::store::inbox::NewUpdate;
+
+/// Groups stored in a row on one connection before other writers (the inbox worker, the
+/// orders API) get their turn.
+pub const HOLD_GROUPS: u32 = 4;
+
+/// The writer connection a group writer holds between groups.
+#[derive(Default)]
+pub(crate) struct GroupConn {
+    held: Option<PoolConnection<sqlx::Sqlite>>,
+    in_a_row: u32,
+}
+
+impl GroupConn {
+    /// Stores `updates` in one transaction; the `(id, seq)` of each inserted one.
+    pub async fn insert(
+        &mut self,
+        s: &SqliteStore,
+        updates: &[NewUpdate],
+    ) -> Result<Vec<(String, i64)>> {
+        let mut conn = match self.held.take() {
+            Some(c) => c,
+            None => s.writer().acquire().await?,
+        };
+        let result = insert(&mut conn, updates).await;
+        self.in_a_row += 1;
+        if result.is_ok() && self.in_a_row < HOLD_GROUPS {
+            self.held = Some(conn);
+        } else {
+            self.in_a_row = 0;
+        }
+        result
+    }
+
+    pub fn release(&mut self) {
+        self.held = None;
+        self.in_a_row = 0;
+    }
+}
+
+/// `BEGIN IMMEDIATE`, the inserts and `COMMIT` as one statement list: `Ok` only after the
+/// commit. On error the transaction is rolled back, or the connection given up.
+async fn insert(
+    conn: &mut PoolConnection<sqlx::Sqlite>,
+    updates: &[NewUpdate],
+) -> Result<Vec<(String, i64)>> {
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    for chunk in updates.chunks(INSERT_CHUNK) {
+        sql.push_str(&insert_sql(chunk.len(), |i| insert_row(&DIALECT, i)));
+        sql.push_str(";\n");
+    }
+    sql.push_str("COMMIT");
+    let q = bind_updates!(sqlx::query_as(AssertSqlSafe(sql)), updates);
+    match q.fetch_all(&mut **conn).await {
+        Ok(ids) => Ok(ids),
+        Err(e) => {
+            // The list stopped at the failing statement; end the transaction it may have
+            // left open. A failed BEGIN leaves none, and that ROLLBACK fails harmlessly.
+            let open = sqlx::raw_sql("ROLLBACK").execute(&mut **conn).await;
+            if let Err(rollback) = open
+                && !rollback.to_string().contains("no transaction is active")
+            {
+                conn.close_on_drop();
+            }
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! SQLite: the embedded default. Its connection setup, its [`Dialect`], and the statements
+//! whose shape is its own ([`writes`]: multi-row `VALUES` lists; [`group`]: inserts sent
+//! as one statement list on a held connection).
+
+mod group;
+mod writes;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{Dialect, Result, StoreError, cause};
+
+pub(super) use group::GroupConn;
+pub(super) use writes::{finish_updates, write};
+
+pub(super) static MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+
+pub(super) static DIALECT: Dialect = Dialect {
+    list: |col, n| format!("{col} IN (SELECT value FROM json_each(${n}))"),
+    placeholder: |_| "?".to_owned(),
+    // The transaction holds the only writer: nothing else changes a row until it commits.
+    lock_order: "",
+    try_lock_order: "",
+    lock_rows: "",
+    // Walk the due index in claim order and stop at the limit. Left to itself, SQLite's
+    // planner (no statistics) picks the status index, checks the order rule for every
+    // waiting update and sorts them all: each claim then costs time in proportion to the
+    // backlog.
+    due_index: " INDEXED BY inbox_due",
+    // One writer: the claiming transaction holds the updates as a lease would (no other
+    // worker can claim them before it commits, and a crash rolls the claim back with the
+    // work), and a batch costs one commit instead of two.
+    claims_in_transaction: true,
+    claim_lock: "",
+    claim_prelude: None,
+    append_error: "CASE WHEN json_valid(errors) AND json_type(errors) = 'array' \
+         THEN json_insert(errors, '$[#]', json($4)) ELSE json_array(json($4)) END",
+    retry_set: "status = 'accepted', next_attempt_at = $1, park_until = NULL, \
+         lease_owner = NULL, lease_until = NULL, processed_at = NULL, \
+         errors = json_insert(errors, '$[#]', json_set(json($2), '$.attempt', attempts, \
+         '$.from', status))",
+    // TOTAL is a float that cannot overflow (SUM raises an error on overflow).
+    reserved_quantity: "SELECT CAST(MIN(TOTAL(quantity), 9223372036854775807) AS INTEGER) \
+         FROM items WHERE sku = $1 AND reserved",
+    explain: "EXPLAIN QUERY PLAN ",
+    // One writer: `seq` order is commit order. There is no transaction id; the checkpoint's
+    // stays what it is (0).
+    feed_after: "SELECT seq, CAST($1 AS INTEGER) AS tx, order_id, at FROM change_feed \
+         WHERE seq > $2 ORDER BY seq LIMIT $3",
+    feed_backlog: "SELECT COUNT(*), MIN(f.at) FROM change_feed f \
+         JOIN projector_checkpoint c ON c.name = $1 WHERE f.seq > c.last_seq",
+};
+
+/// The two SQLite pools: one writer connection (all writes are serialised through it, which
+/// is what SQLite does anyway, minus the busy errors) and a pool of readers (WAL lets them
+/// read while the writer writes).
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    pub(super) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    pub(super) fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    pub(super) async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// Opens the database file (created if missing).
+pub(super) async fn connect(url: &str) -> Result<SqliteStore> {
+    // synchronous=FULL: a write we acknowledged survives power loss. WAL with NORMAL could
+    // lose the last commits; throughput comes from group commit in the inbox, never from
+    // weaker durability.
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    // No ping before each use: a connection to a local file does not go stale, and the
+    // ping is a round trip to the connection's thread on every write. Checkpoint (copy the
+    // WAL into the database file, and fsync it) every 10,000 pages (40 MB) rather than
+    // SQLite's 1,000: a batch of updates dirties hundreds of scattered pages, and the same
+    // order and index pages again in later batches; a checkpoint writes each page once
+    // however often it changed since the last one. Commits still fsync the WAL.
+    let writer_options = options.clone().pragma("wal_autocheckpoint", "10000");
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(writer_options)
+        .await
+        .map_err(|e| {
+            StoreError::Connect(format!(
+                "cannot open the SQLite database {}: {} (does its folder exist and may this \
+                 user write there?)",
+                options.get_filename().display(),
+                cause(&e)
+            ))
+        })?;
+    let reader = SqlitePoolOptions::new()
+        .max_connections(4)
+        .test_before_acquire(false)
+        .connect_with(options.read_only(true))
+        .await?;
+    Ok(SqliteStore { writer, reader })
+}

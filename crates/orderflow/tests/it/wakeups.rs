@@ -1,0 +1,158 @@
+//! Wake-ups between processes (PostgreSQL): a caller waiting on an update in one instance
+//! is woken when another instance settles it, not by polling.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orderflow::config::Config;
+use orderflow::domain::types::{OrderReference, Quantity, Sku};
+use orderflow::domain::{NewItemInput, NewOrderInput, OrderService, ProcessSet, Source};
+use orderflow::inbox::ingest::{Accepted, Incoming, Mode};
+use orderflow::inbox::model::UpdateStatus;
+use orderflow::inbox::{Inbox, InboxSettings};
+use orderflow::store::Store;
+use serde_json::{Map, json};
+
+use crate::support::{self, Backend, fixtures};
+
+/// One instance: its own store (pools, listener) and inbox on the shared database.
+async fn instance(url: &str, settle_poll: Duration) -> Inbox {
+    let mut config = Config {
+        database_url: url.to_owned(),
+        ..Config::default()
+    };
+    // The command of Test01's onEnter event `start`.
+    config.commands.insert(
+        "Test/Stamp".into(),
+        serde_json::from_value(
+            json!({"type": "set_attributes", "scope": "order", "values": {"stamped": true}}),
+        )
+        .unwrap(),
+    );
+    let processes = ProcessSet::load(&fixtures().join("processes"), &config.bindings()).unwrap();
+    let store = Store::open(url).await.unwrap();
+    let service = OrderService::new(store, Arc::new(processes));
+    let mut settings = InboxSettings::from_config(&config).unwrap();
+    settings.settle_poll = settle_poll;
+    Inbox::new(service, settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    orderflow_no_test_postgres,
+    ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it"
+)]
+async fn a_repeat_waiting_in_one_instance_is_woken_by_the_other() {
+    let Some((url, _db)) = support::database(Backend::Postgres).await else {
+        return;
+    };
+    // `a` would read the update again only after a minute: only a wake-up answers in time.
+    let a = instance(&url, Duration::from_secs(60)).await;
+    let b = instance(&url, Duration::from_secs(60)).await;
+    let order = NewOrderInput {
+        reference: OrderReference::parse("W-1").unwrap(),
+        process: "Test01".into(),
+        currency: None,
+        attributes: Map::new(),
+        items: vec![NewItemInput {
+            sku: Sku::parse("SKU-1").unwrap(),
+            quantity: Quantity::parse(1).unwrap(),
+            unit_price: None,
+            attributes: Map::new(),
+        }],
+    };
+    b.service().create(order, Source::Api).await.unwrap();
+
+    // An earlier update of the order, held under another worker's lease: neither instance
+    // can process the next one inline.
+    let pay = b
+        .prepare(
+            "erp",
+            None,
+            json!({"order_reference": "W-1", "event": "pay"}),
+            "$",
+        )
+        .unwrap();
+    b.store_updates(vec![pay]).await.unwrap();
+    let now = orderflow::store::now();
+    let lease = now + chrono::Duration::seconds(60);
+    let held = b
+        .store()
+        .claim_updates(now, 10, "worker-x", lease)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+
+    // The first request (in `b`) waits for its answer; a repeat of its key (in `a`) waits
+    // for that first answer.
+    let ship = json!({"order_reference": "W-1", "event": "ship"});
+    let first = {
+        let u = incoming("K-1", ship.clone());
+        let b = b.clone();
+        tokio::spawn(async move { b.accept(u, Mode::Wait(Duration::from_secs(30))).await })
+    };
+    support::eventually(
+        Duration::from_secs(10),
+        "the first request is stored",
+        || {
+            let a = a.clone();
+            async move {
+                let rows = a
+                    .store()
+                    .list_updates(&orderflow::store::inbox::UpdateFilter {
+                        event: Some("ship".into()),
+                        limit: 10,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                (!rows.is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
+    let started = Instant::now();
+    let repeat = {
+        let u = incoming("K-1", ship);
+        let a = a.clone();
+        tokio::spawn(async move { a.accept(u, Mode::Wait(Duration::from_secs(30))).await })
+    };
+
+    // `b` finishes the held update, then its worker step applies the waiting one.
+    let done = b.process_batch(&held, "worker-x", now).await.unwrap();
+    assert_eq!(done, vec![Some(UpdateStatus::Applied)]);
+    let step = b
+        .process_next_batch("worker-b", orderflow::store::now())
+        .await
+        .unwrap();
+    assert_eq!(step, vec![Some(UpdateStatus::Applied)]);
+
+    let first = first.await.unwrap().unwrap();
+    let repeat = repeat.await.unwrap().unwrap();
+    let Accepted::Settled(answer) = &first else {
+        panic!("the first request settles in wait mode: {first:?}")
+    };
+    assert_eq!(answer.status, UpdateStatus::Applied, "{first:?}");
+    assert_eq!(
+        repeat,
+        Accepted::Replayed(answer.clone()),
+        "the repeat gets the first answer"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the repeat was answered by polling, not woken: {:?}",
+        started.elapsed()
+    );
+    a.store().close().await;
+    b.store().close().await;
+}
+
+/// An ERP update from client `erp` with idempotency key `key`.
+fn incoming(key: &str, body: serde_json::Value) -> Incoming {
+    Incoming {
+        client: "erp".into(),
+        key: Some(key.into()),
+        body,
+        path: "$".into(),
+    }
+}
