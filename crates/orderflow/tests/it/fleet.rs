@@ -36,14 +36,20 @@ fn reference(order: usize) -> String {
 /// A running `orderflow worker` and the number of batches it has logged.
 struct Worker {
     child: Child,
+    /// Its connections' `application_name`, so the test can see them close.
+    name: String,
     batches: Arc<AtomicU64>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Worker {
     fn spawn(url: &str, dir: &Path) -> Self {
+        static SPAWNED: AtomicU64 = AtomicU64::new(0);
+        let name = format!("fleet-worker-{}", SPAWNED.fetch_add(1, Ordering::Relaxed));
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{sep}application_name={name}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderflow"));
-        cmd.args(["--log-format", "json", "worker", "--database-url", url])
+        cmd.args(["--log-format", "json", "worker", "--database-url", &url])
             .arg("--processes")
             .arg(fixtures().join("fleet"))
             .current_dir(dir)
@@ -74,6 +80,7 @@ impl Worker {
         });
         Self {
             child,
+            name,
             batches,
             log,
         }
@@ -107,6 +114,27 @@ async fn store_updates(store: &Store, sent: &mut Sent, updates: &[(NewUpdate, us
 }
 
 /// Updates `prefix`'s worker holds a lease on.
+/// Waits until no connection named `name` is left (at most 30 s).
+async fn gone(pool: &PgPool, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(name)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        if open == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} connections of {name} stay open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn held(pool: &PgPool, prefix: &str) -> Vec<i64> {
     sqlx::query_scalar("SELECT seq FROM inbox WHERE status = 'processing' AND lease_owner LIKE $1")
         .bind(prefix)
@@ -199,6 +227,9 @@ async fn workers_apply_every_update_once_and_in_order_when_one_is_killed() {
         victim.child.kill().unwrap();
         victim.child.wait().unwrap();
         kills += 1;
+        // A COMMIT the worker sent just before it died still lands: look at its leases
+        // only once PostgreSQL has closed its connections.
+        gone(&pool, &victim.name).await;
         orphans = held(&pool, &prefix).await;
         if orphans.is_empty() {
             workers.push(Worker::spawn(&url, dir.path()));
