@@ -73,7 +73,9 @@ impl DomainError {
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;
 
-/// Who caused a change; written to history as `source` for triggered moves.
+/// Who caused a change: the change feed's `source`, and history's `source` for the moves
+/// the change itself made (triggered moves, items placed in a state). Moves the engine
+/// made on its own are labelled by their cause (`on_enter`, `timeout`, `condition`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
     /// The orders API (shop or admin).
@@ -82,6 +84,10 @@ pub enum Source {
     Erp(String),
     /// An operator's move of items out of a state the process no longer has.
     Operator,
+    /// A check-condition pass that fired a due timeout (the first move it made).
+    Timeout,
+    /// A check-condition pass that took an event-less transition.
+    Condition,
 }
 
 impl Source {
@@ -90,6 +96,8 @@ impl Source {
             (Cause::Trigger, Self::Api) => "api".into(),
             (Cause::Trigger, Self::Erp(id)) => format!("erp:{id}"),
             (Cause::Trigger, Self::Operator) => "operator".into(),
+            (Cause::Trigger, Self::Timeout) => "timeout".into(),
+            (Cause::Trigger, Self::Condition) => "condition".into(),
             // on_enter, timeout, condition, and whatever else the engine may add.
             (cause, _) => cause.as_str().into(),
         }
