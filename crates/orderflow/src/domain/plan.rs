@@ -88,7 +88,7 @@ pub(super) struct Patched {
 }
 
 impl Patched {
-    pub fn any(&self) -> bool {
+    pub(super) fn any(&self) -> bool {
         self.order || !self.items.is_empty()
     }
 }

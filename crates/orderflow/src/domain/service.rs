@@ -10,13 +10,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use oms::engine::{Decisions, EngineError, Outcome};
 use oms::{Process, engine};
-use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
 pub use super::change::{
     Applied, Change, DomainError, EventInput, ItemRef, NewItemInput, NewOrderInput, Result, Source,
     Target,
 };
+use super::change::{merge_patch, select_items};
 use super::plan::{self, Kind, Patched, Placed, Plan, engine_order};
 use super::processes::ProcessSet;
 use super::types::{Currency, OrderId};
@@ -336,111 +336,5 @@ impl OrderService {
         }
         let rows = self.store.history(id.0).await?;
         Ok(rows.into_iter().map(HistoryEntry::from).collect())
-    }
-}
-
-/// Item ids for references: an id must be the order's, a SKU selects every item with it.
-fn select_items(items: &[ItemRow], refs: &[ItemRef]) -> Result<Vec<i64>> {
-    let mut ids = Vec::new();
-    for r in refs {
-        let found: Vec<i64> = match r {
-            ItemRef::Id(id) => items.iter().filter(|i| i.id == *id).map(|i| i.id).collect(),
-            ItemRef::Sku(sku) => items
-                .iter()
-                .filter(|i| &i.sku == sku)
-                .map(|i| i.id)
-                .collect(),
-        };
-        if found.is_empty() {
-            return Err(match r {
-                ItemRef::Id(id) => DomainError::UnknownItem(*id),
-                ItemRef::Sku(sku) => DomainError::UnknownSku(sku.clone()),
-            });
-        }
-        for id in found {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-    }
-    Ok(ids)
-}
-
-/// RFC 7386 JSON merge patch on an object: `null` removes, objects merge, the rest replaces.
-/// Returns whether `target` changed (a patch that sets what is already there does not).
-pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> bool {
-    let mut changed = false;
-    for (k, v) in patch {
-        match v {
-            Value::Null => changed |= target.remove(k).is_some(),
-            Value::Object(p) => {
-                let entry = target.entry(k.clone()).or_insert(Value::Null);
-                if !entry.is_object() {
-                    *entry = Value::Object(Map::new());
-                    changed = true;
-                }
-                if let Value::Object(t) = entry {
-                    changed |= merge_patch(t, p);
-                }
-            }
-            other => changed |= target.insert(k.clone(), other.clone()).as_ref() != Some(other),
-        }
-    }
-    changed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use oms::engine::Cause;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc_7386() {
-        let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": 4})
-            .as_object()
-            .unwrap()
-            .clone();
-        let p = json!({"a": null, "b": {"c": null, "x": 5}, "e": [1]})
-            .as_object()
-            .unwrap()
-            .clone();
-        assert!(merge_patch(&mut t, &p));
-        assert_eq!(Value::Object(t), json!({"b": {"d": 3, "x": 5}, "e": [1]}));
-    }
-
-    #[test]
-    fn merge_patch_says_whether_it_changed_anything() {
-        let object = |v: Value| v.as_object().unwrap().clone();
-        let mut t = object(json!({"a": 1, "b": {"c": 2}}));
-        let same = object(json!({"a": 1, "b": {"c": 2}, "gone": null}));
-        assert!(
-            !merge_patch(&mut t, &same),
-            "setting what is there is no change"
-        );
-        assert!(!merge_patch(&mut t, &object(json!({}))));
-        for patch in [
-            json!({"a": 2}),
-            json!({"a": null}),
-            json!({"b": {"d": 3}}),
-            json!({"new": {}}),
-            json!({"a": {"x": null}}),
-        ] {
-            let mut t = object(json!({"a": 1, "b": {"c": 2}}));
-            let before = t.clone();
-            assert!(merge_patch(&mut t, &object(patch.clone())), "{patch}");
-            assert_ne!(t, before, "{patch}");
-        }
-    }
-
-    #[test]
-    fn source_labels() {
-        assert_eq!(Source::Api.label(Cause::Trigger), "api");
-        assert_eq!(Source::Erp("u1".into()).label(Cause::Trigger), "erp:u1");
-        assert_eq!(Source::Api.label(Cause::OnEnter), "on_enter");
-        assert_eq!(Source::Api.label(Cause::Timeout), "timeout");
-        assert_eq!(Source::Timeout.label(Cause::Trigger), "timeout");
-        assert_eq!(Source::Condition.label(Cause::Trigger), "condition");
-        assert_eq!(Source::Timeout.label(Cause::OnEnter), "on_enter");
     }
 }
