@@ -87,8 +87,8 @@ pub enum Effect {
         /// Ids of the items to trigger it for.
         items: Vec<i64>,
     },
-    /// Something the service runs after commit, such as an HTTP call; `command` names the
-    /// binding and `payload` is what it needs.
+    /// Work for the caller to run after its commit, such as an HTTP call; `command` names
+    /// the binding and `payload` is what it needs.
     AfterCommit {
         /// The binding's name.
         command: String,

@@ -1,4 +1,5 @@
-//! What a change to an order is (its input, its source, its target) and how it can fail.
+//! What a change to an order is (its input, its source, its target), how it can fail, and
+//! how its item references and attribute patches resolve.
 
 use oms::engine::{Cause, EngineError};
 use serde_json::{Map, Value};
@@ -6,6 +7,7 @@ use serde_json::{Map, Value};
 use super::types::{Currency, EventName, OrderId, OrderReference, Quantity, Sku, Version};
 use super::view::{ItemState, Move, OrderView, Stay};
 use crate::store::StoreError;
+use crate::store::orders::ItemRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
@@ -73,7 +75,9 @@ impl DomainError {
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;
 
-/// Who caused a change; written to history as `source` for triggered moves.
+/// Who caused a change: the change feed's `source`, and history's `source` for the moves
+/// the change itself made (triggered moves, items placed in a state). Moves the engine
+/// made on its own are labelled by their cause (`on_enter`, `timeout`, `condition`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
     /// The orders API (shop or admin).
@@ -82,6 +86,10 @@ pub enum Source {
     Erp(String),
     /// An operator's move of items out of a state the process no longer has.
     Operator,
+    /// A check-condition pass that fired a due timeout (the first move it made).
+    Timeout,
+    /// A check-condition pass that took an event-less transition.
+    Condition,
 }
 
 impl Source {
@@ -90,6 +98,8 @@ impl Source {
             (Cause::Trigger, Self::Api) => "api".into(),
             (Cause::Trigger, Self::Erp(id)) => format!("erp:{id}"),
             (Cause::Trigger, Self::Operator) => "operator".into(),
+            (Cause::Trigger, Self::Timeout) => "timeout".into(),
+            (Cause::Trigger, Self::Condition) => "condition".into(),
             // on_enter, timeout, condition, and whatever else the engine may add.
             (cause, _) => cause.as_str().into(),
         }
@@ -159,4 +169,109 @@ pub struct Applied {
     pub stayed: Vec<Stay>,
     /// False when nothing changed and the version stayed.
     pub changed: bool,
+}
+
+/// Item ids for references: an id must be the order's, a SKU selects every item with it.
+pub(super) fn select_items(items: &[ItemRow], refs: &[ItemRef]) -> Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    for r in refs {
+        let found: Vec<i64> = match r {
+            ItemRef::Id(id) => items.iter().filter(|i| i.id == *id).map(|i| i.id).collect(),
+            ItemRef::Sku(sku) => items
+                .iter()
+                .filter(|i| &i.sku == sku)
+                .map(|i| i.id)
+                .collect(),
+        };
+        if found.is_empty() {
+            return Err(match r {
+                ItemRef::Id(id) => DomainError::UnknownItem(*id),
+                ItemRef::Sku(sku) => DomainError::UnknownSku(sku.clone()),
+            });
+        }
+        for id in found {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// RFC 7386 JSON merge patch on an object: `null` removes, objects merge, the rest replaces.
+/// Returns whether `target` changed (a patch that sets what is already there does not).
+pub(super) fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> bool {
+    let mut changed = false;
+    for (k, v) in patch {
+        match v {
+            Value::Null => changed |= target.remove(k).is_some(),
+            Value::Object(p) => {
+                let entry = target.entry(k.clone()).or_insert(Value::Null);
+                if !entry.is_object() {
+                    *entry = Value::Object(Map::new());
+                    changed = true;
+                }
+                if let Value::Object(t) = entry {
+                    changed |= merge_patch(t, p);
+                }
+            }
+            other => changed |= target.insert(k.clone(), other.clone()).as_ref() != Some(other),
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": 4})
+            .as_object()
+            .unwrap()
+            .clone();
+        let p = json!({"a": null, "b": {"c": null, "x": 5}, "e": [1]})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert!(merge_patch(&mut t, &p));
+        assert_eq!(Value::Object(t), json!({"b": {"d": 3, "x": 5}, "e": [1]}));
+    }
+
+    #[test]
+    fn merge_patch_says_whether_it_changed_anything() {
+        let object = |v: Value| v.as_object().unwrap().clone();
+        let mut t = object(json!({"a": 1, "b": {"c": 2}}));
+        let same = object(json!({"a": 1, "b": {"c": 2}, "gone": null}));
+        assert!(
+            !merge_patch(&mut t, &same),
+            "setting what is there is no change"
+        );
+        assert!(!merge_patch(&mut t, &object(json!({}))));
+        for patch in [
+            json!({"a": 2}),
+            json!({"a": null}),
+            json!({"b": {"d": 3}}),
+            json!({"new": {}}),
+            json!({"a": {"x": null}}),
+        ] {
+            let mut t = object(json!({"a": 1, "b": {"c": 2}}));
+            let before = t.clone();
+            assert!(merge_patch(&mut t, &object(patch.clone())), "{patch}");
+            assert_ne!(t, before, "{patch}");
+        }
+    }
+
+    #[test]
+    fn source_labels() {
+        assert_eq!(Source::Api.label(Cause::Trigger), "api");
+        assert_eq!(Source::Erp("u1".into()).label(Cause::Trigger), "erp:u1");
+        assert_eq!(Source::Api.label(Cause::OnEnter), "on_enter");
+        assert_eq!(Source::Api.label(Cause::Timeout), "timeout");
+        assert_eq!(Source::Timeout.label(Cause::Trigger), "timeout");
+        assert_eq!(Source::Condition.label(Cause::Trigger), "condition");
+        assert_eq!(Source::Timeout.label(Cause::OnEnter), "on_enter");
+    }
 }

@@ -1,18 +1,29 @@
-//! Writing a decided change: the engine's `Decisions` for an order become rows (items,
-//! history, timers, effects, follow-up events, the order's new version) in the
-//! transaction that holds the order, and the change-feed payload that describes it.
+//! The one planner: every change to an order (a new order entering its process, an event
+//! or attribute change from the API or an ERP update, a check-condition pass, an operator's
+//! move) becomes rows through [`plan`], in the transaction that holds the order.
+//!
+//! The rows are read from what was decided, never found by comparing rows before and
+//! after: the engine's [`Decisions`] (steps, attribute changes, timers to drop and set,
+//! effects) and what the caller did before the engine ran (items it put into a state,
+//! attributes its patch changed). An item row is written when its state changed (the
+//! engine drops its timers), when a command set one of its attributes, or when the
+//! caller's patch changed it; the order row when the version moves or its attributes were
+//! set.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use oms::engine::{Cause, Decisions, Outcome, StayReason, TimerKind};
-use oms::{Process, engine};
+use oms::plugin::{AttributeChange, Effect};
+use oms::{Process, StateId, engine};
 use serde_json::{Value, json};
 
 use super::change::{DomainError, Result, Source};
 use super::view::Stay;
+use crate::inbox::follow_up::FollowUp;
+use crate::store;
 use crate::store::batch::Writes;
-use crate::store::inbox::NewUpdate;
 use crate::store::orders::{ItemRow, NewHistory, NewTimer, OrderRow};
-use crate::store::{self, Tx};
 
 /// The engine's view of stored rows.
 pub(super) fn engine_order(
@@ -47,75 +58,168 @@ pub(super) fn engine_order(
     })
 }
 
-/// Writes what the engine decided: changed items, history, timers, effects and the order
-/// row. Returns the rows as they now are and the stays worth reporting.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn persist(
-    tx: &mut Tx,
-    process: &Process,
-    row: OrderRow,
-    before: &[ItemRow],
-    order: &engine::Order,
-    decisions: &Decisions,
-    source: &Source,
-    version: i64,
-    now: DateTime<Utc>,
-) -> Result<(OrderRow, Vec<ItemRow>, Vec<Stay>)> {
-    let mut writes = Writes::default();
-    let done = plan(
-        &mut writes,
-        process,
-        row,
-        before,
-        order,
-        decisions,
-        source,
-        version,
-        now,
-    );
-    tx.write(&writes).await?;
-    Ok(done)
+/// What kind of change is planned; names its change-feed row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind<'a> {
+    /// A new order (its row and items are inserted at version 1 by the caller).
+    Created,
+    /// An attribute change, a triggered event (named) or a check-condition pass.
+    Updated { event: Option<&'a str> },
+    /// An operator moved items (always a new version).
+    Moved,
 }
 
-/// [`persist`] without sending: adds the rows to `writes`.
-#[allow(clippy::too_many_arguments)]
+/// An item the caller put into a state before the engine ran (a new order's items in the
+/// initial state, an operator's move). Its history row comes before the engine's steps.
+#[derive(Clone, Debug)]
+pub(super) struct Placed {
+    pub item: i64,
+    /// `None` for a new item.
+    pub from: Option<String>,
+    pub to: StateId,
+    pub reason: Option<String>,
+}
+
+/// What the caller's own attribute patch changed (see `merge_patch`).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Patched {
+    pub order: bool,
+    pub items: Vec<i64>,
+}
+
+impl Patched {
+    pub(super) fn any(&self) -> bool {
+        self.order || !self.items.is_empty()
+    }
+}
+
+/// One decided change to one order, as the planner reads it.
+pub(super) struct Plan<'a> {
+    pub process: &'a Process,
+    pub source: &'a Source,
+    pub kind: Kind<'a>,
+    pub placed: &'a [Placed],
+    pub patched: &'a Patched,
+    pub decisions: &'a Decisions,
+    pub now: DateTime<Utc>,
+    /// When the order's parked inbox updates become due, if the change is recorded.
+    pub wake_at: DateTime<Utc>,
+}
+
+/// The rows as they now are, the stays worth reporting, and whether the change is recorded
+/// (a new version, or the new order; with a change-feed row).
+pub(super) struct Planned {
+    pub row: OrderRow,
+    pub items: Vec<ItemRow>,
+    pub stayed: Vec<Stay>,
+    pub changed: bool,
+}
+
+/// Adds the rows of the change `p` describes to `writes`. `row` and `items` are the order
+/// as read under its lock (items by id, as [`engine_order`] was given them); `order` is the
+/// engine's view after the change.
 pub(super) fn plan(
     writes: &mut Writes,
-    process: &Process,
+    p: &Plan<'_>,
     mut row: OrderRow,
-    before: &[ItemRow],
+    mut items: Vec<ItemRow>,
     order: &engine::Order,
-    decisions: &Decisions,
-    source: &Source,
-    version: i64,
-    now: DateTime<Utc>,
-) -> (OrderRow, Vec<ItemRow>, Vec<Stay>) {
-    let mut after = Vec::with_capacity(before.len());
-    for (old, new) in before.iter().zip(&order.items) {
-        let state = process.state(new.state);
-        let mut item = old.clone();
-        if old.state != state.name
-            || old.state_entered_at != new.state_entered_at
-            || old.attributes.0 != new.attributes
-        {
-            writes.update_item(
-                old.id,
-                &state.name,
-                state.reserved,
-                new.state_entered_at,
-                &new.attributes,
-            );
-            item.state = state.name.clone();
-            item.reserved = state.reserved;
-            item.state_entered_at = new.state_entered_at;
-            item.attributes = sqlx::types::Json(new.attributes.clone());
+) -> Planned {
+    let (process, decisions, now) = (p.process, p.decisions, p.now);
+    let changed = match p.kind {
+        Kind::Created | Kind::Moved => true,
+        Kind::Updated { .. } => p.patched.any() || decisions.changed(),
+    };
+    let version = match p.kind {
+        Kind::Created => row.version,
+        _ => row.version + i64::from(changed),
+    };
+
+    let mut touched: HashSet<i64> = p.placed.iter().map(|x| x.item).collect();
+    touched.extend(&decisions.timers_dropped);
+    touched.extend(&p.patched.items);
+    let mut order_attributes = p.patched.order;
+    for c in &decisions.attribute_changes {
+        match c {
+            AttributeChange::Order { .. } => order_attributes = true,
+            AttributeChange::Item { item, .. } => {
+                touched.insert(*item);
+            }
         }
-        after.push(item);
     }
+    for (item, new) in items.iter_mut().zip(&order.items) {
+        debug_assert_eq!(item.id, new.id, "rows and engine items in the same order");
+        if !touched.contains(&item.id) {
+            continue;
+        }
+        let state = process.state(new.state);
+        writes.update_item(
+            item.id,
+            &state.name,
+            state.reserved,
+            new.state_entered_at,
+            &new.attributes,
+        );
+        item.state = state.name.clone();
+        item.reserved = state.reserved;
+        item.state_entered_at = new.state_entered_at;
+        item.attributes = sqlx::types::Json(new.attributes.clone());
+    }
+
+    let label = p.source.label(Cause::Trigger);
+    for x in p.placed {
+        let h = NewHistory {
+            item_id: x.item,
+            from_state: x.from.as_deref(),
+            to_state: &process.state(x.to).name,
+            event: None,
+            source: &label,
+            reason: x.reason.as_deref(),
+        };
+        writes.insert_history(row.id, &h, now);
+    }
+    let stayed = steps(writes, p, row.id);
+    timers(writes, process, decisions, row.id);
+    effects(writes, decisions, (row.id, &row.reference), version, now);
+
+    if version != row.version || order_attributes {
+        writes.update_order(row.id, &order.attributes, version, now);
+        row.version = version;
+        row.updated_at = now;
+        row.attributes = sqlx::types::Json(order.attributes.clone());
+    }
+    if changed {
+        let (kind, payload_kind, event) = match p.kind {
+            Kind::Created => ("created", "created", None),
+            Kind::Updated { event } => ("updated", "updated", event),
+            Kind::Moved => ("updated", "moved", None),
+        };
+        let payload = feed_payload(payload_kind, event, p);
+        writes.append_change(row.id, version, kind, &payload, now);
+        // Updates the ERP sent before this change (or before the order existed) may apply now.
+        writes.wake_parked(&row.reference, p.wake_at);
+        if p.patched.any() {
+            // Event-less transitions may hang on the attributes just changed.
+            writes.wake_condition_timers(row.id, now);
+        }
+    }
+    Planned {
+        row,
+        items,
+        stayed,
+        changed,
+    }
+}
+
+/// History rows of the engine's steps: every move, and the stays that say why (not those
+/// where no condition held, which a check pass would repeat on every due timer). Returns
+/// the stays.
+fn steps(writes: &mut Writes, p: &Plan<'_>, order_id: i64) -> Vec<Stay> {
+    let process = p.process;
     let mut stayed = Vec::new();
-    for step in &decisions.steps {
+    for step in &p.decisions.steps {
         let event = step.event.map(|e| process.event(e).name.as_str());
-        let label = source.label(step.cause);
+        let label = p.source.label(step.cause);
         match &step.outcome {
             Outcome::Moved { from, to, .. } => {
                 metrics::counter!("orderflow_transitions_total",
@@ -130,7 +234,7 @@ pub(super) fn plan(
                     source: &label,
                     reason: None,
                 };
-                writes.insert_history(row.id, &h, now);
+                writes.insert_history(order_id, &h, p.now);
             }
             Outcome::Stayed { state, reason } => {
                 let state = &process.state(*state).name;
@@ -144,7 +248,7 @@ pub(super) fn plan(
                         source: &label,
                         reason: Some(&text),
                     };
-                    writes.insert_history(row.id, &h, now);
+                    writes.insert_history(order_id, &h, p.now);
                 }
                 stayed.push(Stay {
                     item: step.item,
@@ -156,6 +260,11 @@ pub(super) fn plan(
             _ => {}
         }
     }
+    stayed
+}
+
+/// The timers the engine dropped and set (dropped first: a moved item's new timers stay).
+fn timers(writes: &mut Writes, process: &Process, decisions: &Decisions, order_id: i64) {
     for &item in &decisions.timers_dropped {
         writes.drop_timers(item);
     }
@@ -174,14 +283,28 @@ pub(super) fn plan(
             event,
             due_at: t.due_at,
         };
-        writes.insert_timer(row.id, &timer);
+        writes.insert_timer(order_id, &timer);
     }
-    // A follow-up event goes into the inbox in this transaction: it is applied after this
-    // change, in order with the order's other updates, exactly once. Other effects
-    // (after-commit calls) are kept in `effects` with the change that caused them.
+}
+
+/// Command effects. A follow-up event is handed to the inbox, which stores it with this
+/// change. Other effects (after-commit calls) are recorded in `effects` with the order
+/// version that caused them; nothing executes those rows yet.
+fn effects(
+    writes: &mut Writes,
+    decisions: &Decisions,
+    (order_id, reference): (i64, &str),
+    version: i64,
+    now: DateTime<Utc>,
+) {
     for effect in &decisions.effects {
-        if let oms::plugin::Effect::FollowUpEvent { event, items } = effect {
-            writes.follow_up(follow_up(&row.reference, event, items, now));
+        if let Effect::FollowUpEvent { event, items } = effect {
+            let follow_up = FollowUp {
+                order_reference: reference,
+                event,
+                items,
+            };
+            follow_up.stage(writes, now);
             continue;
         }
         let payload = serde_json::to_value(effect).unwrap_or(Value::Null);
@@ -190,51 +313,24 @@ pub(super) fn plan(
             .and_then(Value::as_str)
             .unwrap_or("effect")
             .to_owned();
-        writes.insert_effect(row.id, version, &kind, &payload, now);
-    }
-    if version != row.version || order.attributes != row.attributes.0 {
-        writes.update_order(row.id, &order.attributes, version, now);
-        row.version = version;
-        row.updated_at = now;
-        row.attributes = sqlx::types::Json(order.attributes.clone());
-    }
-    (row, after, stayed)
-}
-
-/// The inbox update a command's follow-up event becomes (client `orderflow`).
-fn follow_up(reference: &str, event: &str, items: &[i64], now: DateTime<Utc>) -> NewUpdate {
-    let items: Vec<Value> = items.iter().map(|id| json!({ "id": id })).collect();
-    let payload = json!({"order_reference": reference, "event": event, "items": items});
-    NewUpdate {
-        id: uuid::Uuid::now_v7().to_string(),
-        client: "orderflow".into(),
-        idempotency_key: None,
-        request_hash: crate::inbox::ingest::request_hash(&payload),
-        order_reference: reference.to_owned(),
-        event: Some(event.to_owned()),
-        payload,
-        response: None,
-        received_at: now,
+        writes.insert_effect(order_id, version, &kind, &payload, now);
     }
 }
 
-pub(super) fn feed_payload(
-    kind: &str,
-    event: Option<&str>,
-    decisions: &Decisions,
-    process: &Process,
-    source: &Source,
-) -> Value {
-    let moved: Vec<Value> = decisions
+/// The change-feed payload: what kind of change, the triggered event, who caused it, and
+/// the moves.
+fn feed_payload(kind: &str, event: Option<&str>, p: &Plan<'_>) -> Value {
+    let moved: Vec<Value> = p
+        .decisions
         .moves()
         .map(|(item, from, to)| {
-            json!({"item": item, "from": process.state(from).name, "to": process.state(to).name})
+            json!({"item": item, "from": p.process.state(from).name, "to": p.process.state(to).name})
         })
         .collect();
     json!({
         "kind": kind,
         "event": event,
-        "source": source.label(Cause::Trigger),
+        "source": p.source.label(Cause::Trigger),
         "moved": moved,
     })
 }

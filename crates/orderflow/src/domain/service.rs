@@ -1,26 +1,28 @@
 //! The one processing function: every change to an order (create, attribute patch, manual
-//! event, and later ERP updates and timeouts) runs through [`OrderService`] in one
-//! transaction that holds the order, writes items, history, timers, effects and a
-//! change-feed row, bumps the version and commits.
+//! event, ERP update) runs through [`OrderService`] in one transaction that holds the order.
+//! The engine decides; the planner (`plan`, shared with check-condition passes and operator
+//! moves) turns its decisions into the rows the change writes (items, history, timers,
+//! effects, follow-up events, the change-feed row and the new version), sent in a few
+//! statements ([`Writes`]) before the commit.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use oms::engine::{Cause, Decisions, EngineError, Outcome};
+use oms::engine::{Decisions, EngineError, Outcome};
 use oms::{Process, engine};
-use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
 pub use super::change::{
     Applied, Change, DomainError, EventInput, ItemRef, NewItemInput, NewOrderInput, Result, Source,
     Target,
 };
-use super::plan::{engine_order, feed_payload, persist, plan};
+use super::change::{merge_patch, select_items};
+use super::plan::{self, Kind, Patched, Placed, Plan, engine_order};
 use super::processes::ProcessSet;
 use super::types::{Currency, OrderId};
 use super::view::{HistoryEntry, ItemState, Move, OrderView};
 use crate::store::batch::Writes;
-use crate::store::orders::{ItemRow, NewHistory, NewItem, NewOrder, OrderRow};
+use crate::store::orders::{ItemRow, NewItem, NewOrder, OrderRow};
 use crate::store::{self, Store, StoreError, Tx};
 
 /// The order service: the store, the processes and the projector's wake-up.
@@ -70,7 +72,8 @@ impl OrderService {
             .ok_or_else(|| DomainError::UnknownProcess(input.process.clone()))?
             .clone();
         let now = store::now();
-        let initial = process.state(process.initial());
+        let initial = process.initial();
+        let state = process.state(initial);
         let mut tx = self.store.begin().await?;
         let row = tx
             .insert_order(&NewOrder {
@@ -85,52 +88,57 @@ impl OrderService {
                 StoreError::ReferenceTaken(r) => DomainError::ReferenceTaken(r),
                 e => e.into(),
             })?;
+        // Items need their ids before the engine runs: its decisions name items by id.
         let mut items = Vec::with_capacity(input.items.len());
         for i in &input.items {
             let new = NewItem {
                 sku: i.sku.as_str(),
                 quantity: i.quantity.get(),
                 unit_price: i.unit_price,
-                state: &initial.name,
-                reserved: initial.reserved,
+                state: &state.name,
+                reserved: state.reserved,
                 attributes: &i.attributes,
             };
             let id = tx.insert_item(row.id, &new, now).await?;
-            let history = NewHistory {
-                item_id: id,
-                from_state: None,
-                to_state: &initial.name,
-                event: None,
-                source: &source.label(Cause::Trigger),
-                reason: None,
-            };
-            tx.insert_history(row.id, &history, now).await?;
             items.push(ItemRow {
                 id,
                 order_id: row.id,
                 sku: new.sku.to_owned(),
                 quantity: new.quantity,
                 unit_price: new.unit_price,
-                state: initial.name.clone(),
-                reserved: initial.reserved,
+                state: state.name.clone(),
+                reserved: state.reserved,
                 state_entered_at: now,
                 attributes: sqlx::types::Json(i.attributes.clone()),
             });
         }
         let mut order = engine_order(&row, &items, &process)?;
         let decisions = self.processes.engine(&process).start(&mut order, now);
-        let (row, items, _) = persist(
-            &mut tx, &process, row, &items, &order, &decisions, &source, 1, now,
-        )
-        .await?;
-        let payload = feed_payload("created", None, &decisions, &process, &source);
-        tx.append_change(row.id, row.version, "created", &payload, now)
-            .await?;
-        // Updates the ERP sent before the shop created the order may apply now.
-        tx.wake_parked(&row.reference, now).await?;
+        let placed: Vec<Placed> = items
+            .iter()
+            .map(|i| Placed {
+                item: i.id,
+                from: None,
+                to: initial,
+                reason: None,
+            })
+            .collect();
+        let plan = Plan {
+            process: &process,
+            source: &source,
+            kind: Kind::Created,
+            placed: &placed,
+            patched: &Patched::default(),
+            decisions: &decisions,
+            now,
+            wake_at: now,
+        };
+        let mut writes = Writes::default();
+        let done = plan::plan(&mut writes, &plan, row, items, &order);
+        tx.write(&writes).await?;
         tx.commit().await?;
         self.committed();
-        Ok(OrderView::new(&row, &items, Some(&process)))
+        Ok(OrderView::new(&done.row, &done.items, Some(&process)))
     }
 
     /// Applies one change to an existing order in one transaction.
@@ -198,22 +206,19 @@ impl OrderService {
             .as_deref()
             .map(|refs| select_items(&items, refs))
             .transpose()?;
+        let mut patched = Patched::default();
         if let Some(patch) = &change.attributes {
-            merge_patch(&mut order.attributes, patch);
+            patched.order = merge_patch(&mut order.attributes, patch);
         }
         if let Some(patch) = &change.item_attributes {
             for item in &mut order.items {
-                if selected.as_ref().is_none_or(|ids| ids.contains(&item.id)) {
-                    merge_patch(&mut item.attributes, patch);
+                if selected.as_ref().is_none_or(|ids| ids.contains(&item.id))
+                    && merge_patch(&mut item.attributes, patch)
+                {
+                    patched.items.push(item.id);
                 }
             }
         }
-        let attributes_changed = order.attributes != row.attributes.0
-            || order
-                .items
-                .iter()
-                .zip(&items)
-                .any(|(new, old)| new.attributes != old.attributes.0);
         let decisions = match &change.event {
             None => Decisions::default(),
             Some(ev) => self.trigger(&process, &mut order, selected.as_deref(), ev, now)?,
@@ -233,33 +238,19 @@ impl OrderService {
                 });
             }
         }
-        let changed = attributes_changed || decisions.changed();
-        let version = if changed {
-            row.version + 1
-        } else {
-            row.version
-        };
-        let (row, items, stayed) = plan(
-            writes,
-            &process,
-            row,
-            &items,
-            &order,
-            &decisions,
-            &change.source,
-            version,
+        let plan = Plan {
+            process: &process,
+            source: &change.source,
+            kind: Kind::Updated {
+                event: change.event.as_ref().map(|e| e.event.as_str()),
+            },
+            placed: &[],
+            patched: &patched,
+            decisions: &decisions,
             now,
-        );
-        if changed {
-            let event = change.event.as_ref().map(|e| e.event.as_str());
-            let payload = feed_payload("updated", event, &decisions, &process, &change.source);
-            writes.append_change(row.id, version, "updated", &payload, now);
-            writes.wake_parked(&row.reference, now);
-            if attributes_changed {
-                // Event-less transitions may hang on the attributes just changed.
-                writes.wake_condition_timers(row.id, now);
-            }
-        }
+            wake_at: now,
+        };
+        let done = plan::plan(writes, &plan, row, items, &order);
         let moved = decisions
             .moves()
             .map(|(item, from, to)| Move {
@@ -270,11 +261,11 @@ impl OrderService {
             .collect();
         let not_applicable = decisions.not_applicable().map(|(id, _)| id).collect();
         Ok(Applied {
-            order: OrderView::new(&row, &items, Some(&process)),
+            order: OrderView::new(&done.row, &done.items, Some(&process)),
             moved,
             not_applicable,
-            stayed,
-            changed,
+            stayed: done.stayed,
+            changed: done.changed,
         })
     }
 
@@ -345,85 +336,5 @@ impl OrderService {
         }
         let rows = self.store.history(id.0).await?;
         Ok(rows.into_iter().map(HistoryEntry::from).collect())
-    }
-}
-
-/// Item ids for references: an id must be the order's, a SKU selects every item with it.
-fn select_items(items: &[ItemRow], refs: &[ItemRef]) -> Result<Vec<i64>> {
-    let mut ids = Vec::new();
-    for r in refs {
-        let found: Vec<i64> = match r {
-            ItemRef::Id(id) => items.iter().filter(|i| i.id == *id).map(|i| i.id).collect(),
-            ItemRef::Sku(sku) => items
-                .iter()
-                .filter(|i| &i.sku == sku)
-                .map(|i| i.id)
-                .collect(),
-        };
-        if found.is_empty() {
-            return Err(match r {
-                ItemRef::Id(id) => DomainError::UnknownItem(*id),
-                ItemRef::Sku(sku) => DomainError::UnknownSku(sku.clone()),
-            });
-        }
-        for id in found {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-    }
-    Ok(ids)
-}
-
-/// RFC 7386 JSON merge patch on an object: `null` removes, objects merge, the rest replaces.
-pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
-    for (k, v) in patch {
-        match v {
-            Value::Null => {
-                target.remove(k);
-            }
-            Value::Object(p) => {
-                let entry = target
-                    .entry(k.clone())
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if !entry.is_object() {
-                    *entry = Value::Object(Map::new());
-                }
-                if let Value::Object(t) = entry {
-                    merge_patch(t, p);
-                }
-            }
-            other => {
-                target.insert(k.clone(), other.clone());
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc_7386() {
-        let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": 4})
-            .as_object()
-            .unwrap()
-            .clone();
-        let p = json!({"a": null, "b": {"c": null, "x": 5}, "e": [1]})
-            .as_object()
-            .unwrap()
-            .clone();
-        merge_patch(&mut t, &p);
-        assert_eq!(Value::Object(t), json!({"b": {"d": 3, "x": 5}, "e": [1]}));
-    }
-
-    #[test]
-    fn source_labels() {
-        assert_eq!(Source::Api.label(Cause::Trigger), "api");
-        assert_eq!(Source::Erp("u1".into()).label(Cause::Trigger), "erp:u1");
-        assert_eq!(Source::Api.label(Cause::OnEnter), "on_enter");
-        assert_eq!(Source::Api.label(Cause::Timeout), "timeout");
     }
 }

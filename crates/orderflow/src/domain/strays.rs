@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::plan::{engine_order, feed_payload, persist};
+use super::plan::{self, Kind, Patched, Placed, Plan, engine_order};
 use super::service::{DomainError, OrderService, Result, Source};
 use crate::store::StoreError;
-use crate::store::orders::NewHistory;
+use crate::store::batch::Writes;
 
 /// Items of one process in one state that the loaded definitions do not have.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -173,11 +173,11 @@ impl OrderService {
                 continue;
             }
             // The engine sees the moved items already in the target state.
-            let mut placed = before.clone();
-            for item in placed.iter_mut().filter(|i| ids.contains(&i.id)) {
+            let mut entered = before.clone();
+            for item in entered.iter_mut().filter(|i| ids.contains(&i.id)) {
                 item.state = m.to.to_owned();
             }
-            let mut order = match engine_order(&row, &placed, &definition) {
+            let mut order = match engine_order(&row, &entered, &definition) {
                 Ok(order) => order,
                 Err(e) => {
                     report.skipped.push(Skipped {
@@ -202,46 +202,35 @@ impl OrderService {
             } else {
                 "moved by an operator".to_owned()
             };
-            for item in before.iter().filter(|i| ids.contains(&i.id)) {
-                let h = NewHistory {
-                    item_id: item.id,
-                    from_state: Some(&item.state),
-                    to_state: m.to,
-                    event: None,
-                    source: "operator",
-                    reason: Some(&reason),
-                };
-                tx.insert_history(row.id, &h, now)
-                    .await
-                    .map_err(DomainError::from)?;
-            }
+            let placed: Vec<Placed> = before
+                .iter()
+                .filter(|i| ids.contains(&i.id))
+                .map(|i| Placed {
+                    item: i.id,
+                    from: Some(i.state.clone()),
+                    to: target,
+                    reason: Some(reason.clone()),
+                })
+                .collect();
             if across {
                 tx.set_order_process(row.id, target_name)
                     .await
                     .map_err(DomainError::from)?;
                 row.process = target_name.to_owned();
             }
-            let version = row.version + 1;
-            let source = Source::Operator;
-            let (row, _, _) = persist(
-                &mut tx,
-                &definition,
-                row,
-                &before,
-                &order,
-                &decisions,
-                &source,
-                version,
+            let plan = Plan {
+                process: &definition,
+                source: &Source::Operator,
+                kind: Kind::Moved,
+                placed: &placed,
+                patched: &Patched::default(),
+                decisions: &decisions,
                 now,
-            )
-            .await?;
-            let payload = feed_payload("moved", None, &decisions, &definition, &source);
-            tx.append_change(row.id, version, "updated", &payload, now)
-                .await
-                .map_err(DomainError::from)?;
-            tx.wake_parked(&row.reference, now)
-                .await
-                .map_err(DomainError::from)?;
+                wake_at: now,
+            };
+            let mut writes = Writes::default();
+            plan::plan(&mut writes, &plan, row, before, &order);
+            tx.write(&writes).await.map_err(DomainError::from)?;
             tx.commit().await.map_err(DomainError::from)?;
             self.committed();
         }

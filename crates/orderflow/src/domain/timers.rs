@@ -6,8 +6,9 @@
 //! time; the walk is an index range, so a pass reads the timers that are due and never the
 //! ones that wait. For each order it meets, in one transaction, it takes the order, re-reads
 //! that order's due timers, runs [`oms::Engine::check`] for their items, persists the
-//! decisions like any other change (version, history with source `timeout`/`condition`,
-//! change feed) and commits. A pass that moves an item also makes the order's parked inbox
+//! decisions through the same planner as any other change (version, history with source
+//! `timeout`/`condition`, change feed; the change's [`Source`] is [`Source::Timeout`] or
+//! [`Source::Condition`]) and commits. A pass that moves an item also makes the order's parked inbox
 //! updates due, in the same transaction, like any other change of the order: the move may
 //! be what lets their event apply.
 //!
@@ -39,15 +40,15 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use oms::engine::{Cause, Decisions, EngineError, Outcome};
 use oms::{Process, engine};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::plan::{engine_order, feed_payload, persist};
+use super::plan::{self, Kind, Patched, Plan, engine_order};
 use super::service::{DomainError, OrderService, Result, Source};
+use crate::store;
+use crate::store::batch::Writes;
 use crate::store::orders::{ItemRow, OrderRow};
 use crate::store::timers::{DueCursor, TimerRow};
-use crate::store::{self, Tx};
 
 /// Timers read per batch by the background loop.
 pub const BATCH: u32 = 100;
@@ -193,9 +194,22 @@ impl OrderService {
             match self.decide_due(&row, &items, &due_items, now) {
                 Ok((process, order, decisions)) => {
                     moved = decisions.timers_dropped.clone();
-                    changed = decisions.changed();
-                    self.write(&mut tx, &process, row, &items, &order, &decisions, now)
-                        .await?;
+                    let plan = Plan {
+                        process: &process,
+                        source: &checked_by(&decisions),
+                        kind: Kind::Updated { event: None },
+                        placed: &[],
+                        patched: &Patched::default(),
+                        decisions: &decisions,
+                        now,
+                        // Parked updates are due on the inbox's clock (the wall clock), not
+                        // the pass's: a pass run with a later `now` (a test's clock, a
+                        // catch-up) must not push them into the future.
+                        wake_at: store::now().min(now),
+                    };
+                    let mut writes = Writes::default();
+                    changed = plan::plan(&mut writes, &plan, row, items, &order).changed;
+                    tx.write(&writes).await?;
                 }
                 // The order cannot be checked as stored (its process is gone, an item is in
                 // a state the process lacks): back off instead of failing every pass.
@@ -247,53 +261,18 @@ impl OrderService {
             })?;
         Ok((process, order, decisions))
     }
-
-    /// Persists the decisions like any change: a new version and a change-feed row when
-    /// something changed.
-    #[allow(clippy::too_many_arguments)]
-    async fn write(
-        &self,
-        tx: &mut Tx,
-        process: &Process,
-        row: OrderRow,
-        items: &[ItemRow],
-        order: &engine::Order,
-        decisions: &Decisions,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let changed = decisions.changed();
-        let version = row.version + i64::from(changed);
-        // Check moves carry Cause::Timeout/Condition/OnEnter, whose history source does not
-        // depend on the Source passed here (only triggered moves use it).
-        let source = Source::Api;
-        let (row, _, _) = persist(
-            tx, process, row, items, order, decisions, &source, version, now,
-        )
-        .await?;
-        if changed {
-            let mut payload = feed_payload("updated", None, decisions, process, &source);
-            payload["source"] = Value::from(feed_source(decisions));
-            tx.append_change(row.id, version, "updated", &payload, now)
-                .await?;
-            // Parked updates of the order may apply now. Due on the inbox's clock (the wall
-            // clock), not the pass's: a pass run with a later `now` (a test's clock, a
-            // catch-up) must not push them into the future.
-            tx.wake_parked(&row.reference, store::now().min(now))
-                .await?;
-        }
-        Ok(())
-    }
 }
 
-/// The change feed's `source` for a check: what started the first move.
-fn feed_source(decisions: &Decisions) -> &'static str {
+/// Who a pass's change is credited to (the change feed's `source`): the cause of its first
+/// move, a due timeout or an event-less transition.
+fn checked_by(decisions: &Decisions) -> Source {
     let first = decisions
         .steps
         .iter()
         .find(|s| matches!(s.outcome, Outcome::Moved { .. }));
     match first.map(|s| s.cause) {
-        Some(Cause::Timeout) => "timeout",
-        _ => "condition",
+        Some(Cause::Timeout) => Source::Timeout,
+        _ => Source::Condition,
     }
 }
 

@@ -5,12 +5,15 @@
 //! - [`ingest`]: the typed API transports call: validation, the idempotency rule, and
 //!   the answer in async or wait mode.
 //! - [`writer`]: group-committed inserts.
+//! - [`follow_up`]: the update a command's follow-up event becomes, stored with the change
+//!   that caused it.
 //! - [`process`]: applies claimed updates to their orders; the outcome is written in the
 //!   same transaction as the order change, so an update is never applied twice.
 //! - [`worker`]: claims due updates under a lease and processes them.
 //! - [`ops`]: what operators do: list, retry, replay by filter, counts for stats and gauges.
 
 pub mod batcher;
+pub mod follow_up;
 pub mod ingest;
 pub mod model;
 pub mod ops;

@@ -185,7 +185,8 @@ impl Writes {
         });
     }
 
-    /// Records a command effect to execute after commit (outbox row, `done_at` unset).
+    /// Records a command's after-commit effect with the order version that caused it
+    /// (`done_at` unset). Nothing executes these rows yet: they are a record.
     pub fn insert_effect(
         &mut self,
         order_id: i64,
@@ -249,7 +250,8 @@ impl Writes {
         self.wake_at = Some(self.wake_at.map_or(now, |t| t.max(now)));
     }
 
-    /// Stores a command's follow-up event as an inbox update, with this change.
+    /// Stores an inbox update with this change: the row a command's follow-up event becomes
+    /// (built by `inbox::follow_up`).
     pub fn follow_up(&mut self, update: NewUpdate) {
         self.follow_ups.push(update);
     }

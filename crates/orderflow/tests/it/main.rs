@@ -37,3 +37,4 @@ mod update_roundtrip;
 mod wake_on_timeout;
 mod wakeups;
 mod webhook_vectors;
+mod write_path;
