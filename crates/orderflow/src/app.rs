@@ -40,7 +40,7 @@ pub async fn run(
             shutdown.child_token(),
         ),
     );
-    let inbox = Inbox::new(service.clone(), InboxSettings::from_config(config)?);
+    let inbox = Inbox::new(service.clone(), InboxSettings::from_config(config));
     let gauges = watched(
         "inbox gauges",
         shutdown.clone(),

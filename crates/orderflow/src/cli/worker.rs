@@ -41,7 +41,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.processes {
         config.processes = dir;
     }
-    let settings = InboxSettings::from_config(&config)?;
+    let settings = InboxSettings::from_config(&config);
     let service = super::boot(&config).await?;
     let store = service.store().clone();
     let inbox = Inbox::new(service, settings);

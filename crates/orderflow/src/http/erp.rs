@@ -92,8 +92,8 @@ pub async fn post_update(
     let key = idempotency_key(&headers)?;
     let (mode, applied) = mode(
         &headers,
-        state.inbox.settings().default_mode,
-        state.inbox.settings().default_wait,
+        state.inbox.settings().erp.default_mode,
+        state.inbox.settings().default_wait(),
     )?;
     let incoming = Incoming {
         client: caller.name.clone(),

@@ -106,7 +106,7 @@ impl Modify for BearerAuth {
 
 /// The router with every route, and the OpenAPI document generated from the handlers.
 pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openapi::OpenApi) {
-    let max_batch = state.inbox.settings().max_batch;
+    let max_batch = state.inbox.settings().max_batch();
     let processes = state.service.processes();
     let process_names: Vec<String> = processes.iter().map(|p| p.name().to_owned()).collect();
     let mut event_names: Vec<String> = processes

@@ -247,7 +247,7 @@ impl Inbox {
     /// commit: one result per entry, in order. An invalid entry stores nothing and gets
     /// its error; a repeated key gets the first answer without waiting for it.
     pub async fn accept_batch(&self, entries: Vec<Incoming>) -> Result<Vec<Result<Accepted>>> {
-        let max = self.settings.max_batch;
+        let max = self.settings.max_batch();
         if entries.len() > max {
             return Err(IngestError::BatchTooLarge {
                 max,
@@ -323,7 +323,7 @@ impl Inbox {
                 None => Answer::of(row),
             }));
         };
-        let deadline = deadline.max(Instant::now() + self.settings.default_wait);
+        let deadline = deadline.max(Instant::now() + self.settings.default_wait());
         let mut settled = self.store().wakeups().settled();
         let mut current = row.clone();
         if current.answer.is_none() {
@@ -357,7 +357,7 @@ impl Inbox {
     async fn wait(&self, seq: i64, id: &str, deadline: Instant) -> Result<Accepted> {
         let now = store::now();
         let owner = format!("{}-inline", self.owner);
-        let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
+        let lease = chrono::Duration::from_std(self.settings.worker.lease).unwrap_or_default();
         // Subscribed before anything can settle it: no wake-up is missed.
         let mut wake = self.store().wakeups().settled();
         let claimed = self

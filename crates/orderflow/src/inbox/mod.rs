@@ -26,27 +26,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
-use crate::config::{self, Config, ErpMode, EventPolicy};
+use crate::config::{Config, ErpConfig, EventConfig, EventPolicy, WorkerConfig};
 use crate::domain::OrderService;
 use crate::store::Store;
 use batcher::Batcher;
 use writer::StoreBatch;
 
-/// The inbox's settings, from [`Config`] with durations parsed.
+/// The inbox's settings: the `[erp]`, `[worker]` and `[events]` sections of [`Config`], as
+/// read (durations typed), and the few values derived from them.
 #[derive(Clone, Debug)]
 pub struct InboxSettings {
-    pub default_mode: ErpMode,
-    pub default_wait: Duration,
-    pub max_batch: usize,
-    pub idempotency_retention: Duration,
+    pub erp: ErpConfig,
+    pub worker: WorkerConfig,
     /// Per event name; events not listed are parked for [`DEFAULT_PARK_TTL`].
-    pub policies: BTreeMap<String, (EventPolicy, Duration)>,
-    pub batch_size: u32,
-    pub poll_interval: Duration,
-    pub lease: Duration,
-    pub max_attempts: u32,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
+    pub events: BTreeMap<String, EventConfig>,
     /// How often a caller waiting for an update (wait mode, a repeated key) reads it again
     /// when no wake-up came: the floor under the store's settled wake-ups.
     pub settle_poll: Duration,
@@ -59,39 +52,48 @@ pub const SETTLE_POLL: Duration = Duration::from_secs(1);
 pub const DEFAULT_PARK_TTL: Duration = Duration::from_secs(72 * 3600);
 
 impl InboxSettings {
-    pub fn from_config(c: &Config) -> config::Result<Self> {
-        let policies = c
-            .events
-            .iter()
-            .map(|(name, e)| (name.clone(), (e.policy, e.park_ttl)))
-            .collect();
-        Ok(Self {
-            default_mode: c.erp.default_mode,
-            default_wait: Duration::from_secs(c.erp.default_wait_seconds),
-            max_batch: c.erp.max_batch.max(1),
-            idempotency_retention: c.erp.idempotency_retention,
-            policies,
-            batch_size: c.worker.batch_size.max(1),
-            poll_interval: c.worker.poll_interval,
-            lease: c.worker.lease,
-            max_attempts: c.worker.max_attempts.max(1),
-            backoff_base: c.worker.backoff_base,
-            backoff_max: c.worker.backoff_max,
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            erp: c.erp.clone(),
+            worker: c.worker.clone(),
+            events: c.events.clone(),
             settle_poll: SETTLE_POLL,
-        })
+        }
+    }
+
+    /// Wait mode's time without `Prefer: wait=N`.
+    pub fn default_wait(&self) -> Duration {
+        Duration::from_secs(self.erp.default_wait_seconds)
+    }
+
+    /// Updates in one batch request at most.
+    pub fn max_batch(&self) -> usize {
+        self.erp.max_batch.max(1)
+    }
+
+    /// Updates claimed per worker step at most.
+    pub fn batch_size(&self) -> u32 {
+        self.worker.batch_size.max(1)
+    }
+
+    /// Failed attempts before an update goes `dead`.
+    pub fn max_attempts(&self) -> u32 {
+        self.worker.max_attempts.max(1)
     }
 
     /// The policy and park time limit for an event name (`None`: an update without event).
     pub fn policy(&self, event: Option<&str>) -> (EventPolicy, Duration) {
         event
-            .and_then(|e| self.policies.get(e).copied())
-            .unwrap_or((EventPolicy::Park, DEFAULT_PARK_TTL))
+            .and_then(|e| self.events.get(e))
+            .map_or((EventPolicy::Park, DEFAULT_PARK_TTL), |e| {
+                (e.policy, e.park_ttl)
+            })
     }
 
     /// The delay before attempt `n + 1` after `n` failed ones: `backoff_base * 2^(n-1)`,
     /// capped at `backoff_max`, with jitter.
     pub fn backoff(&self, n: u32) -> Duration {
-        Backoff::new(self.backoff_base, self.backoff_max)
+        Backoff::new(self.worker.backoff_base, self.worker.backoff_max)
             .jittered()
             .delay(n.saturating_sub(1))
     }

@@ -69,8 +69,8 @@ impl Inbox {
         now: DateTime<Utc>,
     ) -> Result<Vec<Option<UpdateStatus>>, StoreError> {
         let started = Instant::now();
-        let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
-        let limit = i64::from(self.settings.batch_size);
+        let lease = chrono::Duration::from_std(self.settings.worker.lease).unwrap_or_default();
+        let limit = i64::from(self.settings.batch_size());
         let claimed = self
             .store()
             .claim_batch(now, limit, owner, now + lease)

@@ -148,7 +148,7 @@ impl Inbox {
                     }
                     tokio::select! {
                         () = wakeups.inbox_due() => {}
-                        () = tokio::time::sleep(self.settings.poll_interval) => {}
+                        () = tokio::time::sleep(self.settings.worker.poll_interval) => {}
                         () = shutdown.cancelled() => {}
                     }
                 }
@@ -191,7 +191,7 @@ impl Inbox {
 
     async fn expire_keys(&self) {
         let retention =
-            chrono::Duration::from_std(self.settings.idempotency_retention).unwrap_or_default();
+            chrono::Duration::from_std(self.settings.erp.idempotency_retention).unwrap_or_default();
         match self.store().expire_keys(store::now() - retention).await {
             Ok(n) if n > 0 => tracing::info!(expired = n, "idempotency keys past retention freed"),
             Ok(_) => {}

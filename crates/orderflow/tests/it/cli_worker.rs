@@ -33,10 +33,7 @@ impl Fixture {
             ProcessSet::load(&fixtures().join("processes"), &config.bindings()).unwrap();
         let store = Store::open(&url).await.unwrap();
         let service = OrderService::new(store, Arc::new(processes));
-        let inbox = Inbox::new(
-            service.clone(),
-            InboxSettings::from_config(&config).unwrap(),
-        );
+        let inbox = Inbox::new(service.clone(), InboxSettings::from_config(&config));
         Self {
             dir,
             url,
@@ -69,7 +66,7 @@ impl Fixture {
             .map(|u| self.inbox.prepare("erp", None, u.clone(), "$").unwrap())
             .collect();
         let ids = rows.iter().map(|r| r.id.clone()).collect();
-        self.inbox.store().insert_updates(&rows).await.unwrap();
+        self.inbox.store_updates(rows).await.unwrap();
         ids
     }
 

@@ -100,10 +100,10 @@ impl Worker {
 /// The updates as stored: public id -> (sequence number, order, n).
 type Sent = HashMap<String, (i64, usize, usize)>;
 
-async fn store_updates(store: &Store, sent: &mut Sent, updates: &[(NewUpdate, usize, usize)]) {
+async fn store_updates(inbox: &Inbox, sent: &mut Sent, updates: &[(NewUpdate, usize, usize)]) {
     for chunk in updates.chunks(500) {
         let rows: Vec<NewUpdate> = chunk.iter().map(|(u, _, _)| u.clone()).collect();
-        let stored = store.insert_updates(&rows).await.expect("store updates");
+        let stored = inbox.store_updates(rows).await.expect("store updates");
         for ((u, order, n), s) in chunk.iter().zip(stored) {
             let Stored::New(seq) = s else {
                 panic!("update {n} stored twice")
@@ -160,10 +160,7 @@ async fn workers_apply_every_update_once_and_in_order_when_one_is_killed() {
     let processes = ProcessSet::load(&fixtures().join("fleet"), &config.bindings()).unwrap();
     let store = Store::open(&url).await.unwrap();
     let service = OrderService::new(store.clone(), Arc::new(processes));
-    let inbox = Inbox::new(
-        service.clone(),
-        InboxSettings::from_config(&config).unwrap(),
-    );
+    let inbox = Inbox::new(service.clone(), InboxSettings::from_config(&config));
     for o in 0..ORDERS {
         let input = NewOrderInput {
             reference: OrderReference::parse(reference(o)).unwrap(),
@@ -193,14 +190,14 @@ async fn workers_apply_every_update_once_and_in_order_when_one_is_killed() {
     let mut sent = Sent::new();
     // Half is waiting when the workers start; the rest arrives while they run.
     let (first, rest) = updates.split_at(UPDATES / 2);
-    store_updates(&store, &mut sent, first).await;
+    store_updates(&inbox, &mut sent, first).await;
 
     let pool = store.postgres_pool().expect("a PostgreSQL store").clone();
     let dir = tempfile::tempdir().unwrap();
     let mut workers: Vec<Worker> = (0..WORKERS)
         .map(|_| Worker::spawn(&url, dir.path()))
         .collect();
-    store_updates(&store, &mut sent, rest).await;
+    store_updates(&inbox, &mut sent, rest).await;
 
     // Kill a worker while it holds leases, after it has finished a few batches. Should
     // its batch commit between the look and the kill, a fresh worker takes its place.

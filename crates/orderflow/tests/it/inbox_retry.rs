@@ -326,10 +326,7 @@ async fn attempts_follow_the_backoff_schedule_on_a_stepped_clock(b: Backend) {
     };
     let mut config = Config::default();
     schedule(&mut config);
-    let inbox = Inbox::new(
-        s.service.clone(),
-        InboxSettings::from_config(&config).unwrap(),
-    );
+    let inbox = Inbox::new(s.service.clone(), InboxSettings::from_config(&config));
     let order = s.create_order("DE--S1", &[("SKU-A", 1)]).await;
     let path = format!("/v1/orders/{}/events", order["id"]);
     let (status, body) = s.post(&path, &s.shop, json!({"event": "pay"})).await;

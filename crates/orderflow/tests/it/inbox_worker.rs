@@ -54,10 +54,7 @@ impl Fixture {
             ProcessSet::load(&fixtures().join("processes"), &config.bindings()).unwrap();
         let store = Store::open(&url).await.unwrap();
         let service = OrderService::new(store, Arc::new(processes));
-        let inbox = Inbox::new(
-            service.clone(),
-            InboxSettings::from_config(&config).unwrap(),
-        );
+        let inbox = Inbox::new(service.clone(), InboxSettings::from_config(&config));
         Some(Self {
             service,
             inbox,
@@ -108,8 +105,9 @@ impl Fixture {
             .iter()
             .map(|u| self.inbox.prepare("erp", None, u.clone(), "$").unwrap())
             .collect();
-        self.store().insert_updates(&rows).await.unwrap();
-        rows.into_iter().map(|r| r.id).collect()
+        let ids = rows.iter().map(|r| r.id.clone()).collect();
+        self.inbox.store_updates(rows).await.unwrap();
+        ids
     }
 
     async fn run_once(&self) {

@@ -159,7 +159,7 @@ async fn a_request_that_cannot_be_stored_fails_alone(backend: Backend) {
     let Some(s) = start(backend).await else {
         return;
     };
-    let settings = InboxSettings::from_config(&Config::default()).unwrap();
+    let settings = InboxSettings::from_config(&Config::default());
     let inbox = Inbox::new(s.service.clone(), settings);
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..300 {

@@ -10,6 +10,7 @@
 use std::cell::Cell;
 
 use orderflow::inbox::ingest::request_hash;
+use orderflow::store::group::GroupWriter;
 use orderflow::store::inbox::{NewUpdate, Stored};
 use orderflow::store::{self, Store};
 use proptest::collection::vec;
@@ -173,7 +174,8 @@ async fn store_and_read(store: &Store, payload: &Value) -> anyhow::Result<Value>
         response: None,
         received_at: store::now(),
     };
-    let stored = store.insert_updates(&[update]).await?;
+    // The group writer is the inbox's own insert path.
+    let stored = GroupWriter::new(store.clone()).insert(&[update]).await?;
     anyhow::ensure!(
         matches!(stored[..], [Stored::New(_)]),
         "not stored as new: {stored:?}"

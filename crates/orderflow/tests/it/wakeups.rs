@@ -32,7 +32,7 @@ async fn instance(url: &str, settle_poll: Duration) -> Inbox {
     let processes = ProcessSet::load(&fixtures().join("processes"), &config.bindings()).unwrap();
     let store = Store::open(url).await.unwrap();
     let service = OrderService::new(store, Arc::new(processes));
-    let mut settings = InboxSettings::from_config(&config).unwrap();
+    let mut settings = InboxSettings::from_config(&config);
     settings.settle_poll = settle_poll;
     Inbox::new(service, settings)
 }

@@ -141,7 +141,7 @@ impl Inbox {
         let mut entry = error_entry(row, now, code, message);
         entry["retryable"] = json!(true);
         let failures = count_errors(row, |e| e.get("retryable") == Some(&json!(true))) + 1;
-        let status = if failures >= self.settings.max_attempts {
+        let status = if failures >= self.settings.max_attempts() {
             UpdateStatus::Dead
         } else {
             UpdateStatus::Accepted

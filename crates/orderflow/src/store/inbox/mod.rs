@@ -146,33 +146,6 @@ pub struct UpdateFilter {
 }
 
 impl Store {
-    /// Stores updates in one transaction (one commit, one fsync, for the whole group), in
-    /// order. A repeated `(client, idempotency_key)` stores nothing and returns the row
-    /// stored first, also when the repeat is in the same group.
-    pub async fn insert_updates(&self, updates: &[NewUpdate]) -> Result<Vec<Stored>> {
-        let mut tx = self.begin().await?;
-        let inserted = tx.insert_updates(updates).await?;
-        let mut out = Vec::with_capacity(updates.len());
-        for u in updates {
-            if let Some(seq) = inserted.get(&u.id) {
-                out.push(Stored::New(*seq));
-                continue;
-            }
-            let sql =
-                format!("SELECT {COLUMNS} FROM inbox WHERE client = $1 AND idempotency_key = $2");
-            let row: UpdateRow = on_tx!(&mut tx, |c| {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(&u.client)
-                    .bind(&u.idempotency_key)
-                    .fetch_one(c)
-                    .await
-            })?;
-            out.push(Stored::Existing(Box::new(row)));
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
-
     /// One update by its public id.
     pub async fn update_by_id(&self, id: &str) -> Result<Option<UpdateRow>> {
         let sql = format!("SELECT {COLUMNS} FROM inbox WHERE id = $1");
