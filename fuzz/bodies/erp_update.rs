@@ -12,7 +12,7 @@ use orderflow::http::extract::parse_json;
 use orderflow::inbox::model::OrderUpdate;
 use serde_json::Value;
 
-pub fn run(data: &[u8]) {
+pub(crate) fn run(data: &[u8]) {
     if let Some((payload, update)) = accepted(data) {
         assert_storable("payload", &payload);
         let update = serde_json::to_value(&update).expect("an OrderUpdate serialises");
@@ -22,7 +22,7 @@ pub fn run(data: &[u8]) {
 
 /// The payload the ERP endpoint would store for this body and the update read from it,
 /// or `None` when the endpoint refuses the body.
-pub fn accepted(data: &[u8]) -> Option<(Value, OrderUpdate)> {
+pub(crate) fn accepted(data: &[u8]) -> Option<(Value, OrderUpdate)> {
     let payload = parse_json::<Value>(data).ok()?;
     let update = serde_json::from_value::<OrderUpdate>(payload.clone()).ok()?;
     // Every event is known here: which are depends on the loaded processes, and an
@@ -32,7 +32,7 @@ pub fn accepted(data: &[u8]) -> Option<(Value, OrderUpdate)> {
 }
 
 /// Panics unless `value` serialises to JSON that parses back equal, with no NUL anywhere.
-pub fn assert_storable(what: &str, value: &Value) {
+pub(crate) fn assert_storable(what: &str, value: &Value) {
     let text = serde_json::to_vec(value).expect("a JSON value serialises");
     let shown = String::from_utf8_lossy(&text);
     let back: Value = serde_json::from_slice(&text)

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Runs `run` on every file of `fuzz/corpus/<target>` (at least `min` of them) and names
 /// those it panicked on. `manifest_dir` is the including crate's `CARGO_MANIFEST_DIR`.
-pub fn replay(manifest_dir: &str, target: &str, min: usize, run: fn(&[u8])) -> Vec<String> {
+pub(super) fn replay(manifest_dir: &str, target: &str, min: usize, run: fn(&[u8])) -> Vec<String> {
     let dir = Path::new(manifest_dir)
         .join("../../fuzz/corpus")
         .join(target);

@@ -14,7 +14,7 @@ use std::path::Path;
 use oms::graph::{GraphOptions, to_dot};
 use oms::parse::{LoadOptions, load_str_from};
 
-pub fn run(data: &[u8]) {
+pub(crate) fn run(data: &[u8]) {
     let mut docs = data.split(|&b| b == 0).map(String::from_utf8_lossy);
     let main = docs.next().unwrap_or_default();
     let includes: Vec<String> = docs.map(|d| d.into_owned()).collect();

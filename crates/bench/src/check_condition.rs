@@ -14,7 +14,7 @@ use sqlx::Connection as _;
 use crate::median;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Also measure PostgreSQL: a server URL (postgres://user@host/db). A fresh database is
     /// created beside `db` and dropped afterwards.
     #[arg(long)]
@@ -30,7 +30,7 @@ pub struct Args {
     passes: usize,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         println!(

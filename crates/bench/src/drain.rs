@@ -31,7 +31,7 @@ use sqlx::Connection;
 use crate::server::{Server, default_binary};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The orderflow binary (default: the release build beside this benchmark).
     #[arg(long)]
     binary: Option<PathBuf>,
@@ -62,7 +62,7 @@ fn processes() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("processes")
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let binary = args.binary.clone().unwrap_or_else(default_binary);
     let rt = tokio::runtime::Runtime::new()?;
     println!(

@@ -13,7 +13,7 @@ use oms::{Engine, Registry};
 use crate::median;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Folder holding `spryker-oms/` (default: $ORDERFLOW_CORPUS_DIR, else ../shared/corpus).
     #[arg(long)]
     corpus: Option<PathBuf>,
@@ -97,7 +97,7 @@ fn walk(engine: &Engine<'_>, order: &mut Order, now: DateTime<Utc>) -> usize {
     moves
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let dir = corpus_dir(args.corpus)?;
 
     // Corpus load time: every main file, parsed and checked.

@@ -19,7 +19,7 @@ use crate::median;
 use crate::server::{Server, default_binary};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The orderflow binary (default: the release build beside this benchmark).
     #[arg(long)]
     binary: Option<PathBuf>,
@@ -171,7 +171,7 @@ struct Figures {
     commit_size: f64,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let binary = args.binary.clone().unwrap_or_else(default_binary);
     let server = Server::start(&binary, args.database_url.as_deref(), &["--no-worker"])?;
     let token = server.create_client("bench-erp", "erp")?;

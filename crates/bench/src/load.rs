@@ -15,7 +15,7 @@ use anyhow::Context;
 use crate::median;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// State counts to generate, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000usize, 10_000, 70_000])]
     states: Vec<usize>,
@@ -28,7 +28,7 @@ pub struct Args {
 }
 
 /// A process of `n` states (rounded to whole groups of ten) as XML.
-pub fn generate(n: usize) -> String {
+pub(crate) fn generate(n: usize) -> String {
     let groups = n.div_ceil(10).max(1);
     let mut states = String::new();
     let mut events = String::new();
@@ -162,7 +162,7 @@ fn time_ms(rounds: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::
     Ok(median(v))
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = args.keep.as_deref().unwrap_or(tmp.path());
     std::fs::create_dir_all(dir)?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     pub base: String,
     pub dir: PathBuf,
@@ -17,7 +17,7 @@ pub struct Server {
 }
 
 /// The release binary next to this benchmark's own executable.
-pub fn default_binary() -> PathBuf {
+pub(crate) fn default_binary() -> PathBuf {
     let me = std::env::current_exe().unwrap_or_default();
     me.with_file_name("orderflow")
 }
@@ -29,7 +29,7 @@ fn repo_root() -> PathBuf {
 impl Server {
     /// Starts `orderflow serve` in a new temporary folder with the example processes.
     /// `database_url` defaults to a SQLite file in that folder.
-    pub fn start(
+    pub(crate) fn start(
         binary: &Path,
         database_url: Option<&str>,
         extra: &[&str],
@@ -38,7 +38,7 @@ impl Server {
     }
 
     /// [`Server::start`] with the process definitions in `processes`.
-    pub fn start_with(
+    pub(crate) fn start_with(
         binary: &Path,
         database_url: Option<&str>,
         processes: &Path,
@@ -109,7 +109,7 @@ impl Server {
     }
 
     /// `orderflow clients create NAME --role ROLE --json`; returns the token.
-    pub fn create_client(&self, name: &str, role: &str) -> anyhow::Result<String> {
+    pub(crate) fn create_client(&self, name: &str, role: &str) -> anyhow::Result<String> {
         let out = Command::new(&self.binary)
             .args([
                 "clients",
@@ -140,7 +140,7 @@ impl Server {
 impl Server {
     /// Stops the server with SIGTERM, as an operator would, and waits for it; the folder
     /// (and a SQLite database in it) stays until the server is dropped.
-    pub fn terminate(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn terminate(&mut self) -> anyhow::Result<()> {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
@@ -155,7 +155,7 @@ impl Server {
     }
 
     /// A command running the same `orderflow` binary in the server's folder.
-    pub fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.current_dir(&self.dir);
         cmd
@@ -183,7 +183,7 @@ mod reqwest {
     use std::net::TcpStream;
     use std::time::Duration;
 
-    pub fn blocking_get(url: &str) -> std::io::Result<bool> {
+    pub(super) fn blocking_get(url: &str) -> std::io::Result<bool> {
         let rest = url.trim_start_matches("http://");
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         let mut s = TcpStream::connect(host)?;

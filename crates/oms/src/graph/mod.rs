@@ -83,7 +83,7 @@ pub(crate) struct NodeView {
 
 impl NodeView {
     /// The first label line: the name, and the count when there are items.
-    pub fn title(&self) -> String {
+    pub(crate) fn title(&self) -> String {
         if self.count > 0 {
             format!("{}{COUNT_SEPARATOR}{}", self.name, self.count)
         } else {
@@ -91,7 +91,7 @@ impl NodeView {
         }
     }
 
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         let mut lines = vec![self.title()];
         lines.extend(self.detail.clone());
         lines

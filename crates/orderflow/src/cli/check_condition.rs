@@ -20,7 +20,7 @@ use crate::store;
 const MAX_ONCE_PASSES: u32 = 100;
 
 #[derive(Debug, Args)]
-pub struct CheckConditionArgs {
+pub(super) struct CheckConditionArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// Folder with the process definitions (default: processes).
@@ -31,7 +31,7 @@ pub struct CheckConditionArgs {
     once: bool,
 }
 
-pub async fn run(args: CheckConditionArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(args: CheckConditionArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.store.load()?;
     if let Some(dir) = args.processes {
         config.processes = dir;

@@ -9,7 +9,7 @@ use crate::auth;
 use crate::domain::types::Role;
 
 #[derive(Debug, Subcommand)]
-pub enum ClientsCommand {
+pub(super) enum ClientsCommand {
     /// Create a client and print its token (shown once, stored only as a hash).
     Create {
         /// Unique client name, e.g. erp-sap.
@@ -33,7 +33,7 @@ pub enum ClientsCommand {
     },
 }
 
-pub async fn run(cmd: ClientsCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(cmd: ClientsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ClientsCommand::Create {
             name,

@@ -14,7 +14,7 @@ use crate::inbox::model::{UpdateDetail, UpdateStatus, is_retry_marker};
 use crate::inbox::ops::{self, InboxFilter};
 
 #[derive(Debug, Subcommand)]
-pub enum InboxCommand {
+pub(super) enum InboxCommand {
     /// List updates in receive order as a table (or JSON lines with --json).
     List {
         #[command(flatten)]
@@ -61,7 +61,7 @@ pub enum InboxCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct FilterArgs {
+pub(super) struct FilterArgs {
     #[arg(long, value_enum)]
     status: Option<UpdateStatus>,
     #[arg(long)]
@@ -100,7 +100,7 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     Ok(Utc::now() - ago)
 }
 
-pub async fn run(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         InboxCommand::List {
             filter,

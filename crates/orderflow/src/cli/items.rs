@@ -12,7 +12,7 @@ use crate::domain::strays::Move;
 use crate::domain::{OrderService, ProcessSet};
 
 #[derive(Debug, Subcommand)]
-pub enum ItemsCommand {
+pub(super) enum ItemsCommand {
     /// List items whose process or state the loaded definitions do not have, per process
     /// and state (exit status 1 when there are any).
     Strays {
@@ -62,7 +62,7 @@ async fn service(store: &StoreArgs, processes: Option<PathBuf>) -> anyhow::Resul
     Ok(OrderService::new(store, Arc::new(set)))
 }
 
-pub async fn run(cmd: ItemsCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(cmd: ItemsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ItemsCommand::Strays {
             processes,

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::StoreArgs;
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(super) struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// Address to listen on (default 127.0.0.1:8080).
@@ -27,7 +27,7 @@ pub struct ServeArgs {
     no_worker: bool,
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.store.load()?;
     if let Some(listen) = args.listen {
         config.listen = listen;

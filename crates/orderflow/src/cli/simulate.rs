@@ -54,7 +54,7 @@ const MAX_CHECK_PASSES: usize = 100;
 /// The `--events` step that runs the check-condition worker.
 const CHECK_STEP: &str = "check";
 
-pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::process::load_one(&args.file, args.config.as_deref())?;
     let process = &loaded.process;
     let mut registry = Registry::new();

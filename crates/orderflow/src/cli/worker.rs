@@ -14,7 +14,7 @@ use crate::inbox::worker::{WorkerOptions, WorkerTotals};
 use crate::inbox::{Inbox, InboxSettings};
 
 #[derive(Debug, Args)]
-pub struct WorkerArgs {
+pub(super) struct WorkerArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// Folder with the process definitions (default: processes).
@@ -36,7 +36,7 @@ fn parse_grace(s: &str) -> Result<Duration, String> {
     crate::config::duration("--grace", s).map_err(|e| e.to_string())
 }
 
-pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.store.load()?;
     if let Some(dir) = args.processes {
         config.processes = dir;

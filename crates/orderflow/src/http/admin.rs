@@ -17,7 +17,7 @@ use crate::inbox::ops::{self, InboxFilter, ReplayReport, StatusCounts};
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct InboxQuery {
+pub(super) struct InboxQuery {
     /// Only updates with this status.
     #[param(inline)]
     pub status: Option<UpdateStatus>,
@@ -37,7 +37,7 @@ pub struct InboxQuery {
 
 /// A page of updates in receive order.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct InboxPage {
+pub(super) struct InboxPage {
     pub updates: Vec<UpdateDetail>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -47,7 +47,7 @@ pub struct InboxPage {
 /// changes and the answer says how many would be retried.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ReplayRequest {
+pub(super) struct ReplayRequest {
     pub status: Option<UpdateStatus>,
     pub order_reference: Option<String>,
     pub event: Option<String>,
@@ -61,7 +61,7 @@ pub struct ReplayRequest {
 
 /// How far the list view (`GET /v1/orders`) is behind the primary store.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ProjectionStats {
+pub(super) struct ProjectionStats {
     /// Changes not yet in the list view.
     pub pending_changes: i64,
     /// Age of the oldest of them; 0 when the list view is current.
@@ -69,7 +69,7 @@ pub struct ProjectionStats {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Stats {
+pub(super) struct Stats {
     /// Inbox updates by status; every status is present.
     pub inbox: StatusCounts,
     /// Age of the oldest accepted, processing or parked update; 0 when there is none.
@@ -87,7 +87,7 @@ pub struct Stats {
         (status = 422, description = "invalid_request"),
     ))]
 #[tracing::instrument(skip_all, fields(client))]
-pub async fn list_inbox(
+pub(super) async fn list_inbox(
     State(state): State<AppState>,
     _admin: AdminOnly,
     ApiQuery(q): ApiQuery<InboxQuery>,
@@ -120,7 +120,7 @@ pub async fn list_inbox(
         (status = 404, description = "not_found"),
     ))]
 #[tracing::instrument(skip_all, fields(client, update = %id))]
-pub async fn get_inbox_update(
+pub(super) async fn get_inbox_update(
     State(state): State<AppState>,
     _admin: AdminOnly,
     ApiPath(id): ApiPath<String>,
@@ -144,7 +144,7 @@ pub async fn get_inbox_update(
         (status = 409, description = "not_retryable: applied, accepted or processing (`status` names it)"),
     ))]
 #[tracing::instrument(skip_all, fields(client, update = %id))]
-pub async fn retry_update(
+pub(super) async fn retry_update(
     State(state): State<AppState>,
     _admin: AdminOnly,
     ApiPath(id): ApiPath<String>,
@@ -164,7 +164,7 @@ pub async fn retry_update(
         (status = 422, description = "invalid_request: no filter, or a malformed one"),
     ))]
 #[tracing::instrument(skip_all, fields(client))]
-pub async fn replay(
+pub(super) async fn replay(
     State(state): State<AppState>,
     _admin: AdminOnly,
     ApiJson(body): ApiJson<ReplayRequest>,
@@ -188,7 +188,10 @@ pub async fn replay(
         (status = 403, description = "forbidden: admin role only"),
     ))]
 #[tracing::instrument(skip_all, fields(client))]
-pub async fn stats(State(state): State<AppState>, _admin: AdminOnly) -> ApiResult<Json<Stats>> {
+pub(super) async fn stats(
+    State(state): State<AppState>,
+    _admin: AdminOnly,
+) -> ApiResult<Json<Stats>> {
     let store = state.inbox.store();
     let inbox = ops::refresh_gauges(store).await?;
     let (pending, oldest) = store.projection_backlog().await?;

@@ -14,7 +14,7 @@ use utoipa::{PartialSchema, ToSchema};
 use super::error::ErrorBody;
 
 /// Adds the shared error answers to every operation of `doc`, and the envelope's schema.
-pub fn add_error_responses(doc: &mut OpenApi) {
+pub(super) fn add_error_responses(doc: &mut OpenApi) {
     let components = doc.components.get_or_insert_with(Default::default);
     let mut schemas = vec![(ErrorBody::name().into_owned(), ErrorBody::schema())];
     ErrorBody::schemas(&mut schemas);
@@ -37,7 +37,7 @@ pub fn add_error_responses(doc: &mut OpenApi) {
 }
 
 /// States the configured `[erp] max_batch` as `maxItems` of a batch's `updates`.
-pub fn set_max_batch(doc: &mut OpenApi, max_batch: usize) {
+pub(super) fn set_max_batch(doc: &mut OpenApi, max_batch: usize) {
     let batch = doc
         .components
         .as_mut()
@@ -52,7 +52,7 @@ pub fn set_max_batch(doc: &mut OpenApi, max_batch: usize) {
 /// Names the loaded processes and their events as the values `process` and `event` may
 /// take (others are 422 `unknown_process` and `unknown_event`), so clients, and
 /// generated tests, see what this server accepts.
-pub fn set_loaded_names(doc: &mut OpenApi, processes: &[String], events: &[String]) {
+pub(super) fn set_loaded_names(doc: &mut OpenApi, processes: &[String], events: &[String]) {
     let Some(components) = doc.components.as_mut() else {
         return;
     };
@@ -83,7 +83,7 @@ const TEXT_PATTERN: &str =
 
 /// States [`TEXT_PATTERN`] on the text values that must match it; utoipa takes only
 /// literal patterns, so it is set here once rather than on each field.
-pub fn set_text_patterns(doc: &mut OpenApi) {
+pub(super) fn set_text_patterns(doc: &mut OpenApi) {
     if let Some(components) = doc.components.as_mut() {
         for (schema, property) in [
             ("CreateOrder", "reference"),
@@ -122,7 +122,7 @@ pub fn set_text_patterns(doc: &mut OpenApi) {
 /// Links from the answers that create an order or an update to the operations on it:
 /// documentation for people, and the paths schemathesis's stateful phase follows. See
 /// [`to_json`] for how they are written.
-pub fn add_links(doc: &mut OpenApi) {
+pub(super) fn add_links(doc: &mut OpenApi) {
     let order = [
         ("GetOrder", "get_order", "id", "$response.body#/id"),
         ("PatchOrder", "patch_order", "id", "$response.body#/id"),
@@ -255,7 +255,7 @@ fn add_to(op: &mut Operation) {
 
 /// The document as served. utoipa 5 writes a link's fields in snake_case
 /// (`operation_id`); OpenAPI spells them in camelCase (`operationId`).
-pub fn to_json(doc: &OpenApi) -> serde_json::Value {
+pub(super) fn to_json(doc: &OpenApi) -> serde_json::Value {
     let mut json = serde_json::to_value(doc).unwrap_or_default();
     fix_links(&mut json);
     json

@@ -21,11 +21,11 @@ use crate::webhook::{SigningSecret, VerifyError};
 use secrecy::ExposeSecret;
 
 /// The longest `Prefer: wait=N` honoured; longer waits are cut to this.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// The 202 answer: the update is stored (and, in wait mode, not finished in time).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UpdateAccepted {
+pub(super) struct UpdateAccepted {
     pub id: String,
     pub status: UpdateStatus,
     /// A parked update's reason (wait mode).
@@ -35,7 +35,7 @@ pub struct UpdateAccepted {
 
 /// The 200 answer in wait mode: the update was processed.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UpdateOutcome {
+pub(super) struct UpdateOutcome {
     pub id: String,
     /// `applied`, `ignored`, or `dead`.
     pub status: UpdateStatus,
@@ -51,13 +51,13 @@ pub struct UpdateOutcome {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[expect(dead_code, reason = "documents the body in OpenAPI")]
-pub struct UpdateBatch {
+pub(super) struct UpdateBatch {
     pub updates: Vec<OrderUpdate>,
 }
 
 /// One result per entry of a batch, in order: `{id, status}` or `{error: {...}}`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BatchResults {
+pub(super) struct BatchResults {
     #[schema(value_type = Vec<Object>)]
     pub results: Vec<Value>,
 }
@@ -81,7 +81,7 @@ pub struct BatchResults {
         (status = 422, description = "invalid_request (with `path`), unknown_event, idempotency_key_reused; in wait mode also a rejected update, with its code (`unknown_item`, `command_refused`, ...) and `update_id`"),
     ))]
 #[tracing::instrument(skip_all, fields(client))]
-pub async fn post_update(
+pub(super) async fn post_update(
     State(state): State<AppState>,
     ErpOrAdmin(caller): ErpOrAdmin,
     headers: HeaderMap,
@@ -124,7 +124,7 @@ pub async fn post_update(
         (status = 422, description = "invalid_request: not `{updates: [...]}`, or more than max_batch entries"),
     ))]
 #[tracing::instrument(skip_all, fields(client, size))]
-pub async fn post_batch(
+pub(super) async fn post_batch(
     State(state): State<AppState>,
     ErpOrAdmin(caller): ErpOrAdmin,
     headers: HeaderMap,
@@ -169,7 +169,7 @@ struct BatchEnvelope {
 #[utoipa::path(get, path = "/v1/erp/order-updates/{id}", tag = "erp", security(("bearer" = [])),
     params(("id" = String, Path, description = "Update id from the 202")),
     responses((status = 200, body = UpdateView), (status = 404, description = "not_found")))]
-pub async fn get_update(
+pub(super) async fn get_update(
     State(state): State<AppState>,
     ErpOrAdmin(caller): ErpOrAdmin,
     super::extract::ApiPath(id): super::extract::ApiPath<String>,

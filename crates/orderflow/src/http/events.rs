@@ -15,7 +15,7 @@ use crate::inbox::model::MAX_SELECTORS;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TriggerEvent {
+pub(super) struct TriggerEvent {
     #[schema(value_type = String, min_length = 1, max_length = 255, example = "pay")]
     pub event: EventName,
     /// Item ids, at most 1,000; all items of the order when absent.
@@ -26,7 +26,7 @@ pub struct TriggerEvent {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Triggered {
+pub(super) struct Triggered {
     pub order: OrderView,
     pub moved: Vec<Move>,
     /// Items with no transition for the event in their state.
@@ -46,7 +46,7 @@ pub struct Triggered {
         (status = 409, description = "event_not_applicable (naming each item's state) or version_conflict"),
         (status = 422, description = "unknown_event, unknown_item or invalid_request")))]
 #[tracing::instrument(skip_all, fields(order = id, event, client))]
-pub async fn trigger_event(
+pub(super) async fn trigger_event(
     State(state): State<AppState>,
     ShopOrAdmin(caller): ShopOrAdmin,
     ApiPath(id): ApiPath<i64>,

@@ -19,11 +19,11 @@ const WAIT_SLACK: Duration = Duration::from_secs(5);
 
 /// The body read deadline, put into request extensions for the body extractors.
 #[derive(Clone, Copy, Debug)]
-pub struct BodyTimeout(pub Duration);
+pub(super) struct BodyTimeout(pub Duration);
 
 /// 413 at once when `Content-Length` is over the body limit (the body is never waited for);
 /// 503 `timeout` when the answer takes longer than the request timeout.
-pub async fn enforce(
+pub(super) async fn enforce(
     State(limits): State<(ServerConfig, usize)>,
     mut req: Request,
     next: Next,

@@ -14,7 +14,7 @@ use crate::store::projection::{ListFilter, ListRow};
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct ListQuery {
+pub(super) struct ListQuery {
     /// Orders with at least one item in this state.
     pub state: Option<String>,
     pub process: Option<String>,
@@ -30,7 +30,7 @@ pub struct ListQuery {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct OrderSummary {
+pub(super) struct OrderSummary {
     pub id: i64,
     pub reference: String,
     pub process: String,
@@ -43,7 +43,7 @@ pub struct OrderSummary {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct OrderPage {
+pub(super) struct OrderPage {
     pub orders: Vec<OrderSummary>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -70,7 +70,7 @@ impl From<ListRow> for OrderSummary {
 #[utoipa::path(get, path = "/v1/orders", tag = "orders", security(("bearer" = [])),
     params(ListQuery),
     responses((status = 200, body = OrderPage), (status = 422, description = "invalid_request")))]
-pub async fn list_orders(
+pub(super) async fn list_orders(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
     ApiQuery(q): ApiQuery<ListQuery>,

@@ -15,13 +15,13 @@ use super::{ApiError, ApiResult, AppState};
 const GAUGE_REFRESH_LIMIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Status {
+pub(super) struct Status {
     pub status: &'static str,
 }
 
 /// Ready, and what the loaded process definitions cannot place.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Readiness {
+pub(super) struct Readiness {
     pub status: &'static str,
     /// Items whose process or state the loaded definitions do not have (they do not move
     /// until an operator moves them: `POST /v1/admin/items/move`), counted at start and
@@ -33,7 +33,7 @@ pub struct Readiness {
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, body = Status)))]
-pub async fn healthz() -> Json<Status> {
+pub(super) async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
@@ -42,7 +42,7 @@ pub async fn healthz() -> Json<Status> {
 /// order works).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, description = "not_ready")))]
-pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
+pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
     match state.service.store().ready().await {
         Ok(true) => {
             let strays = state.service.last_strays();
@@ -64,7 +64,7 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>>
 /// by status and the age of its oldest pending update, processing outcomes, transitions.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // The inbox gauges are also refreshed every few seconds in the background; a scrape
     // gets current values unless the store is slow to answer.
     let refresh = crate::inbox::ops::refresh_gauges(state.service.store());

@@ -18,7 +18,7 @@ const MAX_ITEMS: usize = 1000;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateOrder {
+pub(super) struct CreateOrder {
     /// Unique across orders; no control characters or surrounding whitespace.
     #[schema(value_type = String, min_length = 1, max_length = 255, example = "DE--1001")]
     pub reference: OrderReference,
@@ -37,7 +37,7 @@ pub struct CreateOrder {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateItem {
+pub(super) struct CreateItem {
     /// No control characters or surrounding whitespace.
     #[schema(value_type = String, min_length = 1, max_length = 255, example = "SKU-1")]
     pub sku: Sku,
@@ -53,7 +53,7 @@ pub struct CreateItem {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PatchOrder {
+pub(super) struct PatchOrder {
     /// The version the change is based on; or send `If-Match: "<version>"`.
     pub version: Option<i64>,
     /// Merged into the order's attributes (JSON merge patch: `null` removes a key).
@@ -62,7 +62,7 @@ pub struct PatchOrder {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct History {
+pub(super) struct History {
     pub order: i64,
     pub entries: Vec<HistoryEntry>,
 }
@@ -76,7 +76,7 @@ pub struct History {
         (status = 422, description = "invalid_request or unknown_process"),
     ))]
 #[tracing::instrument(skip_all, fields(reference, client))]
-pub async fn create_order(
+pub(super) async fn create_order(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
     ApiJson(body): ApiJson<CreateOrder>,
@@ -112,7 +112,7 @@ pub async fn create_order(
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = i64, Path, description = "Order id")),
     responses((status = 200, body = OrderView), (status = 404, description = "order_not_found")))]
-pub async fn get_order(
+pub(super) async fn get_order(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
     ApiPath(id): ApiPath<i64>,
@@ -125,7 +125,7 @@ pub async fn get_order(
     security(("bearer" = [])),
     params(("reference" = String, Path, min_length = 1, max_length = 255, description = "Order reference")),
     responses((status = 200, body = OrderView), (status = 404, description = "order_not_found")))]
-pub async fn get_order_by_reference(
+pub(super) async fn get_order_by_reference(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
     ApiPath(reference): ApiPath<String>,
@@ -149,7 +149,7 @@ pub async fn get_order_by_reference(
         (status = 409, description = "version_conflict, with current_version"),
         (status = 428, description = "version_required")))]
 #[tracing::instrument(skip_all, fields(order = id, client))]
-pub async fn patch_order(
+pub(super) async fn patch_order(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
     ApiPath(id): ApiPath<i64>,
@@ -176,7 +176,7 @@ pub async fn patch_order(
 #[utoipa::path(get, path = "/v1/orders/{id}/history", tag = "orders", security(("bearer" = [])),
     params(("id" = i64, Path, description = "Order id")),
     responses((status = 200, body = History), (status = 404, description = "order_not_found")))]
-pub async fn order_history(
+pub(super) async fn order_history(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
     ApiPath(id): ApiPath<i64>,

@@ -10,13 +10,13 @@ use super::error::ApiError;
 /// A page size (`limit`): an integer from 1 to [`PageLimit::MAX`], default
 /// [`PageLimit::DEFAULT`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PageLimit(i64);
+pub(super) struct PageLimit(i64);
 
 impl PageLimit {
-    pub const DEFAULT: i64 = 50;
-    pub const MAX: i64 = 500;
+    pub(super) const DEFAULT: i64 = 50;
+    pub(super) const MAX: i64 = 500;
 
-    pub fn get(limit: Option<Self>) -> i64 {
+    pub(super) fn get(limit: Option<Self>) -> i64 {
         limit.map_or(Self::DEFAULT, |l| l.0)
     }
 }
@@ -59,7 +59,7 @@ impl<'de> Deserialize<'de> for PageLimit {
 /// Opaque page cursors: the position the next page starts after, tagged with the list it
 /// belongs to, so a cursor of one list is refused by another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cursor {
+pub(super) enum Cursor {
     /// `GET /v1/orders`: after an order id.
     Orders,
     /// `GET /v1/admin/inbox`: after an update's sequence number.
@@ -74,13 +74,13 @@ impl Cursor {
         }
     }
 
-    pub fn encode(self, position: i64) -> String {
+    pub(super) fn encode(self, position: i64) -> String {
         URL_SAFE_NO_PAD.encode(format!("{}{position}", self.tag()))
     }
 
     /// The position in `cursor`; 422 on the `cursor` parameter when this list did not
     /// issue it.
-    pub fn decode(self, cursor: &str) -> Result<i64, ApiError> {
+    pub(super) fn decode(self, cursor: &str) -> Result<i64, ApiError> {
         URL_SAFE_NO_PAD
             .decode(cursor)
             .ok()

@@ -13,7 +13,7 @@ use super::extract::{ApiPath, ShopOrAdmin};
 use super::{ApiError, ApiResult, AppState};
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ProcessSummary {
+pub(super) struct ProcessSummary {
     pub name: String,
     pub initial_state: String,
     pub states: usize,
@@ -22,7 +22,7 @@ pub struct ProcessSummary {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ProcessDetail {
+pub(super) struct ProcessDetail {
     pub name: String,
     pub initial_state: String,
     pub subprocesses: Vec<String>,
@@ -32,7 +32,7 @@ pub struct ProcessDetail {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct StateInfo {
+pub(super) struct StateInfo {
     pub name: String,
     pub display: Option<String>,
     pub reserved: bool,
@@ -42,7 +42,7 @@ pub struct StateInfo {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EventInfo {
+pub(super) struct EventInfo {
     pub name: String,
     pub manual: bool,
     pub on_enter: bool,
@@ -52,7 +52,7 @@ pub struct EventInfo {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TransitionInfo {
+pub(super) struct TransitionInfo {
     pub source: String,
     pub target: String,
     /// `null` for an event-less transition.
@@ -123,7 +123,7 @@ fn find<'a>(state: &'a AppState, name: &str) -> ApiResult<&'a std::sync::Arc<Pro
 /// The loaded main processes.
 #[utoipa::path(get, path = "/v1/processes", tag = "processes", security(("bearer" = [])),
     responses((status = 200, body = [ProcessSummary])))]
-pub async fn list_processes(
+pub(super) async fn list_processes(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
 ) -> ApiResult<Json<Vec<ProcessSummary>>> {
@@ -141,7 +141,7 @@ pub async fn list_processes(
 #[utoipa::path(get, path = "/v1/processes/{name}", tag = "processes", security(("bearer" = [])),
     params(("name" = String, Path, description = "Process name")),
     responses((status = 200, body = ProcessDetail), (status = 404, description = "not_found: no such process")))]
-pub async fn get_process(
+pub(super) async fn get_process(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
     ApiPath(name): ApiPath<String>,
@@ -165,7 +165,7 @@ async fn options(state: &AppState, process: &Process) -> ApiResult<GraphOptions>
     params(("name" = String, Path, description = "Process name")),
     responses((status = 200, description = "SVG drawing", body = String, content_type = "image/svg+xml"),
         (status = 404, description = "not_found: no such process")))]
-pub async fn graph_svg(
+pub(super) async fn graph_svg(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
     ApiPath(name): ApiPath<String>,
@@ -181,7 +181,7 @@ pub async fn graph_svg(
     params(("name" = String, Path, description = "Process name")),
     responses((status = 200, description = "Graphviz DOT", body = String, content_type = "text/vnd.graphviz"),
         (status = 404, description = "not_found: no such process")))]
-pub async fn graph_dot(
+pub(super) async fn graph_dot(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
     ApiPath(name): ApiPath<String>,

@@ -10,7 +10,7 @@ use super::{ApiError, ApiResult, AppState};
 use crate::domain::types::Sku;
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Reservation {
+pub(super) struct Reservation {
     pub sku: String,
     /// Sum of the quantities of items of this SKU whose state is `reserved="true"`.
     pub reserved_quantity: i64,
@@ -19,7 +19,7 @@ pub struct Reservation {
 #[utoipa::path(get, path = "/v1/reservations/{sku}", tag = "orders", security(("bearer" = [])),
     params(("sku" = String, Path, min_length = 1, max_length = 255, description = "SKU")),
     responses((status = 200, body = Reservation)))]
-pub async fn reservations(
+pub(super) async fn reservations(
     State(state): State<AppState>,
     _caller: ShopOrAdmin,
     ApiPath(sku): ApiPath<String>,

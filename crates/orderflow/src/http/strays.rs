@@ -14,7 +14,7 @@ use crate::domain::strays::{Move, MoveError, MoveReport, Strays};
 /// Move every item of `process` in state `from` to state `to`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct MoveRequest {
+pub(super) struct MoveRequest {
     #[schema(min_length = 1, max_length = 255)]
     pub process: String,
     /// The state the items are in (usually one the loaded process no longer has); `*` for
@@ -39,7 +39,7 @@ pub struct MoveRequest {
 #[utoipa::path(get, path = "/v1/admin/strays", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = Vec<Strays>)))]
 #[tracing::instrument(skip_all, fields(client))]
-pub async fn list_strays(
+pub(super) async fn list_strays(
     State(state): State<AppState>,
     _admin: AdminOnly,
 ) -> ApiResult<Json<Vec<Strays>>> {
@@ -56,7 +56,7 @@ pub async fn list_strays(
         (status = 422, description = "invalid_request: the process is not loaded or has no state `to`"),
     ))]
 #[tracing::instrument(skip_all, fields(client))]
-pub async fn move_items(
+pub(super) async fn move_items(
     State(state): State<AppState>,
     _admin: AdminOnly,
     ApiJson(req): ApiJson<MoveRequest>,

@@ -50,13 +50,13 @@ pub(crate) struct Dialect {
 
 impl Dialect {
     /// `col` is in the [`List`] bound as `$n`.
-    pub fn in_list(&self, col: &str, n: usize) -> String {
+    pub(crate) fn in_list(&self, col: &str, n: usize) -> String {
         (self.list)(col, n)
     }
 
     /// One row of `cols` placeholders, the `row`th of a multi-row statement, with `fixed`
     /// SQL values inserted at their positions.
-    pub fn values_row(&self, row: usize, cols: usize, fixed: &[(usize, &str)]) -> String {
+    pub(crate) fn values_row(&self, row: usize, cols: usize, fixed: &[(usize, &str)]) -> String {
         let mut values: Vec<String> = (1..=cols)
             .map(|n| (self.placeholder)(row * cols + n))
             .collect();

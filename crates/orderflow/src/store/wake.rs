@@ -28,7 +28,7 @@ pub(crate) struct Raised {
 }
 
 impl Raised {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         !self.inbox && self.settled.is_empty()
     }
 }

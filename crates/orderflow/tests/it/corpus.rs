@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-pub fn corpus_dir() -> Option<PathBuf> {
+pub(crate) fn corpus_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("ORDERFLOW_CORPUS_DIR") {
         let dir = PathBuf::from(dir);
         assert!(

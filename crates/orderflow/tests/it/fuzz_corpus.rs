@@ -3,7 +3,7 @@
 //! fuzzer's nightly instrumentation.
 
 #[path = "../../../../fuzz/bodies/erp_update.rs"]
-pub mod body;
+pub(crate) mod body;
 
 #[path = "../../../../fuzz/bodies/replay.rs"]
 mod replay;

@@ -1,7 +1,7 @@
 //! A real server on port 0 against a fresh database (SQLite temp file or a new PostgreSQL
 //! database), with one client per role. [`binary`]: the real binary in its own process.
 
-pub mod binary;
+pub(crate) mod binary;
 
 use std::future::Future;
 use std::io::Write as _;
@@ -19,7 +19,7 @@ use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Copy, Debug)]
-pub enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
@@ -46,9 +46,9 @@ macro_rules! backend_tests {
 pub(crate) use backend_tests;
 
 /// Body limit of test servers, small so 413 is cheap to provoke.
-pub const MAX_BODY: usize = 16 * 1024;
+pub(crate) const MAX_BODY: usize = 16 * 1024;
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub base: String,
     pub http: reqwest::Client,
     pub admin: String,
@@ -66,7 +66,7 @@ pub struct TestServer {
 }
 
 /// A test database; dropping it removes it (the temp folder, or the PostgreSQL database).
-pub enum Db {
+pub(crate) enum Db {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
     Postgres { admin_url: String, name: String },
 }
@@ -97,7 +97,7 @@ impl Drop for Db {
 }
 
 /// A fresh database URL, or `None` when PostgreSQL is not configured outside CI.
-pub async fn database(backend: Backend) -> Option<(String, Db)> {
+pub(crate) async fn database(backend: Backend) -> Option<(String, Db)> {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
@@ -137,18 +137,18 @@ pub async fn database(backend: Backend) -> Option<(String, Db)> {
     }
 }
 
-pub fn fixtures() -> &'static Path {
+pub(crate) fn fixtures() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures"))
 }
 
 /// Starts a server; `None` means the backend is skipped (message printed).
-pub async fn start(backend: Backend) -> Option<TestServer> {
+pub(crate) async fn start(backend: Backend) -> Option<TestServer> {
     start_with(backend, |_| {}).await
 }
 
 /// Like [`start`], after `configure` has changed the test configuration (e.g. client rate
 /// limits). The clients are `admin`, `shop` and `erp`.
-pub async fn start_with(
+pub(crate) async fn start_with(
     backend: Backend,
     configure: impl FnOnce(&mut Config),
 ) -> Option<TestServer> {
@@ -157,7 +157,7 @@ pub async fn start_with(
 
 /// Like [`start_with`], with the test's own conditions and commands in `registry` (as an
 /// embedder registers them), e.g. a command that fails while a flag is set.
-pub async fn start_with_plugins(
+pub(crate) async fn start_with_plugins(
     backend: Backend,
     configure: impl FnOnce(&mut Config),
     registry: Registry,
@@ -231,7 +231,7 @@ pub async fn start_with_plugins(
 
 impl TestServer {
     /// Sends JSON (when `body` is given) with a bearer token; returns status and JSON body.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -254,7 +254,7 @@ impl TestServer {
 
     /// Runs `sql` on the server's database behind the API's back (to plant what the API
     /// would refuse).
-    pub async fn execute_sql(&self, sql: &str) {
+    pub(crate) async fn execute_sql(&self, sql: &str) {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
         if self.database_url.starts_with("postgres") {
             let mut c = sqlx::PgConnection::connect(&self.database_url)
@@ -270,25 +270,25 @@ impl TestServer {
     }
 
     /// The text body of an unauthenticated `GET path` (`/metrics`, `/docs/`).
-    pub async fn text(&self, path: &str) -> String {
+    pub(crate) async fn text(&self, path: &str) -> String {
         let resp = self.http.get(format!("{}{path}", self.base)).send().await;
         resp.expect("request").text().await.expect("text body")
     }
 
-    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, token, None).await
     }
 
-    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, token, Some(body)).await
     }
 
-    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::PATCH, path, token, Some(body)).await
     }
 
     /// Creates an order of process Test01 with the given (sku, quantity) items.
-    pub async fn create_order(&self, reference: &str, items: &[(&str, i64)]) -> Value {
+    pub(crate) async fn create_order(&self, reference: &str, items: &[(&str, i64)]) -> Value {
         let items: Vec<Value> = items
             .iter()
             .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
@@ -300,7 +300,7 @@ impl TestServer {
         order
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
         result
@@ -311,7 +311,7 @@ impl TestServer {
 }
 
 /// Polls `check` until it returns `Some`, failing after `within`.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,

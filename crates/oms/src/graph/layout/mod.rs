@@ -93,7 +93,7 @@ const PORT_SPACING: f64 = 20.0;
 
 impl Layout {
     /// Index of the layout node that draws state `s`.
-    pub fn state_node(s: usize) -> usize {
+    pub(super) fn state_node(s: usize) -> usize {
         s
     }
 }

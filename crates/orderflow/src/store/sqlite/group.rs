@@ -12,7 +12,7 @@ use crate::store::inbox::NewUpdate;
 
 /// Groups stored in a row on one connection before other writers (the inbox worker, the
 /// orders API) get their turn.
-pub const HOLD_GROUPS: u32 = 4;
+pub(super) const HOLD_GROUPS: u32 = 4;
 
 /// The writer connection a group writer holds between groups.
 #[derive(Default)]
@@ -23,7 +23,7 @@ pub(crate) struct GroupConn {
 
 impl GroupConn {
     /// Stores `updates` in one transaction; the `(id, seq)` of each inserted one.
-    pub async fn insert(
+    pub(crate) async fn insert(
         &mut self,
         s: &SqliteStore,
         updates: &[NewUpdate],
@@ -42,7 +42,7 @@ impl GroupConn {
         result
     }
 
-    pub fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         self.held = None;
         self.in_a_row = 0;
     }

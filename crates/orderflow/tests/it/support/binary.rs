@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// `orderflow clients create NAME --role ROLE --json`: the token.
-pub async fn create_client(url: &str, dir: &Path, name: &str, role: &str) -> String {
+pub(crate) async fn create_client(url: &str, dir: &Path, name: &str, role: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .args([
             "clients",
@@ -38,13 +38,18 @@ pub async fn create_client(url: &str, dir: &Path, name: &str, role: &str) -> Str
 
 /// `orderflow serve` on a free port, in `dir` with the configuration `dir/orderflow.toml`;
 /// its log goes to `server-<generation>.log` in `dir`.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     pub base: String,
 }
 
 impl Server {
-    pub async fn start(url: &str, dir: &Path, processes: &Path, generation: usize) -> Server {
+    pub(crate) async fn start(
+        url: &str,
+        dir: &Path,
+        processes: &Path,
+        generation: usize,
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
             .arg("--log-format=json")
             .arg("serve")
@@ -77,12 +82,12 @@ impl Server {
     }
 
     /// The server's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id().expect("the server is running")
     }
 
     /// SIGKILL: no shutdown, no flush, no lease released.
-    pub async fn kill(mut self) {
+    pub(crate) async fn kill(mut self) {
         self.child.kill().await.expect("kill orderflow");
     }
 }
