@@ -4,14 +4,12 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use orderflow::config::Config;
-use orderflow::domain::types::{EventName, OrderId, OrderReference, Quantity, Sku};
-use orderflow::domain::{
-    Change, EventInput, NewItemInput, NewOrderInput, OrderService, ProcessSet, Source, Target,
-};
+use orderflow::domain::types::{EventName, OrderId};
+use orderflow::domain::{Change, EventInput, OrderService, ProcessSet, Source, Target};
 use orderflow::store::Store;
-use serde_json::{Map, json};
+use serde_json::json;
 
-use crate::support::fixtures;
+use crate::support::{self, fixtures};
 
 /// `[conditions."Test/Approved"]` always true, as a user would bind it in orderflow.toml.
 const CONFIG: &str = "[conditions.\"Test/Approved\"]\ntype = \"constant\"\nvalue = true\n";
@@ -40,18 +38,7 @@ async fn order_in_review(url: &str) -> i64 {
     let processes = ProcessSet::load(&fixtures().join("processes"), &config.bindings()).unwrap();
     let store = Store::open(url).await.unwrap();
     let service = OrderService::new(store.clone(), Arc::new(processes));
-    let input = NewOrderInput {
-        reference: OrderReference::parse("CLI-1").unwrap(),
-        process: "Timeout01".into(),
-        currency: None,
-        attributes: Map::new(),
-        items: vec![NewItemInput {
-            sku: Sku::parse("SKU-1").unwrap(),
-            quantity: Quantity::parse(1).unwrap(),
-            unit_price: None,
-            attributes: Map::new(),
-        }],
-    };
+    let input = support::one_item_order("CLI-1", "Timeout01");
     let order = service.create(input, Source::Api).await.unwrap();
     let change = Change {
         expected: None,

@@ -7,14 +7,12 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use orderflow::config::Config;
-use orderflow::domain::types::{OrderReference, Quantity, Sku};
-use orderflow::domain::{NewItemInput, NewOrderInput, OrderService, ProcessSet, Source};
+use orderflow::domain::{OrderService, ProcessSet, Source};
 use orderflow::inbox::{Inbox, InboxSettings};
 use orderflow::store::Store;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::support::fixtures;
+use crate::support::{self, fixtures};
 
 /// A SQLite store with the test processes, for filling it before the worker runs.
 struct Fixture {
@@ -28,7 +26,7 @@ impl Fixture {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("orderflow.db").display());
-        let config = config(&url);
+        let config = support::test_config(&url);
         let processes =
             ProcessSet::load(&fixtures().join("processes"), &config.bindings()).unwrap();
         let store = Store::open(&url).await.unwrap();
@@ -44,18 +42,7 @@ impl Fixture {
 
     /// An order of process Test01 with one item; its onEnter chain leaves it `waiting`.
     async fn order(&self, reference: &str) {
-        let input = NewOrderInput {
-            reference: OrderReference::parse(reference).unwrap(),
-            process: "Test01".into(),
-            currency: None,
-            attributes: Map::new(),
-            items: vec![NewItemInput {
-                sku: Sku::parse("SKU-1").unwrap(),
-                quantity: Quantity::parse(1).unwrap(),
-                unit_price: None,
-                attributes: Map::new(),
-            }],
-        };
+        let input = support::one_item_order(reference, "Test01");
         self.service.create(input, Source::Api).await.unwrap();
     }
 
@@ -98,21 +85,6 @@ impl Fixture {
         }
         cmd
     }
-}
-
-fn config(url: &str) -> Config {
-    let mut config = Config {
-        database_url: url.to_owned(),
-        ..Config::default()
-    };
-    config.commands.insert(
-        "Test/Stamp".into(),
-        serde_json::from_value(
-            json!({"type": "set_attributes", "scope": "order", "values": {"stamped": true}}),
-        )
-        .unwrap(),
-    );
-    config
 }
 
 fn text(b: &[u8]) -> String {

@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use orderflow::config::Config;
-use orderflow::domain::types::{OrderReference, Quantity, Sku};
-use orderflow::domain::{NewItemInput, NewOrderInput, OrderService, ProcessSet, Source};
+use orderflow::domain::{OrderService, ProcessSet, Source};
 use orderflow::inbox::{Inbox, InboxSettings};
 use orderflow::store::Store;
 use orderflow::store::inbox::{NewUpdate, Stored};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::support::{self, Backend, fixtures};
@@ -162,18 +161,7 @@ async fn workers_apply_every_update_once_and_in_order_when_one_is_killed() {
     let service = OrderService::new(store.clone(), Arc::new(processes));
     let inbox = Inbox::new(service.clone(), InboxSettings::from_config(&config));
     for o in 0..ORDERS {
-        let input = NewOrderInput {
-            reference: OrderReference::parse(reference(o)).unwrap(),
-            process: "Touch01".into(),
-            currency: None,
-            attributes: Map::new(),
-            items: vec![NewItemInput {
-                sku: Sku::parse("SKU-1").unwrap(),
-                quantity: Quantity::parse(1).unwrap(),
-                unit_price: None,
-                attributes: Map::new(),
-            }],
-        };
+        let input = support::one_item_order(&reference(o), "Touch01");
         service.create(input, Source::Api).await.unwrap();
     }
     // Each update sets `last_n` (a merge patch replaces it, so only the last one applied

@@ -5,16 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orderflow::config::Config;
-use orderflow::domain::types::{EventName, OrderReference, Quantity, Sku};
-use orderflow::domain::{
-    Change, EventInput, NewItemInput, NewOrderInput, OrderService, ProcessSet, Source, Target,
-};
+use orderflow::domain::types::{EventName, OrderReference};
+use orderflow::domain::{Change, EventInput, OrderService, ProcessSet, Source, Target};
 use orderflow::inbox::model::UpdateStatus;
 use orderflow::inbox::worker::WorkerOptions;
 use orderflow::inbox::{Inbox, InboxSettings};
 use orderflow::store::{Backend as StoreBackend, Store};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{self, Backend, Db, backend_tests, fixtures};
@@ -30,17 +27,7 @@ impl Fixture {
     /// again.
     async fn new(backend: Backend, backoff: &str) -> Option<Self> {
         let (url, db) = support::database(backend).await?;
-        let mut config = Config {
-            database_url: url.clone(),
-            ..Config::default()
-        };
-        config.commands.insert(
-            "Test/Stamp".into(),
-            serde_json::from_value(
-                json!({"type": "set_attributes", "scope": "order", "values": {"stamped": true}}),
-            )
-            .unwrap(),
-        );
+        let mut config = support::test_config(&url);
         config.events.insert(
             "export".into(),
             serde_json::from_value(json!({"policy": "ignore"})).unwrap(),
@@ -68,18 +55,7 @@ impl Fixture {
 
     /// An order of Test01 with one item, `waiting` after its onEnter chain.
     async fn order(&self, reference: &str) {
-        let input = NewOrderInput {
-            reference: OrderReference::parse(reference).unwrap(),
-            process: "Test01".into(),
-            currency: None,
-            attributes: Map::new(),
-            items: vec![NewItemInput {
-                sku: Sku::parse("SKU-1").unwrap(),
-                quantity: Quantity::parse(1).unwrap(),
-                unit_price: None,
-                attributes: Map::new(),
-            }],
-        };
+        let input = support::one_item_order(reference, "Test01");
         self.service.create(input, Source::Api).await.unwrap();
     }
 

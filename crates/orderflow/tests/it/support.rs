@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use oms::Registry;
 use orderflow::config::Config;
 use orderflow::domain::types::Role;
-use orderflow::domain::{OrderService, ProcessSet};
+use orderflow::domain::types::{OrderReference, Quantity, Sku};
+use orderflow::domain::{NewItemInput, NewOrderInput, OrderService, ProcessSet};
 use orderflow::store::Store;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
@@ -137,6 +138,39 @@ pub(crate) async fn database(backend: Backend) -> Option<(String, Db)> {
     }
 }
 
+/// Configuration for the fixture processes on `url`, with `Test/Stamp` (the command of
+/// Test01's onEnter event `start`) bound.
+pub(crate) fn test_config(url: &str) -> Config {
+    let mut config = Config {
+        database_url: url.to_owned(),
+        ..Config::default()
+    };
+    config.commands.insert(
+        "Test/Stamp".into(),
+        serde_json::from_value(
+            json!({"type": "set_attributes", "scope": "order", "values": {"stamped": true}}),
+        )
+        .unwrap(),
+    );
+    config
+}
+
+/// A new order `reference` of `process` with one item, `SKU-1` × 1.
+pub(crate) fn one_item_order(reference: &str, process: &str) -> NewOrderInput {
+    NewOrderInput {
+        reference: OrderReference::parse(reference).unwrap(),
+        process: process.into(),
+        currency: None,
+        attributes: Map::new(),
+        items: vec![NewItemInput {
+            sku: Sku::parse("SKU-1").unwrap(),
+            quantity: Quantity::parse(1).unwrap(),
+            unit_price: None,
+            attributes: Map::new(),
+        }],
+    }
+}
+
 pub(crate) fn fixtures() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures"))
 }
@@ -164,17 +198,9 @@ pub(crate) async fn start_with_plugins(
 ) -> Option<TestServer> {
     let (url, db) = database(backend).await?;
     let mut config = Config {
-        database_url: url.clone(),
         max_body_bytes: MAX_BODY,
-        ..Config::default()
+        ..test_config(&url)
     };
-    config.commands.insert(
-        "Test/Stamp".into(),
-        serde_json::from_value(
-            json!({"type": "set_attributes", "scope": "order", "values": {"stamped": true}}),
-        )
-        .unwrap(),
-    );
     config.commands.insert(
         "Test/EmitShip".into(),
         serde_json::from_value(json!({"type": "emit_event", "event": "ship"})).unwrap(),

@@ -4,31 +4,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orderflow::config::Config;
-use orderflow::domain::types::{OrderReference, Quantity, Sku};
-use orderflow::domain::{NewItemInput, NewOrderInput, OrderService, ProcessSet, Source};
+use orderflow::domain::{OrderService, ProcessSet, Source};
 use orderflow::inbox::ingest::{Accepted, Incoming, Mode};
 use orderflow::inbox::model::UpdateStatus;
 use orderflow::inbox::{Inbox, InboxSettings};
 use orderflow::store::Store;
-use serde_json::{Map, json};
+use serde_json::json;
 
 use crate::support::{self, Backend, fixtures};
 
 /// One instance: its own store (pools, listener) and inbox on the shared database.
 async fn instance(url: &str, settle_poll: Duration) -> Inbox {
-    let mut config = Config {
-        database_url: url.to_owned(),
-        ..Config::default()
-    };
-    // The command of Test01's onEnter event `start`.
-    config.commands.insert(
-        "Test/Stamp".into(),
-        serde_json::from_value(
-            json!({"type": "set_attributes", "scope": "order", "values": {"stamped": true}}),
-        )
-        .unwrap(),
-    );
+    let config = support::test_config(url);
     let processes = ProcessSet::load(&fixtures().join("processes"), &config.bindings()).unwrap();
     let store = Store::open(url).await.unwrap();
     let service = OrderService::new(store, Arc::new(processes));
@@ -49,18 +36,7 @@ async fn a_repeat_waiting_in_one_instance_is_woken_by_the_other() {
     // `a` would read the update again only after a minute: only a wake-up answers in time.
     let a = instance(&url, Duration::from_secs(60)).await;
     let b = instance(&url, Duration::from_secs(60)).await;
-    let order = NewOrderInput {
-        reference: OrderReference::parse("W-1").unwrap(),
-        process: "Test01".into(),
-        currency: None,
-        attributes: Map::new(),
-        items: vec![NewItemInput {
-            sku: Sku::parse("SKU-1").unwrap(),
-            quantity: Quantity::parse(1).unwrap(),
-            unit_price: None,
-            attributes: Map::new(),
-        }],
-    };
+    let order = support::one_item_order("W-1", "Test01");
     b.service().create(order, Source::Api).await.unwrap();
 
     // An earlier update of the order, held under another worker's lease: neither instance
