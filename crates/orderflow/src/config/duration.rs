@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serializer};
+use serde::de::{self, Visitor};
+use serde::{Deserializer, Serializer};
 
 /// Parses a duration as configuration writes it. The error says what was wrong with the
 /// text; the caller names the key.
@@ -37,11 +38,28 @@ pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&render(*d))
 }
 
-/// See [`serialize`]. A bad value is an error naming the text; figment adds the key.
+/// See [`serialize`]. A bare number is seconds (`ORDERFLOW_WORKER__LEASE=30` arrives as
+/// one). A bad value is an error naming the text; figment adds the key.
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse(&text)
-        .map_err(|reason| serde::de::Error::custom(format!("invalid duration {text:?}: {reason}")))
+    struct Text;
+    impl Visitor<'_> for Text {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a duration such as \"30s\", \"10m\" or \"72h\", or seconds")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse(text).map_err(|reason| E::custom(format!("invalid duration {text:?}: {reason}")))
+        }
+        fn visit_u64<E: de::Error>(self, s: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(s))
+        }
+        fn visit_i64<E: de::Error>(self, s: i64) -> Result<Duration, E> {
+            u64::try_from(s)
+                .map(Duration::from_secs)
+                .map_err(|_| E::custom(format!("invalid duration {s}: it is negative")))
+        }
+    }
+    d.deserialize_any(Text)
 }
 
 #[cfg(test)]

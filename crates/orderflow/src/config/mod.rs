@@ -238,6 +238,16 @@ mod tests {
         let err = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("worker.lease"), "{err}");
         assert!(err.contains("5 parsecs"), "{err}");
+        std::fs::write(&path, "[worker]\nlease = 45\nbackoff_max = \"2h\"\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.worker.lease, Duration::from_secs(45));
+        assert_eq!(c.worker.backoff_max, Duration::from_secs(7200));
+        std::fs::write(&path, "[worker]\nlease = -1\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            err.contains("negative") && err.contains("worker.lease"),
+            "{err}"
+        );
         assert_eq!(
             duration("--grace", "250ms").unwrap(),
             Duration::from_millis(250)
