@@ -53,14 +53,16 @@ pub struct OrderChange {
 
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
-    /// The changes of one order (by `id` or `reference`) committed after subscribing, in
-    /// version order.
+    /// The changes of one order (by `id` or `reference`) in version order: those committed
+    /// after subscribing, or, with `afterVersion`, every change after that version (so a
+    /// client that reconnects misses nothing).
     #[graphql(guard = "SHOP")]
     async fn order_changed(
         &self,
         ctx: &Context<'_>,
         id: Option<i64>,
         reference: Option<String>,
+        after_version: Option<i64>,
     ) -> Result<impl Stream<Item = OrderChange> + use<>> {
         let state = ctx.data::<State>()?;
         let target = match (id, reference) {
@@ -79,7 +81,7 @@ impl SubscriptionRoot {
             wake,
             order_id: order.id,
             reference: order.reference,
-            seen: order.version,
+            seen: after_version.unwrap_or(order.version),
             ready: VecDeque::new(),
         };
         Ok(futures_util::stream::unfold(feed, |mut feed| async move {

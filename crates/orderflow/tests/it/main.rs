@@ -23,6 +23,8 @@ mod edges;
 mod fleet;
 mod flood;
 mod fuzz_corpus;
+mod graphql;
+mod graphql_ws;
 mod inbox_retry;
 mod inbox_worker;
 mod ingest;
