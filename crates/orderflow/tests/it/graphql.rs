@@ -456,11 +456,38 @@ async fn processes_and_reservations(b: Backend) {
     s.stop().await;
 }
 
-/// The introspection query GraphiQL sends, in short.
-const INTROSPECTION: &str = "query IntrospectionQuery { __schema { \
-    queryType { name } mutationType { name } subscriptionType { name } \
-    types { kind name fields(includeDeprecated: true) { name } \
-    inputFields { name } enumValues(includeDeprecated: true) { name } } } }";
+/// The introspection query GraphiQL sends (graphql-js `getIntrospectionQuery`, with
+/// input value deprecation): within the depth and complexity limits.
+const INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args(includeDeprecated: true) { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) {
+    name description
+    args(includeDeprecated: true) { ...InputValue }
+    type { ...TypeRef }
+    isDeprecated deprecationReason
+  }
+  inputFields(includeDeprecated: true) { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue {
+  name description type { ...TypeRef } defaultValue isDeprecated deprecationReason
+}
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+    ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }
+}
+"#;
 
 async fn introspection_matches_schema_file(b: Backend) {
     let Some(s) = start(b).await else { return };
