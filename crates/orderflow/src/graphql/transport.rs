@@ -34,8 +34,8 @@ pub fn router(state: AppState) -> Router {
 
 /// Runs a query, or a batch (a JSON array) of at most [`MAX_BATCH`], as the caller. A
 /// request without a valid token is refused whole, with REST's status (401, 429).
+#[tracing::instrument(name = "graphql", skip_all, fields(client))]
 async fn post_graphql(
-    State(_): State<AppState>,
     Extension(schema): Extension<OrderflowSchema>,
     caller: Result<Caller, ApiError>,
     body: Bytes,
@@ -44,6 +44,7 @@ async fn post_graphql(
         Ok(c) => c,
         Err(e) => return refuse(e),
     };
+    tracing::Span::current().record("client", caller.name.as_str());
     let batch: BatchRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
