@@ -47,9 +47,22 @@ async fn post_graphql(
     tracing::Span::current().record("client", caller.name.as_str());
     let batch: BatchRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
+        // As REST answers a body that is not JSON, or JSON of the wrong shape.
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            return refuse(ApiError::MalformedJson {
+                message: format!("the body is not valid JSON: {e}"),
+                line: e.line(),
+                column: e.column(),
+            });
+        }
         Err(e) => {
-            let message = format!("the body is not a GraphQL request: {e}");
-            return refused(StatusCode::BAD_REQUEST, with_code("BAD_REQUEST", message));
+            return refuse(ApiError::InvalidRequest {
+                message: format!(
+                    "the body must be a GraphQL request ({{\"query\": ...}}) or an array \
+                     of them: {e}"
+                ),
+                path: Some("$".into()),
+            });
         }
     };
     if let BatchRequest::Batch(requests) = &batch

@@ -392,6 +392,22 @@ async fn depth_complexity_and_batch_limits(b: Backend) {
     let (status, body) = s.post("/graphql", &s.shop, json!(vec![one; 11])).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(code(&body), "BATCH_TOO_LARGE", "{body}");
+    // A body that is not a GraphQL request gets REST's codes.
+    let (status, body) = s.post("/graphql", &s.shop, json!({"query": 5})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(code(&body), "INVALID_REQUEST", "{body}");
+    let resp = s
+        .http
+        .post(format!("{}/graphql", s.base))
+        .bearer_auth(&s.shop)
+        .header("content-type", "application/json")
+        .body("{\"query\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(code(&body), "MALFORMED_JSON", "{body}");
     s.stop().await;
 }
 
