@@ -24,6 +24,7 @@ mod fleet;
 mod flood;
 mod fuzz_corpus;
 mod graphql;
+mod graphql_schema;
 mod graphql_ws;
 mod inbox_retry;
 mod inbox_worker;
