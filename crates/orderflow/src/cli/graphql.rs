@@ -5,13 +5,13 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
-pub enum GraphqlCommand {
+pub(super) enum GraphqlCommand {
     /// Print the schema (SDL) served at /graphql; `schema.graphql` in the repository is
     /// this output.
     Schema,
 }
 
-pub fn run(cmd: GraphqlCommand) -> ExitCode {
+pub(super) fn run(cmd: GraphqlCommand) -> ExitCode {
     match cmd {
         GraphqlCommand::Schema => print!("{}", crate::graphql::sdl()),
     }

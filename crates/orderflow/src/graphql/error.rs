@@ -18,7 +18,7 @@ pub mod code {
 
 /// The GraphQL error for an API error; a 500 stays opaque (`INTERNAL`) and is logged with
 /// its cause, as in REST.
-pub fn to_graphql(e: ApiError) -> Error {
+pub(super) fn to_graphql(e: ApiError) -> Error {
     let (_, body) = e.parts();
     let Some(Value::Object(detail)) = body.get("error").cloned() else {
         return Error::new("internal error");
@@ -43,7 +43,7 @@ pub fn to_graphql(e: ApiError) -> Error {
 }
 
 /// An error of this module's own (limits), with its code.
-pub fn with_code(code: &str, message: impl Into<String>) -> Error {
+pub(super) fn with_code(code: &str, message: impl Into<String>) -> Error {
     let mut extensions = ErrorExtensionValues::default();
     extensions.set("code", code);
     Error {
@@ -54,7 +54,7 @@ pub fn with_code(code: &str, message: impl Into<String>) -> Error {
 }
 
 /// Anything REST maps to an [`ApiError`] maps here the same way.
-pub trait IntoGraphql<T> {
+pub(super) trait IntoGraphql<T> {
     fn gql(self) -> async_graphql::Result<T>;
 }
 

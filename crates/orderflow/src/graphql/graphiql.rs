@@ -11,13 +11,13 @@ const REACT_JS: &[u8] = include_bytes!("assets/react.production.min.js");
 const REACT_DOM_JS: &[u8] = include_bytes!("assets/react-dom.production.min.js");
 
 /// Where the assets are served; versioned so a browser may cache them for good.
-pub const ASSETS: &str = "/graphql/assets/3.9.0";
+pub(super) const ASSETS: &str = "/graphql/assets/3.9.0";
 
 /// The page: GraphiQL against `/graphql` (queries over HTTP, subscriptions over
 /// WebSocket). The bearer token goes into GraphiQL's Headers tab as
 /// `{"Authorization": "Bearer <token>"}`; subscriptions send the same headers in their
 /// `connection_init`.
-pub async fn page() -> Html<String> {
+pub(super) async fn page() -> Html<String> {
     Html(format!(
         r#"<!doctype html>
 <html lang="en">
@@ -63,7 +63,7 @@ pub async fn page() -> Html<String> {
 }
 
 /// One embedded asset by file name.
-pub async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+pub(super) async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "graphiql.min.js" => (GRAPHIQL_JS, "text/javascript"),
         "graphiql.min.css" => (GRAPHIQL_CSS, "text/css"),

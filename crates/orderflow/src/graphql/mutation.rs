@@ -28,7 +28,7 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 pub struct MutationRoot;
 
 #[derive(InputObject)]
-pub struct CreateOrderInput {
+pub(super) struct CreateOrderInput {
     /// Unique across orders; no control characters or surrounding whitespace.
     pub reference: String,
     /// Name of a loaded main process.
@@ -41,7 +41,7 @@ pub struct CreateOrderInput {
 }
 
 #[derive(InputObject)]
-pub struct CreateItemInput {
+pub(super) struct CreateItemInput {
     pub sku: String,
     /// 1 to 1,000,000.
     pub quantity: i64,

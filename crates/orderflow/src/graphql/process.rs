@@ -10,10 +10,10 @@ use super::State;
 use super::error::IntoGraphql;
 
 /// A loaded process definition.
-pub struct Process(pub Arc<oms::Process>);
+pub(super) struct Process(pub Arc<oms::Process>);
 
 #[derive(SimpleObject)]
-pub struct ProcessState {
+pub(super) struct ProcessState {
     pub name: String,
     pub display: Option<String>,
     pub reserved: bool,
@@ -23,7 +23,7 @@ pub struct ProcessState {
 }
 
 #[derive(SimpleObject)]
-pub struct ProcessEvent {
+pub(super) struct ProcessEvent {
     pub name: String,
     pub manual: bool,
     pub on_enter: bool,
@@ -32,7 +32,7 @@ pub struct ProcessEvent {
 }
 
 #[derive(SimpleObject)]
-pub struct Transition {
+pub(super) struct Transition {
     pub source: String,
     pub target: String,
     pub event: Option<String>,

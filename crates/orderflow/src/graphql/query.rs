@@ -21,7 +21,7 @@ pub struct QueryRoot;
 
 /// Which orders `orders` lists; every given field must match.
 #[derive(Default, InputObject)]
-pub struct OrderFilter {
+pub(super) struct OrderFilter {
     /// Orders with at least one item in this state.
     pub state: Option<String>,
     pub process: Option<String>,
@@ -58,7 +58,7 @@ impl From<InboxFilter> for OpsFilter {
 
 /// Inbox updates by status.
 #[derive(SimpleObject)]
-pub struct InboxCounts {
+pub(super) struct InboxCounts {
     pub accepted: i64,
     pub processing: i64,
     pub applied: i64,
@@ -70,7 +70,7 @@ pub struct InboxCounts {
 
 /// How far the list view (`orders`) is behind the primary store.
 #[derive(SimpleObject)]
-pub struct ProjectionStats {
+pub(super) struct ProjectionStats {
     /// Changes not yet in the list view.
     pub pending_changes: i64,
     /// Age of the oldest of them; 0 when the list view is current.
@@ -79,7 +79,7 @@ pub struct ProjectionStats {
 
 /// What `GET /v1/admin/stats` shows.
 #[derive(SimpleObject)]
-pub struct Stats {
+pub(super) struct Stats {
     pub inbox: InboxCounts,
     /// Age of the oldest accepted, processing or parked update; 0 when there is none.
     pub oldest_pending_age_seconds: f64,

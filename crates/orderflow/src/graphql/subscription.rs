@@ -26,7 +26,7 @@ use crate::domain::{OrderService, Target};
 use crate::store::feed::FeedRow;
 
 /// How often a subscription looks for changes made by other processes.
-pub const FALLBACK_POLL: Duration = Duration::from_secs(2);
+pub(super) const FALLBACK_POLL: Duration = Duration::from_secs(2);
 /// Feed rows read at once.
 const PAGE: i64 = 100;
 
@@ -34,7 +34,7 @@ pub struct SubscriptionRoot;
 
 /// One committed change to an order.
 #[derive(Clone, Debug, SimpleObject)]
-pub struct OrderChange {
+pub(super) struct OrderChange {
     pub order_id: i64,
     pub reference: String,
     /// The order's version after the change.

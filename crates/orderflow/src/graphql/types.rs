@@ -15,7 +15,7 @@ use crate::store::projection::ListRow;
 /// An order with its items, read from the primary store (read-after-write consistent).
 #[derive(SimpleObject)]
 #[graphql(complex)]
-pub struct Order {
+pub(super) struct Order {
     pub id: i64,
     pub reference: String,
     /// Increases with every committed change, including background processing.
@@ -55,7 +55,7 @@ impl From<OrderView> for Order {
 }
 
 #[derive(SimpleObject)]
-pub struct Item {
+pub(super) struct Item {
     pub id: i64,
     pub sku: String,
     pub quantity: i64,
@@ -88,7 +88,7 @@ impl From<ItemView> for Item {
 
 /// One row of an order's history: a move, or a stay with the reason.
 #[derive(SimpleObject)]
-pub struct HistoryEntry {
+pub(super) struct HistoryEntry {
     pub item: i64,
     /// `null` when the item was created.
     pub from: Option<String>,
@@ -117,7 +117,7 @@ impl From<view::HistoryEntry> for HistoryEntry {
 
 /// An item that moved.
 #[derive(Clone, Debug, SimpleObject)]
-pub struct Move {
+pub(super) struct Move {
     pub item: i64,
     pub from: String,
     pub to: String,
@@ -125,7 +125,7 @@ pub struct Move {
 
 /// An item the event applied to that did not move, and why.
 #[derive(SimpleObject)]
-pub struct Stay {
+pub(super) struct Stay {
     pub item: i64,
     pub state: String,
     pub reason: String,
@@ -133,7 +133,7 @@ pub struct Stay {
 
 /// What `triggerEvent` did.
 #[derive(SimpleObject)]
-pub struct EventResult {
+pub(super) struct EventResult {
     pub order: Order,
     pub moved: Vec<Move>,
     /// Items with no transition for the event in their state.
@@ -144,7 +144,7 @@ pub struct EventResult {
 
 /// An order as the list view (eventually consistent) holds it.
 #[derive(SimpleObject)]
-pub struct OrderSummary {
+pub(super) struct OrderSummary {
     pub id: i64,
     pub reference: String,
     pub process: String,
@@ -186,7 +186,7 @@ pub enum Status {
 
 /// An ERP update's status, as `GET /v1/erp/order-updates/{id}` shows it.
 #[derive(SimpleObject)]
-pub struct Update {
+pub(super) struct Update {
     pub id: String,
     pub status: Status,
     pub order_reference: String,
@@ -219,7 +219,7 @@ impl From<UpdateView> for Update {
 
 /// Everything stored about an update (admin only).
 #[derive(SimpleObject)]
-pub struct InboxUpdate {
+pub(super) struct InboxUpdate {
     pub update: Update,
     pub client: String,
     pub idempotency_key: Option<String>,
@@ -248,7 +248,7 @@ impl From<UpdateDetail> for InboxUpdate {
 
 /// What `sendOrderUpdate` answers: the update stored (and, when waiting, processed).
 #[derive(SimpleObject)]
-pub struct UpdateAnswer {
+pub(super) struct UpdateAnswer {
     pub id: String,
     pub status: Status,
     /// For `APPLIED`, `IGNORED` and `DEAD`: what processing recorded.
@@ -270,7 +270,7 @@ impl From<&Answer> for UpdateAnswer {
 
 /// Stock held by items in reserved states.
 #[derive(SimpleObject)]
-pub struct Reservation {
+pub(super) struct Reservation {
     pub sku: String,
     pub reserved_quantity: i64,
 }

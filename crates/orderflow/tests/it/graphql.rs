@@ -16,7 +16,7 @@ backend_tests!(
 );
 
 /// Runs one GraphQL operation; returns the HTTP status and the response body.
-pub async fn gql(
+pub(crate) async fn gql(
     s: &TestServer,
     token: &str,
     query: &str,
@@ -31,7 +31,7 @@ pub async fn gql(
 }
 
 /// The `extensions.code` of the first error.
-pub fn code(body: &Value) -> &str {
+pub(crate) fn code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("no error code in {body}"))
