@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod graphql;
 pub mod http;
 pub mod inbox;
 pub mod projector;

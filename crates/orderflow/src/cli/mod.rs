@@ -2,6 +2,7 @@
 
 mod check_condition;
 mod clients;
+mod graphql;
 mod inbox;
 mod items;
 pub mod process;
@@ -59,6 +60,9 @@ enum Command {
     /// Items in states the loaded processes do not have: list them, move them.
     #[command(subcommand)]
     Items(items::ItemsCommand),
+    /// The GraphQL API's schema.
+    #[command(subcommand)]
+    Graphql(graphql::GraphqlCommand),
 }
 
 /// Where the configuration and the store are.
@@ -206,6 +210,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Clients(cmd) => runtime()?.block_on(clients::run(cmd)),
         Command::Inbox(cmd) => runtime()?.block_on(inbox::run(cmd)),
         Command::Items(cmd) => runtime()?.block_on(items::run(cmd)),
+        Command::Graphql(cmd) => Ok(graphql::run(cmd)),
         Command::Config(args) => {
             print!("{}", args.load()?.to_masked_toml());
             Ok(ExitCode::SUCCESS)

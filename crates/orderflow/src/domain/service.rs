@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use oms::engine::{Decisions, EngineError, Outcome};
 use oms::{Process, engine};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 pub use super::change::{
     Applied, Change, DomainError, EventInput, ItemRef, NewItemInput, NewOrderInput, Result, Source,
@@ -31,6 +31,9 @@ pub struct OrderService {
     store: Store,
     processes: Arc<ProcessSet>,
     changed: Arc<Notify>,
+    /// Counts commits in this process; every subscriber sees each change of it (GraphQL
+    /// subscriptions), unlike `changed`, which wakes the one projector.
+    feed: Arc<watch::Sender<u64>>,
     /// Items the loaded definitions cannot place, as last counted (see `strays`).
     pub(super) strays: Arc<std::sync::Mutex<Vec<super::strays::Strays>>>,
 }
@@ -41,6 +44,7 @@ impl OrderService {
             store,
             processes,
             changed: Arc::new(Notify::new()),
+            feed: Arc::new(watch::Sender::new(0)),
             strays: Arc::default(),
         }
     }
@@ -58,11 +62,18 @@ impl OrderService {
         &self.changed
     }
 
+    /// Changes on every commit that appended to the change feed, for any number of
+    /// watchers; costs nothing while nobody watches.
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.feed.subscribe()
+    }
+
     /// After a commit that changed an order: wake the projector and the inbox worker (the
     /// change may have woken parked updates of the order).
     pub(crate) fn committed(&self) {
         self.changed.notify_one();
         self.store.wakeups().raise_inbox();
+        self.feed.send_modify(|n| *n = n.wrapping_add(1));
     }
     /// Creates an order: items enter the initial state and its onEnter chain runs.
     pub async fn create(&self, input: NewOrderInput, source: Source) -> Result<OrderView> {

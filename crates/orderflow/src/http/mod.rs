@@ -11,7 +11,7 @@ mod limits;
 mod list;
 mod ops;
 mod orders;
-mod paging;
+pub(crate) mod paging;
 mod processes;
 pub mod ratelimit;
 mod reservations;
@@ -146,11 +146,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
     apidoc::set_loaded_names(&mut api, &process_names, &event_names);
     apidoc::set_text_patterns(&mut api);
     apidoc::add_links(&mut api);
+    let graphql = crate::graphql::router(state.clone());
     let router = api_router
         .with_state(state)
         .merge(
             SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", apidoc::to_json(&api)),
         )
+        .merge(graphql)
         .fallback(|| async { ApiError::NotFound("no such route".into()).into_response() })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))

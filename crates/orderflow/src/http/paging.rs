@@ -10,11 +10,11 @@ use super::error::ApiError;
 /// A page size (`limit`): an integer from 1 to [`PageLimit::MAX`], default
 /// [`PageLimit::DEFAULT`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct PageLimit(i64);
+pub(crate) struct PageLimit(i64);
 
 impl PageLimit {
-    pub(super) const DEFAULT: i64 = 50;
-    pub(super) const MAX: i64 = 500;
+    pub(crate) const DEFAULT: i64 = 50;
+    pub(crate) const MAX: i64 = 500;
 
     pub(super) fn get(limit: Option<Self>) -> i64 {
         limit.map_or(Self::DEFAULT, |l| l.0)
@@ -59,7 +59,7 @@ impl<'de> Deserialize<'de> for PageLimit {
 /// Opaque page cursors: the position the next page starts after, tagged with the list it
 /// belongs to, so a cursor of one list is refused by another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Cursor {
+pub(crate) enum Cursor {
     /// `GET /v1/orders`: after an order id.
     Orders,
     /// `GET /v1/admin/inbox`: after an update's sequence number.
@@ -74,13 +74,13 @@ impl Cursor {
         }
     }
 
-    pub(super) fn encode(self, position: i64) -> String {
+    pub(crate) fn encode(self, position: i64) -> String {
         URL_SAFE_NO_PAD.encode(format!("{}{position}", self.tag()))
     }
 
     /// The position in `cursor`; 422 on the `cursor` parameter when this list did not
     /// issue it.
-    pub(super) fn decode(self, cursor: &str) -> Result<i64, ApiError> {
+    pub(crate) fn decode(self, cursor: &str) -> Result<i64, ApiError> {
         URL_SAFE_NO_PAD
             .decode(cursor)
             .ok()

@@ -344,7 +344,10 @@ async fn serve_connection(
         stream,
         conn: conn.clone(),
     };
-    let connection = http.serve_connection(TokioIo::new(io), service);
+    // With upgrades: GraphQL subscriptions run over WebSocket.
+    let connection = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(connection);
     let mut closing = false;
     loop {

@@ -21,6 +21,7 @@
 pub mod batch;
 pub mod clients;
 mod dialect;
+pub mod feed;
 pub mod group;
 pub mod inbox;
 pub mod json;
