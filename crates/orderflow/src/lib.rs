@@ -1,5 +1,6 @@
 //! orderflow: a durable inbox for ERP order updates in front of a Spryker-compatible OMS.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backoff;

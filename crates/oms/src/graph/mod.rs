@@ -33,6 +33,9 @@ pub struct GraphOptions {
     pub show_commands: bool,
     /// Add a legend explaining the markers, colours and line styles.
     pub legend: bool,
+    /// SVG only: a link per state name; the state's box becomes `<a href>` to it (a web
+    /// page drawing the graph links each state to its items).
+    pub state_links: BTreeMap<String, String>,
 }
 
 impl GraphOptions {

@@ -132,7 +132,7 @@ pub(super) fn render(view: &View, opts: &GraphOptions) -> String {
     draw_edges(&mut out, view, &layout);
     draw_self_loops(&mut out, view, &layout, &label_sizes);
     draw_labels(&mut out, view, &layout);
-    draw_nodes(&mut out, view, &layout);
+    draw_nodes(&mut out, view, &layout, opts);
     out.push_str("</g>\n");
     if opts.legend {
         draw_legend(&mut out, ox + graph_w + MARGIN, oy, legend_w, legend_h);
@@ -314,7 +314,7 @@ fn draw_self_loops(out: &mut String, view: &View, layout: &Layout, sizes: &[Size
     }
 }
 
-fn draw_nodes(out: &mut String, view: &View, layout: &Layout) {
+fn draw_nodes(out: &mut String, view: &View, layout: &Layout, opts: &GraphOptions) {
     for node in &layout.nodes {
         match node.kind {
             Kind::Start => {
@@ -324,7 +324,17 @@ fn draw_nodes(out: &mut String, view: &View, layout: &Layout) {
                     node.x, node.y
                 );
             }
-            Kind::State(s) => draw_state(out, &view.nodes[s], node),
+            Kind::State(s) => {
+                let state = &view.nodes[s];
+                let link = opts.state_links.get(&state.name);
+                if let Some(href) = link {
+                    let _ = writeln!(out, r#"<a href="{}">"#, xml_escape(href));
+                }
+                draw_state(out, state, node);
+                if link.is_some() {
+                    let _ = writeln!(out, "</a>");
+                }
+            }
             Kind::Label(_) | Kind::Dummy => {}
         }
     }

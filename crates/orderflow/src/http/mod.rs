@@ -147,12 +147,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
     apidoc::set_text_patterns(&mut api);
     apidoc::add_links(&mut api);
     let graphql = crate::graphql::router(state.clone());
+    let admin = crate::admin::router(state.clone());
     let router = api_router
         .with_state(state)
         .merge(
             SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", apidoc::to_json(&api)),
         )
         .merge(graphql)
+        .merge(admin)
         .fallback(|| async { ApiError::NotFound("no such route".into()).into_response() })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))

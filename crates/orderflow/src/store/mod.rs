@@ -29,6 +29,7 @@ mod names;
 pub mod orders;
 mod postgres;
 pub mod projection;
+pub mod sessions;
 mod sqlite;
 pub mod status;
 pub mod timers;
