@@ -26,9 +26,7 @@ pub(super) async fn page(State(state): State<AppState>, session: Session) -> UiR
     let (pending_changes, oldest_change) = store.projection_backlog().await?;
     let now = Utc::now();
     let lag = oldest_change.map_or(0.0, |t| (now - t).as_seconds_f64().max(0.0));
-    let minute = now
-        .duration_trunc(TimeDelta::minutes(1))
-        .unwrap_or(now);
+    let minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
     let edges: Vec<_> = (0..=MINUTES)
         .map(|i| minute - TimeDelta::minutes(MINUTES - 1 - i))
         .collect();

@@ -79,11 +79,16 @@ fn time(s: &str, what: &str) -> Result<Option<DateTime<Utc>>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(Some(t.with_timezone(&Utc)));
     }
-    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .map(|t| Some(t.and_utc()))
-        .ok_or_else(|| format!("{what}: {s:?} is not a time (YYYY-MM-DD HH:MM, UTC)"))
+    [
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d %H:%M:%S",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+    .map(|t| Some(t.and_utc()))
+    .ok_or_else(|| format!("{what}: {s:?} is not a time (YYYY-MM-DD HH:MM, UTC)"))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,7 +137,13 @@ pub(super) async fn list(
             let body = filter_form(&q.filter);
             return Ok(html(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                layout::page("Inbox", Nav::Inbox, &session, Some(Flash::Warning(problem)), body),
+                layout::page(
+                    "Inbox",
+                    Nav::Inbox,
+                    &session,
+                    Some(Flash::Warning(problem)),
+                    body,
+                ),
             ));
         }
     };
@@ -259,7 +270,10 @@ pub(super) async fn show(
     Query(q): Query<ShowQuery>,
 ) -> UiResult {
     let Some(u) = state.inbox.store().update_by_id(&id).await? else {
-        return Err(UiError::new(StatusCode::NOT_FOUND, format!("There is no update {id}.")));
+        return Err(UiError::new(
+            StatusCode::NOT_FOUND,
+            format!("There is no update {id}."),
+        ));
     };
     let flash = q.retried.map(|_| {
         Flash::Done("Retried: the update is due again and the worker picks it up now.".into())

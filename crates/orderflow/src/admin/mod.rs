@@ -37,10 +37,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/admin", get(dashboard::page))
         .route("/admin/", get(dashboard::page))
-        .route("/admin/login", get(session::login_page).post(session::login))
+        .route(
+            "/admin/login",
+            get(session::login_page).post(session::login),
+        )
         .route("/admin/logout", post(session::logout))
         .route("/admin/inbox", get(inbox::list))
-        .route("/admin/inbox/replay", get(inbox::replay_preview).post(inbox::replay))
+        .route(
+            "/admin/inbox/replay",
+            get(inbox::replay_preview).post(inbox::replay),
+        )
         .route("/admin/inbox/{id}", get(inbox::show))
         .route("/admin/inbox/{id}/retry", post(inbox::retry))
         .route("/admin/orders", get(orders::search))

@@ -194,7 +194,10 @@ async fn order_page(
 ) -> UiResult {
     let order = match state.service.get(&Target::Id(OrderId(id))).await {
         Err(DomainError::OrderNotFound) => {
-            return Err(UiError::new(StatusCode::NOT_FOUND, format!("There is no order {id}.")));
+            return Err(UiError::new(
+                StatusCode::NOT_FOUND,
+                format!("There is no order {id}."),
+            ));
         }
         other => other?,
     };
@@ -355,7 +358,9 @@ pub(super) async fn trigger(
             );
             Ok((StatusCode::SEE_OTHER, [(LOCATION, to)]).into_response())
         }
-        Err(DomainError::VersionConflict { current }) => Ok(conflict(&session, id, form.version, current)),
+        Err(DomainError::VersionConflict { current }) => {
+            Ok(conflict(&session, id, form.version, current))
+        }
         Err(e @ DomainError::EventNotApplicable { .. }) => {
             let flash = Flash::Warning(format!("Nothing happened: {e}."));
             order_page(&state, &session, id, Some(flash), StatusCode::CONFLICT).await

@@ -164,8 +164,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Protected<T> {
             )
             .into_response());
         }
-        let form = serde_urlencoded::from_bytes(&bytes)
-            .map_err(|e| UiError::bad_form(format!("the form is not valid: {e}")).into_response())?;
+        let form = serde_urlencoded::from_bytes(&bytes).map_err(|e| {
+            UiError::bad_form(format!("the form is not valid: {e}")).into_response()
+        })?;
         Ok(Self { session, form })
     }
 }
@@ -323,7 +324,11 @@ pub(super) async fn logout(
     Protected { session, .. }: Protected<Nothing>,
 ) -> UiResult {
     if let Some(id) = cookie(&headers, COOKIE) {
-        state.service.store().delete_session(&hash_token(id)).await?;
+        state
+            .service
+            .store()
+            .delete_session(&hash_token(id))
+            .await?;
     }
     tracing::info!(client = %session.client, "admin logged out of the UI");
     let mut response = see_other("/admin/login");
@@ -350,7 +355,10 @@ mod tests {
 
     #[test]
     fn only_pages_of_the_ui_are_next() {
-        assert_eq!(next_page(Some("/admin/inbox?status=dead")), "/admin/inbox?status=dead");
+        assert_eq!(
+            next_page(Some("/admin/inbox?status=dead")),
+            "/admin/inbox?status=dead"
+        );
         assert_eq!(next_page(Some("https://evil.example/admin")), "/admin");
         assert_eq!(next_page(Some("/admin//evil.example")), "/admin");
         assert_eq!(next_page(Some("/v1/orders")), "/admin");

@@ -3,6 +3,7 @@
 mod support;
 
 mod admin_inbox;
+mod admin_ui;
 mod api_bounds;
 mod api_erp;
 mod api_error_bodies;
