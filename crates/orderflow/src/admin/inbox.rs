@@ -317,7 +317,7 @@ pub(super) async fn show(
                             @for e in u.errors() {
                                 tr.retry-marker[is_retry_marker(e)] {
                                     td.num { (field(e, "attempt")) }
-                                    td { (field(e, "at")) }
+                                    td { (when(e)) }
                                     td { code { (field(e, "code")) } }
                                     td.error { (field(e, "message")) }
                                 }
@@ -337,6 +337,14 @@ pub(super) async fn show(
         StatusCode::OK,
         layout::page(&title, Nav::Inbox, &session, flash, body),
     ))
+}
+
+/// An error entry's `at`, formatted as the rest of the UI's times.
+fn when(entry: &Value) -> Markup {
+    match entry.get("at").and_then(Value::as_str).map(DateTime::parse_from_rfc3339) {
+        Some(Ok(t)) => layout::time(t.with_timezone(&Utc)),
+        _ => html! { (field(entry, "at")) },
+    }
 }
 
 fn field(entry: &Value, key: &str) -> String {
