@@ -388,3 +388,26 @@ fn title_defaults_to_the_process_name_and_can_be_set() {
     assert!(to_svg(&p, &opts).contains("<title>A &amp; B</title>"));
     assert!(to_dot(&p, &opts).starts_with("digraph \"A & B\" {"));
 }
+
+/// A state given a link is drawn inside `<a href>` (escaped); the others are not, and DOT
+/// has no links.
+#[test]
+fn states_link_where_asked() {
+    let opts = GraphOptions {
+        state_links: BTreeMap::from([("paid".to_owned(), "/orders?state=paid&x=<1>".to_owned())]),
+        ..GraphOptions::default()
+    };
+    let svg = to_svg(&process(), &opts);
+    assert_eq!(svg.matches("<a href=").count(), 1, "{svg}");
+    assert!(
+        svg.contains(r#"<a href="/orders?state=paid&amp;x=&lt;1&gt;">"#),
+        "{svg}"
+    );
+    let link = svg.find("<a href=").unwrap();
+    let title = svg[link..].find("<title>paid</title>").unwrap();
+    assert!(
+        svg[link..link + title].matches("<g>").count() == 1,
+        "the link wraps the state"
+    );
+    assert!(!to_dot(&process(), &opts).contains("href"));
+}

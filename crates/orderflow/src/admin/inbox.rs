@@ -341,7 +341,11 @@ pub(super) async fn show(
 
 /// An error entry's `at`, formatted as the rest of the UI's times.
 fn when(entry: &Value) -> Markup {
-    match entry.get("at").and_then(Value::as_str).map(DateTime::parse_from_rfc3339) {
+    match entry
+        .get("at")
+        .and_then(Value::as_str)
+        .map(DateTime::parse_from_rfc3339)
+    {
         Some(Ok(t)) => layout::time(t.with_timezone(&Utc)),
         _ => html! { (field(entry, "at")) },
     }
