@@ -80,14 +80,23 @@ pub(super) async fn page(State(state): State<AppState>, session: Session) -> UiR
                                     td { a href={ "/admin/orders?reference=" (urlencode(&u.order_reference)) } { (u.order_reference) } }
                                     td { (u.event.as_deref().unwrap_or("–")) }
                                     td.error { (last_message(u.errors())) }
-                                    td { a href={ "/admin/inbox/" (u.id) } { "Open" } }
+                                    td.row-actions {
+                                        a href={ "/admin/inbox/" (u.id) } { "Open" }
+                                        form method="post" action={ "/admin/inbox/" (u.id) "/retry" } {
+                                            (layout::csrf(&session))
+                                            button.small type="submit" { "Retry" }
+                                        }
+                                    }
                                 }
                             }
                         }
                     }
                 }
-                @if more_dead.is_some() {
-                    p { a href="/admin/inbox?status=dead" { "All dead updates →" } }
+                p.links {
+                    @if more_dead.is_some() {
+                        a href="/admin/inbox?status=dead" { "All dead updates →" }
+                    }
+                    a href="/admin/inbox/replay?status=dead" { "Replay every dead update…" }
                 }
             }
         }
