@@ -17,8 +17,8 @@ pub mod duration;
 mod sections;
 
 pub use sections::{
-    ClientConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, ProjectorConfig, ServerConfig,
-    WorkerConfig,
+    ClientConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, OutboundConfig, ProjectorConfig,
+    ServerConfig, WorkerConfig,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The list projection.
     pub projector: ProjectorConfig,
+    /// The HTTP client of outbound requests, and the address guard.
+    pub outbound: OutboundConfig,
     /// Optional per-client limits, by client name.
     pub clients: BTreeMap<String, ClientConfig>,
     /// Built-in conditions bound by name (`[conditions."Payment/IsAuthorized"]`).
@@ -101,6 +103,7 @@ impl Default for Config {
             events: BTreeMap::new(),
             worker: WorkerConfig::default(),
             projector: ProjectorConfig::default(),
+            outbound: OutboundConfig::default(),
             clients: BTreeMap::new(),
             conditions: BTreeMap::new(),
             commands: BTreeMap::new(),

@@ -188,3 +188,33 @@ pub struct ClientConfig {
     /// 429 with `retry-after`. No limit when absent.
     pub rate_limit_per_second: Option<u32>,
 }
+
+/// `[outbound]`: the HTTP client of everything orderflow sends (after-commit HTTP
+/// commands, webhook deliveries).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// A connection must be established within this. Default `5s`.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// A whole request (connect, send, response head and body excerpt) must finish within
+    /// this, unless the sender sets its own (a command's `timeout`). Default `30s`.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// A guard against server-side request forgery: refuse outbound URLs whose host is or
+    /// resolves to a loopback, private, link-local, shared or otherwise internal address,
+    /// when the URL is configured or submitted and again at every connection (so a name
+    /// that later resolves inside is caught). Off by default, since a local receiver on
+    /// loopback is the usual test setup; turn it on where URLs come from API clients.
+    pub block_private_addresses: bool,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            block_private_addresses: false,
+        }
+    }
+}
