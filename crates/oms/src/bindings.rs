@@ -115,8 +115,34 @@ pub enum CommandBinding {
         /// The event to trigger, for the items the command ran for.
         event: String,
     },
+    /// Calls an HTTP endpoint after the transaction that ran the command has committed.
+    /// The engine only records the call (an [`Effect::AfterCommit`] whose payload is
+    /// `{"type": "http", "event": ...}`); the service that stores the change runs it,
+    /// retries it and reports it. Once per order and source state.
+    Http {
+        /// `http://` or `https://` URL to call.
+        url: String,
+        /// HTTP method. Default `POST`.
+        #[serde(default = "default_method")]
+        method: String,
+        /// The whole request's deadline (`10s`, `500ms`); the service's default when
+        /// absent.
+        #[serde(default)]
+        timeout: Option<String>,
+        /// Extra request headers (such as `Authorization`); masked when shown.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// An event fed back for the same items when the call finally fails (the effect
+        /// is dead), so a process can model it ("capture failed").
+        #[serde(default)]
+        on_failure: Option<String>,
+    },
     /// Does nothing; binds a name on purpose.
     Noop,
+}
+
+fn default_method() -> String {
+    "POST".to_owned()
 }
 
 /// Built-in timeout processors, bound by name in configuration:
@@ -258,6 +284,14 @@ impl Command for CommandBinding {
                 ctx.emit(Effect::FollowUpEvent {
                     event: event.clone(),
                     items,
+                });
+            }
+            Self::Http { .. } => {
+                let items = ctx.items().map(|i| i.id).collect();
+                ctx.emit(Effect::AfterCommit {
+                    command: ctx.command.to_owned(),
+                    items,
+                    payload: serde_json::json!({"type": "http", "event": ctx.event}),
                 });
             }
             Self::Noop => {}

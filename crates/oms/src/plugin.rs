@@ -130,6 +130,9 @@ pub struct CommandContext<'a> {
     pub items: &'a [usize],
     /// The event whose command this is.
     pub event: &'a str,
+    /// The name the command is registered under (empty when the caller did not say, see
+    /// [`CommandContext::for_command`]).
+    pub command: &'a str,
     /// The caller's time.
     pub now: DateTime<Utc>,
     pub(crate) changes: Vec<AttributeChange>,
@@ -144,10 +147,17 @@ impl<'a> CommandContext<'a> {
             order,
             items,
             event,
+            command: "",
             now,
             changes: Vec::new(),
             effects: Vec::new(),
         }
+    }
+
+    /// The same context, naming the command it runs (the engine does: a built-in bound
+    /// under several names tells its runs apart by it).
+    pub fn for_command(self, command: &'a str) -> Self {
+        Self { command, ..self }
     }
 
     /// The items this run is for.

@@ -10,14 +10,16 @@ use crate::domain::{OrderService, timers};
 use crate::http::{self, AppState};
 use crate::inbox::worker::WorkerOptions;
 use crate::inbox::{Inbox, InboxSettings};
+use crate::outbound::effects::Executor;
 use crate::projector;
 
 /// How often the inbox gauges (`orderflow_inbox_updates{status}`, oldest pending age) are
 /// refreshed from the store.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Serves the API on `listener` and runs the list projector, the inbox gauges and (unless
-/// `worker.in_process` is off) the inbox worker and the check-condition loop until
+/// Serves the API on `listener` and runs the list projector, the inbox gauges, the effects
+/// executor (unless `effects.enabled` is off) and (unless `worker.in_process` is off) the
+/// inbox worker and the check-condition loop until
 /// `shutdown` is cancelled; then finishes requests in flight and stops them all.
 pub async fn run(
     service: OrderService,
@@ -68,6 +70,17 @@ pub async fn run(
         );
         (worker, checker)
     });
+    // The effects executor (HTTP commands after commit), unless `[effects] enabled = false`.
+    let effects = match config.effects.enabled {
+        true => {
+            let executor = Executor::new(service.store().clone(), config)?;
+            let token = shutdown.child_token();
+            Some(watched("effects executor", shutdown.clone(), async move {
+                executor.run(token).await
+            }))
+        }
+        false => None,
+    };
     let state = AppState::new(service.clone(), inbox, config);
     let served = http::serve(
         listener,
@@ -80,6 +93,9 @@ pub async fn run(
     shutdown.cancel();
     let _ = projector.await;
     let _ = gauges.await;
+    if let Some(effects) = effects {
+        let _ = effects.await;
+    }
     if let Some((worker, checker)) = background {
         let _ = worker.await;
         let _ = checker.await;

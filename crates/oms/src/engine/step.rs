@@ -138,7 +138,7 @@ impl Engine<'_> {
         };
         let mut ready = Vec::new();
         for batch in batches {
-            let mut ctx = CommandContext::new(order, &batch, &ev.name, now);
+            let mut ctx = CommandContext::new(order, &batch, &ev.name, now).for_command(name);
             let result = command.run(&mut ctx);
             let (changes, effects) = ctx.into_parts();
             let ids: Vec<i64> = batch.iter().map(|&i| order.items[i].id).collect();

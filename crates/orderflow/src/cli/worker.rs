@@ -1,4 +1,4 @@
-//! `orderflow worker`: the inbox worker on its own, for a fleet of worker processes beside
+//! `orderflow worker`: the inbox worker (and the effects executor) on its own, for a fleet of worker processes beside
 //! `serve --no-worker`, or with `--once` from cron or a CI scheduler.
 
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ use super::StoreArgs;
 use super::serve::stop_on_signal;
 use crate::inbox::worker::{WorkerOptions, WorkerTotals};
 use crate::inbox::{Inbox, InboxSettings};
+use crate::outbound::effects::Executor;
 
 #[derive(Debug, Args)]
 pub(super) struct WorkerArgs {
@@ -52,7 +53,28 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         grace: args.grace,
     };
     let started = Instant::now();
-    let totals = inbox.run_worker(options, shutdown).await;
+    // HTTP commands after commit: beside the worker, or (--once) until none is due.
+    let effects = match config.effects.enabled {
+        true => Some(Executor::new(store.clone(), &config)?),
+        false => None,
+    };
+    let totals = match (&effects, args.once) {
+        (Some(executor), false) => {
+            let (totals, _) = tokio::join!(
+                inbox.run_worker(options, shutdown.clone()),
+                executor.run(shutdown.clone())
+            );
+            totals
+        }
+        (Some(executor), true) => {
+            let totals = inbox.run_worker(options, shutdown.clone()).await;
+            while !shutdown.is_cancelled() && executor.step(crate::store::now()).await?.total() > 0
+            {
+            }
+            totals
+        }
+        (None, _) => inbox.run_worker(options, shutdown).await,
+    };
     store.close().await;
     let totals = totals?;
     if args.once {

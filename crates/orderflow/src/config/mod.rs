@@ -17,8 +17,8 @@ pub mod duration;
 mod sections;
 
 pub use sections::{
-    ClientConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, OutboundConfig, ProjectorConfig,
-    ServerConfig, WorkerConfig,
+    ClientConfig, EffectsConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, OutboundConfig,
+    ProjectorConfig, ServerConfig, WorkerConfig,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,12 @@ pub enum ConfigError {
     },
     #[error("clients.{0}.rate_limit_per_second must be at least 1 (leave it out for no limit)")]
     ZeroRateLimit(String),
+    #[error("commands.\"{name}\".{key}: {reason}")]
+    HttpCommand {
+        name: String,
+        key: &'static str,
+        reason: String,
+    },
 }
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -72,6 +78,8 @@ pub struct Config {
     pub projector: ProjectorConfig,
     /// The HTTP client of outbound requests, and the address guard.
     pub outbound: OutboundConfig,
+    /// The executor of after-commit effects (HTTP commands).
+    pub effects: EffectsConfig,
     /// Optional per-client limits, by client name.
     pub clients: BTreeMap<String, ClientConfig>,
     /// Built-in conditions bound by name (`[conditions."Payment/IsAuthorized"]`).
@@ -104,6 +112,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             projector: ProjectorConfig::default(),
             outbound: OutboundConfig::default(),
+            effects: EffectsConfig::default(),
             clients: BTreeMap::new(),
             conditions: BTreeMap::new(),
             commands: BTreeMap::new(),
@@ -159,6 +168,15 @@ impl Config {
                 return Err(ConfigError::ZeroRateLimit(name.clone()));
             }
         }
+        for (name, binding) in &self.commands {
+            crate::outbound::effects::HttpTarget::from_binding(binding).map_err(
+                |(key, reason)| ConfigError::HttpCommand {
+                    name: name.clone(),
+                    key,
+                    reason,
+                },
+            )?;
+        }
         Ok(())
     }
 
@@ -183,6 +201,14 @@ impl Config {
     pub fn to_masked_toml(&self) -> String {
         let mut masked = self.clone();
         masked.database_url = mask_url_password(&self.database_url);
+        // An HTTP command's headers may carry credentials (`Authorization`).
+        for binding in masked.commands.values_mut() {
+            if let CommandBinding::Http { headers, .. } = binding {
+                for value in headers.values_mut() {
+                    *value = "****".into();
+                }
+            }
+        }
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }

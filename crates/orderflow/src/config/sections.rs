@@ -218,3 +218,45 @@ impl Default for OutboundConfig {
         }
     }
 }
+
+/// `[effects]`: the executor of after-commit effects (HTTP commands).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EffectsConfig {
+    /// `serve` and `worker` run the effects executor. Default true.
+    pub enabled: bool,
+    /// Effects claimed and sent at once (at most one per order). Default 32.
+    pub batch_size: u32,
+    /// The executor is woken when effects are committed; this is the floor for retries
+    /// that become due and for effects of other processes. Default `1s`.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// How long a claimed effect is held before another executor may take it over; at
+    /// least the longest request timeout (a command's `timeout`, else `outbound.timeout`)
+    /// plus 5 s is used. Default `60s`.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+    /// Attempts before an effect is `dead`. Default 10.
+    pub max_attempts: u32,
+    /// Delay after the first failed attempt; doubled per attempt, with jitter. A
+    /// `Retry-After` of the receiver replaces it. Default `1s`.
+    #[serde(with = "duration")]
+    pub backoff_base: Duration,
+    /// The longest delay between attempts (also caps `Retry-After`). Default `10m`.
+    #[serde(with = "duration")]
+    pub backoff_max: Duration,
+}
+
+impl Default for EffectsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            batch_size: 32,
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(60),
+            max_attempts: 10,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(600),
+        }
+    }
+}

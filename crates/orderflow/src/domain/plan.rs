@@ -180,7 +180,14 @@ pub(super) fn plan(
     }
     let stayed = steps(writes, p, row.id);
     timers(writes, process, decisions, row.id);
-    effects(writes, decisions, (row.id, &row.reference), version, now);
+    let snapshot = Snapshot {
+        row: &row,
+        version,
+        process: process.name(),
+        attributes: &order.attributes,
+        items: &items,
+    };
+    effects(writes, decisions, &snapshot, now);
 
     if version != row.version || order_attributes {
         writes.update_order(row.id, &order.attributes, version, now);
@@ -287,16 +294,56 @@ fn timers(writes: &mut Writes, process: &Process, decisions: &Decisions, order_i
     }
 }
 
-/// Command effects. A follow-up event is handed to the inbox, which stores it with this
-/// change. Other effects (after-commit calls) are recorded in `effects` with the order
-/// version that caused them; nothing executes those rows yet.
-fn effects(
-    writes: &mut Writes,
-    decisions: &Decisions,
-    (order_id, reference): (i64, &str),
+/// The order as the change leaves it, for the effects it records.
+struct Snapshot<'a> {
+    row: &'a OrderRow,
     version: i64,
-    now: DateTime<Utc>,
-) {
+    process: &'a str,
+    attributes: &'a serde_json::Map<String, Value>,
+    items: &'a [ItemRow],
+}
+
+impl Snapshot<'_> {
+    /// The body of an HTTP command's call, less the effect's id and time (README,
+    /// "After-commit HTTP commands"): the command, the event, the order and the items the
+    /// command ran for, as this change leaves them. Taken now, so every retry sends the
+    /// same body.
+    fn http_payload(&self, command: &str, event: &Value, items: &[i64]) -> Value {
+        let items: Vec<Value> = self
+            .items
+            .iter()
+            .filter(|i| items.contains(&i.id))
+            .map(|i| {
+                json!({
+                    "id": i.id,
+                    "sku": i.sku,
+                    "quantity": i.quantity,
+                    "state": i.state,
+                    "attributes": i.attributes.0,
+                })
+            })
+            .collect();
+        json!({
+            "command": command,
+            "event": event,
+            "order": {
+                "id": self.row.id,
+                "reference": self.row.reference,
+                "process": self.process,
+                "version": self.version,
+                "attributes": self.attributes,
+            },
+            "items": items,
+        })
+    }
+}
+
+/// Command effects. A follow-up event is handed to the inbox, which stores it with this
+/// change. An HTTP command's call is recorded in `effects` (kind `http`) with the body it
+/// will send, for the effects executor to run after the commit; other after-commit effects
+/// (an embedder's) are recorded as they are, with the order version that caused them.
+fn effects(writes: &mut Writes, decisions: &Decisions, order: &Snapshot<'_>, now: DateTime<Utc>) {
+    let (order_id, reference) = (order.row.id, order.row.reference.as_str());
     for effect in &decisions.effects {
         if let Effect::FollowUpEvent { event, items } = effect {
             let follow_up = FollowUp {
@@ -307,13 +354,25 @@ fn effects(
             follow_up.stage(writes, now);
             continue;
         }
+        if let Effect::AfterCommit {
+            command,
+            items,
+            payload,
+        } = effect
+            && payload.get("type").and_then(Value::as_str) == Some(store::effects::KIND)
+        {
+            let event = payload.get("event").cloned().unwrap_or(Value::Null);
+            let body = order.http_payload(command, &event, items);
+            writes.insert_effect(order_id, order.version, store::effects::KIND, &body, now);
+            continue;
+        }
         let payload = serde_json::to_value(effect).unwrap_or(Value::Null);
         let kind = payload
             .get("kind")
             .and_then(Value::as_str)
             .unwrap_or("effect")
             .to_owned();
-        writes.insert_effect(order_id, version, &kind, &payload, now);
+        writes.insert_effect(order_id, order.version, &kind, &payload, now);
     }
 }
 

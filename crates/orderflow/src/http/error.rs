@@ -70,6 +70,9 @@ pub enum ApiError {
         "update {id} is {status}: only dead, rejected, ignored and parked updates can be retried"
     )]
     NotRetryable { id: String, status: UpdateStatus },
+    /// An operator asked to retry an effect that is not dead.
+    #[error("effect {id} is {status}: only dead effects can be retried")]
+    EffectNotRetryable { id: i64, status: String },
     /// The inbox refused an update before storing it (or could not store it).
     #[error(transparent)]
     Ingest(#[from] IngestError),
@@ -236,6 +239,10 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
             }
             Self::NotRetryable { status, .. } => {
+                details.insert("status".into(), json!(status));
+                (StatusCode::CONFLICT, "not_retryable")
+            }
+            Self::EffectNotRetryable { status, .. } => {
                 details.insert("status".into(), json!(status));
                 (StatusCode::CONFLICT, "not_retryable")
             }

@@ -3,6 +3,7 @@
 mod admin;
 mod apidoc;
 pub mod edge;
+mod effects;
 mod erp;
 pub mod error;
 mod events;
@@ -78,7 +79,7 @@ impl AppState {
         (name = "erp", description = "Order updates from the ERP: stored durably, then applied (erp, admin)"),
         (name = "processes", description = "Process definitions and live item counts"),
         (name = "operations", description = "Health, readiness and metrics (public)"),
-        (name = "admin", description = "Inbox operations and stats: list, retry, replay (admin)")
+        (name = "admin", description = "Inbox and after-commit effect operations and stats: list, retry, replay (admin)")
     )
 )]
 struct ApiDoc;
@@ -134,6 +135,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
         .routes(routes!(admin::get_inbox_update))
         .routes(routes!(admin::retry_update))
         .routes(routes!(admin::stats))
+        .routes(routes!(effects::list_effects))
+        .routes(routes!(effects::get_effect))
+        .routes(routes!(effects::retry_effect))
         .routes(routes!(strays::list_strays))
         .routes(routes!(strays::move_items))
         .routes(routes!(ops::healthz))

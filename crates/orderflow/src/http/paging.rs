@@ -64,6 +64,8 @@ pub(crate) enum Cursor {
     Orders,
     /// `GET /v1/admin/inbox`: after an update's sequence number.
     Inbox,
+    /// `GET /v1/admin/effects`: after an effect's id.
+    Effects,
 }
 
 impl Cursor {
@@ -71,6 +73,7 @@ impl Cursor {
         match self {
             Self::Orders => "o:",
             Self::Inbox => "u:",
+            Self::Effects => "e:",
         }
     }
 

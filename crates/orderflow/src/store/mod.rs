@@ -21,6 +21,7 @@
 pub mod batch;
 pub mod clients;
 mod dialect;
+pub mod effects;
 pub mod feed;
 pub mod group;
 pub mod inbox;

@@ -1,5 +1,5 @@
-//! Wake-ups behind one seam: "inbox updates may be due" for the worker, and "update `seq`
-//! settled" (finished an attempt, or its first answer was stored) for callers waiting on
+//! Wake-ups behind one seam: "inbox updates may be due" for the worker, "effects may be
+//! due" for the effects executor, and "update `seq` settled" (finished an attempt, or its first answer was stored) for callers waiting on
 //! an update. A [`super::Tx`] raises them and they are delivered after its commit: in this
 //! process through in-memory signals, and on PostgreSQL to every process through `NOTIFY`
 //! (see `postgres::notify` and `postgres::listen`). Another transport (a message broker)
@@ -25,11 +25,13 @@ pub(crate) struct Raised {
     pub inbox: bool,
     /// Updates (by `seq`) that settled or got their first answer.
     pub settled: Vec<i64>,
+    /// After-commit effects may have become due (written, retried).
+    pub effects: bool,
 }
 
 impl Raised {
     pub(crate) fn is_empty(&self) -> bool {
-        !self.inbox && self.settled.is_empty()
+        !self.inbox && !self.effects && self.settled.is_empty()
     }
 }
 
@@ -37,6 +39,7 @@ impl Raised {
 #[derive(Debug)]
 pub struct Wakeups {
     inbox: Notify,
+    effects: Notify,
     pub(super) settled: broadcast::Sender<i64>,
     /// PostgreSQL: the pool to `LISTEN` on, started at the first wait.
     listen: Option<PgPool>,
@@ -48,6 +51,7 @@ impl Wakeups {
     pub(crate) fn new(listen: Option<PgPool>) -> Self {
         Self {
             inbox: Notify::new(),
+            effects: Notify::new(),
             settled: broadcast::channel(SETTLED_BACKLOG).0,
             listen,
             listening: AtomicBool::new(false),
@@ -68,6 +72,18 @@ impl Wakeups {
         self.inbox.notify_one();
     }
 
+    /// Returns when after-commit effects may have become due, here or (PostgreSQL) in
+    /// another process. A wake-up raised while nobody waits is kept for the next wait.
+    pub async fn effects_due(self: &Arc<Self>) {
+        self.start();
+        self.effects.notified().await;
+    }
+
+    /// Says, in this process, that effects may be due.
+    pub fn raise_effects(&self) {
+        self.effects.notify_one();
+    }
+
     /// Starts listening for settled updates; subscribe before reading the row, so nothing
     /// that settles after the read is missed.
     pub fn settled(self: &Arc<Self>) -> Settled {
@@ -81,6 +97,9 @@ impl Wakeups {
     pub(crate) fn deliver(&self, raised: &Raised) {
         if raised.inbox {
             self.inbox.notify_one();
+        }
+        if raised.effects {
+            self.effects.notify_one();
         }
         self.publish_settled(&raised.settled);
     }

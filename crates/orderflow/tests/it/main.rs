@@ -21,6 +21,8 @@ mod command_refused;
 mod corpus;
 mod crash;
 mod edges;
+mod effects;
+mod effects_crash;
 mod fleet;
 mod flood;
 mod fuzz_corpus;

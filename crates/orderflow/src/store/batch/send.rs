@@ -8,6 +8,10 @@ impl Tx {
     /// Sends collected writes, a few statements in all.
     pub async fn write(&mut self, w: &Writes) -> Result<()> {
         per_backend!(self, write(w))?;
+        self.raised.effects |= w
+            .effects
+            .iter()
+            .any(|e| e.kind == crate::store::effects::KIND);
         if !w.wake.is_empty()
             && let Some(at) = w.wake_at
         {

@@ -70,6 +70,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CHANNEL: &str = "orderflow_inbox";
 /// Payload of "updates may be due" (an empty payload, from older builds, means the same).
 const DUE: &str = "due";
+/// Payload of "effects may be due".
+const EFFECTS: &str = "effects";
 /// Payload prefix of settled updates: `settled:` and their `seq`s, comma-separated.
 const SETTLED: &str = "settled:";
 /// `seq`s per settled payload (PostgreSQL takes payloads up to 8,000 bytes).
@@ -115,6 +117,9 @@ pub(super) async fn notify(c: &mut PgConnection, raised: &Raised) -> Result<()> 
     let mut payloads = Vec::new();
     if raised.inbox {
         payloads.push(DUE.to_owned());
+    }
+    if raised.effects {
+        payloads.push(EFFECTS.to_owned());
     }
     for seqs in raised.settled.chunks(SEQS_PER_PAYLOAD) {
         let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
@@ -173,6 +178,7 @@ fn deliver(wake: &Wakeups, payload: &str) {
             let seqs: Vec<i64> = list.split(',').filter_map(|s| s.parse().ok()).collect();
             wake.publish_settled(&seqs);
         }
+        None if payload == EFFECTS => wake.raise_effects(),
         None => wake.raise_inbox(),
     }
 }

@@ -76,9 +76,10 @@ pub(crate) async fn write(c: &mut PgConnection, w: &Writes) -> sqlx::Result<()> 
         }
         let sql = match table {
             "effects" => {
-                "INSERT INTO effects (order_id, order_version, kind, payload, created_at) \
-                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::jsonb[], \
-                 $5::timestamptz[])"
+                "INSERT INTO effects (order_id, order_version, kind, payload, created_at, \
+                 next_attempt_at) \
+                 SELECT o, v, k, p, a, a FROM UNNEST($1::int8[], $2::int8[], $3::text[], \
+                 $4::jsonb[], $5::timestamptz[]) AS u(o, v, k, p, a)"
             }
             _ => {
                 "INSERT INTO change_feed (order_id, version, kind, payload, at) \

@@ -90,16 +90,21 @@ pub(crate) async fn write(c: &mut SqliteConnection, w: &Writes) -> sqlx::Result<
     let feeds = [
         (
             &w.effects,
-            "INSERT INTO effects (order_id, order_version, kind, payload, created_at) VALUES",
+            // An effect is due when it is created.
+            "INSERT INTO effects (order_id, order_version, kind, payload, created_at, \
+             next_attempt_at) SELECT column1, column2, column3, column4, column5, column5 \
+             FROM (VALUES",
+            ")",
         ),
         (
             &w.changes,
             "INSERT INTO change_feed (order_id, version, kind, payload, at) VALUES",
+            "",
         ),
     ];
-    for (rows, insert) in feeds {
+    for (rows, insert, end) in feeds {
         for f in rows.chunks(CHUNK) {
-            let sql = format!("{insert} {}", placeholders(f.len(), 5));
+            let sql = format!("{insert} {}{end}", placeholders(f.len(), 5));
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for x in f {
                 q = q
