@@ -36,6 +36,11 @@ use crate::plugin::{
 /// type = "emit_event"
 /// event = "invoice"
 ///
+/// [commands."Payment/Capture"]
+/// type = "http"
+/// url = "https://psp.example/capture"
+/// on_failure = "capture failed"
+///
 /// [timeout_processors."OmsTimeout/Initiation"]
 /// type = "attribute"
 /// path = "created_at"
@@ -375,5 +380,32 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("soonish"), "{e}");
+    }
+
+    #[test]
+    fn an_http_command_records_a_call_for_after_the_commit() {
+        let b: CommandBinding = serde_json::from_value(json!({
+            "type": "http", "url": "https://psp.example/capture", "on_failure": "capture failed"
+        }))
+        .unwrap();
+        assert_eq!(b.mode(), CommandMode::ByOrder);
+        let o = order(json!({}));
+        let at = "2026-01-10T00:00:00Z".parse().unwrap();
+        let mut ctx = CommandContext::new(&o, &[0], "capture", at).for_command("Payment/Capture");
+        b.run(&mut ctx).unwrap();
+        let (changes, effects) = ctx.into_parts();
+        assert!(changes.is_empty());
+        assert_eq!(
+            effects,
+            [Effect::AfterCommit {
+                command: "Payment/Capture".into(),
+                items: vec![1],
+                payload: json!({"type": "http", "event": "capture"}),
+            }]
+        );
+        let CommandBinding::Http { method, .. } = b else {
+            panic!("{b:?}")
+        };
+        assert_eq!(method, "POST");
     }
 }

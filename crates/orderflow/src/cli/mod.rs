@@ -2,6 +2,7 @@
 
 mod check_condition;
 mod clients;
+mod effects;
 mod graphql;
 mod inbox;
 mod items;
@@ -42,7 +43,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Move items whose timeout is due or whose event-less transition's condition holds.
     CheckCondition(check_condition::CheckConditionArgs),
-    /// Run the inbox worker until SIGTERM/SIGINT, or with --once until nothing is due.
+    /// Run the inbox worker and the effects executor until SIGTERM/SIGINT, or with --once
+    /// until nothing is due.
     Worker(worker::WorkerArgs),
     /// Apply pending database migrations and exit.
     Migrate(StoreArgs),
@@ -57,6 +59,9 @@ enum Command {
     /// Inspect the ERP inbox and retry or replay updates.
     #[command(subcommand)]
     Inbox(inbox::InboxCommand),
+    /// After-commit HTTP command calls: list them, retry a dead one.
+    #[command(subcommand)]
+    Effects(effects::EffectsCommand),
     /// Items in states the loaded processes do not have: list them, move them.
     #[command(subcommand)]
     Items(items::ItemsCommand),
@@ -210,6 +215,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Clients(cmd) => runtime()?.block_on(clients::run(cmd)),
         Command::Inbox(cmd) => runtime()?.block_on(inbox::run(cmd)),
         Command::Items(cmd) => runtime()?.block_on(items::run(cmd)),
+        Command::Effects(cmd) => runtime()?.block_on(effects::run(cmd)),
         Command::Graphql(cmd) => Ok(graphql::run(cmd)),
         Command::Config(args) => {
             print!("{}", args.load()?.to_masked_toml());

@@ -268,3 +268,35 @@ fn unknown_configuration_keys_are_errors_that_say_where() {
     let out = orderflow(dir.path(), &["config"], &[("ORDERFLOW_CORPUS_DIR", "x")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn http_commands_are_checked_and_their_headers_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("orderflow.toml"),
+        "[commands.\"Payment/Capture\"]\ntype = \"http\"\nurl = \"https://psp.example/capture\"\n\
+         headers = { Authorization = \"Bearer hunter2\" }\non_failure = \"capture failed\"\n",
+    )
+    .unwrap();
+    let out = orderflow(dir.path(), &["config"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(!printed.contains("hunter2"), "{printed}");
+    let v: toml::Value = toml::from_str(&printed).expect("TOML");
+    let capture = &v["commands"]["Payment/Capture"];
+    assert_eq!(capture["headers"]["Authorization"].as_str(), Some("****"));
+    assert_eq!(capture["method"].as_str(), Some("POST"));
+
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[commands.\"Payment/Capture\"]\ntype = \"http\"\nurl = \"file:///etc/passwd\"\n",
+    )
+    .unwrap();
+    let out = orderflow(dir.path(), &["config", "--config", "bad.toml"], &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("commands.\"Payment/Capture\".url") && err.contains("http or https"),
+        "{err}"
+    );
+}

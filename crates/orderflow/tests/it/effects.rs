@@ -268,6 +268,33 @@ async fn gives_up_on_400_and_feeds_on_failure_back(b: Backend) {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let keys = receiver.by_key();
     assert_eq!(keys.get(&effect["id"].to_string()), Some(&2), "{keys:?}");
+
+    // `orderflow effects list` shows the same, straight from the store.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args([
+            "effects",
+            "list",
+            "--json",
+            "--database-url",
+            &s.database_url,
+        ])
+        .current_dir(dir.path())
+        .env_remove("ORDERFLOW_DATABASE_URL")
+        .output()
+        .expect("run orderflow");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], effect["id"]);
+    assert_eq!(listed[0]["status"], "done");
     s.stop().await;
 }
 
