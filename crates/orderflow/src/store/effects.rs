@@ -102,6 +102,18 @@ impl Store {
         owner: &str,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<EffectRow>> {
+        // Most polls find nothing: ask a reader first, so an idle executor never takes
+        // SQLite's one writer.
+        let probe = format!("SELECT r.id FROM effects r WHERE {CLAIMABLE} LIMIT 1");
+        let any: Option<i64> = on_reader!(self, |p| {
+            sqlx::query_scalar(AssertSqlSafe(probe))
+                .bind(now)
+                .fetch_optional(p)
+                .await
+        })?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
         let d = self.dialect();
         let select = format!(
             "SELECT r.id, r.order_id FROM effects r WHERE {CLAIMABLE} \
