@@ -248,6 +248,9 @@ pub async fn run_gauges(
         if let Err(e) = refresh_gauges(&store).await {
             tracing::debug!(error = %e, "refreshing the inbox gauges failed");
         }
+        if let Err(e) = crate::outbound::effects::refresh_gauges(&store).await {
+            tracing::debug!(error = %e, "refreshing the effects gauges failed");
+        }
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(every) => {}

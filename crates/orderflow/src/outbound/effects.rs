@@ -341,6 +341,19 @@ impl Executor {
     }
 }
 
+/// Sets `orderflow_effects{status}`: HTTP command effects by status (every status present).
+pub async fn refresh_gauges(store: &Store) -> Result<(), StoreError> {
+    let counts = store.effect_counts().await?;
+    for status in ["pending", "running", "done", "dead"] {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n);
+        metrics::gauge!("orderflow_effects", "status" => status).set(n as f64);
+    }
+    Ok(())
+}
+
 /// An attempt that was never sent (the effect cannot be run here).
 fn refused(error: &str) -> Attempt {
     Attempt {

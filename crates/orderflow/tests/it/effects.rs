@@ -174,6 +174,15 @@ async fn runs_once_after_commit_and_not_after_a_rollback(b: Backend) {
         })
         .collect();
     assert_eq!(refs, ["CAP-1", "CAP-3"]);
+    let metrics = s.text("/metrics").await;
+    assert!(
+        metrics.contains("orderflow_effects_total{outcome=\"done\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("orderflow_effect_attempt_seconds"),
+        "{metrics}"
+    );
     s.stop().await;
 }
 
