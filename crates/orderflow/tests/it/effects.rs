@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use orderflow::config::Config;
+use orderflow::outbound::effects::Executor;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -18,6 +19,7 @@ backend_tests!(
     retries_on_500_and_429_after_retry_after,
     gives_up_on_400_and_feeds_on_failure_back,
     effects_of_one_order_run_in_creation_order,
+    several_executors_never_send_one_effect_twice,
 );
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -335,5 +337,46 @@ async fn effects_of_one_order_run_in_creation_order(b: Backend) {
             "Test/Refund"
         ]
     );
+    s.stop().await;
+}
+
+async fn several_executors_never_send_one_effect_twice(b: Backend) {
+    const ORDERS: usize = 16;
+    let receiver = Receiver::start().await;
+    // Slow answers keep claims open while the other executors look for work.
+    receiver.always(Reply::Slow(Duration::from_millis(150)));
+    let mut config = Config::default();
+    bind(&receiver, 5)(&mut config);
+    config.effects.batch_size = 3;
+    let Some(s) = start_with(b, bind(&receiver, 5)).await else {
+        return;
+    };
+    // Two more executors on the same database, as two more instances would run them.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut extra = Vec::new();
+    for _ in 0..2 {
+        let executor = Executor::new(s.store.clone(), &config).unwrap();
+        let token = shutdown.clone();
+        extra.push(tokio::spawn(async move { executor.run(token).await }));
+    }
+    let mut ids = Vec::new();
+    for o in 0..ORDERS {
+        let order = order(&s, &format!("CAP-M{o}")).await;
+        trigger(&s, &order["id"], "capture").await;
+        ids.push(order["id"].clone());
+    }
+    for id in &ids {
+        settled(&s, id, 1, "done").await;
+    }
+    let keys = receiver.by_key();
+    assert_eq!(keys.len(), ORDERS, "{keys:?}");
+    assert!(
+        keys.values().all(|&n| n == 1),
+        "each effect sent once: {keys:?}"
+    );
+    shutdown.cancel();
+    for e in extra {
+        e.await.unwrap().unwrap();
+    }
     s.stop().await;
 }
