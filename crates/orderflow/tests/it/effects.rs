@@ -20,6 +20,7 @@ backend_tests!(
     gives_up_on_400_and_feeds_on_failure_back,
     effects_of_one_order_run_in_creation_order,
     several_executors_never_send_one_effect_twice,
+    the_executor_is_woken_by_the_commit,
 );
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -378,5 +379,27 @@ async fn several_executors_never_send_one_effect_twice(b: Backend) {
     for e in extra {
         e.await.unwrap().unwrap();
     }
+    s.stop().await;
+}
+
+/// With a poll interval of an hour, only the wake-up after the commit (in-process, and
+/// `NOTIFY` on PostgreSQL) can start the call.
+async fn the_executor_is_woken_by_the_commit(b: Backend) {
+    let receiver = Receiver::start().await;
+    let bind = bind(&receiver, 5);
+    let Some(s) = start_with(b, |c| {
+        bind(c);
+        c.effects.poll_interval = Duration::from_secs(3600);
+    })
+    .await
+    else {
+        return;
+    };
+    for o in 0..3 {
+        let order = order(&s, &format!("CAP-W{o}")).await;
+        trigger(&s, &order["id"], "capture").await;
+        settled(&s, &order["id"], 1, "done").await;
+    }
+    assert_eq!(receiver.hits().len(), 3);
     s.stop().await;
 }
