@@ -11,12 +11,14 @@ use crate::http::{self, AppState};
 use crate::inbox::worker::WorkerOptions;
 use crate::inbox::{Inbox, InboxSettings};
 use crate::projector;
+use crate::subscriptions::worker::Deliverer;
 
 /// How often the inbox gauges (`orderflow_inbox_updates{status}`, oldest pending age) are
 /// refreshed from the store.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Serves the API on `listener` and runs the list projector, the inbox gauges and (unless
+/// Serves the API on `listener` and runs the list projector, the inbox gauges, the
+/// subscription deliveries (unless `subscriptions.in_process` is off) and (unless
 /// `worker.in_process` is off) the inbox worker and the check-condition loop until
 /// `shutdown` is cancelled; then finishes requests in flight and stops them all.
 pub async fn run(
@@ -68,6 +70,15 @@ pub async fn run(
         );
         (worker, checker)
     });
+    // Order events to subscribers, unless `[subscriptions] in_process = false`.
+    let deliveries = config.subscriptions.in_process.then(|| {
+        let deliverer = Deliverer::new(service.store().clone(), &config.subscriptions);
+        watched(
+            "subscription deliveries",
+            shutdown.clone(),
+            deliverer.run(service.clone(), shutdown.child_token()),
+        )
+    });
     let state = AppState::new(service.clone(), inbox, config);
     let served = http::serve(
         listener,
@@ -80,6 +91,9 @@ pub async fn run(
     shutdown.cancel();
     let _ = projector.await;
     let _ = gauges.await;
+    if let Some(deliveries) = deliveries {
+        let _ = deliveries.await;
+    }
     if let Some((worker, checker)) = background {
         let _ = worker.await;
         let _ = checker.await;

@@ -12,6 +12,7 @@ pub mod http;
 pub mod inbox;
 pub mod projector;
 pub mod store;
+pub mod subscriptions;
 pub mod telemetry;
 pub mod webhook;
 pub mod wording;

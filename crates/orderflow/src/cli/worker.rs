@@ -1,5 +1,6 @@
-//! `orderflow worker`: the inbox worker on its own, for a fleet of worker processes beside
-//! `serve --no-worker`, or with `--once` from cron or a CI scheduler.
+//! `orderflow worker`: the inbox worker (and the subscription deliveries) on its own, for a
+//! fleet of worker processes beside `serve --no-worker`, or with `--once` from cron or a CI
+//! scheduler.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use super::StoreArgs;
 use super::serve::stop_on_signal;
 use crate::inbox::worker::{WorkerOptions, WorkerTotals};
 use crate::inbox::{Inbox, InboxSettings};
+use crate::subscriptions::worker::Deliverer;
 
 #[derive(Debug, Args)]
 pub(super) struct WorkerArgs {
@@ -44,7 +46,11 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = InboxSettings::from_config(&config);
     let service = super::boot(&config).await?;
     let store = service.store().clone();
-    let inbox = Inbox::new(service, settings);
+    let deliverer = config
+        .subscriptions
+        .in_process
+        .then(|| Deliverer::new(store.clone(), &config.subscriptions));
+    let inbox = Inbox::new(service.clone(), settings);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let options = WorkerOptions {
@@ -52,7 +58,22 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         grace: args.grace,
     };
     let started = Instant::now();
-    let totals = inbox.run_worker(options, shutdown).await;
+    // Subscription deliveries beside the inbox worker (with --once: what is due after it).
+    let deliveries = match (&deliverer, args.once) {
+        (Some(d), false) => Some(tokio::spawn(
+            d.clone().run(service.clone(), shutdown.child_token()),
+        )),
+        _ => None,
+    };
+    let totals = inbox.run_worker(options, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(task) = deliveries {
+        let _ = task.await;
+    }
+    if let (Some(d), true, Ok(_)) = (&deliverer, args.once, &totals) {
+        let attempts = d.drain().await?;
+        tracing::info!(attempts, "subscription deliveries drained");
+    }
     store.close().await;
     let totals = totals?;
     if args.once {

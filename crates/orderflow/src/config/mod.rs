@@ -18,7 +18,7 @@ mod sections;
 
 pub use sections::{
     ClientConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, ProjectorConfig, ServerConfig,
-    WorkerConfig,
+    SubscriptionsConfig, WorkerConfig,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum ConfigError {
     },
     #[error("clients.{0}.rate_limit_per_second must be at least 1 (leave it out for no limit)")]
     ZeroRateLimit(String),
+    #[error("subscriptions.{0}")]
+    Subscriptions(&'static str),
 }
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -70,6 +72,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The list projection.
     pub projector: ProjectorConfig,
+    /// Order events sent to subscribers.
+    pub subscriptions: SubscriptionsConfig,
     /// Optional per-client limits, by client name.
     pub clients: BTreeMap<String, ClientConfig>,
     /// Built-in conditions bound by name (`[conditions."Payment/IsAuthorized"]`).
@@ -101,6 +105,7 @@ impl Default for Config {
             events: BTreeMap::new(),
             worker: WorkerConfig::default(),
             projector: ProjectorConfig::default(),
+            subscriptions: SubscriptionsConfig::default(),
             clients: BTreeMap::new(),
             conditions: BTreeMap::new(),
             commands: BTreeMap::new(),
@@ -155,6 +160,22 @@ impl Config {
             if c.rate_limit_per_second == Some(0) {
                 return Err(ConfigError::ZeroRateLimit(name.clone()));
             }
+        }
+        let subs = &self.subscriptions;
+        if subs.retry_schedule.is_empty() {
+            return Err(ConfigError::Subscriptions(
+                "retry_schedule needs at least one entry (the first attempt)",
+            ));
+        }
+        if subs.concurrency == 0 || subs.batch_size == 0 {
+            return Err(ConfigError::Subscriptions(
+                "concurrency and batch_size must be at least 1",
+            ));
+        }
+        if subs.lease <= subs.timeout {
+            return Err(ConfigError::Subscriptions(
+                "lease must be longer than timeout (else a slow attempt is sent twice at once)",
+            ));
         }
         Ok(())
     }
