@@ -10,6 +10,7 @@ pub mod domain;
 pub mod graphql;
 pub mod http;
 pub mod inbox;
+pub mod outbound;
 pub mod projector;
 pub mod store;
 pub mod subscriptions;

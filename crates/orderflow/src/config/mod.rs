@@ -17,8 +17,8 @@ pub mod duration;
 mod sections;
 
 pub use sections::{
-    ClientConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, ProjectorConfig, ServerConfig,
-    SubscriptionsConfig, WorkerConfig,
+    ClientConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, OutboundConfig, ProjectorConfig,
+    ServerConfig, SubscriptionsConfig, WorkerConfig,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,8 @@ pub struct Config {
     pub projector: ProjectorConfig,
     /// Order events sent to subscribers.
     pub subscriptions: SubscriptionsConfig,
+    /// The HTTP client of outbound requests, and the address guard.
+    pub outbound: OutboundConfig,
     /// Optional per-client limits, by client name.
     pub clients: BTreeMap<String, ClientConfig>,
     /// Built-in conditions bound by name (`[conditions."Payment/IsAuthorized"]`).
@@ -106,6 +108,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             projector: ProjectorConfig::default(),
             subscriptions: SubscriptionsConfig::default(),
+            outbound: OutboundConfig::default(),
             clients: BTreeMap::new(),
             conditions: BTreeMap::new(),
             commands: BTreeMap::new(),

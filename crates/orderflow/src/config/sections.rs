@@ -200,7 +200,8 @@ pub struct SubscriptionsConfig {
     /// schedule by default: at once, `5s`, `5m`, `30m`, `2h`, `5h`, `10h`, `10h`.
     #[serde(with = "duration::list")]
     pub retry_schedule: Vec<Duration>,
-    /// One HTTP attempt may take this long (then it failed). Default `10s`.
+    /// One HTTP attempt may take this long (then it failed); the connection and the
+    /// address guard are `[outbound]`'s. Default `10s`.
     #[serde(with = "duration")]
     pub timeout: Duration,
     /// A claimed delivery is held this long before another instance may send it again;
@@ -222,11 +223,6 @@ pub struct SubscriptionsConfig {
     /// ... that went on for at least this long. Default `5d`.
     #[serde(with = "duration")]
     pub disable_after: Duration,
-    /// Refuse subscription URLs whose host is, or resolves to, a loopback, private,
-    /// link-local or otherwise non-public address, at creation and before each attempt:
-    /// a guard against server-side request forgery. Default false (tests post to
-    /// loopback).
-    pub deny_private_addresses: bool,
 }
 
 impl Default for SubscriptionsConfig {
@@ -245,7 +241,36 @@ impl Default for SubscriptionsConfig {
             poll_interval: Duration::from_secs(1),
             disable_after_failures: 50,
             disable_after: Duration::from_secs(5 * 86_400),
-            deny_private_addresses: false,
+        }
+    }
+}
+
+/// `[outbound]`: the HTTP client of everything orderflow sends (after-commit HTTP
+/// commands, webhook deliveries).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// A connection must be established within this. Default `5s`.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// A whole request (connect, send, response head and body excerpt) must finish within
+    /// this, unless the sender sets its own (a command's `timeout`). Default `30s`.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// A guard against server-side request forgery: refuse outbound URLs whose host is or
+    /// resolves to a loopback, private, link-local, shared or otherwise internal address,
+    /// when the URL is configured or submitted and again at every connection (so a name
+    /// that later resolves inside is caught). Off by default, since a local receiver on
+    /// loopback is the usual test setup; turn it on where URLs come from API clients.
+    pub block_private_addresses: bool,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            block_private_addresses: false,
         }
     }
 }

@@ -1,0 +1,4 @@
+//! Outbound HTTP: what orderflow sends to other systems after a commit. [`attempt`] is one
+//! request and its verdict, shared by every sender.
+
+pub mod attempt;
