@@ -72,12 +72,18 @@ pub async fn run(
     });
     // Order events to subscribers, unless `[subscriptions] in_process = false`.
     let deliveries = config.subscriptions.in_process.then(|| {
-        let deliverer = Deliverer::new(service.store().clone(), &config.subscriptions);
-        watched(
-            "subscription deliveries",
-            shutdown.clone(),
-            deliverer.run(service.clone(), shutdown.child_token()),
-        )
+        let service = service.clone();
+        let token = shutdown.child_token();
+        let (subs, outbound) = (config.subscriptions.clone(), config.outbound.clone());
+        watched("subscription deliveries", shutdown.clone(), async move {
+            match Deliverer::new(service.store().clone(), &subs, &outbound) {
+                Ok(d) => {
+                    d.run(service, token).await;
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
     });
     let state = AppState::new(service.clone(), inbox, config);
     let served = http::serve(

@@ -46,10 +46,15 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = InboxSettings::from_config(&config);
     let service = super::boot(&config).await?;
     let store = service.store().clone();
-    let deliverer = config
-        .subscriptions
-        .in_process
-        .then(|| Deliverer::new(store.clone(), &config.subscriptions));
+    let deliverer = if config.subscriptions.in_process {
+        Some(Deliverer::new(
+            store.clone(),
+            &config.subscriptions,
+            &config.outbound,
+        )?)
+    } else {
+        None
+    };
     let inbox = Inbox::new(service.clone(), settings);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));

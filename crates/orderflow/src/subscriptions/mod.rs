@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::config::SubscriptionsConfig;
+use crate::config::OutboundConfig;
 use crate::store::subscriptions::{AttemptRow, DeliveryRow, SubscriptionRow};
 use crate::store::{self, Store, StoreError};
 pub use event::{Event, EventType};
-pub use send::UrlError;
+pub use crate::outbound::attempt::UrlError;
 
 /// Feed rows per replay page (one transaction each).
 const REPLAY_PAGE: i64 = 500;
@@ -187,11 +187,11 @@ pub fn parse_events(names: &[String]) -> Result<Vec<EventType>> {
 /// change feed's current end. Returns it with its new secret.
 pub async fn create(
     store: &Store,
-    config: &SubscriptionsConfig,
+    outbound: &OutboundConfig,
     url: &str,
     events: &[String],
 ) -> Result<Created> {
-    let url = send::check_url(url, config.deny_private_addresses).await?;
+    let url = crate::outbound::attempt::check_url(url, outbound.block_private_addresses).await?;
     let events = parse_events(events)?;
     let names: Vec<&str> = events.iter().map(|t| t.as_str()).collect();
     let secret = crate::auth::new_signing_secret();

@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::event;
 use super::send;
-use crate::config::SubscriptionsConfig;
+use crate::config::{OutboundConfig, SubscriptionsConfig};
 use crate::domain::OrderService;
 use crate::store::subscriptions::{AttemptRecord, ClaimedDelivery, Recorded};
+use crate::outbound::attempt::{Attempt, Sender, Verdict};
 use crate::store::{self, Store, StoreError};
 use crate::webhook::SigningSecret;
 
@@ -29,7 +30,7 @@ const GRACE: Duration = Duration::from_secs(5);
 pub struct Deliverer {
     store: Store,
     config: Arc<SubscriptionsConfig>,
-    client: reqwest::Client,
+    sender: Sender,
 }
 
 /// What one pass did.
@@ -40,17 +41,17 @@ pub struct Pass {
 }
 
 impl Deliverer {
-    pub fn new(store: Store, config: &SubscriptionsConfig) -> Self {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("orderflow/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        Self {
+    /// The loop over `store` with the HTTP client of `outbound`.
+    pub fn new(
+        store: Store,
+        config: &SubscriptionsConfig,
+        outbound: &OutboundConfig,
+    ) -> reqwest::Result<Self> {
+        Ok(Self {
             store,
             config: Arc::new(config.clone()),
-            client,
-        }
+            sender: Sender::new(outbound)?,
+        })
     }
 
     /// Materialises what the feed holds for every subscription and claims up to `free`
@@ -88,17 +89,17 @@ impl Deliverer {
     /// One attempt of a claimed delivery, recorded.
     async fn deliver(&self, claimed: ClaimedDelivery) {
         let now = store::now();
-        let outcome = match self.guard(&claimed).await {
-            Err(e) => send::Outcome {
+        let outcome = match SigningSecret::parse(&claimed.secret) {
+            Err(e) => Attempt {
+                verdict: Verdict::Fatal,
                 status: None,
                 latency: Duration::ZERO,
                 excerpt: None,
-                error: Some(e),
-                retry_after: None,
+                error: Some(e.to_string()),
             },
             Ok(secret) => {
                 send::attempt(
-                    &self.client,
+                    &self.sender,
                     &claimed.url,
                     &secret,
                     &claimed.event_id,
@@ -109,10 +110,14 @@ impl Deliverer {
                 .await
             }
         };
-        let delivered = outcome.delivered();
+        let delivered = outcome.verdict == Verdict::Done;
+        let retry_after = match outcome.verdict {
+            Verdict::Retry { after } => after,
+            Verdict::Done | Verdict::Fatal => None,
+        };
         let finished = store::now();
         let next_due = (!delivered)
-            .then(|| self.next_due(claimed.attempts + 1, finished, outcome.retry_after))
+            .then(|| self.next_due(claimed.attempts + 1, finished, retry_after))
             .flatten();
         let record = AttemptRecord {
             at: finished,
@@ -170,17 +175,6 @@ impl Deliverer {
                 tracing::warn!(delivery = claimed.id, error = %e, "recording a delivery attempt failed");
             }
         }
-    }
-
-    /// The secret, and the address guard when it is on.
-    async fn guard(&self, claimed: &ClaimedDelivery) -> Result<SigningSecret, String> {
-        let secret = SigningSecret::parse(&claimed.secret).map_err(|e| e.to_string())?;
-        if self.config.deny_private_addresses {
-            send::check_url(&claimed.url, true)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(secret)
     }
 
     /// When attempt `done + 1` is due after `done` attempts failed; `None`: the schedule
