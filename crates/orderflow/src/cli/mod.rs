@@ -8,6 +8,7 @@ mod items;
 pub mod process;
 mod serve;
 mod simulate;
+mod subscriptions;
 mod worker;
 
 use std::path::PathBuf;
@@ -60,6 +61,10 @@ enum Command {
     /// Items in states the loaded processes do not have: list them, move them.
     #[command(subcommand)]
     Items(items::ItemsCommand),
+    /// Subscriptions to order events: create (prints the signing secret once), list,
+    /// enable, disable, delete, deliveries, retry, replay.
+    #[command(subcommand)]
+    Subscriptions(subscriptions::SubscriptionsCommand),
     /// The GraphQL API's schema.
     #[command(subcommand)]
     Graphql(graphql::GraphqlCommand),
@@ -210,6 +215,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Clients(cmd) => runtime()?.block_on(clients::run(cmd)),
         Command::Inbox(cmd) => runtime()?.block_on(inbox::run(cmd)),
         Command::Items(cmd) => runtime()?.block_on(items::run(cmd)),
+        Command::Subscriptions(cmd) => runtime()?.block_on(subscriptions::run(cmd)),
         Command::Graphql(cmd) => Ok(graphql::run(cmd)),
         Command::Config(args) => {
             print!("{}", args.load()?.to_masked_toml());

@@ -17,6 +17,7 @@ pub mod ratelimit;
 mod reservations;
 pub mod server;
 mod strays;
+mod subscriptions;
 pub mod validate;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub clients: ClientCache,
     /// The configured per-client rate limits.
     pub rate_limits: Arc<RateLimits>,
+    /// The outbound client's settings (the address guard of subscription URLs).
+    pub outbound: Arc<crate::config::OutboundConfig>,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
             inbox,
             clients: ClientCache::new(service.store().clone()),
             rate_limits: Arc::new(RateLimits::from_config(&config.clients)),
+            outbound: Arc::new(config.outbound.clone()),
             service,
         }
     }
@@ -78,7 +82,7 @@ impl AppState {
         (name = "erp", description = "Order updates from the ERP: stored durably, then applied (erp, admin)"),
         (name = "processes", description = "Process definitions and live item counts"),
         (name = "operations", description = "Health, readiness and metrics (public)"),
-        (name = "admin", description = "Inbox operations and stats: list, retry, replay (admin)")
+        (name = "admin", description = "Inbox operations and stats: list, retry, replay; subscriptions to order events (admin)")
     )
 )]
 struct ApiDoc;
@@ -134,6 +138,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
         .routes(routes!(admin::get_inbox_update))
         .routes(routes!(admin::retry_update))
         .routes(routes!(admin::stats))
+        .routes(routes!(subscriptions::create, subscriptions::list))
+        .routes(routes!(
+            subscriptions::get,
+            subscriptions::patch,
+            subscriptions::delete
+        ))
+        .routes(routes!(subscriptions::deliveries))
+        .routes(routes!(subscriptions::retry))
+        .routes(routes!(subscriptions::replay))
         .routes(routes!(strays::list_strays))
         .routes(routes!(strays::move_items))
         .routes(routes!(ops::healthz))
