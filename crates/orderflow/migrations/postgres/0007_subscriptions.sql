@@ -17,6 +17,10 @@ CREATE TABLE subscriptions (
     -- The change feed is read after (cursor_tx, cursor_seq), as the projector reads it.
     cursor_tx       BIGINT  NOT NULL,
     cursor_seq      BIGINT  NOT NULL,
+    -- PostgreSQL: the snapshot at creation (`pg_snapshot` as text). A change visible in
+    -- it was committed before the subscription and is skipped, even when it comes after
+    -- the cursor (a transaction older than it was still open). NULL on SQLite.
+    start_snapshot  TEXT,
     created_at      TIMESTAMPTZ NOT NULL
 );
 

@@ -154,11 +154,11 @@ impl Store {
     ) -> Result<SubscriptionRow> {
         let d = self.dialect();
         let mut tx = self.begin().await?;
-        let (cursor_tx, cursor_seq): (i64, i64) =
+        let (cursor_tx, cursor_seq, snapshot): (i64, i64, Option<String>) =
             on_tx!(&mut tx, |c| sqlx::query_as(d.feed_end).fetch_one(c).await)?;
         let sql = format!(
             "INSERT INTO subscriptions (url, secret, events, enabled, failures, cursor_tx, \
-             cursor_seq, created_at) VALUES ($1, $2, $3, TRUE, 0, $4, $5, $6) \
+             cursor_seq, start_snapshot, created_at) VALUES ($1, $2, $3, TRUE, 0, $4, $5, $7, $6) \
              RETURNING {SUBSCRIPTION_COLUMNS}"
         );
         let row: SubscriptionRow = on_tx!(&mut tx, |c| {
@@ -169,6 +169,7 @@ impl Store {
                 .bind(cursor_tx)
                 .bind(cursor_seq)
                 .bind(now)
+                .bind(snapshot.as_deref())
                 .fetch_one(c)
                 .await
         })?;
@@ -274,13 +275,14 @@ impl Store {
         let d = self.dialect();
         // A look on a reader first: most passes find nothing new, and SQLite's one writer
         // is not taken for them.
-        let Some((cursor_tx, cursor_seq)) = self.cursor(id).await? else {
+        let Some((cursor_tx, cursor_seq, snapshot)) = self.cursor(id).await? else {
             return Ok(0);
         };
         let peek: Vec<FeedEvent> = on_reader!(self, |p| sqlx::query_as(d.feed_rows_after)
             .bind(cursor_tx)
             .bind(cursor_seq)
             .bind(1_i64)
+            .bind(snapshot.as_deref())
             .fetch_all(p)
             .await)?;
         if peek.is_empty() {
@@ -310,6 +312,7 @@ impl Store {
                 .bind(cursor_tx)
                 .bind(cursor_seq)
                 .bind(limit)
+                .bind(snapshot.as_deref())
                 .fetch_all(c)
                 .await
         })?;
@@ -340,7 +343,7 @@ impl Store {
     /// How many feed rows a replay of `id` since `since` would read (every type).
     pub async fn replay_count(&self, id: i64, since: DateTime<Utc>) -> Result<i64> {
         let d = self.dialect();
-        let Some((cursor_tx, cursor_seq)) = self.cursor(id).await? else {
+        let Some((cursor_tx, cursor_seq, snapshot)) = self.cursor(id).await? else {
             return Ok(0);
         };
         let sql = format!("SELECT COUNT(*) FROM ({}) r", d.feed_rows_replay);
@@ -350,13 +353,14 @@ impl Store {
             .bind(cursor_seq)
             .bind(0_i64)
             .bind(i64::MAX)
+            .bind(snapshot.as_deref())
             .fetch_one(p)
             .await)?)
     }
 
-    async fn cursor(&self, id: i64) -> Result<Option<(i64, i64)>> {
+    async fn cursor(&self, id: i64) -> Result<Option<(i64, i64, Option<String>)>> {
         Ok(on_reader!(self, |p| sqlx::query_as(
-            "SELECT cursor_tx, cursor_seq FROM subscriptions WHERE id = $1"
+            "SELECT cursor_tx, cursor_seq, start_snapshot FROM subscriptions WHERE id = $1"
         )
         .bind(id)
         .fetch_optional(p)
@@ -379,7 +383,7 @@ impl Store {
         let Some(sub) = self.subscription(id).await? else {
             return Ok((0, 0, None));
         };
-        let Some((cursor_tx, cursor_seq)) = self.cursor(id).await? else {
+        let Some((cursor_tx, cursor_seq, snapshot)) = self.cursor(id).await? else {
             return Ok((0, 0, None));
         };
         let mut tx = self.begin().await?;
@@ -390,6 +394,7 @@ impl Store {
                 .bind(cursor_seq)
                 .bind(after)
                 .bind(limit)
+                .bind(snapshot.as_deref())
                 .fetch_all(c)
                 .await
         })?;

@@ -35,6 +35,7 @@ mod park_policy;
 mod postgres_skips;
 mod store_types;
 mod strays;
+mod subscriptions;
 mod timeout_processors;
 mod timers;
 mod update_roundtrip;

@@ -2,6 +2,7 @@
 //! database), with one client per role. [`binary`]: the real binary in its own process.
 
 pub(crate) mod binary;
+pub(crate) mod receiver;
 
 use std::future::Future;
 use std::io::Write as _;
