@@ -36,6 +36,7 @@ mod postgres_skips;
 mod store_types;
 mod strays;
 mod subscriptions;
+mod subscriptions_crash;
 mod timeout_processors;
 mod timers;
 mod update_roundtrip;

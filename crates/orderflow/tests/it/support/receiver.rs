@@ -26,8 +26,10 @@ pub(crate) enum Answer {
     Status(u16),
     /// 429 with `Retry-After: N` (seconds).
     TooMany(u64),
-    /// No answer for this long.
+    /// No answer for this long (longer than the sender waits).
     Hang(Duration),
+    /// 200, after this long (shorter than the sender waits).
+    Slow(Duration),
 }
 
 /// One request as it arrived.
@@ -93,11 +95,11 @@ impl Receiver {
         self.inner.lock().unwrap().got.clone()
     }
 
-    /// The requests answered 2xx.
+    /// The requests answered 2xx (a `Slow` answer counts: the sender waits for it).
     pub(crate) fn delivered(&self) -> Vec<Got> {
         self.got()
             .into_iter()
-            .filter(|g| g.answered == Answer::Ok)
+            .filter(|g| matches!(g.answered, Answer::Ok | Answer::Slow(_)))
             .collect()
     }
 }
@@ -154,7 +156,7 @@ async fn hook(
             "slow down",
         )
             .into_response(),
-        Answer::Hang(d) => {
+        Answer::Hang(d) | Answer::Slow(d) => {
             tokio::time::sleep(d).await;
             StatusCode::OK.into_response()
         }
