@@ -165,13 +165,7 @@ pub(super) async fn run(cmd: SubscriptionsCommand) -> anyhow::Result<ExitCode> {
                 for d in &rows {
                     println!(
                         "{} {} {} order {} v{} {} ({} attempts)",
-                        d.id,
-                        d.event_id,
-                        d.event_type,
-                        d.order_id,
-                        d.version,
-                        d.status,
-                        d.attempts
+                        d.id, d.event_id, d.event_type, d.order_id, d.version, d.status, d.attempts
                     );
                     for a in &d.attempt_log {
                         let status = a.status_code.map_or("-".to_owned(), |s| s.to_string());

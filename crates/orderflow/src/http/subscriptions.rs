@@ -108,13 +108,7 @@ pub(super) async fn create(
     ApiJson(body): ApiJson<NewSubscription>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let events: Vec<String> = body.events.iter().map(|t| t.as_str().to_owned()).collect();
-    let created = subs::create(
-        state.service.store(),
-        &state.outbound,
-        &body.url,
-        &events,
-    )
-    .await?;
+    let created = subs::create(state.service.store(), &state.outbound, &body.url, &events).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -242,7 +236,9 @@ pub(super) async fn retry(
     _admin: AdminOnly,
     ApiPath(path): ApiPath<(i64, i64)>,
 ) -> ApiResult<Json<DeliveryView>> {
-    Ok(Json(subs::retry(state.service.store(), path.0, path.1).await?))
+    Ok(Json(
+        subs::retry(state.service.store(), path.0, path.1).await?,
+    ))
 }
 
 /// Queues the subscription's events again for every change committed since `since` that

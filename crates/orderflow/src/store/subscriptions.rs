@@ -347,15 +347,17 @@ impl Store {
             return Ok(0);
         };
         let sql = format!("SELECT COUNT(*) FROM ({}) r", d.feed_rows_replay);
-        Ok(on_reader!(self, |p| sqlx::query_scalar(AssertSqlSafe(sql))
-            .bind(since)
-            .bind(cursor_tx)
-            .bind(cursor_seq)
-            .bind(0_i64)
-            .bind(i64::MAX)
-            .bind(snapshot.as_deref())
-            .fetch_one(p)
-            .await)?)
+        Ok(on_reader!(self, |p| sqlx::query_scalar(AssertSqlSafe(
+            sql
+        ))
+        .bind(since)
+        .bind(cursor_tx)
+        .bind(cursor_seq)
+        .bind(0_i64)
+        .bind(i64::MAX)
+        .bind(snapshot.as_deref())
+        .fetch_one(p)
+        .await)?)
     }
 
     async fn cursor(&self, id: i64) -> Result<Option<(i64, i64, Option<String>)>> {

@@ -13,10 +13,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::config::OutboundConfig;
+pub use crate::outbound::attempt::UrlError;
 use crate::store::subscriptions::{AttemptRow, DeliveryRow, SubscriptionRow};
 use crate::store::{self, Store, StoreError};
 pub use event::{Event, EventType};
-pub use crate::outbound::attempt::UrlError;
 
 /// Feed rows per replay page (one transaction each).
 const REPLAY_PAGE: i64 = 500;
@@ -273,7 +273,9 @@ pub async fn deliveries(
         .then(|| rows.last().map(|r| r.id))
         .flatten();
     Ok((
-        rows.iter().map(|r| DeliveryView::of(r, &attempts)).collect(),
+        rows.iter()
+            .map(|r| DeliveryView::of(r, &attempts))
+            .collect(),
         next,
     ))
 }

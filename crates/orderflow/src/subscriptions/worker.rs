@@ -15,8 +15,8 @@ use super::event;
 use super::send;
 use crate::config::{OutboundConfig, SubscriptionsConfig};
 use crate::domain::OrderService;
-use crate::store::subscriptions::{AttemptRecord, ClaimedDelivery, Recorded};
 use crate::outbound::attempt::{Attempt, Sender, Verdict};
+use crate::store::subscriptions::{AttemptRecord, ClaimedDelivery, Recorded};
 use crate::store::{self, Store, StoreError};
 use crate::webhook::SigningSecret;
 
@@ -56,19 +56,11 @@ impl Deliverer {
 
     /// Materialises what the feed holds for every subscription and claims up to `free`
     /// due deliveries, spawning their attempts into `inflight`.
-    pub async fn pass(
-        &self,
-        free: usize,
-        inflight: &mut JoinSet<()>,
-    ) -> Result<Pass, StoreError> {
+    pub async fn pass(&self, free: usize, inflight: &mut JoinSet<()>) -> Result<Pass, StoreError> {
         let now = store::now();
         let materialised = self
             .store
-            .materialise(
-                i64::from(self.config.batch_size),
-                now,
-                event::delivery_of,
-            )
+            .materialise(i64::from(self.config.batch_size), now, event::delivery_of)
             .await?;
         let mut claimed = 0;
         if free > 0 {
@@ -185,7 +177,10 @@ impl Deliverer {
         now: DateTime<Utc>,
         retry_after: Option<Duration>,
     ) -> Option<DateTime<Utc>> {
-        let step = *self.config.retry_schedule.get(usize::try_from(done).ok()?)?;
+        let step = *self
+            .config
+            .retry_schedule
+            .get(usize::try_from(done).ok()?)?;
         let wait = retry_after
             .map_or(step, |r| r.min(Duration::from_secs(86_400)))
             .max(step);

@@ -22,7 +22,10 @@ backend_tests!(
 const WITHIN: Duration = Duration::from_secs(30);
 
 /// A server whose retry schedule is short: at once, then 50 ms steps.
-async fn start(b: Backend, configure: impl FnOnce(&mut orderflow::config::Config)) -> Option<TestServer> {
+async fn start(
+    b: Backend,
+    configure: impl FnOnce(&mut orderflow::config::Config),
+) -> Option<TestServer> {
     start_with(b, |c| {
         c.subscriptions.retry_schedule = [0, 50, 50, 50, 50, 50, 50]
             .into_iter()
@@ -116,7 +119,10 @@ async fn events_arrive_signed_and_in_version_order(b: Backend) {
     })
     .await;
     let got = receiver.got();
-    assert!(got.iter().all(|g| g.signature_ok), "a signature did not verify");
+    assert!(
+        got.iter().all(|g| g.signature_ok),
+        "a signature did not verify"
+    );
     // Every request, failed ones included: an order's versions never go backwards, and a
     // version is asked again only until it succeeded.
     for (order, versions) in per_order(&got) {
@@ -141,7 +147,11 @@ async fn events_arrive_signed_and_in_version_order(b: Backend) {
     assert_eq!(b4["data"]["moved"][0]["to"], "shipped", "{b4}");
     let order_id = b4["data"]["order_id"].as_i64().unwrap();
     assert_eq!(b4["id"], format!("evt_{order_id}_4"));
-    assert_eq!(shipped.id, format!("evt_{order_id}_4"), "webhook-id is the event id");
+    assert_eq!(
+        shipped.id,
+        format!("evt_{order_id}_4"),
+        "webhook-id is the event id"
+    );
     let types: Vec<&str> = got
         .iter()
         .filter(|g| g.body["data"]["order_id"] == order_id && g.answered == Answer::Ok)
@@ -149,7 +159,12 @@ async fn events_arrive_signed_and_in_version_order(b: Backend) {
         .collect();
     assert_eq!(
         types,
-        ["order.created", "order.updated", "item.state_changed", "item.state_changed"]
+        [
+            "order.created",
+            "order.updated",
+            "item.state_changed",
+            "item.state_changed"
+        ]
     );
     // Each event id always came with the same bytes.
     let mut bodies: BTreeMap<&str, &str> = BTreeMap::new();
@@ -172,12 +187,18 @@ async fn events_arrive_signed_and_in_version_order(b: Backend) {
     assert_eq!(st, StatusCode::OK, "{page}");
     let deliveries = page["deliveries"].as_array().unwrap();
     assert_eq!(deliveries.len(), 12, "{page}");
-    assert!(deliveries.iter().all(|d| d["status"] == "delivered"), "{page}");
+    assert!(
+        deliveries.iter().all(|d| d["status"] == "delivered"),
+        "{page}"
+    );
     let v2 = deliveries.iter().find(|d| d["version"] == 2).unwrap();
     let log = v2["attempt_log"].as_array().unwrap();
     assert_eq!(log.len(), 2, "{v2}");
     assert!(log[0]["status_code"].is_null(), "{v2}");
-    assert!(log[0]["error"].as_str().unwrap().contains("timed out"), "{v2}");
+    assert!(
+        log[0]["error"].as_str().unwrap().contains("timed out"),
+        "{v2}"
+    );
     assert_eq!(log[1]["status_code"], 200, "{v2}");
     let v4 = deliveries.iter().find(|d| d["version"] == 4).unwrap();
     let log = v4["attempt_log"].as_array().unwrap();
@@ -189,7 +210,10 @@ async fn events_arrive_signed_and_in_version_order(b: Backend) {
     // Metrics are per process, shared with the tests running beside this one: at least.
     let metrics = s.text("/metrics").await;
     assert!(
-        metric(&metrics, "orderflow_subscription_deliveries_total{outcome=\"delivered\"}") >= 12.0,
+        metric(
+            &metrics,
+            "orderflow_subscription_deliveries_total{outcome=\"delivered\"}"
+        ) >= 12.0,
         "{metrics}"
     );
     assert!(metrics.contains("orderflow_subscription_attempt_duration_seconds"));
@@ -212,7 +236,9 @@ async fn a_failing_subscription_is_disabled(b: Backend) {
     subscribe(&s, &healthy, None).await;
     let order = s.create_order("SUB-DIS-1", &[("SKU-1", 1)]).await;
     let sub = eventually(WITHIN, "the failing subscription disabled", || async {
-        let (_, sub) = s.get(&format!("/v1/admin/subscriptions/{bad}"), &s.admin).await;
+        let (_, sub) = s
+            .get(&format!("/v1/admin/subscriptions/{bad}"), &s.admin)
+            .await;
         (sub["enabled"] == false).then_some(sub)
     })
     .await;
@@ -228,7 +254,11 @@ async fn a_failing_subscription_is_disabled(b: Backend) {
     // Nothing more is sent to it, while the healthy subscription goes on.
     let id = order["id"].as_i64().unwrap();
     let (st, _) = s
-        .post(&format!("/v1/orders/{id}/events"), &s.shop, json!({"event": "pay"}))
+        .post(
+            &format!("/v1/orders/{id}/events"),
+            &s.shop,
+            json!({"event": "pay"}),
+        )
         .await;
     assert_eq!(st, StatusCode::OK);
     eventually(WITHIN, "the healthy receiver got both events", || async {
@@ -236,7 +266,11 @@ async fn a_failing_subscription_is_disabled(b: Backend) {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(failing.got().len(), 3, "a disabled subscription is not called");
+    assert_eq!(
+        failing.got().len(),
+        3,
+        "a disabled subscription is not called"
+    );
     let metrics = s.text("/metrics").await;
     assert!(
         metric(&metrics, "orderflow_subscriptions_disabled_total") >= 1.0,
@@ -293,7 +327,11 @@ async fn replay_resends_what_was_asked_and_nothing_else(b: Backend) {
         r.sort();
         r
     };
-    assert_eq!(refs(receiver.delivered()), ["SUB-REP-C"], "a new subscription starts now");
+    assert_eq!(
+        refs(receiver.delivered()),
+        ["SUB-REP-C"],
+        "a new subscription starts now"
+    );
     let first_c = receiver.delivered()[0].raw.clone();
     let (st, report) = s
         .post(
@@ -320,7 +358,11 @@ async fn replay_resends_what_was_asked_and_nothing_else(b: Backend) {
         .filter(|g| g.body["data"]["reference"] == "SUB-REP-C")
         .map(|g| g.raw.clone())
         .collect();
-    assert_eq!(again, [first_c.clone(), first_c], "a replay sends the same event");
+    assert_eq!(
+        again,
+        [first_c.clone(), first_c],
+        "a replay sends the same event"
+    );
     assert!(receiver.got().iter().all(|g| g.signature_ok));
     let _ = (a, bo, c);
     s.stop().await;
@@ -345,7 +387,9 @@ async fn retry_of_one_delivery_and_retry_after(b: Backend) {
     let path = format!("/v1/admin/subscriptions/{id}/deliveries");
     let dead = eventually(WITHIN, "the delivery dead", || async {
         let (_, page) = s.get(&format!("{path}?status=dead"), &s.admin).await;
-        page["deliveries"].as_array().and_then(|d| d.first().cloned())
+        page["deliveries"]
+            .as_array()
+            .and_then(|d| d.first().cloned())
     })
     .await;
     let log = dead["attempt_log"].as_array().unwrap();
@@ -366,7 +410,9 @@ async fn retry_of_one_delivery_and_retry_after(b: Backend) {
     assert_eq!(retried["status"], "pending");
     let delivered = eventually(WITHIN, "the retried delivery delivered", || async {
         let (_, page) = s.get(&format!("{path}?status=delivered"), &s.admin).await;
-        page["deliveries"].as_array().and_then(|d| d.first().cloned())
+        page["deliveries"]
+            .as_array()
+            .and_then(|d| d.first().cloned())
     })
     .await;
     assert_eq!(delivered["attempt_log"].as_array().unwrap().len(), 3);
@@ -387,7 +433,10 @@ async fn admin_api_rules(b: Backend) {
         (json!({"url": "ftp://example.com/x"}), "$.url"),
         (json!({"url": "http://user:pw@example.com/x"}), "$.url"),
         (json!({"url": "not a url"}), "$.url"),
-        (json!({"url": "http://example.com/", "events": ["order.exploded"]}), "$.events[0]"),
+        (
+            json!({"url": "http://example.com/", "events": ["order.exploded"]}),
+            "$.events[0]",
+        ),
         (json!({"url": "http://example.com/", "secret": "x"}), "$"),
     ] {
         let (st, e) = s.post(base, &s.admin, body.clone()).await;
@@ -420,7 +469,9 @@ async fn admin_api_rules(b: Backend) {
         .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(off["disabled_reason"], "disabled by an operator", "{off}");
-    let (st, _) = s.call(Method::DELETE, &format!("{base}/{id}"), &s.admin, None).await;
+    let (st, _) = s
+        .call(Method::DELETE, &format!("{base}/{id}"), &s.admin, None)
+        .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (st, e) = s.get(&format!("{base}/{id}"), &s.admin).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{e}");
@@ -453,7 +504,10 @@ fn the_receivers_verifier_passes_the_reference_vectors() {
             v["payload"].as_str().unwrap(),
             v["signature"].as_str().unwrap(),
         );
-        assert!(signature_matches(&key, id, &ts, payload.as_bytes(), sig), "{v}");
+        assert!(
+            signature_matches(&key, id, &ts, payload.as_bytes(), sig),
+            "{v}"
+        );
         assert!(!signature_matches(&key, id, &ts, b"{}", sig), "{v}");
         // And orderflow signs the same way.
         let ours = orderflow::webhook::SigningSecret::parse(secret)

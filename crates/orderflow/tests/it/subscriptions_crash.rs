@@ -59,7 +59,11 @@ async fn every_event_is_delivered_across_sigkills(backend: Backend) {
         .output()
         .await
         .expect("orderflow subscriptions create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let created: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     receiver.set_secret(created["signing_secret"].as_str().unwrap());
 
@@ -80,7 +84,12 @@ async fn every_event_is_delivered_across_sigkills(backend: Backend) {
                     let body = json!({"reference": format!("SUBCRASH-{n}"), "process": "Crash01",
                         "items": [{"sku": "SKU-1", "quantity": 1}]});
                     n += 1;
-                    let r = http.post(format!("{b}/v1/orders")).bearer_auth(&admin).json(&body).send().await;
+                    let r = http
+                        .post(format!("{b}/v1/orders"))
+                        .bearer_auth(&admin)
+                        .json(&body)
+                        .send()
+                        .await;
                     if let Ok(r) = r
                         && r.status() == reqwest::StatusCode::CREATED
                         && let Ok(o) = r.json::<Value>().await
@@ -114,13 +123,20 @@ async fn every_event_is_delivered_across_sigkills(backend: Backend) {
 
     let feed = feed_events(&url).await;
     assert!(feed.len() > 20, "only {} changes were made", feed.len());
-    eventually(Duration::from_secs(60), "every change delivered", || async {
-        let got: BTreeSet<String> = receiver.delivered().into_iter().map(|g| g.id).collect();
-        feed.iter().all(|e| got.contains(e)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every change delivered",
+        || async {
+            let got: BTreeSet<String> = receiver.delivered().into_iter().map(|g| g.id).collect();
+            feed.iter().all(|e| got.contains(e)).then_some(())
+        },
+    )
     .await;
     let got = receiver.got();
-    assert!(got.iter().all(|g| g.signature_ok), "a signature did not verify");
+    assert!(
+        got.iter().all(|g| g.signature_ok),
+        "a signature did not verify"
+    );
     let mut bodies: BTreeMap<&str, &str> = BTreeMap::new();
     for g in &got {
         let first = bodies.entry(&g.id).or_insert(&g.raw);

@@ -104,11 +104,7 @@ impl Receiver {
     }
 }
 
-async fn hook(
-    State(inner): State<Arc<Mutex<Inner>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: Bytes) -> Response {
     let header = |n: &str| {
         headers
             .get(n)
