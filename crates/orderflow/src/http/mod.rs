@@ -77,6 +77,8 @@ impl AppState {
         description = "Orders driven through a Spryker-compatible OMS state machine."
     ),
     modifiers(&BearerAuth),
+    // The body of every subscription delivery (see `/v1/admin/subscriptions`).
+    components(schemas(crate::subscriptions::Event)),
     tags(
         (name = "orders", description = "Create, read and change orders (shop, admin)"),
         (name = "erp", description = "Order updates from the ERP: stored durably, then applied (erp, admin)"),
