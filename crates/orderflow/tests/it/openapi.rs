@@ -32,7 +32,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("patch", "/v1/admin/subscriptions/{id}"),
     ("delete", "/v1/admin/subscriptions/{id}"),
     ("get", "/v1/admin/subscriptions/{id}/deliveries"),
-    ("post", "/v1/admin/subscriptions/{id}/deliveries/{delivery}/retry"),
+    (
+        "post",
+        "/v1/admin/subscriptions/{id}/deliveries/{delivery}/retry",
+    ),
     ("post", "/v1/admin/subscriptions/{id}/replay"),
     ("get", "/healthz"),
     ("get", "/readyz"),

@@ -16,7 +16,9 @@ backend_tests!(
     a_failing_subscription_is_disabled,
     replay_resends_what_was_asked_and_nothing_else,
     retry_of_one_delivery_and_retry_after,
-    admin_api_rules
+    admin_api_rules,
+    two_instances_never_send_one_delivery_twice,
+    cli_manages_subscriptions
 );
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -515,4 +517,135 @@ fn the_receivers_verifier_passes_the_reference_vectors() {
             .sign(id, v["timestamp"].as_i64().unwrap(), payload.as_bytes());
         assert!(sig.split(' ').any(|s| s == ours), "{v}");
     }
+}
+
+/// A second instance's delivery loop on the same database (its own connections): the
+/// work is shared, yet every event is sent once (the receiver answers at once, no lease
+/// runs out) and each order's events in version order.
+async fn two_instances_never_send_one_delivery_twice(b: Backend) {
+    let Some(s) = start(b, |c| c.subscriptions.concurrency = 4).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    subscribe(&s, &receiver, None).await;
+    let store = orderflow::store::Store::open(&s.database_url)
+        .await
+        .unwrap();
+    let other = orderflow::domain::OrderService::new(store.clone(), s.service.processes().clone());
+    let mut config = orderflow::config::SubscriptionsConfig {
+        concurrency: 4,
+        ..Default::default()
+    };
+    config.poll_interval = Duration::from_millis(20);
+    let deliverer = orderflow::subscriptions::worker::Deliverer::new(
+        store.clone(),
+        &config,
+        &orderflow::config::OutboundConfig::default(),
+    )
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let second = tokio::spawn(deliverer.run(other, stop.clone()));
+    let mut orders = Vec::new();
+    for n in 0..8 {
+        orders.push(order_with_four_changes(&s, &format!("SUB-TWO-{n}")).await);
+    }
+    eventually(WITHIN, "every event delivered", || async {
+        (receiver.delivered().len() >= 32).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    second.await.unwrap();
+    let got = receiver.got();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_order: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for g in &got {
+        *seen.entry(g.id.clone()).or_default() += 1;
+        per_order
+            .entry(g.body["data"]["order_id"].as_i64().unwrap())
+            .or_default()
+            .push(g.body["data"]["version"].as_i64().unwrap());
+    }
+    assert_eq!(seen.len(), 32);
+    assert!(seen.values().all(|&n| n == 1), "sent twice: {seen:?}");
+    for (order, versions) in per_order {
+        assert_eq!(versions, [1, 2, 3, 4], "order {order}");
+    }
+    store.close().await;
+    s.stop().await;
+}
+
+/// `orderflow subscriptions ...` against the store: create (the secret once), list (masked),
+/// disable, enable, deliveries, replay with a progress bar, delete, and the errors.
+async fn cli_manages_subscriptions(b: Backend) {
+    let Some((url, _db)) = crate::support::database(b).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+            .arg("subscriptions")
+            .args(args)
+            .args(["--database-url", &url])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&[
+        "create",
+        "http://127.0.0.1:9/hook",
+        "--events",
+        "order.created,order.updated",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("created subscription 1"), "{out}");
+    let secret_line = out
+        .lines()
+        .find(|l| l.starts_with("signing secret: whsec_"))
+        .unwrap();
+    let secret = secret_line.trim_start_matches("signing secret: ");
+    let (ok, out, err) = run(&["list", "--json"]);
+    assert!(ok, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["events"], json!(["order.created", "order.updated"]));
+    assert_eq!(list[0]["secret"], "whsec_***");
+    assert!(!out.contains(secret), "the secret is shown once");
+    let (ok, out, _) = run(&["disable", "1"]);
+    assert!(
+        ok && out.contains("disabled (disabled by an operator)"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["enable", "1"]);
+    assert!(ok && out.contains("enabled"), "{out}");
+    let (ok, out, err) = run(&["replay", "1", "--since", "2h"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("0 changes, 0 deliveries queued"), "{out}");
+    let (ok, out, _) = run(&["deliveries", "1"]);
+    assert!(ok && out.contains("no deliveries"), "{out}");
+    for (args, says) in [
+        (vec!["create", "ftp://x/"], "http or https"),
+        (
+            vec!["create", "http://x/", "--events", "order.gone"],
+            "unknown event type",
+        ),
+        (vec!["disable", "7"], "no subscription 7"),
+        (
+            vec!["replay", "1", "--since", "yesterday"],
+            "neither an RFC 3339 instant",
+        ),
+        (vec!["retry", "1", "5"], "subscription 1 has no delivery 5"),
+    ] {
+        let (ok, _, err) = run(&args);
+        assert!(!ok, "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let (ok, out, _) = run(&["delete", "1"]);
+    assert!(ok && out.contains("deleted subscription 1"), "{out}");
+    let (ok, out, _) = run(&["list"]);
+    assert!(ok && out.contains("no subscriptions"), "{out}");
 }
