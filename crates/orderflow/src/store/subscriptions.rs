@@ -143,6 +143,16 @@ pub struct Backlog {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// Deliveries `d` (with their subscription `s`) that may be claimed at `$1`: pending, due,
+/// not leased, of an enabled subscription, and the first pending one of their subscription
+/// and order.
+const CLAIMABLE: &str = "deliveries d JOIN subscriptions s ON s.id = d.subscription_id \
+     WHERE d.status = 'pending' AND d.due_at <= $1 \
+       AND (d.lease_until IS NULL OR d.lease_until <= $1) AND s.enabled \
+       AND NOT EXISTS (SELECT 1 FROM deliveries e \
+           WHERE e.subscription_id = d.subscription_id AND e.order_id = d.order_id \
+             AND e.status = 'pending' AND e.id < d.id)";
+
 impl Store {
     /// Stores a subscription that starts at the feed's current end.
     pub async fn insert_subscription(
@@ -420,14 +430,20 @@ impl Store {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ClaimedDelivery>> {
         let d = self.dialect();
+        // A look on a reader first: most passes find nothing due, and SQLite's one writer
+        // is not taken for them.
+        let due: Option<i64> = on_reader!(self, |p| sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT d.id FROM {CLAIMABLE} LIMIT 1"
+        )))
+        .bind(now)
+        .fetch_optional(p)
+        .await)?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let sql = format!(
-            "SELECT d.id, d.subscription_id, d.event_id, d.body, d.attempts, d.claims + 1 AS claims, \
-             s.url, s.secret FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE d.status = 'pending' AND d.due_at <= $1 \
-               AND (d.lease_until IS NULL OR d.lease_until <= $1) AND s.enabled \
-               AND NOT EXISTS (SELECT 1 FROM deliveries e \
-                   WHERE e.subscription_id = d.subscription_id AND e.order_id = d.order_id \
-                     AND e.status = 'pending' AND e.id < d.id) \
+            "SELECT d.id, d.subscription_id, d.event_id, d.body, d.attempts, \
+             d.claims + 1 AS claims, s.url, s.secret FROM {CLAIMABLE} \
              ORDER BY d.due_at, d.id LIMIT $2{}",
             d.delivery_claim_lock
         );
