@@ -180,19 +180,26 @@ async fn events_arrive_signed_and_in_version_order(b: Backend) {
     assert_eq!(sub["secret"], "whsec_***", "{sub}");
     assert_eq!(sub["enabled"], true);
     let id = sub["id"].as_i64().unwrap();
-    let (st, page) = s
-        .get(
-            &format!("/v1/admin/subscriptions/{id}/deliveries?limit=500"),
-            &s.admin,
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{page}");
+    // The receiver answers before orderflow records the answer: wait for the records.
+    let page = eventually(WITHIN, "12 deliveries recorded as delivered", || async {
+        let (st, page) = s
+            .get(
+                &format!("/v1/admin/subscriptions/{id}/deliveries?limit=500"),
+                &s.admin,
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{page}");
+        let done = page["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["status"] == "delivered")
+            .count();
+        (done == 12).then_some(page)
+    })
+    .await;
     let deliveries = page["deliveries"].as_array().unwrap();
     assert_eq!(deliveries.len(), 12, "{page}");
-    assert!(
-        deliveries.iter().all(|d| d["status"] == "delivered"),
-        "{page}"
-    );
     let v2 = deliveries.iter().find(|d| d["version"] == 2).unwrap();
     let log = v2["attempt_log"].as_array().unwrap();
     assert_eq!(log.len(), 2, "{v2}");
@@ -209,15 +216,14 @@ async fn events_arrive_signed_and_in_version_order(b: Backend) {
         log[0]["response_excerpt"], "receiver told to fail this one",
         "{v4}"
     );
-    // Metrics are per process, shared with the tests running beside this one: at least.
-    let metrics = s.text("/metrics").await;
-    assert!(
-        metric(
-            &metrics,
-            "orderflow_subscription_deliveries_total{outcome=\"delivered\"}"
-        ) >= 12.0,
-        "{metrics}"
-    );
+    // Metrics are per process, shared with the tests running beside this one: at least;
+    // and counted just after the record commits.
+    let metrics = eventually(WITHIN, "the deliveries counted", || async {
+        let m = s.text("/metrics").await;
+        let name = "orderflow_subscription_deliveries_total{outcome=\"delivered\"}";
+        (metric(&m, name) >= 12.0).then_some(m)
+    })
+    .await;
     assert!(metrics.contains("orderflow_subscription_attempt_duration_seconds"));
     s.stop().await;
 }
@@ -273,11 +279,11 @@ async fn a_failing_subscription_is_disabled(b: Backend) {
         3,
         "a disabled subscription is not called"
     );
-    let metrics = s.text("/metrics").await;
-    assert!(
-        metric(&metrics, "orderflow_subscriptions_disabled_total") >= 1.0,
-        "{metrics}"
-    );
+    eventually(WITHIN, "the disabling counted", || async {
+        let m = s.text("/metrics").await;
+        (metric(&m, "orderflow_subscriptions_disabled_total") >= 1.0).then_some(())
+    })
+    .await;
     // Enabled again, with a receiver that answers: what waited is delivered.
     failing.script(|_, _| Answer::Ok);
     let (st, sub) = s
