@@ -574,24 +574,6 @@ impl Store {
         Ok((recorded, disabled))
     }
 
-    /// Gives a claim back unsent (shutdown): due at once for any instance.
-    pub async fn release_delivery(&self, id: i64, claims: i64) -> Result<()> {
-        let mut tx = self.begin().await?;
-        on_tx!(&mut tx, |c| {
-            sqlx::query(
-                "UPDATE deliveries SET lease_until = NULL WHERE id = $1 AND claims = $2 \
-                 AND status = 'pending'",
-            )
-            .bind(id)
-            .bind(claims)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// A subscription's deliveries, newest first, optionally of one status, before the
     /// delivery id `before` (keyset paging).
     pub async fn deliveries(

@@ -81,8 +81,8 @@ impl SubscriptionView {
     }
 }
 
-/// A new subscription and its secret, shown once.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+/// A new subscription and its secret, shown once. No `Debug`: the secret stays out of logs.
+#[derive(Clone, Serialize, ToSchema)]
 pub struct Created {
     #[serde(flatten)]
     pub subscription: SubscriptionView,
