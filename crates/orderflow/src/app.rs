@@ -12,14 +12,16 @@ use crate::inbox::worker::WorkerOptions;
 use crate::inbox::{Inbox, InboxSettings};
 use crate::outbound::effects::Executor;
 use crate::projector;
+use crate::subscriptions::worker::Deliverer;
 
 /// How often the inbox gauges (`orderflow_inbox_updates{status}`, oldest pending age) are
 /// refreshed from the store.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Serves the API on `listener` and runs the list projector, the inbox gauges, the effects
-/// executor (unless `effects.enabled` is off) and (unless `worker.in_process` is off) the
-/// inbox worker and the check-condition loop until
+/// executor (unless `effects.enabled` is off), the subscription deliveries (unless
+/// `subscriptions.in_process` is off) and (unless `worker.in_process` is off) the inbox
+/// worker and the check-condition loop until
 /// `shutdown` is cancelled; then finishes requests in flight and stops them all.
 pub async fn run(
     service: OrderService,
@@ -81,6 +83,21 @@ pub async fn run(
         }
         false => None,
     };
+    // Order events to subscribers, unless `[subscriptions] in_process = false`.
+    let deliveries = config.subscriptions.in_process.then(|| {
+        let service = service.clone();
+        let token = shutdown.child_token();
+        let (subs, outbound) = (config.subscriptions.clone(), config.outbound.clone());
+        watched("subscription deliveries", shutdown.clone(), async move {
+            match Deliverer::new(service.store().clone(), &subs, &outbound) {
+                Ok(d) => {
+                    d.run(service, token).await;
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    });
     let state = AppState::new(service.clone(), inbox, config);
     let served = http::serve(
         listener,
@@ -95,6 +112,9 @@ pub async fn run(
     let _ = gauges.await;
     if let Some(effects) = effects {
         let _ = effects.await;
+    }
+    if let Some(deliveries) = deliveries {
+        let _ = deliveries.await;
     }
     if let Some((worker, checker)) = background {
         let _ = worker.await;

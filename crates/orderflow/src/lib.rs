@@ -13,6 +13,7 @@ pub mod inbox;
 pub mod outbound;
 pub mod projector;
 pub mod store;
+pub mod subscriptions;
 pub mod telemetry;
 pub mod webhook;
 pub mod wording;

@@ -9,6 +9,7 @@ mod items;
 pub mod process;
 mod serve;
 mod simulate;
+mod subscriptions;
 mod worker;
 
 use std::path::PathBuf;
@@ -65,6 +66,10 @@ enum Command {
     /// Items in states the loaded processes do not have: list them, move them.
     #[command(subcommand)]
     Items(items::ItemsCommand),
+    /// Subscriptions to order events: create (prints the signing secret once), list,
+    /// enable, disable, delete, deliveries, retry, replay.
+    #[command(subcommand)]
+    Subscriptions(subscriptions::SubscriptionsCommand),
     /// The GraphQL API's schema.
     #[command(subcommand)]
     Graphql(graphql::GraphqlCommand),
@@ -216,6 +221,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inbox(cmd) => runtime()?.block_on(inbox::run(cmd)),
         Command::Items(cmd) => runtime()?.block_on(items::run(cmd)),
         Command::Effects(cmd) => runtime()?.block_on(effects::run(cmd)),
+        Command::Subscriptions(cmd) => runtime()?.block_on(subscriptions::run(cmd)),
         Command::Graphql(cmd) => Ok(graphql::run(cmd)),
         Command::Config(args) => {
             print!("{}", args.load()?.to_masked_toml());

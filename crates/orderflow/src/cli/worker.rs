@@ -1,5 +1,6 @@
-//! `orderflow worker`: the inbox worker (and the effects executor) on its own, for a fleet of worker processes beside
-//! `serve --no-worker`, or with `--once` from cron or a CI scheduler.
+//! `orderflow worker`: the inbox worker (with the effects executor and the subscription
+//! deliveries) on its own, for a fleet of worker processes beside `serve --no-worker`, or
+//! with `--once` from cron or a CI scheduler.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use super::serve::stop_on_signal;
 use crate::inbox::worker::{WorkerOptions, WorkerTotals};
 use crate::inbox::{Inbox, InboxSettings};
 use crate::outbound::effects::Executor;
+use crate::subscriptions::worker::Deliverer;
 
 #[derive(Debug, Args)]
 pub(super) struct WorkerArgs {
@@ -45,7 +47,16 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = InboxSettings::from_config(&config);
     let service = super::boot(&config).await?;
     let store = service.store().clone();
-    let inbox = Inbox::new(service, settings);
+    let deliverer = if config.subscriptions.in_process {
+        Some(Deliverer::new(
+            store.clone(),
+            &config.subscriptions,
+            &config.outbound,
+        )?)
+    } else {
+        None
+    };
+    let inbox = Inbox::new(service.clone(), settings);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let options = WorkerOptions {
@@ -53,6 +64,13 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         grace: args.grace,
     };
     let started = Instant::now();
+    // Subscription deliveries beside the inbox worker (with --once: what is due after it).
+    let deliveries = match (&deliverer, args.once) {
+        (Some(d), false) => Some(tokio::spawn(
+            d.clone().run(service.clone(), shutdown.child_token()),
+        )),
+        _ => None,
+    };
     // HTTP commands after commit: beside the worker, or (--once) until none is due.
     let effects = match config.effects.enabled {
         true => Some(Executor::new(store.clone(), &config)?),
@@ -73,8 +91,16 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             }
             totals
         }
-        (None, _) => inbox.run_worker(options, shutdown).await,
+        (None, _) => inbox.run_worker(options, shutdown.clone()).await,
     };
+    shutdown.cancel();
+    if let Some(task) = deliveries {
+        let _ = task.await;
+    }
+    if let (Some(d), true, Ok(_)) = (&deliverer, args.once, &totals) {
+        let attempts = d.drain().await?;
+        tracing::info!(attempts, "subscription deliveries drained");
+    }
     store.close().await;
     let totals = totals?;
     if args.once {

@@ -62,6 +62,26 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     d.deserialize_any(Text)
 }
 
+/// `#[serde(with = "duration::list")]` for a list of durations (`["0s", "5s", "5m"]`).
+pub mod list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Each element as [`super::render`] writes it.
+    pub fn serialize<S: Serializer>(list: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(list.iter().map(|d| super::render(*d)))
+    }
+
+    /// Each element as [`super::deserialize`] reads it (text or seconds).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct One(#[serde(with = "super")] Duration);
+        let list: Vec<One> = Vec::deserialize(d)?;
+        Ok(list.into_iter().map(|o| o.0).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

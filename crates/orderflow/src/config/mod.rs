@@ -18,7 +18,7 @@ mod sections;
 
 pub use sections::{
     ClientConfig, EffectsConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, OutboundConfig,
-    ProjectorConfig, ServerConfig, WorkerConfig,
+    ProjectorConfig, ServerConfig, SubscriptionsConfig, WorkerConfig,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,8 @@ pub enum ConfigError {
         key: &'static str,
         reason: String,
     },
+    #[error("subscriptions.{0}")]
+    Subscriptions(&'static str),
 }
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -80,6 +82,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// The executor of after-commit effects (HTTP commands).
     pub effects: EffectsConfig,
+    /// Order events sent to subscribers.
+    pub subscriptions: SubscriptionsConfig,
     /// Optional per-client limits, by client name.
     pub clients: BTreeMap<String, ClientConfig>,
     /// Built-in conditions bound by name (`[conditions."Payment/IsAuthorized"]`).
@@ -113,6 +117,7 @@ impl Default for Config {
             projector: ProjectorConfig::default(),
             outbound: OutboundConfig::default(),
             effects: EffectsConfig::default(),
+            subscriptions: SubscriptionsConfig::default(),
             clients: BTreeMap::new(),
             conditions: BTreeMap::new(),
             commands: BTreeMap::new(),
@@ -176,6 +181,22 @@ impl Config {
                     reason,
                 },
             )?;
+        }
+        let subs = &self.subscriptions;
+        if subs.retry_schedule.is_empty() {
+            return Err(ConfigError::Subscriptions(
+                "retry_schedule needs at least one entry (the first attempt)",
+            ));
+        }
+        if subs.concurrency == 0 || subs.batch_size == 0 {
+            return Err(ConfigError::Subscriptions(
+                "concurrency and batch_size must be at least 1",
+            ));
+        }
+        if subs.lease <= subs.timeout {
+            return Err(ConfigError::Subscriptions(
+                "lease must be longer than timeout (else a slow attempt is sent twice at once)",
+            ));
         }
         Ok(())
     }

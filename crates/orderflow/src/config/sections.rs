@@ -189,6 +189,62 @@ pub struct ClientConfig {
     pub rate_limit_per_second: Option<u32>,
 }
 
+/// `[subscriptions]`: order events sent to subscribers (`orderflow subscriptions`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriptionsConfig {
+    /// `serve` and `orderflow worker` deliver events in their process. Default true.
+    pub in_process: bool,
+    /// When a delivery is attempted, counted from when it was created (the first entry)
+    /// and after each failed attempt; after the last one fails it is `dead`. Svix's
+    /// schedule by default: at once, `5s`, `5m`, `30m`, `2h`, `5h`, `10h`, `10h`.
+    #[serde(with = "duration::list")]
+    pub retry_schedule: Vec<Duration>,
+    /// One HTTP attempt may take this long (then it failed); the connection and the
+    /// address guard are `[outbound]`'s. Default `10s`.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// A claimed delivery is held this long before another instance may send it again;
+    /// longer than `timeout`. Default `1m`.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+    /// Deliveries in flight at once, per process (one per subscription and order).
+    /// Default 32.
+    pub concurrency: usize,
+    /// Change-feed rows read per subscription and pass. Default 500.
+    pub batch_size: u32,
+    /// The worker is woken after each commit in this process; this is the floor for
+    /// changes made by other processes and for retries that become due. Default `1s`.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// A subscription is disabled after this many failed attempts in a row ...
+    /// Default 50.
+    pub disable_after_failures: u32,
+    /// ... that went on for at least this long. Default `5d`.
+    #[serde(with = "duration")]
+    pub disable_after: Duration,
+}
+
+impl Default for SubscriptionsConfig {
+    fn default() -> Self {
+        let (s, m, h) = (1, 60, 3600);
+        Self {
+            in_process: true,
+            retry_schedule: [0, 5 * s, 5 * m, 30 * m, 2 * h, 5 * h, 10 * h, 10 * h]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(60),
+            concurrency: 32,
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            disable_after_failures: 50,
+            disable_after: Duration::from_secs(5 * 86_400),
+        }
+    }
+}
+
 /// `[outbound]`: the HTTP client of everything orderflow sends (after-commit HTTP
 /// commands, webhook deliveries).
 #[derive(Clone, Debug, Deserialize, Serialize)]

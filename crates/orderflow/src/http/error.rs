@@ -15,6 +15,7 @@ use crate::inbox::ingest::IngestError;
 use crate::inbox::model::{Answer, UpdateStatus};
 use crate::inbox::ops::OpsError;
 use crate::store::StoreError;
+use crate::subscriptions::SubscriptionError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -160,6 +161,24 @@ impl From<OpsError> for ApiError {
                 path: Some("$".into()),
             },
             OpsError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<SubscriptionError> for ApiError {
+    fn from(e: SubscriptionError) -> Self {
+        use SubscriptionError as E;
+        match e {
+            E::Url(u) => Self::InvalidRequest {
+                message: u.to_string(),
+                path: Some("$.url".into()),
+            },
+            e @ E::UnknownEventType(_) => Self::InvalidRequest {
+                message: e.to_string(),
+                path: Some("$.events".into()),
+            },
+            e @ (E::NotFound(_) | E::NoDelivery { .. }) => Self::NotFound(e.to_string()),
+            E::Store(e) => e.into(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod ratelimit;
 mod reservations;
 pub mod server;
 mod strays;
+mod subscriptions;
 pub mod validate;
 
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub clients: ClientCache,
     /// The configured per-client rate limits.
     pub rate_limits: Arc<RateLimits>,
+    /// The outbound client's settings (the address guard of subscription URLs).
+    pub outbound: Arc<crate::config::OutboundConfig>,
 }
 
 impl AppState {
@@ -62,6 +65,7 @@ impl AppState {
             inbox,
             clients: ClientCache::new(service.store().clone()),
             rate_limits: Arc::new(RateLimits::from_config(&config.clients)),
+            outbound: Arc::new(config.outbound.clone()),
             service,
         }
     }
@@ -74,12 +78,14 @@ impl AppState {
         description = "Orders driven through a Spryker-compatible OMS state machine."
     ),
     modifiers(&BearerAuth),
+    // The body of every subscription delivery (see `/v1/admin/subscriptions`).
+    components(schemas(crate::subscriptions::Event)),
     tags(
         (name = "orders", description = "Create, read and change orders (shop, admin)"),
         (name = "erp", description = "Order updates from the ERP: stored durably, then applied (erp, admin)"),
         (name = "processes", description = "Process definitions and live item counts"),
         (name = "operations", description = "Health, readiness and metrics (public)"),
-        (name = "admin", description = "Inbox and after-commit effect operations and stats: list, retry, replay (admin)")
+        (name = "admin", description = "Inbox and after-commit effect operations and stats: list, retry, replay; subscriptions to order events (admin)")
     )
 )]
 struct ApiDoc;
@@ -138,6 +144,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
         .routes(routes!(effects::list_effects))
         .routes(routes!(effects::get_effect))
         .routes(routes!(effects::retry_effect))
+        .routes(routes!(subscriptions::create, subscriptions::list))
+        .routes(routes!(
+            subscriptions::get,
+            subscriptions::patch,
+            subscriptions::delete
+        ))
+        .routes(routes!(subscriptions::deliveries))
+        .routes(routes!(subscriptions::retry))
+        .routes(routes!(subscriptions::replay))
         .routes(routes!(strays::list_strays))
         .routes(routes!(strays::move_items))
         .routes(routes!(ops::healthz))

@@ -46,6 +46,22 @@ pub(crate) struct Dialect {
     pub feed_after: &'static str,
     /// Change-feed rows past the checkpoint `$1` and the oldest one's time.
     pub feed_backlog: &'static str,
+    /// Whole change-feed rows with their order's reference after the cursor
+    /// `($1 = tx, $2 = seq)`, in commit order, at most `$3`, none visible in the start
+    /// snapshot `$4` (subscriptions).
+    pub feed_rows_after: &'static str,
+    /// Whole change-feed rows committed at or after `$1` and at or before the cursor
+    /// `($2 = tx, $3 = seq)` or visible in the start snapshot `$6`, after `seq` `$4`, in
+    /// `seq` order, at most `$5` (a replay).
+    pub feed_rows_replay: &'static str,
+    /// The feed's current end as a cursor `(tx, seq)` and a start snapshot: a new
+    /// subscription starts there.
+    pub feed_end: &'static str,
+    /// Appended to the claim of deliveries (`deliveries d`): skip rows other claims hold.
+    pub delivery_claim_lock: &'static str,
+    /// Appended to the read of a subscription that materialises its deliveries: skip one
+    /// another process materialises.
+    pub subscription_lock: &'static str,
 }
 
 impl Dialect {

@@ -33,6 +33,7 @@ pub mod projection;
 pub mod sessions;
 mod sqlite;
 pub mod status;
+pub mod subscriptions;
 pub mod timers;
 mod wake;
 

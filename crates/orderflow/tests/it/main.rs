@@ -37,6 +37,8 @@ mod park_policy;
 mod postgres_skips;
 mod store_types;
 mod strays;
+mod subscriptions;
+mod subscriptions_crash;
 mod timeout_processors;
 mod timers;
 mod update_roundtrip;

@@ -26,6 +26,17 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/admin/inbox/{id}/retry"),
     ("post", "/v1/admin/inbox/replay"),
     ("get", "/v1/admin/stats"),
+    ("post", "/v1/admin/subscriptions"),
+    ("get", "/v1/admin/subscriptions"),
+    ("get", "/v1/admin/subscriptions/{id}"),
+    ("patch", "/v1/admin/subscriptions/{id}"),
+    ("delete", "/v1/admin/subscriptions/{id}"),
+    ("get", "/v1/admin/subscriptions/{id}/deliveries"),
+    (
+        "post",
+        "/v1/admin/subscriptions/{id}/deliveries/{delivery}/retry",
+    ),
+    ("post", "/v1/admin/subscriptions/{id}/replay"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -59,6 +70,7 @@ async fn openapi_covers_routes(b: Backend) {
     for (path, ops) in paths {
         let concrete = path
             .replace("{id}", "1")
+            .replace("{delivery}", "1")
             .replace("{reference}", "DE--1")
             .replace("{sku}", "SKU-A")
             .replace("{name}", "Test01");

@@ -3,6 +3,7 @@
 
 pub(crate) mod binary;
 pub(crate) mod receiver;
+pub(crate) mod webhook_receiver;
 
 use std::future::Future;
 use std::io::Write as _;

@@ -61,6 +61,26 @@ pub(super) static DIALECT: Dialect = Dialect {
     feed_backlog: "SELECT COUNT(*), MIN(f.at) FROM change_feed f \
          JOIN projector_checkpoint c ON c.name = $1 \
          WHERE (f.tx, f.seq) > (CAST(CAST(c.last_tx AS TEXT) AS XID8), c.last_seq)",
+    feed_rows_after: "SELECT f.seq, CAST(CAST(f.tx AS TEXT) AS BIGINT) AS tx, f.order_id, \
+         f.version, f.kind, f.payload, f.at, o.reference \
+         FROM change_feed f JOIN orders o ON o.id = f.order_id \
+         WHERE (f.tx, f.seq) > (CAST(CAST($1 AS TEXT) AS XID8), $2) \
+           AND f.tx < pg_snapshot_xmin(pg_current_snapshot()) \
+           AND ($4 IS NULL OR NOT pg_visible_in_snapshot(f.tx, CAST($4 AS pg_snapshot))) \
+         ORDER BY f.tx, f.seq LIMIT $3",
+    feed_rows_replay: "SELECT f.seq, CAST(CAST(f.tx AS TEXT) AS BIGINT) AS tx, f.order_id, \
+         f.version, f.kind, f.payload, f.at, o.reference \
+         FROM change_feed f JOIN orders o ON o.id = f.order_id \
+         WHERE f.at >= $1 AND f.seq > $4 \
+           AND ((f.tx, f.seq) <= (CAST(CAST($2 AS TEXT) AS XID8), $3) \
+             OR ($6 IS NOT NULL AND pg_visible_in_snapshot(f.tx, CAST($6 AS pg_snapshot)))) \
+         ORDER BY f.seq LIMIT $5",
+    // Every transaction older than the oldest one still running has committed; a change
+    // of a transaction still running is after the end.
+    feed_end: "SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT) - 1, \
+         CAST(9223372036854775807 AS BIGINT), CAST(pg_current_snapshot() AS TEXT)",
+    delivery_claim_lock: " FOR UPDATE OF d SKIP LOCKED",
+    subscription_lock: " FOR UPDATE SKIP LOCKED",
 };
 
 /// How long a first connection to PostgreSQL may take at start.

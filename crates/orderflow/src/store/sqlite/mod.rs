@@ -54,6 +54,19 @@ pub(super) static DIALECT: Dialect = Dialect {
          WHERE seq > $2 ORDER BY seq LIMIT $3",
     feed_backlog: "SELECT COUNT(*), MIN(f.at) FROM change_feed f \
          JOIN projector_checkpoint c ON c.name = $1 WHERE f.seq > c.last_seq",
+    // Row values: the cursor's `tx` is always 0 on SQLite.
+    feed_rows_after: "SELECT f.seq, CAST(0 AS INTEGER) AS tx, f.order_id, f.version, f.kind, \
+         f.payload, f.at, o.reference FROM change_feed f JOIN orders o ON o.id = f.order_id \
+         WHERE (0, f.seq) > ($1, $2) AND (CAST($4 AS TEXT) IS NULL OR 1) \
+         ORDER BY f.seq LIMIT $3",
+    feed_rows_replay: "SELECT f.seq, CAST(0 AS INTEGER) AS tx, f.order_id, f.version, f.kind, \
+         f.payload, f.at, o.reference FROM change_feed f JOIN orders o ON o.id = f.order_id \
+         WHERE f.at >= $1 AND (0, f.seq) <= ($2, $3) AND f.seq > $4 \
+           AND (CAST($6 AS TEXT) IS NULL OR 1) ORDER BY f.seq LIMIT $5",
+    feed_end: "SELECT CAST(0 AS INTEGER), COALESCE(MAX(seq), 0), CAST(NULL AS TEXT) \
+         FROM change_feed",
+    delivery_claim_lock: "",
+    subscription_lock: "",
 };
 
 /// The two SQLite pools: one writer connection (all writes are serialised through it, which
