@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::StoreArgs;
 use super::serve::stop_on_signal;
+use crate::inbox::transit::Transit;
 use crate::inbox::worker::{WorkerOptions, WorkerTotals};
 use crate::inbox::{Inbox, InboxSettings};
 
@@ -44,15 +46,26 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = InboxSettings::from_config(&config);
     let service = super::boot(&config).await?;
     let store = service.store().clone();
-    let inbox = Inbox::new(service, settings);
+    let transit = Transit::from_config(&config, &store)
+        .await
+        .context("cannot start the inbox transport")?;
+    let inbox = Inbox::new(service, settings).with_transit(transit);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    // A broker transport's consumers, unless this run only drains the database (--once).
+    let consumers = match inbox.transit() {
+        Some(t) if !args.once => t.spawn_consumers(&inbox, &shutdown),
+        _ => Vec::new(),
+    };
     let options = WorkerOptions {
         once: args.once,
         grace: args.grace,
     };
     let started = Instant::now();
     let totals = inbox.run_worker(options, shutdown).await;
+    for c in consumers {
+        let _ = c.await;
+    }
     store.close().await;
     let totals = totals?;
     if args.once {

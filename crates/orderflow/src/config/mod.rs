@@ -17,8 +17,8 @@ pub mod duration;
 mod sections;
 
 pub use sections::{
-    ClientConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, ProjectorConfig, ServerConfig,
-    WorkerConfig,
+    ClientConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, InboxConfig, ProjectorConfig,
+    RabbitConfig, ServerConfig, TransportKind, WorkerConfig,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum ConfigError {
     },
     #[error("clients.{0}.rate_limit_per_second must be at least 1 (leave it out for no limit)")]
     ZeroRateLimit(String),
+    #[error("{0}")]
+    Inbox(String),
 }
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -68,6 +70,8 @@ pub struct Config {
     pub events: BTreeMap<String, EventConfig>,
     /// The inbox worker and the check-condition loop.
     pub worker: WorkerConfig,
+    /// Where accepted ERP updates wait: the database (default) or a message broker.
+    pub inbox: InboxConfig,
     /// The list projection.
     pub projector: ProjectorConfig,
     /// Optional per-client limits, by client name.
@@ -100,6 +104,7 @@ impl Default for Config {
             erp: ErpConfig::default(),
             events: BTreeMap::new(),
             worker: WorkerConfig::default(),
+            inbox: InboxConfig::default(),
             projector: ProjectorConfig::default(),
             clients: BTreeMap::new(),
             conditions: BTreeMap::new(),
@@ -150,11 +155,50 @@ impl Config {
         Ok(config)
     }
 
+    /// `--inbox-url`: `amqp://` or `amqps://` selects the RabbitMQ transport with that URL;
+    /// `redis://` is refused (not available yet).
+    pub fn set_inbox_url(&mut self, url: &str) -> Result<()> {
+        if url.starts_with("amqp://") || url.starts_with("amqps://") {
+            self.inbox.transport = TransportKind::Rabbitmq;
+            self.inbox.rabbitmq.url = url.to_owned();
+            return self.validate();
+        }
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            self.inbox.transport = TransportKind::Redis;
+            return self.validate();
+        }
+        Err(ConfigError::Inbox(format!(
+            "--inbox-url {}: expected amqp://... (RabbitMQ)",
+            mask_url_password(url)
+        )))
+    }
+
     fn validate(&self) -> Result<()> {
         for (name, c) in &self.clients {
             if c.rate_limit_per_second == Some(0) {
                 return Err(ConfigError::ZeroRateLimit(name.clone()));
             }
+        }
+        let rabbit = &self.inbox.rabbitmq;
+        match self.inbox.transport {
+            TransportKind::Database => {}
+            TransportKind::Redis => {
+                return Err(ConfigError::Inbox(
+                    "inbox.transport = \"redis\" is not available yet: use \"database\" or \"rabbitmq\""
+                        .into(),
+                ));
+            }
+            TransportKind::Rabbitmq if rabbit.shards == 0 || rabbit.prefetch == 0 => {
+                return Err(ConfigError::Inbox(
+                    "inbox.rabbitmq.shards and inbox.rabbitmq.prefetch must be at least 1".into(),
+                ));
+            }
+            TransportKind::Rabbitmq if rabbit.in_transit_ttl < Duration::from_secs(1) => {
+                return Err(ConfigError::Inbox(
+                    "inbox.rabbitmq.in_transit_ttl must be at least 1s".into(),
+                ));
+            }
+            TransportKind::Rabbitmq => {}
         }
         Ok(())
     }
@@ -180,6 +224,7 @@ impl Config {
     pub fn to_masked_toml(&self) -> String {
         let mut masked = self.clone();
         masked.database_url = mask_url_password(&self.database_url);
+        masked.inbox.rabbitmq.url = mask_url_password(&self.inbox.rabbitmq.url);
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
@@ -296,6 +341,22 @@ mod tests {
                 .contains_key("OmsTimeout/Initiation")
         );
         assert!(c.to_masked_toml().contains("[initial_states]"));
+    }
+
+    #[test]
+    fn inbox_transport_is_chosen_and_its_password_masked() {
+        let mut c = Config::default();
+        assert_eq!(c.inbox.transport, TransportKind::Database);
+        c.set_inbox_url("amqp://app:s3cret@mq:5672/%2f").unwrap();
+        assert_eq!(c.inbox.transport, TransportKind::Rabbitmq);
+        let text = c.to_masked_toml();
+        assert!(text.contains("transport = \"rabbitmq\""), "{text}");
+        assert!(text.contains("amqp://app:****@mq:5672/%2f"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        let err = c.set_inbox_url("redis://127.0.0.1").unwrap_err().to_string();
+        assert!(err.contains("not available yet"), "{err}");
+        let err = c.set_inbox_url("http://x").unwrap_err().to_string();
+        assert!(err.contains("amqp://"), "{err}");
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod sessions;
 mod sqlite;
 pub mod status;
 pub mod timers;
+mod transit;
 mod wake;
 
 use std::sync::Arc;
