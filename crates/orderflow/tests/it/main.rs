@@ -37,6 +37,7 @@ mod store_types;
 mod strays;
 mod timeout_processors;
 mod timers;
+mod transit_rabbit;
 mod update_roundtrip;
 mod wake_on_timeout;
 mod wakeups;
