@@ -45,7 +45,8 @@ pub async fn run(
     let transit = Transit::from_config(config, service.store())
         .await
         .context("cannot start the inbox transport")?;
-    let inbox = Inbox::new(service.clone(), InboxSettings::from_config(config)).with_transit(transit);
+    let inbox =
+        Inbox::new(service.clone(), InboxSettings::from_config(config)).with_transit(transit);
     // A broker transport's consumers run where the inbox worker runs.
     let consumers = match inbox.transit() {
         Some(t) if config.worker.in_process => t.spawn_consumers(&inbox, &shutdown.child_token()),

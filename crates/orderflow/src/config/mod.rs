@@ -353,7 +353,10 @@ mod tests {
         assert!(text.contains("transport = \"rabbitmq\""), "{text}");
         assert!(text.contains("amqp://app:****@mq:5672/%2f"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
-        let err = c.set_inbox_url("redis://127.0.0.1").unwrap_err().to_string();
+        let err = c
+            .set_inbox_url("redis://127.0.0.1")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not available yet"), "{err}");
         let err = c.set_inbox_url("http://x").unwrap_err().to_string();
         assert!(err.contains("amqp://"), "{err}");

@@ -40,7 +40,10 @@ impl Tx {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
-        let sql = format!("SELECT id FROM inbox WHERE {}", self.dialect().in_list("id", 1));
+        let sql = format!(
+            "SELECT id FROM inbox WHERE {}",
+            self.dialect().in_list("id", 1)
+        );
         let found: Vec<String> = on_tx!(self, |c| sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(List(ids))
             .fetch_all(c)

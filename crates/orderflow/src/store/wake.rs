@@ -124,9 +124,10 @@ impl Settled {
     /// is given when its consumer stores it).
     pub async fn any(&mut self, fallback: Duration, deadline: Instant) {
         let until = deadline.min(Instant::now() + fallback);
-        match tokio::time::timeout_at(until, self.rx.recv()).await {
-            Ok(Err(broadcast::error::RecvError::Closed)) => tokio::time::sleep_until(until).await,
-            _ => {}
+        if let Ok(Err(broadcast::error::RecvError::Closed)) =
+            tokio::time::timeout_at(until, self.rx.recv()).await
+        {
+            tokio::time::sleep_until(until).await;
         }
     }
 

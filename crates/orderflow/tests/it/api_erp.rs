@@ -713,7 +713,11 @@ async fn keys_are_freed_after_the_retention(b: Backend) {
     let (code, _, r2) = send(&s, &s.erp, &key, &second).await;
     assert_eq!(code, StatusCode::ACCEPTED);
     assert_ne!(r1["id"], r2["id"]);
-    let rows = if matches!(b, Backend::RabbitPostgres) { 3 } else { 2 };
+    let rows = if matches!(b, Backend::RabbitPostgres) {
+        3
+    } else {
+        2
+    };
     assert_eq!(rows_eventually(&s, rows).await, rows);
     s.stop().await;
 }

@@ -142,15 +142,19 @@ async fn acknowledged_updates_survive_sigkill(backend: Backend) {
         // that never arrives is lost, and this fails).
         let ids: Vec<&str> = acked.iter().map(|a| a.id.as_str()).collect();
         let store = &store;
-        support::eventually(Duration::from_secs(60), "every acknowledged update consumed", || {
-            let ids = &ids;
-            async move {
-                for id in ids {
-                    store.update_by_id(id).await.expect("read")?;
+        support::eventually(
+            Duration::from_secs(60),
+            "every acknowledged update consumed",
+            || {
+                let ids = &ids;
+                async move {
+                    for id in ids {
+                        store.update_by_id(id).await.expect("read")?;
+                    }
+                    Some(())
                 }
-                Some(())
-            }
-        })
+            },
+        )
         .await;
     }
     support::eventually(Duration::from_secs(60), "the inbox drains", || async {

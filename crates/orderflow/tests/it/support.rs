@@ -122,15 +122,19 @@ impl Drop for Queues {
             if let Ok(rt) = rt {
                 rt.block_on(async {
                     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-                    let Ok(c) =
-                        lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-                            .await
+                    let Ok(c) = lapin::Connection::connect(
+                        AMQP_URL,
+                        lapin::ConnectionProperties::default(),
+                    )
+                    .await
                     else {
                         return;
                     };
                     if let Ok(ch) = c.create_channel().await {
                         for q in names {
-                            let _ = ch.queue_delete(q.into(), QueueDeleteOptions::default()).await;
+                            let _ = ch
+                                .queue_delete(q.into(), QueueDeleteOptions::default())
+                                .await;
                         }
                         for x in exchanges {
                             let _ = ch

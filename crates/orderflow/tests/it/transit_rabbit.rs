@@ -25,8 +25,7 @@ const WAIT: Duration = Duration::from_secs(30);
 )]
 async fn in_transit_then_applied_by_a_worker_process() {
     // No consumer in the server: updates stay in the broker until the worker starts.
-    let Some(s) = start_with(Backend::RabbitPostgres, |c| c.worker.in_process = false).await
-    else {
+    let Some(s) = start_with(Backend::RabbitPostgres, |c| c.worker.in_process = false).await else {
         return;
     };
     let created = s.create_order("T-1", &[("A", 1)]).await;
@@ -47,12 +46,18 @@ async fn in_transit_then_applied_by_a_worker_process() {
     let other = orderflow::auth::create_client(&s.store, "erp-2", Role::Erp, false)
         .await
         .unwrap();
-    let (code, _) = s.get(&format!("/v1/erp/order-updates/{id}"), &other.token).await;
+    let (code, _) = s
+        .get(&format!("/v1/erp/order-updates/{id}"), &other.token)
+        .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
-    let (code, _) = s.get(&format!("/v1/erp/order-updates/{id}"), &s.admin).await;
+    let (code, _) = s
+        .get(&format!("/v1/erp/order-updates/{id}"), &s.admin)
+        .await;
     assert_eq!(code, StatusCode::OK);
     let forged = format!("{}x", &id[..id.len() - 1]);
-    let (code, _) = s.get(&format!("/v1/erp/order-updates/{forged}"), &s.erp).await;
+    let (code, _) = s
+        .get(&format!("/v1/erp/order-updates/{forged}"), &s.erp)
+        .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
 
     // A keyed repeat in transit gets the identical answer.

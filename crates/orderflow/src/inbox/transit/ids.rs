@@ -71,7 +71,11 @@ impl TransitIds {
         let (received_ms, nonce) = match &u.idempotency_key {
             Some(key) => {
                 let mut h = Sha256::new();
-                for part in [u.client.as_bytes(), key.as_bytes(), u.request_hash.as_bytes()] {
+                for part in [
+                    u.client.as_bytes(),
+                    key.as_bytes(),
+                    u.request_hash.as_bytes(),
+                ] {
                     h.update((part.len() as u64).to_be_bytes());
                     h.update(part);
                 }
@@ -169,6 +173,9 @@ mod tests {
         assert_ne!(a, ids.issue(&update(Some("K"), "h2")));
         assert_ne!(a, ids.issue(&update(Some("L"), "h1")));
         assert_eq!(ids.verify(&a).unwrap().received_at(), None);
-        assert_ne!(ids.issue(&update(None, "h1")), ids.issue(&update(None, "h1")));
+        assert_ne!(
+            ids.issue(&update(None, "h1")),
+            ids.issue(&update(None, "h1"))
+        );
     }
 }

@@ -161,9 +161,9 @@ impl Transit {
                     "the redis transport is not available yet".into(),
                 ));
             }
-            TransportKind::Rabbitmq => {
-                Broker::Rabbit(Arc::new(Rabbit::connect(config.inbox.rabbitmq.clone()).await?))
-            }
+            TransportKind::Rabbitmq => Broker::Rabbit(Arc::new(
+                Rabbit::connect(config.inbox.rabbitmq.clone()).await?,
+            )),
         };
         let key = store.transit_key(ids::KEY_NAME).await?;
         Ok(Some(Self {

@@ -408,18 +408,14 @@ impl Rabbit {
                 Err(e) => return Err(e),
             };
             for m in refused {
-                let body = serde_json::to_vec(&m).map_err(|e| TransitError::Encode(e.to_string()))?;
+                let body =
+                    serde_json::to_vec(&m).map_err(|e| TransitError::Encode(e.to_string()))?;
                 self.dead_letter(&ch, &body).await?;
                 metrics::counter!("orderflow_transit_dead_lettered_total", "transport" => "rabbitmq").increment(1);
             }
-            ch.basic_ack(
-                last,
-                BasicAckOptions {
-                    multiple: true,
-                },
-            )
-            .await
-            .map_err(TransitError::Broker)?;
+            ch.basic_ack(last, BasicAckOptions { multiple: true })
+                .await
+                .map_err(TransitError::Broker)?;
         }
     }
 }

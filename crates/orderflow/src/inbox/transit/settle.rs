@@ -146,7 +146,10 @@ impl Inbox {
                 // The database answers: find the message it refuses, store the others.
                 let mut refused = Vec::new();
                 for m in &messages {
-                    if let Err(e) = self.settle_rounds(std::slice::from_ref(m), false, overdue, now).await {
+                    if let Err(e) = self
+                        .settle_rounds(std::slice::from_ref(m), false, overdue, now)
+                        .await
+                    {
                         tracing::error!(error = %e, update = %m.id, "the database refuses this update; dead-lettered");
                         refused.push(m.clone());
                     }
