@@ -88,7 +88,7 @@ async fn in_transit_then_applied_by_a_worker_process() {
 
     // A worker process consumes: everything is applied once, in order.
     let dir = tempfile::tempdir().unwrap();
-    let mut worker = start_worker(&s, dir.path()).await;
+    let mut worker = start_worker(&s, dir.path(), "").await;
     let v = until_status(&s, &id, "applied").await;
     assert!(v.get("in_transit").is_none(), "{v}");
     let keyed_id = first.1["id"].as_str().unwrap();
@@ -161,6 +161,42 @@ async fn unreadable_messages_are_dead_lettered_and_counted() {
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    orderflow_no_test_postgres,
+    ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it"
+)]
+async fn overdue_updates_move_into_the_database_inbox() {
+    // No consumer, and a short time in transit: the broker dead-letters the update to the
+    // overdue queue, whose consumer stores it as `accepted` for the database worker.
+    let Some(s) = start_with(Backend::RabbitPostgres, |c| {
+        c.worker.in_process = false;
+        c.inbox.rabbitmq.in_transit_ttl = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    s.create_order("O-1", &[("A", 1)]).await;
+    let (code, r) = post_with(&s, &[], &json!({"order_reference": "O-1", "event": "pay"})).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{r}");
+    let id = r["id"].as_str().unwrap().to_owned();
+    eventually(WAIT, "moved to the overdue queue", || async {
+        let (_, st) = s.get("/v1/admin/stats", &s.admin).await;
+        (st["transit"]["overdue"] == 1 && st["transit"]["in_transit"] == 0).then_some(())
+    })
+    .await;
+    let (_, v) = s.get(&format!("/v1/erp/order-updates/{id}"), &s.erp).await;
+    assert_eq!(v["in_transit"], true, "still in the broker: {v}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = start_worker(&s, dir.path(), "in_transit_ttl = \"1s\"\n").await;
+    until_status(&s, &id, "applied").await;
+    let (_, st) = s.get("/v1/admin/stats", &s.admin).await;
+    assert_eq!(st["transit"]["overdue"], 0, "{st}");
+    let _ = worker.kill().await;
+    s.stop().await;
+}
+
 async fn post_with(s: &TestServer, headers: &[(&str, &str)], body: &Value) -> (StatusCode, Value) {
     let mut req = s
         .http
@@ -185,11 +221,12 @@ async fn until_status(s: &TestServer, id: &str, status: &str) -> Value {
 }
 
 /// `orderflow worker` on the server's database and queues, with the test processes'
-/// bindings.
-async fn start_worker(s: &TestServer, dir: &std::path::Path) -> Child {
+/// bindings and `rabbit` added to `[inbox.rabbitmq]` (the queues' arguments must match the
+/// server's: the broker refuses to declare a queue again with others).
+async fn start_worker(s: &TestServer, dir: &std::path::Path, rabbit: &str) -> Child {
     let config = format!(
         "[inbox]\ntransport = \"rabbitmq\"\n[inbox.rabbitmq]\nurl = \"{AMQP_URL}\"\n\
-         prefix = \"{}\"\nshards = 2\n\
+         prefix = \"{}\"\nshards = 2\n{rabbit}\
          [commands.\"Test/Stamp\"]\ntype = \"set_attributes\"\nscope = \"order\"\n\
          values = {{ stamped = true }}\n\
          [commands.\"Test/EmitShip\"]\ntype = \"emit_event\"\nevent = \"ship\"\n\
