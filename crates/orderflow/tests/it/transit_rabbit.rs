@@ -85,9 +85,28 @@ async fn in_transit_then_applied_by_a_worker_process() {
     .await;
     assert_eq!(stats["transit"]["transport"], "rabbitmq");
     assert_eq!(stats["inbox"]["accepted"], 0, "nothing in the database yet");
+    // The command line says it too.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args([
+            "inbox",
+            "list",
+            "--database-url",
+            &s.database_url,
+            "--config",
+        ])
+        .arg(config_file(&s, dir.path(), ""))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("in transit (rabbitmq): 4 waiting for a consumer"),
+        "{stderr}"
+    );
 
     // A worker process consumes: everything is applied once, in order.
-    let dir = tempfile::tempdir().unwrap();
     let mut worker = start_worker(&s, dir.path(), "").await;
     let v = until_status(&s, &id, "applied").await;
     assert!(v.get("in_transit").is_none(), "{v}");
@@ -220,21 +239,9 @@ async fn until_status(s: &TestServer, id: &str, status: &str) -> Value {
     .await
 }
 
-/// `orderflow worker` on the server's database and queues, with the test processes'
-/// bindings and `rabbit` added to `[inbox.rabbitmq]` (the queues' arguments must match the
-/// server's: the broker refuses to declare a queue again with others).
+/// `orderflow worker` on the server's database and queues (see [`config_file`]).
 async fn start_worker(s: &TestServer, dir: &std::path::Path, rabbit: &str) -> Child {
-    let config = format!(
-        "[inbox]\ntransport = \"rabbitmq\"\n[inbox.rabbitmq]\nurl = \"{AMQP_URL}\"\n\
-         prefix = \"{}\"\nshards = 2\n{rabbit}\
-         [commands.\"Test/Stamp\"]\ntype = \"set_attributes\"\nscope = \"order\"\n\
-         values = {{ stamped = true }}\n\
-         [commands.\"Test/EmitShip\"]\ntype = \"emit_event\"\nevent = \"ship\"\n\
-         [conditions.\"Test/Approved\"]\ntype = \"attribute\"\npath = \"approved\"\n",
-        s.rabbit_prefix.as_deref().unwrap()
-    );
-    let path = dir.join("orderflow.toml");
-    std::fs::write(&path, config).unwrap();
+    let path = config_file(s, dir, rabbit);
     Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .arg("worker")
         .args(["--database-url", &s.database_url])
@@ -248,4 +255,22 @@ async fn start_worker(s: &TestServer, dir: &std::path::Path, rabbit: &str) -> Ch
         .kill_on_drop(true)
         .spawn()
         .expect("start orderflow worker")
+}
+
+/// A configuration file for the server's queues with the test processes' bindings, and
+/// `rabbit` added to `[inbox.rabbitmq]` (the queues' arguments must match the server's:
+/// the broker refuses to declare a queue again with others).
+fn config_file(s: &TestServer, dir: &std::path::Path, rabbit: &str) -> std::path::PathBuf {
+    let config = format!(
+        "[inbox]\ntransport = \"rabbitmq\"\n[inbox.rabbitmq]\nurl = \"{AMQP_URL}\"\n\
+         prefix = \"{}\"\nshards = 2\n{rabbit}\
+         [commands.\"Test/Stamp\"]\ntype = \"set_attributes\"\nscope = \"order\"\n\
+         values = {{ stamped = true }}\n\
+         [commands.\"Test/EmitShip\"]\ntype = \"emit_event\"\nevent = \"ship\"\n\
+         [conditions.\"Test/Approved\"]\ntype = \"attribute\"\npath = \"approved\"\n",
+        s.rabbit_prefix.as_deref().unwrap()
+    );
+    let path = dir.join("orderflow.toml");
+    std::fs::write(&path, config).unwrap();
+    path
 }
