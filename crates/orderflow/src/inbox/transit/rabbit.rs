@@ -322,7 +322,10 @@ impl Rabbit {
         let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).jittered();
         let mut failures = 0_u32;
         while !shutdown.is_cancelled() {
-            match self.consume_once(&queue, apply, &inbox, &shutdown).await {
+            match self
+                .consume_once(&queue, apply, &inbox, &shutdown, &mut failures)
+                .await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     failures += 1;
@@ -343,6 +346,7 @@ impl Rabbit {
         apply: bool,
         inbox: &Inbox,
         shutdown: &CancellationToken,
+        failures: &mut u32,
     ) -> Result<(), TransitError> {
         let (conn, ch) = self.open().await?;
         ch.basic_qos(self.config.prefetch, BasicQosOptions::default())
@@ -359,6 +363,8 @@ impl Rabbit {
             .await
             .map_err(TransitError::Broker)?;
         tracing::debug!(queue, "RabbitMQ consumer started");
+        // Connected: the next loss starts its backoff from the beginning.
+        *failures = 0;
         let limit = usize::from(self.config.prefetch);
         loop {
             let first = tokio::select! {
