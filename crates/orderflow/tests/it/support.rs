@@ -302,6 +302,10 @@ pub(crate) async fn start_with_plugins(
         Queues { prefix, shards: 2 }
     });
     configure(&mut config);
+    let mut queues = queues;
+    if let Some(q) = &mut queues {
+        q.shards = config.inbox.rabbitmq.shards;
+    }
     let processes = ProcessSet::load_with_options(
         &fixtures().join("processes"),
         &config.bindings(),

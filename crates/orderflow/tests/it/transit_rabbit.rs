@@ -216,6 +216,91 @@ async fn overdue_updates_move_into_the_database_inbox() {
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    orderflow_no_test_postgres,
+    ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it"
+)]
+async fn a_fleet_of_three_workers_one_killed_applies_each_update_once_in_order() {
+    const ORDERS: usize = 12;
+    const PER_ORDER: usize = 25;
+    let Some(s) = start_with(Backend::RabbitPostgres, |c| {
+        c.worker.in_process = false;
+        c.inbox.rabbitmq.shards = 4;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut before = Vec::new();
+    for o in 0..ORDERS {
+        let created = s.create_order(&format!("FL-{o}"), &[("A", 1)]).await;
+        before.push(created["version"].as_i64().unwrap());
+    }
+    // Every update is published before any worker runs: the first worker to consume a
+    // shard gets a full prefetch of it unacknowledged.
+    for n in 0..PER_ORDER {
+        let updates: Vec<Value> = (0..ORDERS)
+            .map(|o| json!({"order_reference": format!("FL-{o}"), "attributes": {"last": n}}))
+            .collect();
+        let (code, r) = s
+            .post(
+                "/v1/erp/order-updates/batch",
+                &s.erp,
+                json!({ "updates": updates }),
+            )
+            .await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{r}");
+    }
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut first = start_worker(&s, dirs[0].path(), "shards = 4\n").await;
+    // Killed once it has applied something (and, with 300 updates in flight, before it
+    // is done): its unacknowledged deliveries go to the other two.
+    eventually(WAIT, "the first worker applies", || async {
+        let (_, st) = s.get("/v1/admin/stats", &s.admin).await;
+        (st["inbox"]["applied"].as_u64().unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+    let mut others = Vec::new();
+    for dir in &dirs[1..] {
+        others.push(start_worker(&s, dir.path(), "shards = 4\n").await);
+    }
+    first.kill().await.unwrap();
+    let (_, at_kill) = s.get("/v1/admin/stats", &s.admin).await;
+    let total = (ORDERS * PER_ORDER) as u64;
+    let stats = eventually(Duration::from_secs(60), "all applied", || async {
+        let (_, st) = s.get("/v1/admin/stats", &s.admin).await;
+        (st["inbox"]["applied"] == total).then_some(st)
+    })
+    .await;
+    for status in ["accepted", "processing", "parked", "dead", "rejected"] {
+        assert_eq!(stats["inbox"][status], 0, "{status}: {stats}");
+    }
+    for (o, v0) in before.iter().enumerate() {
+        let (_, order) = s
+            .get(&format!("/v1/orders/by-reference/FL-{o}"), &s.shop)
+            .await;
+        assert_eq!(
+            order["version"].as_i64().unwrap() - v0,
+            PER_ORDER as i64,
+            "FL-{o}: one change per update: {order}"
+        );
+        assert_eq!(
+            order["attributes"]["last"],
+            PER_ORDER - 1,
+            "FL-{o}: the last one last"
+        );
+    }
+    eprintln!(
+        "fleet: {total} updates, {} applied when the first worker was killed, all applied once",
+        at_kill["inbox"]["applied"]
+    );
+    for mut w in others {
+        let _ = w.kill().await;
+    }
+    s.stop().await;
+}
+
 async fn post_with(s: &TestServer, headers: &[(&str, &str)], body: &Value) -> (StatusCode, Value) {
     let mut req = s
         .http
@@ -261,9 +346,15 @@ async fn start_worker(s: &TestServer, dir: &std::path::Path, rabbit: &str) -> Ch
 /// `rabbit` added to `[inbox.rabbitmq]` (the queues' arguments must match the server's:
 /// the broker refuses to declare a queue again with others).
 fn config_file(s: &TestServer, dir: &std::path::Path, rabbit: &str) -> std::path::PathBuf {
+    // The test servers' default, unless `rabbit` says otherwise.
+    let shards = if rabbit.contains("shards") {
+        ""
+    } else {
+        "shards = 2\n"
+    };
     let config = format!(
         "[inbox]\ntransport = \"rabbitmq\"\n[inbox.rabbitmq]\nurl = \"{AMQP_URL}\"\n\
-         prefix = \"{}\"\nshards = 2\n{rabbit}\
+         prefix = \"{}\"\n{shards}{rabbit}\
          [commands.\"Test/Stamp\"]\ntype = \"set_attributes\"\nscope = \"order\"\n\
          values = {{ stamped = true }}\n\
          [commands.\"Test/EmitShip\"]\ntype = \"emit_event\"\nevent = \"ship\"\n\
