@@ -142,24 +142,25 @@ impl Inbox {
                 Ok(()) => return Ok(Vec::new()),
                 Err(e) => e,
             };
-            if self.store().ready().await.is_ok() && messages.len() > 1 {
-                // The database answers: find the message it refuses, store the others.
+            if self.store().ready().await.is_ok() {
+                // The database answers: find the message it refuses, store the others. Each
+                // is tried twice: a first failure may be another consumer storing the same
+                // id at the same time (a repeat), which the second attempt then skips.
                 let mut refused = Vec::new();
                 for m in &messages {
-                    if let Err(e) = self
-                        .settle_rounds(std::slice::from_ref(m), false, overdue, now)
-                        .await
+                    let one = std::slice::from_ref(m);
+                    if self.settle_rounds(one, false, overdue, now).await.is_err()
+                        && let Err(e) = self.settle_rounds(one, false, overdue, now).await
                     {
                         tracing::error!(error = %e, update = %m.id, "the database refuses this update; dead-lettered");
                         refused.push(m.clone());
                     }
                 }
-                if refused.len() < messages.len() {
+                // All refused by a database that answers a probe: still an outage unless
+                // there was only one.
+                if refused.len() < messages.len() || messages.len() == 1 {
                     return Ok(refused);
                 }
-            } else if self.store().ready().await.is_ok() {
-                tracing::error!(error = %error, update = %messages[0].id, "the database refuses this update; dead-lettered");
-                return Ok(messages);
             }
             failures += 1;
             let delay = backoff.delay(failures - 1);
