@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::domain::{OrderService, timers};
 use crate::http::{self, AppState};
+use crate::inbox::transit::Transit;
 use crate::inbox::worker::WorkerOptions;
 use crate::inbox::{Inbox, InboxSettings};
 use crate::outbound::effects::Executor;
@@ -44,7 +46,23 @@ pub async fn run(
             shutdown.child_token(),
         ),
     );
-    let inbox = Inbox::new(service.clone(), InboxSettings::from_config(config));
+    let transit = Transit::from_config(config, service.store())
+        .await
+        .context("cannot start the inbox transport")?;
+    let inbox =
+        Inbox::new(service.clone(), InboxSettings::from_config(config)).with_transit(transit);
+    // A broker transport's consumers run where the inbox worker runs.
+    let consumers = match inbox.transit() {
+        Some(t) if config.worker.in_process => t.spawn_consumers(&inbox, &shutdown.child_token()),
+        _ => Vec::new(),
+    };
+    let transit_gauges = inbox.transit().is_some().then(|| {
+        let inbox = inbox.clone();
+        let token = shutdown.child_token();
+        watched("transit gauges", shutdown.clone(), async move {
+            crate::inbox::ops::run_transit_gauges(inbox, GAUGE_INTERVAL, token).await;
+        })
+    });
     let gauges = watched(
         "inbox gauges",
         shutdown.clone(),
@@ -115,6 +133,12 @@ pub async fn run(
     }
     if let Some(deliveries) = deliveries {
         let _ = deliveries.await;
+    }
+    for c in consumers {
+        let _ = c.await;
+    }
+    if let Some(g) = transit_gauges {
+        let _ = g.await;
     }
     if let Some((worker, checker)) = background {
         let _ = worker.await;

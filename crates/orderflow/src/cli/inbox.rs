@@ -89,6 +89,23 @@ impl FilterArgs {
     }
 }
 
+/// With a broker transport, one line on what it holds beside the database inbox.
+async fn in_transit(config: &crate::config::Config, store: &crate::store::Store) -> Option<String> {
+    use crate::inbox::transit::Transit;
+    let transit = match Transit::from_config(config, store).await {
+        Ok(t) => t?,
+        Err(e) => return Some(format!("in transit: unknown ({e})")),
+    };
+    Some(match transit.stats().await {
+        Ok(s) => format!(
+            "in transit ({}): {} waiting for a consumer, {} overdue (moving to the database \
+             inbox), {} dead-lettered",
+            s.transport, s.in_transit, s.overdue, s.dead_lettered
+        ),
+        Err(e) => format!("in transit: unknown ({e})"),
+    })
+}
+
 /// An instant as RFC 3339, or a duration before now (`30m`, `2h`, `7d`).
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -112,8 +129,10 @@ pub(super) async fn run(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
             if !(1..=10_000).contains(&limit) {
                 anyhow::bail!("--limit must be between 1 and 10000");
             }
-            let store = open_store(&store.load()?).await?;
+            let config = store.load()?;
+            let store = open_store(&config).await?;
             let (rows, next) = ops::list(&store, &filter.filter(), cursor, limit).await?;
+            let in_transit = in_transit(&config, &store).await;
             store.close().await;
             let details: Vec<UpdateDetail> = rows.iter().map(UpdateDetail::of).collect();
             if json {
@@ -125,6 +144,9 @@ pub(super) async fn run(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
             }
             if let Some(next) = next {
                 eprintln!("more updates match: add --cursor {next}");
+            }
+            if let Some(line) = in_transit {
+                eprintln!("{line}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -84,6 +84,10 @@ pub struct StoreArgs {
     /// Configuration file (default: ./orderflow.toml when present).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Inbox transport URL: amqp://user:pass@host:5672/vhost selects the RabbitMQ
+    /// transport (default: the database inbox, or `[inbox]` in the configuration).
+    #[arg(long)]
+    inbox_url: Option<String>,
 }
 
 impl StoreArgs {
@@ -91,6 +95,9 @@ impl StoreArgs {
         let mut config = Config::load(self.config.as_deref())?;
         if let Some(url) = &self.database_url {
             config.database_url = url.clone();
+        }
+        if let Some(url) = &self.inbox_url {
+            config.set_inbox_url(url)?;
         }
         Ok(config)
     }

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::StoreArgs;
 use super::serve::stop_on_signal;
+use crate::inbox::transit::Transit;
 use crate::inbox::worker::{WorkerOptions, WorkerTotals};
 use crate::inbox::{Inbox, InboxSettings};
 use crate::outbound::effects::Executor;
@@ -56,9 +58,17 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let inbox = Inbox::new(service.clone(), settings);
+    let transit = Transit::from_config(&config, &store)
+        .await
+        .context("cannot start the inbox transport")?;
+    let inbox = Inbox::new(service.clone(), settings).with_transit(transit);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    // A broker transport's consumers, unless this run only drains the database (--once).
+    let consumers = match inbox.transit() {
+        Some(t) if !args.once => t.spawn_consumers(&inbox, &shutdown),
+        _ => Vec::new(),
+    };
     let options = WorkerOptions {
         once: args.once,
         grace: args.grace,
@@ -100,6 +110,9 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if let (Some(d), true, Ok(_)) = (&deliverer, args.once, &totals) {
         let attempts = d.drain().await?;
         tracing::info!(attempts, "subscription deliveries drained");
+    }
+    for c in consumers {
+        let _ = c.await;
     }
     store.close().await;
     let totals = totals?;

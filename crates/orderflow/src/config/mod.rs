@@ -17,8 +17,9 @@ pub mod duration;
 mod sections;
 
 pub use sections::{
-    ClientConfig, EffectsConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, OutboundConfig,
-    ProjectorConfig, ServerConfig, SubscriptionsConfig, WorkerConfig,
+    ClientConfig, EffectsConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, InboxConfig,
+    OutboundConfig, ProjectorConfig, RabbitConfig, ServerConfig, SubscriptionsConfig,
+    TransportKind, WorkerConfig,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,8 @@ pub enum ConfigError {
     },
     #[error("subscriptions.{0}")]
     Subscriptions(&'static str),
+    #[error("{0}")]
+    Inbox(String),
 }
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -76,6 +79,8 @@ pub struct Config {
     pub events: BTreeMap<String, EventConfig>,
     /// The inbox worker and the check-condition loop.
     pub worker: WorkerConfig,
+    /// Where accepted ERP updates wait: the database (default) or a message broker.
+    pub inbox: InboxConfig,
     /// The list projection.
     pub projector: ProjectorConfig,
     /// The HTTP client of outbound requests, and the address guard.
@@ -114,6 +119,7 @@ impl Default for Config {
             erp: ErpConfig::default(),
             events: BTreeMap::new(),
             worker: WorkerConfig::default(),
+            inbox: InboxConfig::default(),
             projector: ProjectorConfig::default(),
             outbound: OutboundConfig::default(),
             effects: EffectsConfig::default(),
@@ -167,6 +173,24 @@ impl Config {
         Ok(config)
     }
 
+    /// `--inbox-url`: `amqp://` or `amqps://` selects the RabbitMQ transport with that URL;
+    /// `redis://` is refused (not available yet).
+    pub fn set_inbox_url(&mut self, url: &str) -> Result<()> {
+        if url.starts_with("amqp://") || url.starts_with("amqps://") {
+            self.inbox.transport = TransportKind::Rabbitmq;
+            self.inbox.rabbitmq.url = url.to_owned();
+            return self.validate();
+        }
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            self.inbox.transport = TransportKind::Redis;
+            return self.validate();
+        }
+        Err(ConfigError::Inbox(format!(
+            "--inbox-url {}: expected amqp://... (RabbitMQ)",
+            mask_url_password(url)
+        )))
+    }
+
     fn validate(&self) -> Result<()> {
         for (name, c) in &self.clients {
             if c.rate_limit_per_second == Some(0) {
@@ -197,6 +221,27 @@ impl Config {
             return Err(ConfigError::Subscriptions(
                 "lease must be longer than timeout (else a slow attempt is sent twice at once)",
             ));
+        }
+        let rabbit = &self.inbox.rabbitmq;
+        match self.inbox.transport {
+            TransportKind::Database => {}
+            TransportKind::Redis => {
+                return Err(ConfigError::Inbox(
+                    "inbox.transport = \"redis\" is not available yet: use \"database\" or \"rabbitmq\""
+                        .into(),
+                ));
+            }
+            TransportKind::Rabbitmq if rabbit.shards == 0 || rabbit.prefetch == 0 => {
+                return Err(ConfigError::Inbox(
+                    "inbox.rabbitmq.shards and inbox.rabbitmq.prefetch must be at least 1".into(),
+                ));
+            }
+            TransportKind::Rabbitmq if rabbit.in_transit_ttl < Duration::from_secs(1) => {
+                return Err(ConfigError::Inbox(
+                    "inbox.rabbitmq.in_transit_ttl must be at least 1s".into(),
+                ));
+            }
+            TransportKind::Rabbitmq => {}
         }
         Ok(())
     }
@@ -230,6 +275,7 @@ impl Config {
                 }
             }
         }
+        masked.inbox.rabbitmq.url = mask_url_password(&self.inbox.rabbitmq.url);
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
@@ -346,6 +392,25 @@ mod tests {
                 .contains_key("OmsTimeout/Initiation")
         );
         assert!(c.to_masked_toml().contains("[initial_states]"));
+    }
+
+    #[test]
+    fn inbox_transport_is_chosen_and_its_password_masked() {
+        let mut c = Config::default();
+        assert_eq!(c.inbox.transport, TransportKind::Database);
+        c.set_inbox_url("amqp://app:s3cret@mq:5672/%2f").unwrap();
+        assert_eq!(c.inbox.transport, TransportKind::Rabbitmq);
+        let text = c.to_masked_toml();
+        assert!(text.contains("transport = \"rabbitmq\""), "{text}");
+        assert!(text.contains("amqp://app:****@mq:5672/%2f"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        let err = c
+            .set_inbox_url("redis://127.0.0.1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not available yet"), "{err}");
+        let err = c.set_inbox_url("http://x").unwrap_err().to_string();
+        assert!(err.contains("amqp://"), "{err}");
     }
 
     #[test]

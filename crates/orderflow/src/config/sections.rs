@@ -316,3 +316,64 @@ impl Default for EffectsConfig {
         }
     }
 }
+
+/// Where accepted ERP updates wait before they are applied.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    /// The store's inbox table: the update is committed to the database before the 202.
+    #[default]
+    Database,
+    /// RabbitMQ quorum queues (`[inbox.rabbitmq]`): the update is confirmed by the broker
+    /// before the 202; consumers apply it and move what must wait into the database inbox.
+    Rabbitmq,
+    /// Redis streams: not available yet (refused at start with that reason).
+    Redis,
+}
+
+/// `[inbox]`: the transport of accepted ERP updates.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboxConfig {
+    /// `database` (default), `rabbitmq`, or `redis` (not yet available: refused at start).
+    /// `--inbox-url amqp://...` selects `rabbitmq` with that URL.
+    pub transport: TransportKind,
+    /// The RabbitMQ transport's broker and topology.
+    pub rabbitmq: RabbitConfig,
+}
+
+/// `[inbox.rabbitmq]`: the RabbitMQ transport.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RabbitConfig {
+    /// AMQP URL with credentials and vhost (`%2f` is `/`); the password is masked in
+    /// `orderflow config` and logs. Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub url: String,
+    /// Prefix of every exchange and queue name, so several installations (or tests) can
+    /// share a vhost. Default `orderflow`.
+    pub prefix: String,
+    /// Shard queues; an order's updates always go to shard `hash(order_reference) % shards`
+    /// and each shard has one active consumer, so an order's updates are applied in order.
+    /// Changing it moves orders to other shards: drain the queues first. Default 8.
+    pub shards: u16,
+    /// How long an update may wait in a shard queue; past it the broker dead-letters it to
+    /// the overdue queue and it is moved into the database inbox as `accepted` (the
+    /// database worker finishes it). Default `5m`.
+    #[serde(with = "duration")]
+    pub in_transit_ttl: Duration,
+    /// Unacknowledged deliveries per shard consumer, and the most updates applied in one
+    /// transaction. Default 100.
+    pub prefetch: u16,
+}
+
+impl Default for RabbitConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "orderflow".into(),
+            shards: 8,
+            in_transit_ttl: Duration::from_secs(300),
+            prefetch: 100,
+        }
+    }
+}

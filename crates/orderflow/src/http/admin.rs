@@ -13,6 +13,7 @@ use super::paging::{Cursor, PageLimit};
 use super::{ApiError, ApiResult, AppState};
 use crate::inbox::model::{UpdateDetail, UpdateStatus};
 use crate::inbox::ops::{self, InboxFilter, ReplayReport, StatusCounts};
+use crate::inbox::transit::TransitStats;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +76,10 @@ pub(super) struct Stats {
     /// Age of the oldest accepted, processing or parked update; 0 when there is none.
     pub oldest_pending_age_seconds: f64,
     pub projection: ProjectionStats,
+    /// With a broker transport: what the broker holds (absent with the database
+    /// transport, or when the broker does not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transit: Option<TransitStats>,
 }
 
 /// Lists inbox updates with everything stored about them, oldest first, by filter. The
@@ -203,5 +208,6 @@ pub(super) async fn stats(
             pending_changes: pending,
             lag_seconds: lag,
         },
+        transit: ops::transit_stats(&state.inbox).await,
     }))
 }

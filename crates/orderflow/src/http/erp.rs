@@ -165,7 +165,10 @@ struct BatchEnvelope {
     updates: Vec<Value>,
 }
 
-/// An update's status. ERP clients see their own updates; admins see all.
+/// An update's status. ERP clients see their own updates; admins see all. With a broker
+/// transport, an update the broker holds and no consumer has stored yet is `accepted`
+/// with `in_transit: true` (its `received_at` is absent when it was sent with an
+/// idempotency key: its id carries no time, so a repeat gets the same id).
 #[utoipa::path(get, path = "/v1/erp/order-updates/{id}", tag = "erp", security(("bearer" = [])),
     params(("id" = String, Path, description = "Update id from the 202")),
     responses((status = 200, body = UpdateView), (status = 404, description = "not_found")))]
@@ -173,13 +176,29 @@ pub(super) async fn get_update(
     State(state): State<AppState>,
     ErpOrAdmin(caller): ErpOrAdmin,
     super::extract::ApiPath(id): super::extract::ApiPath<String>,
-) -> ApiResult<Json<UpdateView>> {
+) -> ApiResult<Response> {
     let row = state.inbox.store().update_by_id(&id).await?;
+    let allowed = |client: &str| caller.role == Role::Admin || client == caller.name;
     match row {
-        Some(row) if caller.role == Role::Admin || row.client == caller.name => {
-            Ok(Json(UpdateView::of(&row)))
-        }
-        _ => Err(ApiError::NotFound(format!("no update {id}"))),
+        Some(row) if allowed(&row.client) => Ok(Json(UpdateView::of(&row)).into_response()),
+        Some(_) => Err(ApiError::NotFound(format!("no update {id}"))),
+        None => match state.inbox.in_transit(&id) {
+            Some(t) if allowed(&t.client) => {
+                let mut view = json!({
+                    "id": id,
+                    "status": UpdateStatus::Accepted,
+                    "order_reference": t.order_reference,
+                    "event": t.event,
+                    "attempts": 0,
+                    "in_transit": true,
+                });
+                if let Some(at) = t.received_at() {
+                    view["received_at"] = json!(at);
+                }
+                Ok(Json(view).into_response())
+            }
+            _ => Err(ApiError::NotFound(format!("no update {id}"))),
+        },
     }
 }
 

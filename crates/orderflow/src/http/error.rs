@@ -285,6 +285,10 @@ impl ApiError {
                     (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
                 }
                 I::Store(_) | I::Stopped(_) => internal(self),
+                I::Transit(cause) => {
+                    tracing::warn!(error = %cause, "update not accepted: the broker did not confirm it");
+                    (StatusCode::SERVICE_UNAVAILABLE, "transport_unavailable")
+                }
             },
             Self::UpdateFailed {
                 update_id,

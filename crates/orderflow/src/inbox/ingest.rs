@@ -58,7 +58,7 @@ impl Accepted {
     }
 
     /// A first answer, by what it says.
-    fn first(answer: Answer) -> Self {
+    pub(in crate::inbox) fn first(answer: Answer) -> Self {
         if answer.is_settled() {
             Self::Settled(answer)
         } else {
@@ -93,6 +93,10 @@ pub enum IngestError {
     Store(#[source] Arc<StoreError>),
     #[error(transparent)]
     Stopped(#[from] WriterStopped),
+    /// The broker transport did not confirm the update: nothing is acknowledged, the
+    /// client sends it again.
+    #[error("the update was not accepted: {0}; send it again")]
+    Transit(#[source] Arc<super::transit::TransitError>),
 }
 
 impl From<StoreError> for IngestError {
@@ -108,7 +112,7 @@ impl IngestError {
 
     /// Storage failures fail the whole request, not one entry of it.
     fn is_storage(&self) -> bool {
-        matches!(self, Self::Store(_) | Self::Stopped(_))
+        matches!(self, Self::Store(_) | Self::Stopped(_) | Self::Transit(_))
     }
 }
 
@@ -215,6 +219,9 @@ impl Inbox {
     /// processing it inline within the wait time. A repeated key gets the first answer
     /// (see [`Inbox::replay`]).
     pub async fn accept(&self, incoming: Incoming, mode: Mode) -> Result<Accepted> {
+        if let Some(transit) = self.transit.clone() {
+            return self.accept_transit(&transit, incoming, mode).await;
+        }
         let mut update = self.prepare(
             &incoming.client,
             incoming.key,
@@ -253,6 +260,9 @@ impl Inbox {
                 max,
                 size: entries.len(),
             });
+        }
+        if let Some(transit) = self.transit.clone() {
+            return self.accept_batch_transit(&transit, entries).await;
         }
         let mut results: Vec<Option<Result<Accepted>>> = Vec::with_capacity(entries.len());
         let mut valid = Vec::new();

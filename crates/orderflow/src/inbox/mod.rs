@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod model;
 pub mod ops;
 pub mod process;
+pub mod transit;
 pub mod worker;
 pub mod writer;
 
@@ -107,6 +108,8 @@ pub struct Inbox {
     writer: Batcher<StoreBatch, writer::BatchAnswer>,
     /// Identifies this process's leases.
     owner: Arc<str>,
+    /// The broker updates are published to; `None`: the database inbox takes them.
+    transit: Option<Arc<transit::Transit>>,
 }
 
 impl Inbox {
@@ -119,7 +122,26 @@ impl Inbox {
             settings: Arc::new(settings),
             writer,
             owner: owner.into(),
+            transit: None,
         }
+    }
+
+    /// Accepts updates through `transit` (a broker) instead of the database inbox.
+    #[must_use]
+    pub fn with_transit(mut self, transit: Option<transit::Transit>) -> Self {
+        self.transit = transit.map(Arc::new);
+        self
+    }
+
+    /// The broker transport, when one is configured.
+    pub fn transit(&self) -> Option<&transit::Transit> {
+        self.transit.as_deref()
+    }
+
+    /// What the transport's id says about update `id`, when it is a transit id this
+    /// installation issued (the update may still be in transit).
+    pub fn in_transit(&self, id: &str) -> Option<transit::InTransit> {
+        self.transit.as_ref()?.ids().verify(id)
     }
 
     pub fn service(&self) -> &OrderService {

@@ -257,3 +257,42 @@ pub async fn run_gauges(
         }
     }
 }
+
+/// Reads what the broker transport holds and sets its gauges
+/// (`orderflow_transit_messages{transport, queue}` for `in_transit`, `overdue` and
+/// `dead_lettered`); `None` without a broker transport or when the broker does not answer.
+pub async fn transit_stats(inbox: &super::Inbox) -> Option<super::transit::TransitStats> {
+    let transit = inbox.transit()?;
+    match transit.stats().await {
+        Ok(s) => {
+            for (queue, n) in [
+                ("in_transit", s.in_transit),
+                ("overdue", s.overdue),
+                ("dead_lettered", s.dead_lettered),
+            ] {
+                metrics::gauge!("orderflow_transit_messages", "transport" => s.transport, "queue" => queue)
+                    .set(n as f64);
+            }
+            Some(s)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the transport's queues failed");
+            None
+        }
+    }
+}
+
+/// Refreshes the transport gauges every `every` until `shutdown`.
+pub async fn run_transit_gauges(
+    inbox: super::Inbox,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        transit_stats(&inbox).await;
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}

@@ -148,7 +148,7 @@ impl Inbox {
     }
 
     /// After commit: wake-ups and metrics.
-    fn processed(
+    pub(in crate::inbox) fn processed(
         &self,
         rows: &[UpdateRow],
         out: &[Option<UpdateStatus>],
@@ -199,7 +199,7 @@ impl Inbox {
 
     /// Applies updates this transaction holds (one per order), reading their orders and
     /// items and writing every row in a few statements. Returns their new statuses.
-    async fn apply_held(
+    pub(in crate::inbox) async fn apply_held(
         &self,
         tx: &mut Tx,
         held: &[UpdateRow],

@@ -35,6 +35,7 @@ mod sqlite;
 pub mod status;
 pub mod subscriptions;
 pub mod timers;
+mod transit;
 mod wake;
 
 use std::sync::Arc;

@@ -138,6 +138,18 @@ pub struct Settled {
 }
 
 impl Settled {
+    /// Returns when any update may have settled, or after `fallback`: for a caller that
+    /// waits for an update it knows by id only (a broker transport's update, whose `seq`
+    /// is given when its consumer stores it).
+    pub async fn any(&mut self, fallback: Duration, deadline: Instant) {
+        let until = deadline.min(Instant::now() + fallback);
+        if let Ok(Err(broadcast::error::RecvError::Closed)) =
+            tokio::time::timeout_at(until, self.rx.recv()).await
+        {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
     /// Returns when update `seq` may have settled, or after `fallback` (the caller reads
     /// the update's row again either way; the fallback covers a wake-up that was lost, such
     /// as one from another process while the listener reconnected).

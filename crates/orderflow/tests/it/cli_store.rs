@@ -248,16 +248,41 @@ fn unknown_configuration_keys_are_errors_that_say_where() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("orderflow.toml"),
-        "[inbox]\ntransport = \"rabbitmq\"\n",
+        "[inbox]\ntransport = \"rabbitmq\"\n[inbox.rabbitmq]\nqueue = \"x\"\n",
     )
     .unwrap();
     let out = orderflow(dir.path(), &["config"], &[]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
-        err.contains("`inbox`") && err.contains("orderflow.toml"),
+        err.contains("`queue`") && err.contains("inbox.rabbitmq") && err.contains("orderflow.toml"),
         "{err}"
     );
+    // A transport that is not there yet is refused with that reason.
+    std::fs::write(
+        dir.path().join("orderflow.toml"),
+        "[inbox]\ntransport = \"redis\"\n",
+    )
+    .unwrap();
+    let out = orderflow(dir.path(), &["config"], &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("not available yet"), "{err}");
+    // `--inbox-url` chooses RabbitMQ; `config` masks its password.
+    std::fs::remove_file(dir.path().join("orderflow.toml")).unwrap();
+    let out = orderflow(
+        dir.path(),
+        &["config", "--inbox-url", "amqp://app:s3cret@mq:5672/%2f"],
+        &[],
+    );
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(shown.contains("transport = \"rabbitmq\""), "{shown}");
+    assert!(
+        shown.contains("amqp://app:****@mq:5672/%2f") && !shown.contains("s3cret"),
+        "{shown}"
+    );
+    std::fs::write(dir.path().join("orderflow.toml"), "").unwrap();
 
     std::fs::remove_file(dir.path().join("orderflow.toml")).unwrap();
     let out = orderflow(dir.path(), &["config"], &[("ORDERFLOW_WORKR__LEASE", "5s")]);

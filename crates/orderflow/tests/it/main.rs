@@ -41,6 +41,7 @@ mod subscriptions;
 mod subscriptions_crash;
 mod timeout_processors;
 mod timers;
+mod transit_rabbit;
 mod update_roundtrip;
 mod wake_on_timeout;
 mod wakeups;

@@ -25,7 +25,36 @@ use tokio_util::sync::CancellationToken;
 pub(crate) enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL with the RabbitMQ inbox transport (queues of the test's own prefix).
+    RabbitPostgres,
 }
+
+/// The broker of the RabbitMQ tests (the service on this machine and in CI).
+pub(crate) const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Generates `<name>::sqlite`, `<name>::postgres` and `<name>::rabbitmq` (the RabbitMQ
+/// transport on PostgreSQL) tests from `async fn <name>(Backend)`.
+macro_rules! transport_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::support::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(orderflow_no_test_postgres, ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it")]
+            async fn postgres() {
+                super::$name($crate::support::Backend::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(orderflow_no_test_postgres, ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it")]
+            async fn rabbitmq() {
+                super::$name($crate::support::Backend::RabbitPostgres).await
+            }
+        }
+    )*};
+}
+pub(crate) use transport_tests;
 
 /// Generates `<name>::sqlite` and `<name>::postgres` tests from `async fn <name>(Backend)`.
 /// Without `ORDERFLOW_TEST_DATABASE_URL` (outside CI) the PostgreSQL ones are built as
@@ -65,7 +94,62 @@ pub(crate) struct TestServer {
     pub database_url: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The RabbitMQ queue prefix of this test, when it uses that transport.
+    pub rabbit_prefix: Option<String>,
+    _queues: Option<Queues>,
     _db: Db,
+}
+
+/// A test's RabbitMQ queues; dropping it deletes them.
+pub(crate) struct Queues {
+    pub prefix: String,
+    pub shards: u16,
+}
+
+impl Drop for Queues {
+    fn drop(&mut self) {
+        let mut names: Vec<String> = (0..self.shards)
+            .map(|n| format!("{}.shard.{n}", self.prefix))
+            .collect();
+        names.push(format!("{}.overdue", self.prefix));
+        names.push(format!("{}.dead", self.prefix));
+        let exchanges = [
+            format!("{}.updates", self.prefix),
+            format!("{}.overdue-exchange", self.prefix),
+        ];
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+                    let Ok(c) = lapin::Connection::connect(
+                        AMQP_URL,
+                        lapin::ConnectionProperties::default(),
+                    )
+                    .await
+                    else {
+                        return;
+                    };
+                    if let Ok(ch) = c.create_channel().await {
+                        for q in names {
+                            let _ = ch
+                                .queue_delete(q.into(), QueueDeleteOptions::default())
+                                .await;
+                        }
+                        for x in exchanges {
+                            let _ = ch
+                                .exchange_delete(x.into(), ExchangeDeleteOptions::default())
+                                .await;
+                        }
+                    }
+                    let _ = c.close(200, "test done".into()).await;
+                });
+            }
+        })
+        .join();
+    }
 }
 
 /// A test database; dropping it removes it (the temp folder, or the PostgreSQL database).
@@ -107,7 +191,7 @@ pub(crate) async fn database(backend: Backend) -> Option<(String, Db)> {
             let url = format!("sqlite://{}", dir.path().join("orderflow.db").display());
             Some((url, Db::Sqlite(dir)))
         }
-        Backend::Postgres => {
+        Backend::Postgres | Backend::RabbitPostgres => {
             let Ok(admin_url) = std::env::var("ORDERFLOW_TEST_DATABASE_URL") else {
                 if std::env::var_os("CI").is_some() {
                     panic!("ORDERFLOW_TEST_DATABASE_URL must be set in CI");
@@ -211,7 +295,19 @@ pub(crate) async fn start_with_plugins(
         "Test/Approved".into(),
         serde_json::from_value(json!({"type": "attribute", "path": "approved"})).unwrap(),
     );
+    let queues = matches!(backend, Backend::RabbitPostgres).then(|| {
+        let prefix = format!("orderflow_test_{:016x}", rand::random::<u64>());
+        config.inbox.transport = orderflow::config::TransportKind::Rabbitmq;
+        config.inbox.rabbitmq.url = AMQP_URL.into();
+        config.inbox.rabbitmq.prefix = prefix.clone();
+        config.inbox.rabbitmq.shards = 2;
+        Queues { prefix, shards: 2 }
+    });
     configure(&mut config);
+    let mut queues = queues;
+    if let Some(q) = &mut queues {
+        q.shards = config.inbox.rabbitmq.shards;
+    }
     let processes = ProcessSet::load_with_options(
         &fixtures().join("processes"),
         &config.bindings(),
@@ -253,6 +349,8 @@ pub(crate) async fn start_with_plugins(
         database_url: url,
         shutdown,
         task,
+        rabbit_prefix: queues.as_ref().map(|q| q.prefix.clone()),
+        _queues: queues,
         _db: db,
     })
 }
