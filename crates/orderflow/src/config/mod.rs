@@ -18,8 +18,8 @@ mod sections;
 
 pub use sections::{
     ClientConfig, EffectsConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, InboxConfig,
-    OutboundConfig, ProjectorConfig, RabbitConfig, ServerConfig, SubscriptionsConfig,
-    TransportKind, WorkerConfig,
+    OutboundConfig, ProjectorConfig, RabbitConfig, RedisConfig, ServerConfig,
+    SubscriptionsConfig, TransportKind, WorkerConfig,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -173,8 +173,8 @@ impl Config {
         Ok(config)
     }
 
-    /// `--inbox-url`: `amqp://` or `amqps://` selects the RabbitMQ transport with that URL;
-    /// `redis://` is refused (not available yet).
+    /// `--inbox-url`: `amqp://` or `amqps://` selects the RabbitMQ transport with that URL,
+    /// `redis://` or `rediss://` the Redis transport.
     pub fn set_inbox_url(&mut self, url: &str) -> Result<()> {
         if url.starts_with("amqp://") || url.starts_with("amqps://") {
             self.inbox.transport = TransportKind::Rabbitmq;
@@ -183,10 +183,11 @@ impl Config {
         }
         if url.starts_with("redis://") || url.starts_with("rediss://") {
             self.inbox.transport = TransportKind::Redis;
+            self.inbox.redis.url = url.to_owned();
             return self.validate();
         }
         Err(ConfigError::Inbox(format!(
-            "--inbox-url {}: expected amqp://... (RabbitMQ)",
+            "--inbox-url {}: expected amqp://... (RabbitMQ) or redis://... (Redis)",
             mask_url_password(url)
         )))
     }
@@ -223,14 +224,31 @@ impl Config {
             ));
         }
         let rabbit = &self.inbox.rabbitmq;
+        let redis = &self.inbox.redis;
         match self.inbox.transport {
             TransportKind::Database => {}
-            TransportKind::Redis => {
+            TransportKind::Redis if redis.shards == 0 || redis.batch == 0 => {
                 return Err(ConfigError::Inbox(
-                    "inbox.transport = \"redis\" is not available yet: use \"database\" or \"rabbitmq\""
+                    "inbox.redis.shards and inbox.redis.batch must be at least 1".into(),
+                ));
+            }
+            TransportKind::Redis if redis.lease < Duration::from_secs(1) => {
+                return Err(ConfigError::Inbox(
+                    "inbox.redis.lease must be at least 1s".into(),
+                ));
+            }
+            TransportKind::Redis
+                if redis
+                    .accept_loss
+                    .as_deref()
+                    .is_some_and(|s| s.trim().is_empty()) =>
+            {
+                return Err(ConfigError::Inbox(
+                    "inbox.redis.accept_loss must say what loss is accepted (or be left out)"
                         .into(),
                 ));
             }
+            TransportKind::Redis => {}
             TransportKind::Rabbitmq if rabbit.shards == 0 || rabbit.prefetch == 0 => {
                 return Err(ConfigError::Inbox(
                     "inbox.rabbitmq.shards and inbox.rabbitmq.prefetch must be at least 1".into(),
@@ -276,6 +294,7 @@ impl Config {
             }
         }
         masked.inbox.rabbitmq.url = mask_url_password(&self.inbox.rabbitmq.url);
+        masked.inbox.redis.url = mask_url_password(&self.inbox.redis.url);
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
@@ -404,11 +423,15 @@ mod tests {
         assert!(text.contains("transport = \"rabbitmq\""), "{text}");
         assert!(text.contains("amqp://app:****@mq:5672/%2f"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
-        let err = c
-            .set_inbox_url("redis://127.0.0.1")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not available yet"), "{err}");
+        c.set_inbox_url("redis://:r3dispw@cache:6379/2").unwrap();
+        assert_eq!(c.inbox.transport, TransportKind::Redis);
+        let text = c.to_masked_toml();
+        assert!(text.contains("transport = \"redis\""), "{text}");
+        assert!(text.contains("redis://:****@cache:6379/2"), "{text}");
+        assert!(!text.contains("r3dispw"), "{text}");
+        c.inbox.redis.accept_loss = Some(" ".into());
+        let err = c.set_inbox_url("redis://cache").unwrap_err().to_string();
+        assert!(err.contains("accept_loss"), "{err}");
         let err = c.set_inbox_url("http://x").unwrap_err().to_string();
         assert!(err.contains("amqp://"), "{err}");
     }

@@ -327,7 +327,9 @@ pub enum TransportKind {
     /// RabbitMQ quorum queues (`[inbox.rabbitmq]`): the update is confirmed by the broker
     /// before the 202; consumers apply it and move what must wait into the database inbox.
     Rabbitmq,
-    /// Redis streams: not available yet (refused at start with that reason).
+    /// Redis streams (`[inbox.redis]`): the update is added to its shard stream before the
+    /// 202, under the persistence Redis runs with (checked at start); consumers apply it and
+    /// move what must wait into the database inbox.
     Redis,
 }
 
@@ -335,11 +337,13 @@ pub enum TransportKind {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InboxConfig {
-    /// `database` (default), `rabbitmq`, or `redis` (not yet available: refused at start).
-    /// `--inbox-url amqp://...` selects `rabbitmq` with that URL.
+    /// `database` (default), `rabbitmq` or `redis`. `--inbox-url amqp://...` selects
+    /// `rabbitmq`, `--inbox-url redis://...` selects `redis`, with that URL.
     pub transport: TransportKind,
     /// The RabbitMQ transport's broker and topology.
     pub rabbitmq: RabbitConfig,
+    /// The Redis transport's server, streams and durability.
+    pub redis: RedisConfig,
 }
 
 /// `[inbox.rabbitmq]`: the RabbitMQ transport.
@@ -374,6 +378,50 @@ impl Default for RabbitConfig {
             shards: 8,
             in_transit_ttl: Duration::from_secs(300),
             prefetch: 100,
+        }
+    }
+}
+
+/// `[inbox.redis]`: the Redis transport.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Redis URL (`redis://[user:password@]host:port[/db]`); the password is masked in
+    /// `orderflow config` and logs. Default `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// Prefix of every key (streams, leases, dead-letter stream), so several
+    /// installations (or tests) can share a Redis database. Default `orderflow`.
+    pub prefix: String,
+    /// Shard streams; an order's updates always go to stream `hash(order_reference) %
+    /// shards` and each shard has one active consumer (the holder of its lease), so an
+    /// order's updates are applied in order. Changing it moves orders to other shards:
+    /// drain the streams first. Default 8.
+    pub shards: u16,
+    /// How long a shard's consumer lease lasts without renewal (it is renewed every third
+    /// of it). When a consumer dies, another process takes the shard after this and
+    /// claims what the dead one had received and not acknowledged (`XAUTOCLAIM`).
+    /// Default `10s`.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+    /// The most entries a shard consumer reads at once and applies in one transaction.
+    /// Default 100.
+    pub batch: u16,
+    /// Start although Redis does not fsync every write (`appendonly yes` with
+    /// `appendfsync always`): the loss the operator accepts, in words (for example
+    /// `"up to 1s of acknowledged updates on a Redis crash"`). Logged as a warning at
+    /// every start; without it such a Redis is refused. Default: not set.
+    pub accept_loss: Option<String>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "orderflow".into(),
+            shards: 8,
+            lease: Duration::from_secs(10),
+            batch: 100,
+            accept_loss: None,
         }
     }
 }

@@ -28,6 +28,19 @@ pub(super) struct Readiness {
     /// after each move.
     pub stray_items: i64,
     pub strays: Vec<crate::domain::strays::Strays>,
+    /// With a broker transport: which, and what an acknowledged update survives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transit: Option<TransitReadiness>,
+}
+
+/// The broker transport in use.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct TransitReadiness {
+    /// `rabbitmq` or `redis`.
+    pub transport: &'static str,
+    /// `quorum_confirms` (RabbitMQ), `fsync_always` (Redis with `appendfsync always`) or
+    /// `accepted_loss` (Redis without it, started because `accept_loss` is set).
+    pub durability: &'static str,
 }
 
 /// The process is up.
@@ -50,6 +63,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Read
                 status: "ready",
                 stray_items: strays.iter().map(|s| s.items).sum(),
                 strays,
+                transit: state.inbox.transit().map(|t| TransitReadiness {
+                    transport: t.name(),
+                    durability: t.durability(),
+                }),
             }))
         }
         Ok(false) => Err(ApiError::NotReady),

@@ -260,7 +260,7 @@ pub async fn run_gauges(
 
 /// Reads what the broker transport holds and sets its gauges
 /// (`orderflow_transit_messages{transport, queue}` for `in_transit`, `overdue` and
-/// `dead_lettered`); `None` without a broker transport or when the broker does not answer.
+/// `dead_lettered`, and `orderflow_transit_durability{transport, mode}` = 1); `None` without a broker transport or when the broker does not answer.
 pub async fn transit_stats(inbox: &super::Inbox) -> Option<super::transit::TransitStats> {
     let transit = inbox.transit()?;
     match transit.stats().await {
@@ -273,6 +273,8 @@ pub async fn transit_stats(inbox: &super::Inbox) -> Option<super::transit::Trans
                 metrics::gauge!("orderflow_transit_messages", "transport" => s.transport, "queue" => queue)
                     .set(n as f64);
             }
+            metrics::gauge!("orderflow_transit_durability", "transport" => s.transport, "mode" => s.durability)
+                .set(1.0);
             Some(s)
         }
         Err(e) => {

@@ -258,16 +258,30 @@ fn unknown_configuration_keys_are_errors_that_say_where() {
         err.contains("`queue`") && err.contains("inbox.rabbitmq") && err.contains("orderflow.toml"),
         "{err}"
     );
-    // A transport that is not there yet is refused with that reason.
+    // A Redis transport with a setting out of range is refused with its key.
     std::fs::write(
         dir.path().join("orderflow.toml"),
-        "[inbox]\ntransport = \"redis\"\n",
+        "[inbox]\ntransport = \"redis\"\n[inbox.redis]\nshards = 0\n",
     )
     .unwrap();
     let out = orderflow(dir.path(), &["config"], &[]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("not available yet"), "{err}");
+    assert!(err.contains("inbox.redis.shards"), "{err}");
+    // `--inbox-url redis://` chooses Redis; `config` masks its password.
+    std::fs::remove_file(dir.path().join("orderflow.toml")).unwrap();
+    let out = orderflow(
+        dir.path(),
+        &["config", "--inbox-url", "redis://:r3dispw@cache:6379/1"],
+        &[],
+    );
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(shown.contains("transport = \"redis\""), "{shown}");
+    assert!(
+        shown.contains("redis://:****@cache:6379/1") && !shown.contains("r3dispw"),
+        "{shown}"
+    );
     // `--inbox-url` chooses RabbitMQ; `config` masks its password.
     std::fs::remove_file(dir.path().join("orderflow.toml")).unwrap();
     let out = orderflow(

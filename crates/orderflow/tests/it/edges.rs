@@ -115,7 +115,7 @@ async fn poison_values_are_refused_and_the_worker_goes_on(backend: Backend) {
 /// back before it was refused at the edge), on SQLite text that is not JSON.
 async fn corrupt_payload(s: &TestServer, backend: Backend, id: &str) {
     let sql = match backend {
-        Backend::Postgres | Backend::RabbitPostgres => {
+        Backend::Postgres | Backend::RabbitPostgres | Backend::RedisPostgres => {
             let big = format!("1{}", "0".repeat(320));
             let payload = format!(
                 r#"{{"order_reference":"POISON-1","event":"start","attributes":{{"x":{big}}}}}"#

@@ -42,6 +42,7 @@ mod subscriptions_crash;
 mod timeout_processors;
 mod timers;
 mod transit_rabbit;
+mod transit_redis;
 mod update_roundtrip;
 mod wake_on_timeout;
 mod wakeups;

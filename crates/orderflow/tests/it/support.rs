@@ -27,13 +27,77 @@ pub(crate) enum Backend {
     Postgres,
     /// PostgreSQL with the RabbitMQ inbox transport (queues of the test's own prefix).
     RabbitPostgres,
+    /// PostgreSQL with the Redis inbox transport (keys of the test's own prefix).
+    RedisPostgres,
+}
+
+impl Backend {
+    /// Updates go through a broker (RabbitMQ or Redis) before the database has them.
+    pub(crate) fn is_broker(self) -> bool {
+        matches!(self, Self::RabbitPostgres | Self::RedisPostgres)
+    }
+}
+
+/// The Redis of the Redis tests (the service on this machine and in CI, without
+/// persistence: the tests accept that loss, `transit_redis.rs` starts its own Redis with
+/// `appendfsync always` where durability matters).
+pub(crate) const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// What the tests on the shared, unpersisted Redis accept.
+pub(crate) const TEST_ACCEPT_LOSS: &str = "tests: the shared test Redis has no persistence";
+
+/// A test's Redis keys (`<prefix>:*`); dropping it deletes them.
+pub(crate) struct RedisKeys {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl RedisKeys {
+    pub(crate) fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            prefix: format!("orderflow_test_{:016x}", rand::random::<u64>()),
+        }
+    }
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let (url, pattern) = (self.url.clone(), format!("{}:*", self.prefix));
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    let Ok(client) = redis::Client::open(url.as_str()) else {
+                        return;
+                    };
+                    let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+                        return;
+                    };
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(&pattern)
+                        .query_async(&mut con)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<i64, _> =
+                            redis::cmd("DEL").arg(&keys).query_async(&mut con).await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
 }
 
 /// The broker of the RabbitMQ tests (the service on this machine and in CI).
 pub(crate) const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// Generates `<name>::sqlite`, `<name>::postgres` and `<name>::rabbitmq` (the RabbitMQ
-/// transport on PostgreSQL) tests from `async fn <name>(Backend)`.
+/// Generates `<name>::sqlite`, `<name>::postgres`, `<name>::rabbitmq` (the RabbitMQ
+/// transport on PostgreSQL) and `<name>::redis` (the Redis transport on PostgreSQL) tests
+/// from `async fn <name>(Backend)`.
 macro_rules! transport_tests {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -50,6 +114,11 @@ macro_rules! transport_tests {
             #[cfg_attr(orderflow_no_test_postgres, ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it")]
             async fn rabbitmq() {
                 super::$name($crate::support::Backend::RabbitPostgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(orderflow_no_test_postgres, ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it")]
+            async fn redis() {
+                super::$name($crate::support::Backend::RedisPostgres).await
             }
         }
     )*};
@@ -97,6 +166,8 @@ pub(crate) struct TestServer {
     /// The RabbitMQ queue prefix of this test, when it uses that transport.
     pub rabbit_prefix: Option<String>,
     _queues: Option<Queues>,
+    /// The Redis keys of this test, when it uses that transport.
+    _redis_keys: Option<RedisKeys>,
     _db: Db,
 }
 
@@ -191,7 +262,7 @@ pub(crate) async fn database(backend: Backend) -> Option<(String, Db)> {
             let url = format!("sqlite://{}", dir.path().join("orderflow.db").display());
             Some((url, Db::Sqlite(dir)))
         }
-        Backend::Postgres | Backend::RabbitPostgres => {
+        Backend::Postgres | Backend::RabbitPostgres | Backend::RedisPostgres => {
             let Ok(admin_url) = std::env::var("ORDERFLOW_TEST_DATABASE_URL") else {
                 if std::env::var_os("CI").is_some() {
                     panic!("ORDERFLOW_TEST_DATABASE_URL must be set in CI");
@@ -303,6 +374,15 @@ pub(crate) async fn start_with_plugins(
         config.inbox.rabbitmq.shards = 2;
         Queues { prefix, shards: 2 }
     });
+    let redis_keys = matches!(backend, Backend::RedisPostgres).then(|| {
+        let keys = RedisKeys::new(REDIS_URL);
+        config.inbox.transport = orderflow::config::TransportKind::Redis;
+        config.inbox.redis.url = REDIS_URL.into();
+        config.inbox.redis.prefix = keys.prefix.clone();
+        config.inbox.redis.shards = 2;
+        config.inbox.redis.accept_loss = Some(TEST_ACCEPT_LOSS.into());
+        keys
+    });
     configure(&mut config);
     let mut queues = queues;
     if let Some(q) = &mut queues {
@@ -351,6 +431,7 @@ pub(crate) async fn start_with_plugins(
         task,
         rabbit_prefix: queues.as_ref().map(|q| q.prefix.clone()),
         _queues: queues,
+        _redis_keys: redis_keys,
         _db: db,
     })
 }

@@ -247,7 +247,9 @@ async fn due_query_reads_the_due_index_only(b: Backend) {
     assert!(text.contains("timers_due"), "{text}");
     let full_scan = match b {
         Backend::Sqlite => plan.iter().any(|l| l.starts_with("SCAN")),
-        Backend::Postgres | Backend::RabbitPostgres => text.contains("Seq Scan"),
+        Backend::Postgres | Backend::RabbitPostgres | Backend::RedisPostgres => {
+            text.contains("Seq Scan")
+        }
     };
     assert!(!full_scan, "{text}");
     s.stop().await;

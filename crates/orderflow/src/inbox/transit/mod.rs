@@ -8,15 +8,15 @@
 //! - [`ids`]: update ids any process can verify it issued, so a GET right after the 202
 //!   answers `accepted` while the update is in transit.
 //! - [`rabbit`]: RabbitMQ: topology, publisher confirms, shard consumers.
+//! - [`redis`]: Redis streams: durability check, `XADD`, shard consumers with leases.
 //! - [`settle`]: what a consumer does with what it received, in the database.
 //!
-//! A broker is one variant of [`Broker`]; another (Redis streams: `XADD` to publish, a
-//! consumer group per shard stream with `XAUTOCLAIM` after the lease for crash recovery)
-//! adds a variant with the same four operations (connect, publish, stats, consumers) and
-//! hands its deliveries to [`Inbox::settle_transit`] like RabbitMQ does.
+//! A broker is one variant of [`Broker`] with the same four operations (connect, publish,
+//! stats, consumers); each hands its deliveries to [`Inbox::settle_transit`].
 
 pub mod ids;
 pub mod rabbit;
+pub mod redis;
 mod settle;
 
 use std::sync::Arc;
@@ -34,6 +34,7 @@ use crate::store::inbox::NewUpdate;
 use crate::store::{Store, StoreError};
 pub use ids::{InTransit, TransitIds};
 use rabbit::Rabbit;
+use redis::Redis;
 
 /// Deliveries the broker marked as redelivered (a consumer died or disconnected before
 /// acknowledging them), in this process.
@@ -50,6 +51,18 @@ pub enum TransitError {
     },
     #[error("message broker: {0}")]
     Broker(#[source] lapin::Error),
+    #[error("cannot connect to Redis at {url}: {source}")]
+    RedisConnect {
+        url: String,
+        #[source]
+        source: ::redis::RedisError,
+    },
+    #[error("Redis: {0}")]
+    Redis(#[source] ::redis::RedisError),
+    #[error("{0}")]
+    Durability(String),
+    #[error("another process took this shard's lease")]
+    LeaseLost,
     #[error("the message broker refused the topology: {0}")]
     Topology(String),
     #[error("the message broker did not take the update (negative confirm)")]
@@ -122,15 +135,23 @@ pub struct Delivered {
 /// What a transport holds now, for `/v1/admin/stats` and `/metrics`.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct TransitStats {
-    /// `rabbitmq`.
+    /// `rabbitmq` or `redis`.
     pub transport: &'static str,
-    /// Updates published and not yet delivered to a consumer (consumer lag, in updates).
+    /// What an acknowledged update survives: `quorum_confirms` (RabbitMQ: on disk on a
+    /// majority of the queue's replicas), `fsync_always` (Redis with `appendfsync always`)
+    /// or `accepted_loss` (Redis without it, started with `accept_loss`).
+    pub durability: &'static str,
+    /// Updates published and not yet applied (consumer lag, in updates): RabbitMQ counts
+    /// those not delivered to a consumer yet, Redis also those delivered and not yet
+    /// acknowledged.
     pub in_transit: u64,
-    /// Updates past `in_transit_ttl` waiting to be moved into the database inbox.
+    /// Updates past `in_transit_ttl` waiting to be moved into the database inbox (always 0
+    /// with Redis, which has no in-transit TTL).
     pub overdue: u64,
     /// Unreadable messages in the dead-letter queue.
     pub dead_lettered: u64,
-    /// Consumers attached to the shard queues (one active per shard).
+    /// Consumers attached to the shard queues (RabbitMQ, one active per shard), or shard
+    /// leases held (Redis).
     pub consumers: u64,
     /// Redelivered messages this process received since it started.
     pub redeliveries: u64,
@@ -140,6 +161,7 @@ pub struct TransitStats {
 #[derive(Debug)]
 enum Broker {
     Rabbit(Arc<Rabbit>),
+    Redis(Arc<Redis>),
 }
 
 /// A broker transport: the broker and the key of its update ids.
@@ -155,11 +177,8 @@ impl Transit {
     pub async fn from_config(config: &Config, store: &Store) -> Result<Option<Self>, TransitError> {
         let broker = match config.inbox.transport {
             TransportKind::Database => return Ok(None),
-            // Refused by `Config::validate`; kept out here too.
             TransportKind::Redis => {
-                return Err(TransitError::Topology(
-                    "the redis transport is not available yet".into(),
-                ));
+                Broker::Redis(Arc::new(Redis::connect(config.inbox.redis.clone()).await?))
             }
             TransportKind::Rabbitmq => Broker::Rabbit(Arc::new(
                 Rabbit::connect(config.inbox.rabbitmq.clone()).await?,
@@ -176,10 +195,19 @@ impl Transit {
         &self.ids
     }
 
-    /// `rabbitmq`.
+    /// `rabbitmq` or `redis`.
     pub fn name(&self) -> &'static str {
         match self.broker {
             Broker::Rabbit(_) => "rabbitmq",
+            Broker::Redis(_) => "redis",
+        }
+    }
+
+    /// What an acknowledged update survives (see [`TransitStats::durability`]).
+    pub fn durability(&self) -> &'static str {
+        match &self.broker {
+            Broker::Rabbit(_) => "quorum_confirms",
+            Broker::Redis(r) => r.durability().as_str(),
         }
     }
 
@@ -187,12 +215,14 @@ impl Transit {
     pub async fn publish(&self, messages: &[TransitMessage]) -> Result<(), TransitError> {
         match &self.broker {
             Broker::Rabbit(r) => r.publish(messages).await,
+            Broker::Redis(r) => r.publish(messages).await,
         }
     }
 
     pub async fn stats(&self) -> Result<TransitStats, TransitError> {
         match &self.broker {
             Broker::Rabbit(r) => r.stats().await,
+            Broker::Redis(r) => r.stats().await,
         }
     }
 
@@ -204,6 +234,7 @@ impl Transit {
     ) -> Vec<tokio::task::JoinHandle<()>> {
         match &self.broker {
             Broker::Rabbit(r) => r.spawn_consumers(inbox, shutdown),
+            Broker::Redis(r) => r.spawn_consumers(inbox, shutdown),
         }
     }
 }

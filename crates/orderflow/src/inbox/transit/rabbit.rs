@@ -285,6 +285,7 @@ impl Rabbit {
         }
         Ok(TransitStats {
             transport: "rabbitmq",
+            durability: "quorum_confirms",
             in_transit,
             overdue: count(self.name("overdue")).await?,
             dead_lettered: count(self.name("dead")).await?,

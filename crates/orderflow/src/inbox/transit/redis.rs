@@ -1,0 +1,594 @@
+//! The Redis transport: durability check, publishing with `XADD`, and the shard consumers.
+//!
+//! Keys (all under `<prefix>:`):
+//! - `<prefix>:shard:<n>`, a stream per shard; an update of order `r` is added to shard
+//!   `hash(r) % shards` (the same hash as RabbitMQ's shards). Each stream has the consumer
+//!   group `orderflow`; an entry is acknowledged (`XACK`) and deleted (`XDEL`) once the
+//!   database committed what it carried, so a stream's length is what is still in transit.
+//! - `<prefix>:lease:<n>`, the shard's consumer lease (`SET NX PX`, renewed every third of
+//!   `lease`): only its holder reads the shard, so an order's updates are applied in order
+//!   however many processes consume. A holder that takes a shard first claims what earlier
+//!   holders had read and not acknowledged (`XAUTOCLAIM`), in stream order, before reading
+//!   new entries: a consumer that died mid-batch leaves its entries to be redelivered.
+//! - `<prefix>:dead`, a stream of entries that cannot be read (poison), added there before
+//!   the original is acknowledged.
+//!
+//! Durability is read from the server at start (`CONFIG GET appendonly, appendfsync,
+//! save`): Redis answers `XADD` after it wrote the entry to its append-only file, and
+//! with `appendfsync always` after that file was fsynced, so only then is an acknowledged
+//! update safe from a Redis crash. Anything else is refused unless `accept_loss` says
+//! what loss the operator accepts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::{AsyncConnectionConfig, Client, Value};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::{Delivered, TransitError, TransitMessage, TransitStats};
+use crate::backoff::Backoff;
+use crate::config::{RedisConfig, mask_url_password};
+use crate::inbox::Inbox;
+
+/// The consumer group of every shard stream.
+const GROUP: &str = "orderflow";
+
+/// The stream field an update's JSON is stored in.
+const FIELD: &str = "m";
+
+/// How long a consumer's `XREADGROUP` blocks before it looks at its lease and shutdown.
+const BLOCK: Duration = Duration::from_secs(1);
+
+/// How long any command may take before the connection is considered lost (an `XADD`
+/// under `appendfsync always` waits for the disk).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Redis keeps an update until a consumer applied it or moved it into the database inbox:
+/// there is no in-transit TTL, so none is passed to [`Inbox::settle_transit`].
+const NO_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Renews the lease when `ARGV[1]` holds it.
+const RENEW: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0";
+
+/// Gives the lease up when `ARGV[1]` holds it.
+const RELEASE: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0";
+
+/// What an acknowledged `XADD` survives, as read from the server at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `appendonly yes` with `appendfsync always`: acknowledged entries are on disk.
+    FsyncAlways,
+    /// Anything else, started because `accept_loss` says what loss is accepted.
+    AcceptedLoss,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FsyncAlways => "fsync_always",
+            Self::AcceptedLoss => "accepted_loss",
+        }
+    }
+}
+
+/// The Redis transport of one process: its configuration and publishing connection.
+pub struct Redis {
+    config: RedisConfig,
+    client: Client,
+    durability: Durability,
+    /// The connection updates are published on (multiplexed: concurrent requests share
+    /// it); opened again after it failed.
+    publisher: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("url", &mask_url_password(&self.config.url))
+            .field("prefix", &self.config.prefix)
+            .field("shards", &self.config.shards)
+            .field("durability", &self.durability)
+            .finish()
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> TransitError {
+    TransitError::Redis(e)
+}
+
+impl Redis {
+    /// Connects, checks the server's persistence against `accept_loss`, and creates the
+    /// shard streams and their consumer group (a no-op when they exist).
+    pub async fn connect(config: RedisConfig) -> Result<Self, TransitError> {
+        let url = mask_url_password(&config.url);
+        let client = Client::open(config.url.as_str()).map_err(|e| TransitError::RedisConnect {
+            url: url.clone(),
+            source: e,
+        })?;
+        let mut redis = Self {
+            config,
+            client,
+            durability: Durability::AcceptedLoss,
+            publisher: Mutex::new(None),
+        };
+        let mut con = redis.open().await?;
+        redis.durability = redis.check_durability(&mut con).await?;
+        for n in 0..redis.config.shards {
+            let created: Result<Value, _> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(redis.shard_key(n))
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut con)
+                .await;
+            match created {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(redis_error(e)),
+            }
+        }
+        *redis.publisher.lock().await = Some(con);
+        tracing::info!(
+            url = %url,
+            prefix = %redis.config.prefix,
+            shards = redis.config.shards,
+            durability = redis.durability.as_str(),
+            "Redis inbox transport ready"
+        );
+        Ok(redis)
+    }
+
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{}:{what}", self.config.prefix)
+    }
+
+    fn shard_key(&self, n: u16) -> String {
+        self.key(&format!("shard:{n}"))
+    }
+
+    fn lease_key(&self, n: u16) -> String {
+        self.key(&format!("lease:{n}"))
+    }
+
+    /// A new connection of its own.
+    async fn open(&self) -> Result<MultiplexedConnection, TransitError> {
+        let options = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        self.client
+            .get_multiplexed_async_connection_with_config(&options)
+            .await
+            .map_err(|e| TransitError::RedisConnect {
+                url: mask_url_password(&self.config.url),
+                source: e,
+            })
+    }
+
+    /// The publishing connection, opened again when it failed before.
+    async fn connection(&self) -> Result<MultiplexedConnection, TransitError> {
+        let mut held = self.publisher.lock().await;
+        if let Some(con) = held.as_ref() {
+            return Ok(con.clone());
+        }
+        let con = self.open().await?;
+        *held = Some(con.clone());
+        Ok(con)
+    }
+
+    /// Forgets the publishing connection after `e`, so the next call opens another.
+    async fn failed(&self, e: redis::RedisError) -> TransitError {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+            *self.publisher.lock().await = None;
+        }
+        redis_error(e)
+    }
+
+    /// Reads `appendonly`, `appendfsync` and `save`; refuses anything short of
+    /// `appendonly yes` + `appendfsync always` unless `accept_loss` is set, then warns.
+    async fn check_durability(
+        &self,
+        con: &mut MultiplexedConnection,
+    ) -> Result<Durability, TransitError> {
+        let mut found = Vec::new();
+        for name in ["appendonly", "appendfsync", "save"] {
+            let pair: Result<Vec<String>, _> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(con)
+                .await;
+            let value = match pair {
+                Ok(pair) => pair.get(1).cloned().unwrap_or_else(|| "(not set)".into()),
+                Err(e) => format!("(unreadable: {e})"),
+            };
+            found.push(format!("{name} {value:?}"));
+        }
+        let fsync_always = found[0] == "appendonly \"yes\"" && found[1] == "appendfsync \"always\"";
+        if fsync_always {
+            return Ok(Durability::FsyncAlways);
+        }
+        let found = found.join(", ");
+        match &self.config.accept_loss {
+            Some(accepted) => {
+                tracing::warn!(
+                    url = %mask_url_password(&self.config.url),
+                    settings = %found,
+                    accept_loss = %accepted,
+                    "Redis does not fsync acknowledged updates (appendonly yes with appendfsync \
+                     always): a Redis crash or restart can lose updates already answered with \
+                     202; started because inbox.redis.accept_loss accepts that"
+                );
+                Ok(Durability::AcceptedLoss)
+            }
+            None => Err(TransitError::Durability(format!(
+                "Redis at {} does not fsync acknowledged writes ({found}): a Redis crash or \
+                 restart would lose updates already answered with 202. Run it with appendonly \
+                 yes and appendfsync always, or set [inbox.redis] accept_loss = \"<the loss \
+                 you accept>\"",
+                mask_url_password(&self.config.url)
+            ))),
+        }
+    }
+
+    /// Adds the messages, each to its order's shard stream, in one pipeline, and returns
+    /// once Redis answered every `XADD` (under `appendfsync always`, after its fsync).
+    pub async fn publish(&self, messages: &[TransitMessage]) -> Result<(), TransitError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for m in messages {
+            let body = serde_json::to_vec(m).map_err(|e| TransitError::Encode(e.to_string()))?;
+            let shard = super::rabbit::shard_of(&m.order_reference, self.config.shards);
+            pipe.cmd("XADD")
+                .arg(self.shard_key(shard))
+                .arg("*")
+                .arg(FIELD)
+                .arg(body);
+        }
+        let mut con = self.connection().await?;
+        let ids: Result<Vec<String>, _> = pipe.query_async(&mut con).await;
+        match ids {
+            Ok(ids) if ids.len() == messages.len() => {}
+            Ok(_) => return Err(TransitError::Nacked),
+            Err(e) => return Err(self.failed(e).await),
+        }
+        metrics::counter!("orderflow_transit_published_total", "transport" => "redis")
+            .increment(messages.len() as u64);
+        Ok(())
+    }
+
+    /// Entries in the shard streams (not yet applied), in the dead-letter stream, and the
+    /// shards whose lease is held.
+    pub async fn stats(&self) -> Result<TransitStats, TransitError> {
+        let mut con = self.connection().await?;
+        let mut pipe = redis::pipe();
+        for n in 0..self.config.shards {
+            pipe.cmd("XLEN").arg(self.shard_key(n));
+        }
+        pipe.cmd("XLEN").arg(self.key("dead"));
+        let leases: Vec<String> = (0..self.config.shards).map(|n| self.lease_key(n)).collect();
+        pipe.cmd("EXISTS").arg(&leases);
+        let counts: Result<Vec<u64>, _> = pipe.query_async(&mut con).await;
+        let counts = match counts {
+            Ok(c) => c,
+            Err(e) => return Err(self.failed(e).await),
+        };
+        let shards = usize::from(self.config.shards);
+        Ok(TransitStats {
+            transport: "redis",
+            durability: self.durability.as_str(),
+            in_transit: counts[..shards].iter().sum(),
+            overdue: 0,
+            dead_lettered: counts[shards],
+            consumers: counts[shards + 1],
+            redeliveries: super::REDELIVERIES.load(Ordering::Relaxed),
+        })
+    }
+
+    /// One consumer per shard until `shutdown`, each on its own connection, starting
+    /// again with backoff when Redis goes away or the lease was lost.
+    pub fn spawn_consumers(
+        self: &Arc<Self>,
+        inbox: &Inbox,
+        shutdown: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.config.shards)
+            .map(|n| {
+                let redis = Arc::clone(self);
+                let inbox = inbox.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { redis.consume(n, inbox, shutdown).await })
+            })
+            .collect()
+    }
+
+    async fn consume(&self, shard: u16, inbox: Inbox, shutdown: CancellationToken) {
+        let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).jittered();
+        let mut failures = 0_u32;
+        while !shutdown.is_cancelled() {
+            match self.consume_once(shard, &inbox, &shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    failures += 1;
+                    let delay = backoff.delay(failures.saturating_sub(1));
+                    tracing::warn!(shard, error = %e, retry_in_ms = delay.as_millis() as u64, "Redis consumer stopped; starting again");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the shard's lease (waiting while another process holds it), claims what
+    /// earlier holders left pending, then reads new entries until `shutdown` or the lease
+    /// is lost.
+    async fn consume_once(
+        &self,
+        shard: u16,
+        inbox: &Inbox,
+        shutdown: &CancellationToken,
+    ) -> Result<(), TransitError> {
+        let mut con = self.open().await?;
+        let me = inbox.owner().to_owned();
+        let lease_key = self.lease_key(shard);
+        let lease_ms = self.config.lease.as_millis() as u64;
+        let renew_every = self.config.lease / 3;
+        // Wait for the lease.
+        loop {
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(&lease_key)
+                .arg(&me)
+                .arg("NX")
+                .arg("PX")
+                .arg(lease_ms)
+                .query_async(&mut con)
+                .await
+                .map_err(redis_error)?;
+            let ours = taken.is_some()
+                || redis::Script::new(RENEW)
+                    .key(&lease_key)
+                    .arg(&me)
+                    .arg(lease_ms)
+                    .invoke_async::<i64>(&mut con)
+                    .await
+                    .map_err(redis_error)?
+                    == 1;
+            if ours {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(renew_every) => {}
+                () = shutdown.cancelled() => return Ok(()),
+            }
+        }
+        tracing::debug!(shard, "Redis shard lease taken");
+        // Renewed on a connection of its own while this consumer works.
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewing = CancellationToken::new();
+        let renewal = {
+            let mut con = self.open().await?;
+            let (lost, renewing, key, me) = (
+                Arc::clone(&lost),
+                renewing.clone(),
+                lease_key.clone(),
+                me.clone(),
+            );
+            tokio::spawn(async move {
+                let script = redis::Script::new(RENEW);
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(renew_every) => {}
+                        () = renewing.cancelled() => return,
+                    }
+                    let renewed = script
+                        .key(&key)
+                        .arg(&me)
+                        .arg(lease_ms)
+                        .invoke_async::<i64>(&mut con)
+                        .await;
+                    match renewed {
+                        Ok(1) => {}
+                        Ok(_) => {
+                            lost.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        // Kept trying: the lease lasts three renewal periods.
+                        Err(e) => tracing::warn!(error = %e, "renewing a Redis shard lease failed"),
+                    }
+                }
+            })
+        };
+        let result = self
+            .consume_held(shard, &mut con, &me, &lost, inbox, shutdown)
+            .await;
+        renewing.cancel();
+        let _ = renewal.await;
+        if shutdown.is_cancelled() {
+            // Given up at once, so another process takes the shard without waiting.
+            let _: Result<i64, _> = redis::Script::new(RELEASE)
+                .key(&lease_key)
+                .arg(&me)
+                .invoke_async(&mut con)
+                .await;
+        }
+        result
+    }
+
+    async fn consume_held(
+        &self,
+        shard: u16,
+        con: &mut MultiplexedConnection,
+        me: &str,
+        lost: &AtomicBool,
+        inbox: &Inbox,
+        shutdown: &CancellationToken,
+    ) -> Result<(), TransitError> {
+        let stream = self.shard_key(shard);
+        let batch = usize::from(self.config.batch);
+        // What earlier holders (dead, or this process before it lost its connection) read
+        // and did not acknowledge: older than anything new, so applied first.
+        let mut start = "0-0".to_owned();
+        loop {
+            let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(me)
+                .arg(0)
+                .arg(&start)
+                .arg("COUNT")
+                .arg(batch)
+                .query_async(con)
+                .await
+                .map_err(redis_error)?;
+            if !claimed.claimed.is_empty() {
+                tracing::info!(
+                    shard,
+                    entries = claimed.claimed.len(),
+                    "claimed entries a previous consumer had not acknowledged"
+                );
+                if !self
+                    .handle(&stream, con, claimed.claimed, true, inbox, shutdown)
+                    .await?
+                {
+                    return Ok(());
+                }
+            }
+            if claimed.next_stream_id == "0-0" {
+                break;
+            }
+            start = claimed.next_stream_id;
+        }
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if lost.load(Ordering::Relaxed) {
+                return Err(TransitError::LeaseLost);
+            }
+            let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(me)
+                .arg("COUNT")
+                .arg(batch)
+                .arg("BLOCK")
+                .arg(BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(">")
+                .query_async(con)
+                .await
+                .map_err(redis_error)?;
+            let entries: Vec<StreamId> = read
+                .into_iter()
+                .flat_map(|r| r.keys)
+                .flat_map(|k| k.ids)
+                .collect();
+            if entries.is_empty() {
+                continue;
+            }
+            if !self
+                .handle(&stream, con, entries, false, inbox, shutdown)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies `entries` through the inbox, dead-letters what cannot be read or stored,
+    /// then acknowledges and deletes them. `false`: stopped before the database had them
+    /// (nothing acknowledged).
+    async fn handle(
+        &self,
+        stream: &str,
+        con: &mut MultiplexedConnection,
+        entries: Vec<StreamId>,
+        redelivered: bool,
+        inbox: &Inbox,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, TransitError> {
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        let mut readable = Vec::with_capacity(entries.len());
+        let mut dead: Vec<(String, Vec<u8>)> = Vec::new();
+        for e in entries {
+            let body = match e.map.get(FIELD) {
+                Some(Value::BulkString(b)) => b.clone(),
+                Some(Value::SimpleString(s)) => s.clone().into_bytes(),
+                _ => Vec::new(),
+            };
+            match serde_json::from_slice::<TransitMessage>(&body) {
+                Ok(message) => readable.push(Delivered {
+                    message,
+                    redelivered,
+                }),
+                Err(err) => {
+                    tracing::warn!(stream, entry = %e.id, error = %err, bytes = body.len(), "unreadable stream entry; dead-lettered");
+                    dead.push((e.id, body));
+                }
+            }
+        }
+        let refused = match inbox.settle_transit(readable, true, NO_TTL, shutdown).await {
+            Ok(refused) => refused,
+            Err(TransitError::Stopped) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        for m in refused {
+            let body = serde_json::to_vec(&m).map_err(|e| TransitError::Encode(e.to_string()))?;
+            dead.push((m.id, body));
+        }
+        // Dead letters, acknowledgement and deletion at once.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (origin, body) in &dead {
+            pipe.cmd("XADD")
+                .arg(self.key("dead"))
+                .arg("*")
+                .arg(FIELD)
+                .arg(body.as_slice())
+                .arg("origin")
+                .arg(format!("{stream} {origin}"))
+                .ignore();
+        }
+        pipe.cmd("XACK").arg(stream).arg(GROUP).arg(&ids).ignore();
+        pipe.cmd("XDEL").arg(stream).arg(&ids).ignore();
+        pipe.query_async::<()>(con).await.map_err(redis_error)?;
+        if !dead.is_empty() {
+            metrics::counter!("orderflow_transit_dead_lettered_total", "transport" => "redis")
+                .increment(dead.len() as u64);
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durability_names_are_stable() {
+        assert_eq!(Durability::FsyncAlways.as_str(), "fsync_always");
+        assert_eq!(Durability::AcceptedLoss.as_str(), "accepted_loss");
+    }
+}

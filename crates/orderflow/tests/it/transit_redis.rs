@@ -1,0 +1,308 @@
+//! The Redis inbox transport, beyond the ERP behaviour tests it also runs (`api_erp.rs`,
+//! `crash.rs`): a Redis that does not fsync acknowledged writes is refused unless the loss
+//! is accepted, and the mode is shown by `/readyz`, `/metrics` and the stats; entries a dead
+//! consumer had read are claimed after its lease and applied once, in order; entries that
+//! cannot be read are dead-lettered and counted.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use orderflow::config::RedisConfig;
+use orderflow::inbox::transit::TransitError;
+use orderflow::inbox::transit::redis::{Durability, Redis};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{Backend, REDIS_URL, RedisKeys, TestServer, eventually, start_with};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A `redis-server` of the test's own, on a free port with its own directory; killed by
+/// its PID when dropped.
+struct OwnRedis {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    async fn start(persistence: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(persistence)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let url = format!("redis://127.0.0.1:{port}");
+        let client = redis::Client::open(url.as_str()).unwrap();
+        eventually(Duration::from_secs(10), "redis-server answers", || async {
+            let mut con = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut con)
+                .await
+                .ok()
+        })
+        .await;
+        Self {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(url: &str, keys: &RedisKeys, accept_loss: Option<&str>) -> RedisConfig {
+    RedisConfig {
+        url: url.to_owned(),
+        prefix: keys.prefix.clone(),
+        shards: 2,
+        accept_loss: accept_loss.map(str::to_owned),
+        ..RedisConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_that_does_not_fsync_is_refused_unless_the_loss_is_accepted() {
+    // The shared test Redis runs without persistence.
+    let keys = RedisKeys::new(REDIS_URL);
+    let err = Redis::connect(config(REDIS_URL, &keys, None))
+        .await
+        .expect_err("no persistence must be refused");
+    assert!(matches!(err, TransitError::Durability(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("appendonly \"no\""), "{text}");
+    assert!(text.contains("appendfsync"), "{text}");
+    assert!(text.contains("save \"\""), "{text}");
+    assert!(text.contains("accept_loss"), "{text}");
+    let accepted = Redis::connect(config(REDIS_URL, &keys, Some("up to everything")))
+        .await
+        .expect("started with accept_loss");
+    assert_eq!(accepted.durability(), Durability::AcceptedLoss);
+
+    // appendfsync everysec: up to a second of acknowledged writes can be lost: refused.
+    let everysec = OwnRedis::start(&["--appendonly", "yes", "--appendfsync", "everysec"]).await;
+    let keys = RedisKeys::new(&everysec.url);
+    let text = Redis::connect(config(&everysec.url, &keys, None))
+        .await
+        .expect_err("everysec must be refused")
+        .to_string();
+    assert!(
+        text.contains("appendonly \"yes\"") && text.contains("appendfsync \"everysec\""),
+        "{text}"
+    );
+    // appendfsync always: started, and says so.
+    let always = OwnRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]).await;
+    let keys = RedisKeys::new(&always.url);
+    let redis = Redis::connect(config(&always.url, &keys, None))
+        .await
+        .expect("fsync always is durable");
+    assert_eq!(redis.durability(), Durability::FsyncAlways);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    orderflow_no_test_postgres,
+    ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it"
+)]
+async fn fsync_always_mode_is_shown_and_updates_are_applied() {
+    let own = OwnRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]).await;
+    let url = own.url.clone();
+    let Some(s) = start_with(Backend::RedisPostgres, |c| {
+        c.inbox.redis.url = url;
+        c.inbox.redis.accept_loss = None;
+    })
+    .await
+    else {
+        return;
+    };
+    let (code, ready) = s.get("/readyz", &s.admin).await;
+    assert_eq!(code, StatusCode::OK, "{ready}");
+    assert_eq!(ready["transit"]["transport"], "redis", "{ready}");
+    assert_eq!(ready["transit"]["durability"], "fsync_always", "{ready}");
+
+    s.create_order("F-1", &[("A", 1)]).await;
+    let (code, r) = post_with(
+        &s,
+        &[("prefer", "wait=20")],
+        &json!({"order_reference": "F-1", "event": "pay"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{r}");
+    assert_eq!(r["status"], "applied");
+
+    let (_, st) = s.get("/v1/admin/stats", &s.admin).await;
+    assert_eq!(st["transit"]["transport"], "redis", "{st}");
+    assert_eq!(st["transit"]["durability"], "fsync_always", "{st}");
+    assert_eq!(st["transit"]["in_transit"], 0, "{st}");
+    assert_eq!(
+        st["transit"]["consumers"], 2,
+        "both shard leases held: {st}"
+    );
+    let metrics = s.text("/metrics").await;
+    assert!(
+        metrics
+            .contains("orderflow_transit_durability{transport=\"redis\",mode=\"fsync_always\"} 1"),
+        "{metrics}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    orderflow_no_test_postgres,
+    ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it"
+)]
+async fn a_dead_consumers_entries_are_claimed_after_its_lease_and_poison_is_dead_lettered() {
+    // A consumer of another process holds both shard leases; it reads the updates and
+    // dies without acknowledging them.
+    let keys = RedisKeys::new(REDIS_URL);
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let lease = |n: u16| format!("{}:lease:{n}", keys.prefix);
+    let shard = |n: u16| format!("{}:shard:{n}", keys.prefix);
+    for n in 0..2 {
+        let _: () = redis::cmd("SET")
+            .arg(lease(n))
+            .arg("dead-consumer")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let prefix = keys.prefix.clone();
+    let Some(s) = start_with(Backend::RedisPostgres, |c| {
+        c.inbox.redis.prefix = prefix;
+        c.inbox.redis.lease = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let created = s.create_order("D-1", &[("A", 1)]).await;
+    let v0 = created["version"].as_i64().unwrap();
+    let mut ids = Vec::new();
+    for body in [
+        json!({"order_reference": "D-1", "event": "pay"}),
+        json!({"order_reference": "D-1", "attributes": {"n": 1}}),
+        json!({"order_reference": "D-1", "attributes": {"n": 2}}),
+    ] {
+        let (code, r) = post_with(&s, &[], &body).await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{r}");
+        ids.push(r["id"].as_str().unwrap().to_owned());
+    }
+    // In transit, with the id known.
+    let (code, v) = s
+        .get(&format!("/v1/erp/order-updates/{}", ids[0]), &s.erp)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "accepted");
+    // Not from orderflow: garbage on both shards, after the updates.
+    for n in 0..2 {
+        let _: String = redis::cmd("XADD")
+            .arg(shard(n))
+            .arg("*")
+            .arg("m")
+            .arg("{not json")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("orderflow")
+        .arg("dead-consumer")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(shard(0))
+        .arg(shard(1))
+        .arg(">")
+        .arg(">")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let read: usize = read.keys.iter().map(|k| k.ids.len()).sum();
+    assert_eq!(read, 5, "three updates and two unreadable entries");
+    let (_, st) = s.get("/v1/admin/stats", &s.admin).await;
+    assert_eq!(st["transit"]["in_transit"], 5, "{st}");
+    // The dead consumer's leases run out a second from now.
+    for n in 0..2 {
+        let _: () = redis::cmd("SET")
+            .arg(lease(n))
+            .arg("dead-consumer")
+            .arg("PX")
+            .arg(1_000)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    for id in &ids {
+        until_status(&s, id, "applied").await;
+    }
+    let (_, o) = s.get("/v1/orders/by-reference/D-1", &s.shop).await;
+    assert_eq!(
+        o["version"].as_i64().unwrap(),
+        v0 + 3,
+        "each applied once: {o}"
+    );
+    assert_eq!(o["attributes"]["n"], 2, "in order: {o}");
+    let st = eventually(WAIT, "dead-lettered and drained", || async {
+        let (_, st) = s.get("/v1/admin/stats", &s.admin).await;
+        (st["transit"]["dead_lettered"] == 2 && st["transit"]["in_transit"] == 0).then_some(st)
+    })
+    .await;
+    // Counted in this process (other tests in it may add theirs).
+    assert!(st["transit"]["redeliveries"].as_u64().unwrap() >= 3, "{st}");
+    let metrics = s.text("/metrics").await;
+    assert!(
+        metrics.contains("orderflow_transit_dead_lettered_total{transport=\"redis\"}"),
+        "{metrics}"
+    );
+    s.stop().await;
+}
+
+async fn post_with(s: &TestServer, headers: &[(&str, &str)], body: &Value) -> (StatusCode, Value) {
+    let mut req = s
+        .http
+        .post(format!("{}/v1/erp/order-updates", s.base))
+        .bearer_auth(&s.erp)
+        .json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let code = resp.status();
+    (code, resp.json().await.unwrap())
+}
+
+async fn until_status(s: &TestServer, id: &str, status: &str) -> Value {
+    eventually(WAIT, status, || async {
+        let (code, v) = s.get(&format!("/v1/erp/order-updates/{id}"), &s.erp).await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        (v["status"] == status).then_some(v)
+    })
+    .await
+}
