@@ -85,7 +85,8 @@ pub struct StoreArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Inbox transport URL: amqp://user:pass@host:5672/vhost selects the RabbitMQ
-    /// transport (default: the database inbox, or `[inbox]` in the configuration).
+    /// transport, redis://[:pass@]host:6379[/db] the Redis transport (default: the
+    /// database inbox, or `[inbox]` in the configuration).
     #[arg(long)]
     inbox_url: Option<String>,
 }

@@ -22,7 +22,9 @@ const WAIT: Duration = Duration::from_secs(30);
 struct OwnRedis {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
+    port: u16,
+    persistence: Vec<String>,
+    dir: tempfile::TempDir,
 }
 
 impl OwnRedis {
@@ -32,6 +34,18 @@ impl OwnRedis {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
+        let persistence: Vec<String> = persistence.iter().map(|s| (*s).to_owned()).collect();
+        let child = Self::spawn(port, &persistence, dir.path()).await;
+        Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            persistence,
+            dir,
+        }
+    }
+
+    async fn spawn(port: u16, persistence: &[String], dir: &std::path::Path) -> Child {
         let child = Command::new("redis-server")
             .args([
                 "--bind",
@@ -42,14 +56,13 @@ impl OwnRedis {
                 "",
             ])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .args(persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
-        let url = format!("redis://127.0.0.1:{port}");
-        let client = redis::Client::open(url.as_str()).unwrap();
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
         eventually(Duration::from_secs(10), "redis-server answers", || async {
             let mut con = client.get_multiplexed_async_connection().await.ok()?;
             redis::cmd("PING")
@@ -58,11 +71,14 @@ impl OwnRedis {
                 .ok()
         })
         .await;
-        Self {
-            child,
-            url,
-            _dir: dir,
-        }
+        child
+    }
+
+    /// SIGKILL, then start again on the same port and directory.
+    async fn restart(&mut self) {
+        self.child.kill().expect("SIGKILL redis-server");
+        self.child.wait().expect("redis-server ended");
+        self.child = Self::spawn(self.port, &self.persistence, self.dir.path()).await;
     }
 }
 
@@ -305,4 +321,187 @@ async fn until_status(s: &TestServer, id: &str, status: &str) -> Value {
         (v["status"] == status).then_some(v)
     })
     .await
+}
+
+/// Clients, and updates each sends (one at a time, to its own orders).
+const LOSS_CLIENTS: usize = 8;
+const LOSS_PER_CLIENT: usize = 150;
+const LOSS_ORDERS_PER_CLIENT: usize = 2;
+/// Times Redis is SIGKILLed and restarted during a run.
+const LOSS_KILLS: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    orderflow_no_test_postgres,
+    ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it"
+)]
+async fn redis_killed_under_load_loses_acknowledged_updates_only_without_fsync() {
+    // The measured loss of each persistence setting (README: "Redis killed under load").
+    let mut table = Vec::new();
+    for (name, persistence) in [
+        ("none", &["--appendonly", "no"][..]),
+        (
+            "everysec",
+            &["--appendonly", "yes", "--appendfsync", "everysec"][..],
+        ),
+        (
+            "always",
+            &["--appendonly", "yes", "--appendfsync", "always"][..],
+        ),
+    ] {
+        let Some(run) = redis_kill_run(persistence, name != "always").await else {
+            return;
+        };
+        eprintln!(
+            "redis kill ({name}): {} kills, {} acknowledged, {} in transit just before the kills, \
+             {} acknowledged and lost, {} stored, all stored applied once and in order",
+            LOSS_KILLS, run.acked, run.in_transit_at_kills, run.lost, run.stored
+        );
+        table.push((name, run));
+    }
+    let always = &table[2].1;
+    assert_eq!(
+        always.lost, 0,
+        "appendfsync always loses nothing acknowledged"
+    );
+    assert!(
+        always.acked >= LOSS_CLIENTS * LOSS_PER_CLIENT / 2,
+        "{}",
+        always.acked
+    );
+}
+
+struct LossRun {
+    acked: usize,
+    lost: usize,
+    stored: usize,
+    in_transit_at_kills: usize,
+}
+
+/// One run: a server on the Redis transport with its own `redis-server` (`persistence`),
+/// clients sending updates, Redis SIGKILLed and restarted [`LOSS_KILLS`] times; then what
+/// was acknowledged and never reached the database. Everything that did reach it must be
+/// applied once and in order.
+async fn redis_kill_run(persistence: &[&str], accept_loss: bool) -> Option<LossRun> {
+    let mut own = OwnRedis::start(persistence).await;
+    let url = own.url.clone();
+    let s = start_with(Backend::RedisPostgres, |c| {
+        c.inbox.redis.url = url;
+        c.inbox.redis.accept_loss = accept_loss.then(|| "measured by this test".to_owned());
+        c.inbox.redis.lease = Duration::from_secs(1);
+    })
+    .await?;
+    let s = std::sync::Arc::new(s);
+    let mut v0 = std::collections::HashMap::new();
+    for c in 0..LOSS_CLIENTS {
+        for k in 0..LOSS_ORDERS_PER_CLIENT {
+            let r = format!("L-{c}-{k}");
+            let o = s.create_order(&r, &[("A", 1)]).await;
+            v0.insert(r, o["version"].as_i64().unwrap());
+        }
+    }
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..LOSS_CLIENTS)
+        .map(|c| {
+            let (s, sent) = (s.clone(), sent.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for n in 0..LOSS_PER_CLIENT {
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let key = format!("loss-{c}-{n}");
+                    let body = json!({
+                        "order_reference": format!("L-{c}-{}", n % LOSS_ORDERS_PER_CLIENT),
+                        "attributes": {"n": n},
+                    });
+                    // Sent again with the same key until acknowledged (503 while Redis is
+                    // down): one update, one effect.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    loop {
+                        let (code, r) = post_with(&s, &[("idempotency-key", &key)], &body).await;
+                        if code == StatusCode::ACCEPTED {
+                            acked.push(r["id"].as_str().unwrap().to_owned());
+                            break;
+                        }
+                        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{r}");
+                        assert!(std::time::Instant::now() < deadline, "{key}: {r}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let total = LOSS_CLIENTS * LOSS_PER_CLIENT;
+    // Entries in the streams (not yet applied) just before each kill.
+    let mut in_transit_at_kills = 0;
+    for k in 1..=LOSS_KILLS {
+        while sent.load(std::sync::atomic::Ordering::Relaxed) < k * total / (LOSS_KILLS + 1) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let (_, st) = s.get("/v1/admin/stats", &s.admin).await;
+        in_transit_at_kills += st["transit"]["in_transit"].as_u64().unwrap_or(0) as usize;
+        own.restart().await;
+    }
+    let mut acked = Vec::new();
+    for c in clients {
+        acked.extend(c.await.expect("client"));
+    }
+    // Drained: nothing in the streams, nothing waiting in the database.
+    eventually(Duration::from_secs(60), "drained", || async {
+        let (_, st) = s.get("/v1/admin/stats", &s.admin).await;
+        let waiting = ["accepted", "processing", "parked"]
+            .iter()
+            .map(|k| st["inbox"][k].as_i64().unwrap_or(0))
+            .sum::<i64>();
+        (st["transit"]["in_transit"] == 0 && waiting == 0).then_some(())
+    })
+    .await;
+    let mut lost = 0;
+    for id in &acked {
+        match s.store.update_by_id(id).await.expect("read") {
+            None => lost += 1,
+            Some(row) => assert_eq!(row.status.as_str(), "applied", "{id}"),
+        }
+    }
+    // Each stored update applied once (the version grows by one per update), in order
+    // (the order ends with the attribute of its last stored update).
+    let rows = s
+        .store
+        .list_updates(&orderflow::store::inbox::UpdateFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .expect("rows");
+    for (reference, v) in &v0 {
+        let mine: Vec<_> = rows
+            .iter()
+            .filter(|r| &r.order_reference == reference)
+            .collect();
+        let (_, o) = s
+            .get(&format!("/v1/orders/by-reference/{reference}"), &s.shop)
+            .await;
+        assert_eq!(
+            o["version"].as_i64().unwrap(),
+            v + mine.len() as i64,
+            "{reference}: once each"
+        );
+        let last = mine
+            .iter()
+            .filter_map(|r| r.payload.ok()?["attributes"]["n"].as_i64())
+            .max();
+        assert_eq!(o["attributes"]["n"].as_i64(), last, "{reference}: in order");
+    }
+    let stored = rows.len();
+    drop(own);
+    match std::sync::Arc::try_unwrap(s) {
+        Ok(s) => s.stop().await,
+        Err(_) => panic!("server still shared"),
+    }
+    Some(LossRun {
+        acked: acked.len(),
+        lost,
+        stored,
+        in_transit_at_kills,
+    })
 }

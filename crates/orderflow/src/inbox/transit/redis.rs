@@ -124,19 +124,7 @@ impl Redis {
         let mut con = redis.open().await?;
         redis.durability = redis.check_durability(&mut con).await?;
         for n in 0..redis.config.shards {
-            let created: Result<Value, _> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(redis.shard_key(n))
-                .arg(GROUP)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(&mut con)
-                .await;
-            match created {
-                Ok(_) => {}
-                Err(e) if e.code() == Some("BUSYGROUP") => {}
-                Err(e) => return Err(redis_error(e)),
-            }
+            redis.ensure_group(&mut con, n).await?;
         }
         *redis.publisher.lock().await = Some(con);
         tracing::info!(
@@ -169,6 +157,28 @@ impl Redis {
         self.key(&format!("lease:{n}"))
     }
 
+    /// Creates shard `n`'s stream and consumer group unless they exist (again after a
+    /// Redis restart that lost them: entries added since are read from the start).
+    async fn ensure_group(
+        &self,
+        con: &mut MultiplexedConnection,
+        n: u16,
+    ) -> Result<(), TransitError> {
+        let created: Result<Value, _> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.shard_key(n))
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(con)
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(redis_error(e)),
+        }
+    }
+
     /// A new connection of its own.
     async fn open(&self) -> Result<MultiplexedConnection, TransitError> {
         let options = AsyncConnectionConfig::new()
@@ -194,9 +204,10 @@ impl Redis {
         Ok(con)
     }
 
-    /// Forgets the publishing connection after `e`, so the next call opens another.
+    /// Forgets the publishing connection after `e` (unless Redis answered with an error),
+    /// so the next call opens another.
     async fn failed(&self, e: redis::RedisError) -> TransitError {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+        if e.code().is_none() {
             *self.publisher.lock().await = None;
         }
         redis_error(e)
@@ -325,7 +336,10 @@ impl Redis {
         let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).jittered();
         let mut failures = 0_u32;
         while !shutdown.is_cancelled() {
-            match self.consume_once(shard, &inbox, &shutdown).await {
+            match self
+                .consume_once(shard, &inbox, &shutdown, &mut failures)
+                .await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     failures += 1;
@@ -340,16 +354,18 @@ impl Redis {
         }
     }
 
-    /// Takes the shard's lease (waiting while another process holds it), claims what
-    /// earlier holders left pending, then reads new entries until `shutdown` or the lease
-    /// is lost.
+    /// Takes the shard's lease (waiting while another process holds it; `failures` is
+    /// reset once it has it), claims what earlier holders left pending, then reads new
+    /// entries until `shutdown` or the lease is lost.
     async fn consume_once(
         &self,
         shard: u16,
         inbox: &Inbox,
         shutdown: &CancellationToken,
+        failures: &mut u32,
     ) -> Result<(), TransitError> {
         let mut con = self.open().await?;
+        self.ensure_group(&mut con, shard).await?;
         let me = inbox.owner().to_owned();
         let lease_key = self.lease_key(shard);
         let lease_ms = self.config.lease.as_millis() as u64;
@@ -383,6 +399,8 @@ impl Redis {
             }
         }
         tracing::debug!(shard, "Redis shard lease taken");
+        // Working again: the next failure starts the backoff from its first step.
+        *failures = 0;
         // Renewed on a connection of its own while this consumer works.
         let lost = Arc::new(AtomicBool::new(false));
         let renewing = CancellationToken::new();
