@@ -283,7 +283,6 @@ fn unknown_configuration_keys_are_errors_that_say_where() {
         "{shown}"
     );
     // `--inbox-url` chooses RabbitMQ; `config` masks its password.
-    std::fs::remove_file(dir.path().join("orderflow.toml")).unwrap();
     let out = orderflow(
         dir.path(),
         &["config", "--inbox-url", "amqp://app:s3cret@mq:5672/%2f"],
