@@ -97,6 +97,11 @@ async fn in_transit(config: &crate::config::Config, store: &crate::store::Store)
         Err(e) => return Some(format!("in transit: unknown ({e})")),
     };
     Some(match transit.stats().await {
+        // Redis has no in-transit TTL: nothing is ever overdue.
+        Ok(s) if s.transport == "redis" => format!(
+            "in transit ({}): {} waiting for a consumer, {} dead-lettered",
+            s.transport, s.in_transit, s.dead_lettered
+        ),
         Ok(s) => format!(
             "in transit ({}): {} waiting for a consumer, {} overdue (moving to the database \
              inbox), {} dead-lettered",

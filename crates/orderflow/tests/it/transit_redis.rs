@@ -264,6 +264,35 @@ async fn a_dead_consumers_entries_are_claimed_after_its_lease_and_poison_is_dead
     assert_eq!(read, 5, "three updates and two unreadable entries");
     let (_, st) = s.get("/v1/admin/stats", &s.admin).await;
     assert_eq!(st["transit"]["in_transit"], 5, "{st}");
+    // The command line says it too.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("orderflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[inbox]\ntransport = \"redis\"\n[inbox.redis]\nurl = \"{REDIS_URL}\"\n\
+             prefix = \"{}\"\nshards = 2\naccept_loss = \"tests\"\n",
+            keys.prefix
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args([
+            "inbox",
+            "list",
+            "--database-url",
+            &s.database_url,
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("in transit (redis): 5 waiting for a consumer, 0 dead-lettered"),
+        "{stderr}"
+    );
     // The dead consumer's leases run out a second from now.
     for n in 0..2 {
         let _: () = redis::cmd("SET")
