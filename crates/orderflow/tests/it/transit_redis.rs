@@ -137,6 +137,47 @@ async fn redis_that_does_not_fsync_is_refused_unless_the_loss_is_accepted() {
     assert_eq!(redis.durability(), Durability::FsyncAlways);
 }
 
+/// The real binary stops with the reason (the shared test Redis runs without persistence,
+/// as `.ci/run` starts it).
+#[test]
+fn serve_refuses_to_start_on_a_redis_without_fsync() {
+    let keys = RedisKeys::new(REDIS_URL);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("orderflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[inbox]\ntransport = \"redis\"\n[inbox.redis]\nurl = \"{REDIS_URL}\"\n\
+             prefix = \"{}\"\n",
+            keys.prefix
+        ),
+    )
+    .unwrap();
+    let database = format!("sqlite://{}", dir.path().join("orderflow.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &database,
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--processes")
+        .arg(crate::support::fixtures().join("processes"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot start the inbox transport")
+            && stderr.contains("does not fsync acknowledged writes (appendonly \"no\"")
+            && stderr.contains("accept_loss"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     orderflow_no_test_postgres,
