@@ -6,7 +6,8 @@ use super::*;
 /// Offers `rate` async updates per second to a `serve` with its worker, and measures 202
 /// to applied.
 pub(super) async fn end_to_end(binary: &Path, args: &Args) -> anyhow::Result<()> {
-    let server = Server::start_with(binary, None, &processes(), &[])?;
+    let plain = Setup::plain();
+    let server = Server::start_with(binary, None, &plain.processes, &plain.config, &[])?;
     let (shop, erp) = tokens(&server)?;
     let http = reqwest::Client::new();
     let orders = args.orders.min(1000);
