@@ -163,7 +163,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
 
     if let Some(admin) = &args.postgres {
         for &n in &args.workers {
-            rt.block_on(drain_postgres(&binary, admin, n, &args, &plain, args.updates))?;
+            rt.block_on(drain_postgres(
+                &binary,
+                admin,
+                n,
+                &args,
+                &plain,
+                args.updates,
+            ))?;
         }
         if args.io_ms > 0 {
             io_mode(&rt, &binary, admin, &args)?;

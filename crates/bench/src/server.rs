@@ -167,6 +167,16 @@ impl Server {
     }
 
     /// A command running the same `orderflow` binary in the server's folder.
+    /// The server's resident memory now and at its peak (`VmRSS`, `VmHWM`), in MiB (Linux;
+    /// `None` elsewhere).
+    pub(crate) fn memory(&self) -> Option<(f64, f64)> {
+        memory_of(self.child.id())
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.current_dir(&self.dir);
@@ -208,4 +218,15 @@ mod reqwest {
         s.read_to_string(&mut buf)?;
         Ok(buf.starts_with("HTTP/1.1 200"))
     }
+}
+
+/// Resident memory of process `pid` now and at its peak (`VmRSS`, `VmHWM`), in MiB.
+pub(crate) fn memory_of(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
