@@ -7,6 +7,9 @@
 //!   `serve --no-worker`. The server is stopped; then `orderflow worker --once` (SQLite) or
 //!   N `orderflow worker` processes (PostgreSQL) apply the backlog. The baseline in the same
 //!   run is the rate at which the same updates were stored (durable, through the API).
+//! - I/O mode (PostgreSQL): the same with a process whose `touch` runs a command that
+//!   waits `--io-ms` (a remote call), drained by 1, 3 and 6 workers; each rate against N
+//!   times the 1-worker rate.
 //! - End to end: a `serve` with its in-process worker on SQLite, offered `--rate` single
 //!   async updates per second; the time from each 202 to the update being visible as
 //!   applied in the database (polled every 2 ms), and the server's own stamps
@@ -56,6 +59,50 @@ pub(crate) struct Args {
     /// `worker.batch_size` of the workers (default: the configured one, 100).
     #[arg(long)]
     batch_size: Option<u32>,
+    /// I/O mode (PostgreSQL): also drain a backlog whose every update runs a command that
+    /// waits this many milliseconds, standing in for a remote call (0 skips it).
+    #[arg(long, default_value_t = 5)]
+    io_ms: u64,
+    /// Worker processes of each I/O-mode run.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,6")]
+    io_workers: Vec<usize>,
+    /// Updates in the I/O-mode backlog (over `--orders` orders).
+    #[arg(long, default_value_t = 3_000)]
+    io_updates: u64,
+}
+
+/// The processes and configuration one drain runs with.
+struct Setup {
+    processes: PathBuf,
+    config: PathBuf,
+    /// Removes the generated configuration with it.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Setup {
+    /// `Drain01` as it is: every update moves an item, writes history, bumps the version.
+    fn plain() -> Self {
+        Self {
+            processes: processes(),
+            config: crate::server::default_config(),
+            _dir: None,
+        }
+    }
+
+    /// `Drain01` whose `touch` also runs a command that waits `ms` milliseconds.
+    fn io(ms: u64) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("orderflow.toml");
+        std::fs::write(
+            &config,
+            format!("[commands.\"Bench/RemoteCall\"]\ntype = \"sleep\"\nmillis = {ms}\n"),
+        )?;
+        Ok(Self {
+            processes: Path::new(env!("CARGO_MANIFEST_DIR")).join("processes-io"),
+            config,
+            _dir: Some(dir),
+        })
+    }
 }
 
 fn processes() -> PathBuf {
@@ -76,7 +123,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         load_average()
     );
 
-    let mut server = Server::start_with(&binary, None, &processes(), &["--no-worker"])?;
+    let plain = Setup::plain();
+    let mut server = Server::start_with(
+        &binary,
+        None,
+        &plain.processes,
+        &plain.config,
+        &["--no-worker"],
+    )?;
     let stored = rt.block_on(fill(&server, args.orders, args.updates))?;
     server.terminate()?;
     let started = Instant::now();
@@ -90,7 +144,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             &server.database_url,
         ])
         .arg("--processes")
-        .arg(processes())
+        .arg(&plain.processes)
+        .arg("--config")
+        .arg(&plain.config)
         .stderr(Stdio::null())
         .output()?;
     let took = started.elapsed();
@@ -107,7 +163,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
 
     if let Some(admin) = &args.postgres {
         for &n in &args.workers {
-            rt.block_on(drain_postgres(&binary, admin, n, &args))?;
+            rt.block_on(drain_postgres(
+                &binary,
+                admin,
+                n,
+                &args,
+                &plain,
+                args.updates,
+            ))?;
+        }
+        if args.io_ms > 0 {
+            io_mode(&rt, &binary, admin, &args)?;
         }
     } else {
         println!("PostgreSQL: skipped (give --postgres URL or ORDERFLOW_TEST_DATABASE_URL)");
@@ -119,12 +185,53 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The I/O mode: each update's command waits `--io-ms`, so a worker spends its time
+/// waiting rather than computing, and N workers can do N times the work of one even on
+/// two cores if nothing serialises them. The baseline is N times the rate of one worker.
+fn io_mode(
+    rt: &tokio::runtime::Runtime,
+    binary: &Path,
+    admin: &str,
+    args: &Args,
+) -> anyhow::Result<()> {
+    println!(
+        "I/O mode: {} updates over {} orders, each running a command that waits {} ms",
+        args.io_updates, args.orders, args.io_ms
+    );
+    let setup = Setup::io(args.io_ms)?;
+    let mut one = None;
+    for &n in &args.io_workers {
+        let rate = rt.block_on(drain_postgres(
+            binary,
+            admin,
+            n,
+            args,
+            &setup,
+            args.io_updates,
+        ))?;
+        let base = *one.get_or_insert(rate / n as f64);
+        println!(
+            "  {n} worker{}: {rate:.0} applied/s = {:.2} x {n} x the 1-worker rate",
+            if n == 1 { "" } else { "s" },
+            rate / (base * n as f64)
+        );
+    }
+    Ok(())
+}
+
 /// `orderflow worker` on `database_url` with the benchmark's processes.
-fn worker(server: &Server, database_url: &str, batch_size: Option<u32>) -> std::process::Command {
+fn worker(
+    server: &Server,
+    database_url: &str,
+    batch_size: Option<u32>,
+    setup: &Setup,
+) -> std::process::Command {
     let mut cmd = server.command();
     cmd.args(["worker", "--database-url", database_url])
         .arg("--processes")
-        .arg(processes());
+        .arg(&setup.processes)
+        .arg("--config")
+        .arg(&setup.config);
     if let Some(n) = batch_size {
         cmd.env("ORDERFLOW_WORKER__BATCH_SIZE", n.to_string());
     }
@@ -137,7 +244,8 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn report(name: &str, applied: u64, expected: u64, took: Duration, stored: f64) {
+/// Prints one drain's figures; returns its applied/s.
+fn report(name: &str, applied: u64, expected: u64, took: Duration, stored: f64) -> f64 {
     let rate = applied as f64 / took.as_secs_f64();
     println!(
         "{name:<28} {rate:>9.0} applied/s  ({applied} of {expected} in {:.2} s; baseline: stored \
@@ -146,6 +254,7 @@ fn report(name: &str, applied: u64, expected: u64, took: Duration, stored: f64) 
         rate / stored,
         load_average()
     );
+    rate
 }
 
 /// Tokens of a shop and an ERP client on the server's database.
@@ -307,21 +416,31 @@ impl ScratchDb {
     }
 }
 
+/// Drains `updates` updates with `workers` worker processes on a scratch database; returns
+/// the applied/s.
 async fn drain_postgres(
     binary: &Path,
     admin: &str,
     workers: usize,
     args: &Args,
-) -> anyhow::Result<()> {
+    setup: &Setup,
+    updates: u64,
+) -> anyhow::Result<f64> {
     let db = ScratchDb::create(admin, &format!("w{workers}")).await?;
-    let mut server = Server::start_with(binary, Some(&db.url), &processes(), &["--no-worker"])?;
-    let stored = fill(&server, args.orders, args.updates).await?;
+    let mut server = Server::start_with(
+        binary,
+        Some(&db.url),
+        &setup.processes,
+        &setup.config,
+        &["--no-worker"],
+    )?;
+    let stored = fill(&server, args.orders, updates).await?;
     server.terminate()?;
     let pool = sqlx::PgPool::connect(&db.url).await?;
     let started = Instant::now();
     let mut children: Vec<Child> = (0..workers)
         .map(|_| {
-            worker(&server, &db.url, args.batch_size)
+            worker(&server, &db.url, args.batch_size, setup)
                 .env("ORDERFLOW_WORKER__POLL_INTERVAL", "20ms")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -358,7 +477,8 @@ async fn drain_postgres(
         "PostgreSQL, {workers} worker{}",
         if workers == 1 { "" } else { "s" }
     );
-    report(&name, applied as u64, args.updates, took, stored);
+    let rate = report(&name, applied as u64, updates, took, stored);
     drop(server);
-    db.drop().await
+    db.drop().await?;
+    Ok(rate)
 }

@@ -274,5 +274,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         med(|f| f.half_p99),
         med(|f| f.commit_size),
     );
+    match server.memory() {
+        Some((now, peak)) => {
+            println!("  server memory: RSS {now:.1} MiB now, {peak:.1} MiB at peak")
+        }
+        None => println!("  server memory: not readable here"),
+    }
     Ok(())
 }

@@ -26,6 +26,11 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The repository's `orderflow.toml` (the bindings of the example processes).
+pub(crate) fn default_config() -> PathBuf {
+    repo_root().join("orderflow.toml")
+}
+
 impl Server {
     /// Starts `orderflow serve` in a new temporary folder with the example processes.
     /// `database_url` defaults to a SQLite file in that folder.
@@ -34,14 +39,22 @@ impl Server {
         database_url: Option<&str>,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
-        Self::start_with(binary, database_url, &repo_root().join("processes"), extra)
+        Self::start_with(
+            binary,
+            database_url,
+            &repo_root().join("processes"),
+            &default_config(),
+            extra,
+        )
     }
 
-    /// [`Server::start`] with the process definitions in `processes`.
+    /// [`Server::start`] with the process definitions in `processes` and the configuration
+    /// file `config`.
     pub(crate) fn start_with(
         binary: &Path,
         database_url: Option<&str>,
         processes: &Path,
+        config: &Path,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
         if !binary.exists() {
@@ -60,7 +73,6 @@ impl Server {
             .map(str::to_owned)
             .unwrap_or_else(|| format!("sqlite://{}", dir.join("orderflow.db").display()));
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let root = repo_root();
         let mut args = vec![
             "serve".to_owned(),
             "--listen".into(),
@@ -70,7 +82,7 @@ impl Server {
             "--processes".into(),
             processes.display().to_string(),
             "--config".into(),
-            root.join("orderflow.toml").display().to_string(),
+            config.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(binary)
@@ -155,6 +167,16 @@ impl Server {
     }
 
     /// A command running the same `orderflow` binary in the server's folder.
+    /// The server's resident memory now and at its peak (`VmRSS`, `VmHWM`), in MiB (Linux;
+    /// `None` elsewhere).
+    pub(crate) fn memory(&self) -> Option<(f64, f64)> {
+        memory_of(self.child.id())
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.current_dir(&self.dir);
@@ -196,4 +218,15 @@ mod reqwest {
         s.read_to_string(&mut buf)?;
         Ok(buf.starts_with("HTTP/1.1 200"))
     }
+}
+
+/// Resident memory of process `pid` now and at its peak (`VmRSS`, `VmHWM`), in MiB.
+pub(crate) fn memory_of(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }

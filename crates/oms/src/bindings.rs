@@ -144,6 +144,13 @@ pub enum CommandBinding {
     },
     /// Does nothing; binds a name on purpose.
     Noop,
+    /// Waits `millis` milliseconds, then does nothing: stands in for a call to a remote
+    /// system when rehearsing or benchmarking a process (`bench drain --io-ms`). It blocks
+    /// the thread that runs it, as a synchronous client would.
+    Sleep {
+        /// How long each run waits.
+        millis: u64,
+    },
 }
 
 fn default_method() -> String {
@@ -300,6 +307,7 @@ impl Command for CommandBinding {
                 });
             }
             Self::Noop => {}
+            Self::Sleep { millis } => std::thread::sleep(std::time::Duration::from_millis(*millis)),
         }
         Ok(())
     }

@@ -6,7 +6,8 @@ use super::*;
 /// Offers `rate` async updates per second to a `serve` with its worker, and measures 202
 /// to applied.
 pub(super) async fn end_to_end(binary: &Path, args: &Args) -> anyhow::Result<()> {
-    let server = Server::start_with(binary, None, &processes(), &[])?;
+    let plain = Setup::plain();
+    let server = Server::start_with(binary, None, &plain.processes, &plain.config, &[])?;
     let (shop, erp) = tokens(&server)?;
     let http = reqwest::Client::new();
     let orders = args.orders.min(1000);
@@ -28,6 +29,20 @@ pub(super) async fn end_to_end(binary: &Path, args: &Args) -> anyhow::Result<()>
     let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let poller = tokio::spawn(poll_applied(reader.clone(), seen.clone(), sending.clone()));
 
+    // The server's resident memory, once a second while the load runs.
+    let rss = {
+        let (pid, sending) = (server.pid(), sending.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while sending.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some((now, _)) = crate::server::memory_of(pid) {
+                    samples.push(now);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            samples
+        })
+    };
     let connections = 32_u64;
     let interval = Duration::from_secs_f64(connections as f64 / args.rate as f64);
     let duration = Duration::from_secs(args.seconds);
@@ -142,6 +157,22 @@ pub(super) async fn end_to_end(binary: &Path, args: &Args) -> anyhow::Result<()>
         server_side.max() as f64 / 1000.0,
         load_average()
     );
+    let samples = rss.await?;
+    let tenth = (samples.len() / 10).max(1);
+    let median_of = |s: &[f64]| {
+        let mut s = s.to_vec();
+        s.sort_by(f64::total_cmp);
+        s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    if let Some((_, peak)) = server.memory() {
+        println!(
+            "  server RSS: median {:.1} MiB over the first tenth of the run, {:.1} MiB over \
+             the last tenth ({} samples, 1 s apart); peak {peak:.1} MiB",
+            median_of(&samples[..tenth.min(samples.len())]),
+            median_of(&samples[samples.len().saturating_sub(tenth)..]),
+            samples.len()
+        );
+    }
     Ok(())
 }
 

@@ -29,8 +29,12 @@ pub(crate) struct Dialect {
     /// A worker's batch is claimed and processed in one transaction, which holds the
     /// claimed updates until it commits (else the claim commits a lease first).
     pub claims_in_transaction: bool,
-    /// Appended to the claim's read: skip rows other claims hold.
-    pub claim_lock: &'static str,
+    /// The claim's read around `inner` (due rows in claim order, no limit): at most `$2`
+    /// rows, skipping those other claims hold.
+    pub claim_read: fn(&str) -> String,
+    /// Claims run side by side: the claim's update checks again, on a snapshot taken after
+    /// the read's locks, that each row is still the next of its order.
+    pub claim_recheck: bool,
     /// Runs before a claim, in its transaction.
     pub claim_prelude: Option<&'static str>,
     /// `errors` with the JSON value `$4` appended.

@@ -12,6 +12,7 @@ mod api_events;
 mod api_list;
 mod api_orders;
 mod api_ratelimit;
+mod claim_race;
 mod cli_check_condition;
 mod cli_process;
 mod cli_spryker;

@@ -1,6 +1,8 @@
 //! Claiming updates: which are due (at most one per order, in receive order), the lease,
 //! and rows that cannot be read set aside so they never stop a batch.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
@@ -16,18 +18,28 @@ fn is_decode(e: &sqlx::Error) -> bool {
 }
 
 /// The claim predicate over `r` (`$1` = now). Processing rows past their lease are claimed
-/// again as they are; any other row only when nothing of its order is processing and no
-/// earlier update of its order is still waiting.
-const CLAIMABLE: &str = "r.status IN ('accepted', 'parked', 'processing') \
-     AND r.next_attempt_at <= $1 \
-     AND (r.status = 'processing' OR NOT EXISTS ( \
+/// again as they are; any other row only when it is [`next_of_order`].
+static CLAIMABLE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "r.status IN ('accepted', 'parked', 'processing') AND r.next_attempt_at <= $1 AND {}",
+        next_of_order("$1")
+    )
+});
+
+/// `r` is processing, or nothing of its order is processing and no earlier update of its
+/// order is still waiting (`now` names the parameter holding the time).
+fn next_of_order(now: &str) -> String {
+    format!(
+        "(r.status = 'processing' OR NOT EXISTS ( \
          SELECT 1 FROM inbox o \
          WHERE o.order_reference = r.order_reference \
            AND o.status IN ('accepted', 'parked', 'processing') \
            AND o.seq <> r.seq \
            AND (o.status = 'processing' \
                 OR (o.seq < r.seq AND (o.status = 'accepted' \
-                    OR (o.status = 'parked' AND o.next_attempt_at <= $1))))))";
+                    OR (o.status = 'parked' AND o.next_attempt_at <= {now}))))))"
+    )
+}
 
 /// A worker's claimed batch, held the way the store holds claims.
 pub enum Claimed {
@@ -124,8 +136,9 @@ impl Tx {
     /// `Inbox::process_next_batch`). At most one per order, in `seq` order.
     pub async fn due_updates(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<UpdateRow>> {
         let index = self.dialect().due_index;
+        let claimable = CLAIMABLE.as_str();
         let sql = format!(
-            "SELECT {COLUMNS} FROM inbox r{index} WHERE {CLAIMABLE} \
+            "SELECT {COLUMNS} FROM inbox r{index} WHERE {claimable} \
              ORDER BY r.next_attempt_at, r.seq LIMIT $2"
         );
         let read: Result<Vec<UpdateRow>, sqlx::Error> = on_tx!(&mut *self, |c| {
@@ -138,7 +151,7 @@ impl Tx {
         let rows = match read {
             Err(e) if is_decode(&e) => {
                 let sql = format!(
-                    "SELECT r.seq FROM inbox r{index} WHERE {CLAIMABLE} \
+                    "SELECT r.seq FROM inbox r{index} WHERE {claimable} \
                      ORDER BY r.next_attempt_at, r.seq LIMIT $2"
                 );
                 let seqs: Vec<i64> = on_tx!(&mut *self, |c| {
@@ -239,11 +252,11 @@ impl Tx {
         let d = self.dialect();
         // One update by seq is found by its key, not through the due index.
         let index = if only.is_none() { d.due_index } else { "" };
-        let select = format!(
-            "SELECT r.seq, r.order_reference FROM inbox r{index} WHERE {CLAIMABLE} {only_sql} \
-             ORDER BY r.next_attempt_at, r.seq LIMIT $2{}",
-            d.claim_lock
-        );
+        let claimable = CLAIMABLE.as_str();
+        let select = (d.claim_read)(&format!(
+            "SELECT r.seq, r.order_reference FROM inbox r{index} WHERE {claimable} {only_sql} \
+             ORDER BY r.next_attempt_at, r.seq"
+        ));
         if let Some(prelude) = d.claim_prelude {
             self.execute_script(prelude).await?;
         }
@@ -264,20 +277,42 @@ impl Tx {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
-        const SET: &str = "UPDATE inbox SET status = 'processing', lease_owner = $1, \
+        const SET: &str = "UPDATE inbox AS r SET status = 'processing', lease_owner = $1, \
              lease_until = $2, next_attempt_at = $2, attempts = attempts + 1";
-        let sql = format!("{SET} WHERE {} RETURNING {COLUMNS}", d.in_list("seq", 3));
+        // Where claims run side by side, the read's snapshot may predate another claim of
+        // the same order that committed before this one got the order's lock: this
+        // statement's snapshot is newer than the lock, so it sees that claim.
+        let recheck = if d.claim_recheck {
+            format!(" AND {}", next_of_order("$4"))
+        } else {
+            String::new()
+        };
+        let sql = format!(
+            "{SET} WHERE {}{recheck} RETURNING {COLUMNS}",
+            d.in_list("r.seq", 3)
+        );
         let claimed: Result<Vec<UpdateRow>, sqlx::Error> = on_tx!(self, |c| {
-            sqlx::query_as(AssertSqlSafe(sql))
+            let q = sqlx::query_as(AssertSqlSafe(sql))
                 .bind(owner)
                 .bind(lease_until)
-                .bind(List(&seqs))
-                .fetch_all(c)
-                .await
+                .bind(List(&seqs));
+            if d.claim_recheck {
+                q.bind(now).fetch_all(c).await
+            } else {
+                q.fetch_all(c).await
+            }
         });
         // The rows are claimed (the statement ran); only reading one of them back failed.
         let mut rows = match claimed {
-            Err(e) if is_decode(&e) => self.read_isolating(&seqs, now, 0).await?,
+            // Only those the statement claimed (a re-check may have left some out).
+            Err(e) if is_decode(&e) => self
+                .read_isolating(&seqs, now, 0)
+                .await?
+                .into_iter()
+                .filter(|r| {
+                    r.status == UpdateStatus::Processing && r.lease_owner.as_deref() == Some(owner)
+                })
+                .collect(),
             claimed => claimed?,
         };
         rows.sort_by_key(|r| r.seq);

@@ -31,16 +31,25 @@ pub(super) static DIALECT: Dialect = Dialect {
     // The claim commits first, so other workers skip the claimed updates while this one
     // processes them.
     claims_in_transaction: false,
-    claim_lock: " FOR UPDATE OF r SKIP LOCKED",
-    // One claim at a time: each decides on a snapshot that sees every claim before. And
-    // walk the due index in claim order, stopping at the limit: without fresh statistics
+    // Claims run side by side. Each locks the due rows it reads (skipping rows another
+    // claim holds) and takes a transaction lock per order (keyed by a hash of its
+    // reference; a row whose order another claim holds is left for the next claim). The
+    // lock is released only after its claim committed, so the update that follows (a new
+    // snapshot) sees every earlier claim of its orders: see `claim_recheck`. `OFFSET 0`
+    // keeps the lock call out of the inner scan, so it runs only for rows returned.
+    claim_read: |inner| {
+        format!(
+            "SELECT c.seq, c.order_reference \
+             FROM ({inner} OFFSET 0 FOR UPDATE OF r SKIP LOCKED) c \
+             WHERE pg_try_advisory_xact_lock(7036111, hashtext(c.order_reference)) LIMIT $2"
+        )
+    },
+    claim_recheck: true,
+    // Walk the due index in claim order, stopping at the limit: without fresh statistics
     // (a burst into an idle inbox) the planner expects a few due rows, reads them all with
     // a bitmap scan and sorts them, so each claim would cost time in proportion to the
     // backlog. Both settings end with the transaction.
-    claim_prelude: Some(
-        "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; \
-         SELECT pg_advisory_xact_lock(7036111)",
-    ),
+    claim_prelude: Some("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"),
     append_error: "errors || jsonb_build_array($4::jsonb)",
     retry_set: "status = 'accepted', next_attempt_at = $1, park_until = NULL, \
          lease_owner = NULL, lease_until = NULL, processed_at = NULL, \

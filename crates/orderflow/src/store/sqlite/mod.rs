@@ -36,7 +36,9 @@ pub(super) static DIALECT: Dialect = Dialect {
     // worker can claim them before it commits, and a crash rolls the claim back with the
     // work), and a batch costs one commit instead of two.
     claims_in_transaction: true,
-    claim_lock: "",
+    // One writer at a time: a claim's read sees every claim before it.
+    claim_read: |inner| format!("{inner} LIMIT $2"),
+    claim_recheck: false,
     claim_prelude: None,
     append_error: "CASE WHEN json_valid(errors) AND json_type(errors) = 'array' \
          THEN json_insert(errors, '$[#]', json($4)) ELSE json_array(json($4)) END",
