@@ -18,8 +18,8 @@ mod sections;
 
 pub use sections::{
     ClientConfig, EffectsConfig, ErpConfig, ErpMode, EventConfig, EventPolicy, InboxConfig,
-    OutboundConfig, ProjectorConfig, RabbitConfig, RedisConfig, ServerConfig,
-    SubscriptionsConfig, TransportKind, WorkerConfig,
+    OutboundConfig, ProjectorConfig, RabbitConfig, RedisConfig, ServerConfig, SubscriptionsConfig,
+    TransportKind, WorkerConfig,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,7 @@ pub(super) static DIALECT: Dialect = Dialect {
     // lock is released only after its claim committed, so the update that follows (a new
     // snapshot) sees every earlier claim of its orders: see `claim_recheck`. `OFFSET 0`
     // keeps the lock call out of the inner scan, so it runs only for rows returned.
+    claim_lock: " FOR UPDATE OF r SKIP LOCKED",
     claim_read: |inner| {
         format!(
             "SELECT c.seq, c.order_reference \

@@ -37,6 +37,7 @@ pub(super) static DIALECT: Dialect = Dialect {
     // work), and a batch costs one commit instead of two.
     claims_in_transaction: true,
     // One writer at a time: a claim's read sees every claim before it.
+    claim_lock: "",
     claim_read: |inner| format!("{inner} LIMIT $2"),
     claim_recheck: false,
     claim_prelude: None,
