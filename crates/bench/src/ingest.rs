@@ -37,6 +37,122 @@ pub(crate) struct Args {
     /// Orders the updates are spread over.
     #[arg(long, default_value_t = 1_000)]
     orders: u64,
+    /// Inbox transports to measure one after the other, each on a server of its own:
+    /// `database`, or a broker URL (`amqp://...`, `redis://...`). The first is the baseline
+    /// of the others. A broker's queues or streams get a prefix of their own and are deleted
+    /// afterwards (`rabbitmqctl` / `redis-cli`); Redis runs with `accept_loss` set.
+    #[arg(long, value_delimiter = ',', default_value = "database")]
+    inbox: Vec<String>,
+}
+
+/// One transport's medians.
+struct Summary {
+    transport: String,
+    baseline: f64,
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    let mut summaries = Vec::new();
+    for inbox in &args.inbox {
+        summaries.push(run_transport(&args, inbox)?);
+    }
+    if summaries.len() > 1 {
+        let first = &summaries[0];
+        println!(
+            "transports (medians; ratios to the same server's GET /healthz and to the first):"
+        );
+        for s in &summaries {
+            println!(
+                "  {:<10} {:>8.0} acks/s  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  \
+                 {:.2} of healthz ({:.0}/s)  {:.2} of {}",
+                s.transport,
+                s.rate,
+                s.p50,
+                s.p99,
+                s.p999,
+                s.rate / s.baseline,
+                s.baseline,
+                s.rate / first.rate,
+                first.transport
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The configuration of one transport's server; a broker's queues or streams (named by a
+/// prefix of this run) are deleted on drop.
+struct Transport {
+    name: &'static str,
+    url: Option<String>,
+    prefix: String,
+    config: tempfile::TempDir,
+}
+
+impl Transport {
+    fn new(inbox: &str) -> anyhow::Result<Self> {
+        let name = match inbox {
+            "database" => "database",
+            u if u.starts_with("amqp") => "rabbitmq",
+            u if u.starts_with("redis") => "redis",
+            other => bail!("--inbox {other}: database, amqp://... or redis://..."),
+        };
+        let prefix = format!("bench-{}-{name}", std::process::id());
+        let config = tempfile::tempdir()?;
+        let mut toml = std::fs::read_to_string(crate::server::default_config())?;
+        toml.push_str(&format!(
+            "\n[inbox.rabbitmq]\nprefix = \"{prefix}\"\n\n[inbox.redis]\nprefix = \"{prefix}\"\n\
+             accept_loss = \"a benchmark on a Redis without persistence\"\n"
+        ));
+        std::fs::write(config.path().join("orderflow.toml"), toml)?;
+        Ok(Self {
+            name,
+            url: (name != "database").then(|| inbox.to_owned()),
+            prefix,
+            config,
+        })
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        use std::process::Command;
+        let url = self.url.clone().unwrap_or_default();
+        match self.name {
+            "rabbitmq" => {
+                let listed = Command::new("rabbitmqctl")
+                    .args(["-q", "list_queues", "name"])
+                    .output();
+                if let Ok(out) = listed {
+                    for q in String::from_utf8_lossy(&out.stdout).lines() {
+                        if q.starts_with(&self.prefix) {
+                            let _ = Command::new("rabbitmqctl")
+                                .args(["-q", "delete_queue", q])
+                                .output();
+                        }
+                    }
+                }
+            }
+            "redis" => {
+                let pattern = format!("{}:*", self.prefix);
+                let keys = Command::new("redis-cli")
+                    .args(["-u", &url, "--scan", "--pattern", &pattern])
+                    .output();
+                if let Ok(out) = keys {
+                    for k in String::from_utf8_lossy(&out.stdout).lines() {
+                        let _ = Command::new("redis-cli")
+                            .args(["-u", &url, "del", k])
+                            .output();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Builds the n-th request of a phase on a connection's client.
@@ -171,9 +287,20 @@ struct Figures {
     commit_size: f64,
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
     let binary = args.binary.clone().unwrap_or_else(default_binary);
-    let server = Server::start(&binary, args.database_url.as_deref(), &["--no-worker"])?;
+    let transport = Transport::new(inbox)?;
+    let mut extra = vec!["--no-worker"];
+    if let Some(url) = &transport.url {
+        extra.extend(["--inbox-url", url]);
+    }
+    let server = Server::start_with(
+        &binary,
+        args.database_url.as_deref(),
+        &crate::server::repo_root().join("processes"),
+        &transport.config.path().join("orderflow.toml"),
+        &extra,
+    )?;
     let token = server.create_client("bench-erp", "erp")?;
     let rt = tokio::runtime::Runtime::new()?;
     let duration = Duration::from_secs(args.seconds);
@@ -205,8 +332,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     };
 
     println!(
-        "ingest benchmark: {} connections, {} s per phase, {} runs, server {} ({}), worker off, \
-         {} cores, load average {}",
+        "ingest benchmark, {} inbox: {} connections, {} s per phase, {} runs, server {} ({}), \
+         worker off, {} cores, load average {}",
+        transport.name,
         args.connections,
         args.seconds,
         args.runs,
@@ -280,5 +408,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         }
         None => println!("  server memory: not readable here"),
     }
-    Ok(())
+    drop(server);
+    Ok(Summary {
+        transport: transport.name.to_owned(),
+        baseline: med(|f| f.baseline),
+        rate: med(|f| f.rate),
+        p50: med(|f| f.p50),
+        p99: med(|f| f.p99),
+        p999: med(|f| f.p999),
+    })
 }

@@ -22,7 +22,7 @@ pub(crate) fn default_binary() -> PathBuf {
     me.with_file_name("orderflow")
 }
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -32,24 +32,9 @@ pub(crate) fn default_config() -> PathBuf {
 }
 
 impl Server {
-    /// Starts `orderflow serve` in a new temporary folder with the example processes.
+    /// Starts `orderflow serve` in a new temporary folder with the process definitions in
+    /// `processes` and the configuration file `config` (see [`default_config`]).
     /// `database_url` defaults to a SQLite file in that folder.
-    pub(crate) fn start(
-        binary: &Path,
-        database_url: Option<&str>,
-        extra: &[&str],
-    ) -> anyhow::Result<Self> {
-        Self::start_with(
-            binary,
-            database_url,
-            &repo_root().join("processes"),
-            &default_config(),
-            extra,
-        )
-    }
-
-    /// [`Server::start`] with the process definitions in `processes` and the configuration
-    /// file `config`.
     pub(crate) fn start_with(
         binary: &Path,
         database_url: Option<&str>,
