@@ -517,6 +517,45 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// `POST /v1/erp/order-updates` as the ERP client with extra `headers`: the status and
+    /// the JSON body.
+    pub(crate) async fn post_update(
+        &self,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/erp/order-updates", self.base))
+            .bearer_auth(&self.erp)
+            .json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let code = resp.status();
+        (code, resp.json().await.unwrap())
+    }
+
+    /// Waits (at most `within`) until the ERP update `id` has `status`; its JSON.
+    pub(crate) async fn until_update_status(
+        &self,
+        id: &str,
+        status: &str,
+        within: Duration,
+    ) -> Value {
+        eventually(within, status, || async {
+            let (code, v) = self
+                .get(&format!("/v1/erp/order-updates/{id}"), &self.erp)
+                .await;
+            assert_eq!(code, StatusCode::OK, "{v}");
+            (v["status"] == status).then_some(v)
+        })
+        .await
+    }
+}
+
 /// Polls `check` until it returns `Some`, failing after `within`.
 pub(crate) async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where

@@ -63,18 +63,18 @@ async fn in_transit_then_applied_by_a_worker_process() {
     // A keyed repeat in transit gets the identical answer.
     let key = [("idempotency-key", "attr-T-1")];
     let keyed = json!({"order_reference": "T-1", "attributes": {"k": 1}});
-    let first = post_with(&s, &key, &keyed).await;
-    let again = post_with(&s, &key, &keyed).await;
+    let first = s.post_update(&key, &keyed).await;
+    let again = s.post_update(&key, &keyed).await;
     assert_eq!(first.0, StatusCode::ACCEPTED);
     assert_eq!(first, again);
 
     // Wait mode with no consumer: 202 at the deadline, still in transit.
-    let waited = post_with(
-        &s,
-        &[("prefer", "wait=1")],
-        &json!({"order_reference": "T-1", "attributes": {"w": 1}}),
-    )
-    .await;
+    let waited = s
+        .post_update(
+            &[("prefer", "wait=1")],
+            &json!({"order_reference": "T-1", "attributes": {"w": 1}}),
+        )
+        .await;
     assert_eq!(waited.0, StatusCode::ACCEPTED, "{}", waited.1);
     assert_eq!(waited.1["status"], "accepted");
 
@@ -108,17 +108,17 @@ async fn in_transit_then_applied_by_a_worker_process() {
 
     // A worker process consumes: everything is applied once, in order.
     let mut worker = start_worker(&s, dir.path(), "").await;
-    let v = until_status(&s, &id, "applied").await;
+    let v = s.until_update_status(&id, "applied", WAIT).await;
     assert!(v.get("in_transit").is_none(), "{v}");
     let keyed_id = first.1["id"].as_str().unwrap();
-    until_status(&s, keyed_id, "applied").await;
+    s.until_update_status(keyed_id, "applied", WAIT).await;
     // The server's waiting request learns the outcome from the worker process.
-    let (code, r) = post_with(
-        &s,
-        &[("prefer", "wait=20")],
-        &json!({"order_reference": "T-1", "attributes": {"w": 2}}),
-    )
-    .await;
+    let (code, r) = s
+        .post_update(
+            &[("prefer", "wait=20")],
+            &json!({"order_reference": "T-1", "attributes": {"w": 2}}),
+        )
+        .await;
     assert_eq!(code, StatusCode::OK, "{r}");
     assert_eq!(r["status"], "applied");
     let (_, o) = s.get("/v1/orders/by-reference/T-1", &s.shop).await;
@@ -164,7 +164,8 @@ async fn unreadable_messages_are_dead_lettered_and_counted() {
         )
         .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{r}");
-    until_status(&s, r["id"].as_str().unwrap(), "applied").await;
+    s.until_update_status(r["id"].as_str().unwrap(), "applied", WAIT)
+        .await;
     let stats = eventually(WAIT, "dead-lettered", || async {
         let (_, st) = s.get("/v1/admin/stats", &s.admin).await;
         (st["transit"]["dead_lettered"] == 2).then_some(st)
@@ -197,7 +198,9 @@ async fn overdue_updates_move_into_the_database_inbox() {
         return;
     };
     s.create_order("O-1", &[("A", 1)]).await;
-    let (code, r) = post_with(&s, &[], &json!({"order_reference": "O-1", "event": "pay"})).await;
+    let (code, r) = s
+        .post_update(&[], &json!({"order_reference": "O-1", "event": "pay"}))
+        .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{r}");
     let id = r["id"].as_str().unwrap().to_owned();
     eventually(WAIT, "moved to the overdue queue", || async {
@@ -209,7 +212,7 @@ async fn overdue_updates_move_into_the_database_inbox() {
     assert_eq!(v["in_transit"], true, "still in the broker: {v}");
     let dir = tempfile::tempdir().unwrap();
     let mut worker = start_worker(&s, dir.path(), "in_transit_ttl = \"1s\"\n").await;
-    until_status(&s, &id, "applied").await;
+    s.until_update_status(&id, "applied", WAIT).await;
     let (_, st) = s.get("/v1/admin/stats", &s.admin).await;
     assert_eq!(st["transit"]["overdue"], 0, "{st}");
     let _ = worker.kill().await;
@@ -299,29 +302,6 @@ async fn a_fleet_of_three_workers_one_killed_applies_each_update_once_in_order()
         let _ = w.kill().await;
     }
     s.stop().await;
-}
-
-async fn post_with(s: &TestServer, headers: &[(&str, &str)], body: &Value) -> (StatusCode, Value) {
-    let mut req = s
-        .http
-        .post(format!("{}/v1/erp/order-updates", s.base))
-        .bearer_auth(&s.erp)
-        .json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    let code = resp.status();
-    (code, resp.json().await.unwrap())
-}
-
-async fn until_status(s: &TestServer, id: &str, status: &str) -> Value {
-    eventually(WAIT, status, || async {
-        let (code, v) = s.get(&format!("/v1/erp/order-updates/{id}"), &s.erp).await;
-        assert_eq!(code, StatusCode::OK, "{v}");
-        (v["status"] == status).then_some(v)
-    })
-    .await
 }
 
 /// `orderflow worker` on the server's database and queues (see [`config_file`]).

@@ -11,9 +11,9 @@ use orderflow::config::RedisConfig;
 use orderflow::inbox::transit::TransitError;
 use orderflow::inbox::transit::redis::{Durability, Redis};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{Backend, REDIS_URL, RedisKeys, TestServer, eventually, start_with};
+use crate::support::{Backend, REDIS_URL, RedisKeys, eventually, start_with};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -200,12 +200,12 @@ async fn fsync_always_mode_is_shown_and_updates_are_applied() {
     assert_eq!(ready["transit"]["durability"], "fsync_always", "{ready}");
 
     s.create_order("F-1", &[("A", 1)]).await;
-    let (code, r) = post_with(
-        &s,
-        &[("prefer", "wait=20")],
-        &json!({"order_reference": "F-1", "event": "pay"}),
-    )
-    .await;
+    let (code, r) = s
+        .post_update(
+            &[("prefer", "wait=20")],
+            &json!({"order_reference": "F-1", "event": "pay"}),
+        )
+        .await;
     assert_eq!(code, StatusCode::OK, "{r}");
     assert_eq!(r["status"], "applied");
 
@@ -266,7 +266,7 @@ async fn a_dead_consumers_entries_are_claimed_after_its_lease_and_poison_is_dead
         json!({"order_reference": "D-1", "attributes": {"n": 1}}),
         json!({"order_reference": "D-1", "attributes": {"n": 2}}),
     ] {
-        let (code, r) = post_with(&s, &[], &body).await;
+        let (code, r) = s.post_update(&[], &body).await;
         assert_eq!(code, StatusCode::ACCEPTED, "{r}");
         ids.push(r["id"].as_str().unwrap().to_owned());
     }
@@ -346,7 +346,7 @@ async fn a_dead_consumers_entries_are_claimed_after_its_lease_and_poison_is_dead
             .unwrap();
     }
     for id in &ids {
-        until_status(&s, id, "applied").await;
+        s.until_update_status(id, "applied", WAIT).await;
     }
     let (_, o) = s.get("/v1/orders/by-reference/D-1", &s.shop).await;
     assert_eq!(
@@ -368,29 +368,6 @@ async fn a_dead_consumers_entries_are_claimed_after_its_lease_and_poison_is_dead
         "{metrics}"
     );
     s.stop().await;
-}
-
-async fn post_with(s: &TestServer, headers: &[(&str, &str)], body: &Value) -> (StatusCode, Value) {
-    let mut req = s
-        .http
-        .post(format!("{}/v1/erp/order-updates", s.base))
-        .bearer_auth(&s.erp)
-        .json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    let code = resp.status();
-    (code, resp.json().await.unwrap())
-}
-
-async fn until_status(s: &TestServer, id: &str, status: &str) -> Value {
-    eventually(WAIT, status, || async {
-        let (code, v) = s.get(&format!("/v1/erp/order-updates/{id}"), &s.erp).await;
-        assert_eq!(code, StatusCode::OK, "{v}");
-        (v["status"] == status).then_some(v)
-    })
-    .await
 }
 
 /// Clients, and updates each sends (one at a time, to its own orders).
@@ -487,7 +464,7 @@ async fn redis_kill_run(persistence: &[&str], accept_loss: bool) -> Option<LossR
                     // down): one update, one effect.
                     let deadline = std::time::Instant::now() + Duration::from_secs(60);
                     loop {
-                        let (code, r) = post_with(&s, &[("idempotency-key", &key)], &body).await;
+                        let (code, r) = s.post_update(&[("idempotency-key", &key)], &body).await;
                         if code == StatusCode::ACCEPTED {
                             acked.push(r["id"].as_str().unwrap().to_owned());
                             break;
