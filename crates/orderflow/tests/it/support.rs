@@ -556,6 +556,30 @@ impl TestServer {
     }
 }
 
+/// Whether the Redis the transport tests use (`127.0.0.1:6379`, `.ci/run` starts it) and a
+/// `redis-server` binary (for servers of a test's own) are here. Outside CI their absence
+/// skips the test loudly, as a missing corpus does; in CI it fails. The PostgreSQL-backed
+/// transport tests need `ORDERFLOW_TEST_DATABASE_URL` anyway.
+pub(crate) fn redis_here() -> bool {
+    let up = std::net::TcpStream::connect("127.0.0.1:6379").is_ok()
+        && std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !up {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs Redis on 127.0.0.1:6379 and redis-server (.ci/run starts it)"
+        );
+        // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: no Redis on 127.0.0.1:6379 or no redis-server; the Redis transport test did not run"
+        );
+    }
+    up
+}
+
 /// Polls `check` until it returns `Some`, failing after `within`.
 pub(crate) async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where
