@@ -31,7 +31,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-use crate::server::{Server, default_binary};
+use crate::server::{Server, Transport, default_binary};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -69,6 +69,11 @@ pub(crate) struct Args {
     /// Updates in the I/O-mode backlog (over `--orders` orders).
     #[arg(long, default_value_t = 3_000)]
     io_updates: u64,
+    /// Inbox transports of the PostgreSQL drains, one after the other: `database`, or a
+    /// broker URL (`amqp://...`, `redis://...`): the backlog is accepted into the broker and
+    /// the workers consume it (see `bench ingest --inbox`).
+    #[arg(long, value_delimiter = ',', default_value = "database")]
+    inbox: Vec<String>,
 }
 
 /// The processes and configuration one drain runs with.
@@ -77,6 +82,8 @@ struct Setup {
     config: PathBuf,
     /// Removes the generated configuration with it.
     _dir: Option<tempfile::TempDir>,
+    /// The inbox transport (`None`: the database, configured as `config` says).
+    transport: Option<Transport>,
 }
 
 impl Setup {
@@ -86,7 +93,31 @@ impl Setup {
             processes: processes(),
             config: crate::server::default_config(),
             _dir: None,
+            transport: None,
         }
+    }
+
+    /// [`Setup::plain`] on the inbox transport `inbox` (see [`Transport::new`]).
+    fn plain_on(inbox: &str) -> anyhow::Result<Self> {
+        let transport = Transport::new(inbox)?;
+        Ok(Self {
+            config: transport.config(),
+            transport: Some(transport),
+            ..Self::plain()
+        })
+    }
+
+    /// The transport's name, for the report.
+    fn inbox(&self) -> &'static str {
+        self.transport.as_ref().map_or("database", |t| t.name)
+    }
+
+    /// `--inbox-url URL` of a broker transport.
+    fn inbox_args(&self) -> Vec<&str> {
+        self.transport
+            .as_ref()
+            .map(Transport::args)
+            .unwrap_or_default()
     }
 
     /// `Drain01` whose `touch` also runs a command that waits `ms` milliseconds.
@@ -101,6 +132,7 @@ impl Setup {
             processes: Path::new(env!("CARGO_MANIFEST_DIR")).join("processes-io"),
             config,
             _dir: Some(dir),
+            transport: None,
         })
     }
 }
@@ -162,15 +194,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     drop(server);
 
     if let Some(admin) = &args.postgres {
-        for &n in &args.workers {
-            rt.block_on(drain_postgres(
-                &binary,
-                admin,
-                n,
-                &args,
-                &plain,
-                args.updates,
-            ))?;
+        for inbox in &args.inbox {
+            let setup = Setup::plain_on(inbox)?;
+            for &n in &args.workers {
+                rt.block_on(drain_postgres(
+                    &binary,
+                    admin,
+                    n,
+                    &args,
+                    &setup,
+                    args.updates,
+                ))?;
+            }
         }
         if args.io_ms > 0 {
             io_mode(&rt, &binary, admin, &args)?;
@@ -231,7 +266,8 @@ fn worker(
         .arg("--processes")
         .arg(&setup.processes)
         .arg("--config")
-        .arg(&setup.config);
+        .arg(&setup.config)
+        .args(setup.inbox_args());
     if let Some(n) = batch_size {
         cmd.env("ORDERFLOW_WORKER__BATCH_SIZE", n.to_string());
     }
@@ -427,12 +463,14 @@ async fn drain_postgres(
     updates: u64,
 ) -> anyhow::Result<f64> {
     let db = ScratchDb::create(admin, &format!("w{workers}")).await?;
+    let mut extra = vec!["--no-worker"];
+    extra.extend(setup.inbox_args());
     let mut server = Server::start_with(
         binary,
         Some(&db.url),
         &setup.processes,
         &setup.config,
-        &["--no-worker"],
+        &extra,
     )?;
     let stored = fill(&server, args.orders, updates).await?;
     server.terminate()?;
@@ -449,12 +487,15 @@ async fn drain_postgres(
         .collect::<Result<_, _>>()?;
     let deadline = started + Duration::from_secs(600);
     loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM inbox WHERE status IN ('accepted', 'processing', 'parked')",
+        // Settled in the database: with a broker, rows appear only as consumers take them.
+        let settled: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM inbox \
+             WHERE status NOT IN ('accepted', 'processing', 'parked')",
         )
         .fetch_one(&pool)
         .await?;
-        if open == 0 {
+        let open = updates as i64 - settled;
+        if open <= 0 {
             break;
         }
         if Instant::now() > deadline {
@@ -474,8 +515,12 @@ async fn drain_postgres(
         .await?;
     pool.close().await;
     let name = format!(
-        "PostgreSQL, {workers} worker{}",
-        if workers == 1 { "" } else { "s" }
+        "PostgreSQL, {workers} worker{}{}",
+        if workers == 1 { "" } else { "s" },
+        match setup.inbox() {
+            "database" => String::new(),
+            broker => format!(", {broker}"),
+        }
     );
     let rate = report(&name, applied as u64, updates, took, stored);
     drop(server);

@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 
 use crate::median;
-use crate::server::{Server, default_binary};
+use crate::server::{Server, Transport, default_binary};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -82,77 +82,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The configuration of one transport's server; a broker's queues or streams (named by a
-/// prefix of this run) are deleted on drop.
-struct Transport {
-    name: &'static str,
-    url: Option<String>,
-    prefix: String,
-    config: tempfile::TempDir,
-}
-
-impl Transport {
-    fn new(inbox: &str) -> anyhow::Result<Self> {
-        let name = match inbox {
-            "database" => "database",
-            u if u.starts_with("amqp") => "rabbitmq",
-            u if u.starts_with("redis") => "redis",
-            other => bail!("--inbox {other}: database, amqp://... or redis://..."),
-        };
-        let prefix = format!("bench-{}-{name}", std::process::id());
-        let config = tempfile::tempdir()?;
-        let mut toml = std::fs::read_to_string(crate::server::default_config())?;
-        toml.push_str(&format!(
-            "\n[inbox.rabbitmq]\nprefix = \"{prefix}\"\n\n[inbox.redis]\nprefix = \"{prefix}\"\n\
-             accept_loss = \"a benchmark on a Redis without persistence\"\n"
-        ));
-        std::fs::write(config.path().join("orderflow.toml"), toml)?;
-        Ok(Self {
-            name,
-            url: (name != "database").then(|| inbox.to_owned()),
-            prefix,
-            config,
-        })
-    }
-}
-
-impl Drop for Transport {
-    fn drop(&mut self) {
-        use std::process::Command;
-        let url = self.url.clone().unwrap_or_default();
-        match self.name {
-            "rabbitmq" => {
-                let listed = Command::new("rabbitmqctl")
-                    .args(["-q", "list_queues", "name"])
-                    .output();
-                if let Ok(out) = listed {
-                    for q in String::from_utf8_lossy(&out.stdout).lines() {
-                        if q.starts_with(&self.prefix) {
-                            let _ = Command::new("rabbitmqctl")
-                                .args(["-q", "delete_queue", q])
-                                .output();
-                        }
-                    }
-                }
-            }
-            "redis" => {
-                let pattern = format!("{}:*", self.prefix);
-                let keys = Command::new("redis-cli")
-                    .args(["-u", &url, "--scan", "--pattern", &pattern])
-                    .output();
-                if let Ok(out) = keys {
-                    for k in String::from_utf8_lossy(&out.stdout).lines() {
-                        let _ = Command::new("redis-cli")
-                            .args(["-u", &url, "del", k])
-                            .output();
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Builds the n-th request of a phase on a connection's client.
@@ -291,14 +220,12 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
     let binary = args.binary.clone().unwrap_or_else(default_binary);
     let transport = Transport::new(inbox)?;
     let mut extra = vec!["--no-worker"];
-    if let Some(url) = &transport.url {
-        extra.extend(["--inbox-url", url]);
-    }
+    extra.extend(transport.args());
     let server = Server::start_with(
         &binary,
         args.database_url.as_deref(),
         &crate::server::repo_root().join("processes"),
-        &transport.config.path().join("orderflow.toml"),
+        &transport.config(),
         &extra,
     )?;
     let token = server.create_client("bench-erp", "erp")?;

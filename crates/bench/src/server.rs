@@ -184,6 +184,93 @@ fn unique() -> u128 {
         .unwrap_or_default()
 }
 
+/// The configuration of one transport's server; a broker's queues or streams (named by a
+/// prefix of this run) are deleted on drop.
+pub(crate) struct Transport {
+    pub(crate) name: &'static str,
+    /// The broker's URL, for `--inbox-url` (`None`: the database).
+    pub(crate) url: Option<String>,
+    prefix: String,
+    config: tempfile::TempDir,
+}
+
+impl Transport {
+    /// `inbox`: `database`, `amqp://...` or `redis://...`.
+    pub(crate) fn new(inbox: &str) -> anyhow::Result<Self> {
+        let name = match inbox {
+            "database" => "database",
+            u if u.starts_with("amqp") => "rabbitmq",
+            u if u.starts_with("redis") => "redis",
+            other => bail!("--inbox {other}: database, amqp://... or redis://..."),
+        };
+        let prefix = format!("bench-{}-{name}", std::process::id());
+        let config = tempfile::tempdir()?;
+        let mut toml = std::fs::read_to_string(crate::server::default_config())?;
+        toml.push_str(&format!(
+            "\n[inbox.rabbitmq]\nprefix = \"{prefix}\"\n\n[inbox.redis]\nprefix = \"{prefix}\"\n\
+             accept_loss = \"a benchmark on a Redis without persistence\"\n"
+        ));
+        std::fs::write(config.path().join("orderflow.toml"), toml)?;
+        Ok(Self {
+            name,
+            url: (name != "database").then(|| inbox.to_owned()),
+            prefix,
+            config,
+        })
+    }
+}
+
+impl Transport {
+    /// The configuration file of its servers and workers.
+    pub(crate) fn config(&self) -> PathBuf {
+        self.config.path().join("orderflow.toml")
+    }
+
+    /// `--inbox-url URL` for a broker, nothing for the database.
+    pub(crate) fn args(&self) -> Vec<&str> {
+        match &self.url {
+            Some(url) => vec!["--inbox-url", url],
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        let url = self.url.clone().unwrap_or_default();
+        match self.name {
+            "rabbitmq" => {
+                let listed = Command::new("rabbitmqctl")
+                    .args(["-q", "list_queues", "name"])
+                    .output();
+                if let Ok(out) = listed {
+                    for q in String::from_utf8_lossy(&out.stdout).lines() {
+                        if q.starts_with(&self.prefix) {
+                            let _ = Command::new("rabbitmqctl")
+                                .args(["-q", "delete_queue", q])
+                                .output();
+                        }
+                    }
+                }
+            }
+            "redis" => {
+                let pattern = format!("{}:*", self.prefix);
+                let keys = Command::new("redis-cli")
+                    .args(["-u", &url, "--scan", "--pattern", &pattern])
+                    .output();
+                if let Ok(out) = keys {
+                    for k in String::from_utf8_lossy(&out.stdout).lines() {
+                        let _ = Command::new("redis-cli")
+                            .args(["-u", &url, "del", k])
+                            .output();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 mod reqwest {
     //! A tiny blocking readiness probe without pulling reqwest's blocking feature.
     use std::io::{Read, Write};
