@@ -21,7 +21,7 @@ use reqwest::{Method, Url};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::{self, Attempt, Request, Sender, Verdict};
+use super::attempt::{Attempt, Request, Sender, Verdict};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::inbox::follow_up::FollowUp;
@@ -56,7 +56,7 @@ impl HttpTarget {
         else {
             return Ok(None);
         };
-        let url = attempt::parse_url(url).map_err(|e| ("url", e.to_string()))?;
+        let url = crate::outbound::address::parse_url(url).map_err(|e| ("url", e.to_string()))?;
         let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|_| ("method", format!("{method:?} is not an HTTP method")))?;
         let timeout = match timeout {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::config::OutboundConfig;
-pub use crate::outbound::attempt::UrlError;
+pub use crate::outbound::address::UrlError;
 use crate::store::subscriptions::{AttemptRow, DeliveryRow, SubscriptionRow};
 use crate::store::{self, Store, StoreError};
 pub use event::{Event, EventType};
@@ -191,7 +191,7 @@ pub async fn create(
     url: &str,
     events: &[String],
 ) -> Result<Created> {
-    let url = crate::outbound::attempt::check_url(url, outbound.block_private_addresses).await?;
+    let url = crate::outbound::address::check_url(url, outbound.block_private_addresses).await?;
     let events = parse_events(events)?;
     let names: Vec<&str> = events.iter().map(|t| t.as_str()).collect();
     let secret = crate::auth::new_signing_secret();

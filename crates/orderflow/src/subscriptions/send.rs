@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
-use crate::outbound::attempt::{self, Attempt, Request, Sender, Verdict};
+use crate::outbound::attempt::{Attempt, Request, Sender, Verdict};
 use crate::webhook::SigningSecret;
 
 /// The Standard Webhooks headers of a delivery: `webhook-id`, `webhook-timestamp` (unix
@@ -42,7 +42,7 @@ pub async fn attempt(
     body: &str,
     timeout: Duration,
 ) -> Attempt {
-    let url = match attempt::parse_url(url) {
+    let url = match crate::outbound::address::parse_url(url) {
         Ok(u) => u,
         Err(e) => {
             return Attempt {

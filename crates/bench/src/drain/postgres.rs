@@ -1,0 +1,120 @@
+//! The PostgreSQL drains: a scratch database per run, the backlog stored through a
+//! `serve --no-worker` (into the inbox or a broker), then N `orderflow worker` processes
+//! until every update is settled.
+
+use super::*;
+
+/// A scratch database on the PostgreSQL server, dropped with it.
+struct ScratchDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDb {
+    async fn create(admin: &str, label: &str) -> anyhow::Result<Self> {
+        let name = format!("orderflow_bench_{}_{label}", std::process::id());
+        let mut c = sqlx::PgConnection::connect(admin).await?;
+        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await?;
+        let sql = format!("CREATE DATABASE {name}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await?;
+        let (base, _) = admin
+            .rsplit_once('/')
+            .context("the PostgreSQL URL names a database")?;
+        Ok(Self {
+            admin: admin.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    async fn drop(self) -> anyhow::Result<()> {
+        let mut c = sqlx::PgConnection::connect(&self.admin).await?;
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Drains `updates` updates with `workers` worker processes on a scratch database; returns
+/// the applied/s.
+pub(super) async fn drain_postgres(
+    binary: &Path,
+    admin: &str,
+    workers: usize,
+    args: &Args,
+    setup: &Setup,
+    updates: u64,
+) -> anyhow::Result<f64> {
+    let db = ScratchDb::create(admin, &format!("w{workers}")).await?;
+    let mut extra = vec!["--no-worker"];
+    extra.extend(setup.inbox_args());
+    let mut server = Server::start_with(
+        binary,
+        Some(&db.url),
+        &setup.processes,
+        &setup.config,
+        &extra,
+    )?;
+    let stored = fill(&server, args.orders, updates).await?;
+    server.terminate()?;
+    let pool = sqlx::PgPool::connect(&db.url).await?;
+    let started = Instant::now();
+    let mut children: Vec<Child> = (0..workers)
+        .map(|_| {
+            worker(&server, &db.url, args.batch_size, setup)
+                .env("ORDERFLOW_WORKER__POLL_INTERVAL", "20ms")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        // Settled in the database: with a broker, rows appear only as consumers take them.
+        let settled: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM inbox \
+             WHERE status NOT IN ('accepted', 'processing', 'parked')",
+        )
+        .fetch_one(&pool)
+        .await?;
+        let open = updates as i64 - settled;
+        if open <= 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{open} updates still open after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    for c in &mut children {
+        std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()?;
+        c.wait()?;
+    }
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE status = 'applied'")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    let name = format!(
+        "PostgreSQL, {workers} worker{}{}",
+        if workers == 1 { "" } else { "s" },
+        match setup.inbox() {
+            "database" => String::new(),
+            broker => format!(", {broker}"),
+        }
+    );
+    let rate = report(&name, applied as u64, updates, took, stored);
+    drop(server);
+    db.drop().await?;
+    Ok(rate)
+}
