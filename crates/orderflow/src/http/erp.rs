@@ -101,7 +101,9 @@ pub(super) async fn post_update(
         body: value,
         path: "$".into(),
     };
-    let accepted = state.inbox.accept(incoming, mode).await?;
+    // Boxed: the accepting future is large (wait mode, transports), and the handler's own
+    // future is moved several times on its way into hyper's task; a pointer moves cheaply.
+    let accepted = Box::pin(state.inbox.accept(incoming, mode)).await?;
     let mut response = answer_response(accepted.answer());
     if let Ok(v) = HeaderValue::from_str(&applied) {
         response
@@ -145,9 +147,7 @@ pub(super) async fn post_batch(
             path: format!("$.updates[{i}]"),
         })
         .collect();
-    let results: Vec<Value> = state
-        .inbox
-        .accept_batch(entries)
+    let results: Vec<Value> = Box::pin(state.inbox.accept_batch(entries))
         .await?
         .into_iter()
         .map(|r| match r {

@@ -45,9 +45,21 @@ pub use error::{ApiError, ApiResult};
 use extract::BodyLimit;
 use ratelimit::RateLimits;
 
-/// What handlers share.
+/// What handlers share: one `Arc`, so the copy every middleware layer and extractor takes
+/// per request is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub service: OrderService,
     pub inbox: Inbox,
     /// Bearer token → client, in memory.
@@ -61,13 +73,13 @@ pub struct AppState {
 impl AppState {
     /// The state for `service` and `inbox` with the client limits from `config`.
     pub fn new(service: OrderService, inbox: Inbox, config: &Config) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             inbox,
             clients: ClientCache::new(service.store().clone()),
             rate_limits: Arc::new(RateLimits::from_config(&config.clients)),
             outbound: Arc::new(config.outbound.clone()),
             service,
-        }
+        }))
     }
 }
 

@@ -220,7 +220,7 @@ impl Inbox {
     /// (see [`Inbox::replay`]).
     pub async fn accept(&self, incoming: Incoming, mode: Mode) -> Result<Accepted> {
         if let Some(transit) = self.transit.clone() {
-            return self.accept_transit(&transit, incoming, mode).await;
+            return Box::pin(self.accept_transit(&transit, incoming, mode)).await;
         }
         let mut update = self.prepare(
             &incoming.client,
@@ -243,10 +243,13 @@ impl Inbox {
             .await?
             .pop()
             .ok_or_else(|| StoreError::Corrupt("no answer".into()))?;
+        // The rare paths are boxed, so the common one (async, a new update) keeps a small
+        // future: it is moved on its way into the connection's task (see the README's
+        // Benchmarks, "where a request's time goes").
         match stored {
-            Stored::Existing(row) => self.replay(&row, &hash, Some(deadline)).await,
+            Stored::Existing(row) => Box::pin(self.replay(&row, &hash, Some(deadline))).await,
             Stored::New(_) if matches!(mode, Mode::Async) => Ok(Accepted::Stored(pending)),
-            Stored::New(seq) => self.wait(seq, &pending.id, deadline).await,
+            Stored::New(seq) => Box::pin(self.wait(seq, &pending.id, deadline)).await,
         }
     }
 
@@ -262,7 +265,7 @@ impl Inbox {
             });
         }
         if let Some(transit) = self.transit.clone() {
-            return self.accept_batch_transit(&transit, entries).await;
+            return Box::pin(self.accept_batch_transit(&transit, entries)).await;
         }
         let mut results: Vec<Option<Result<Accepted>>> = Vec::with_capacity(entries.len());
         let mut valid = Vec::new();
