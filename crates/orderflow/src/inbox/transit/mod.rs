@@ -77,6 +77,9 @@ pub enum TransitError {
     Store(#[from] StoreError),
     #[error("stopped before the updates were stored")]
     Stopped,
+    /// The error of a group publish, as each request of the group gets it.
+    #[error("message broker: {0}")]
+    Shared(String),
 }
 
 /// An update as it travels through the broker: the inbox row it becomes.

@@ -11,6 +11,9 @@
 //!   inbox as `accepted`;
 //! - `<prefix>.dead`, a quorum queue for messages that cannot be read (poison), published
 //!   there with a confirm before the original is acknowledged.
+//!
+//! A message holds one update (a JSON object) or several (a JSON array, in order): the
+//! updates of concurrent requests are published together ([`publish`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +21,11 @@ use std::time::Duration;
 use futures_util::{FutureExt as _, StreamExt as _};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, ExchangeKind};
 use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{Delivered, TransitError, TransitMessage, TransitStats};
@@ -31,12 +33,18 @@ use crate::backoff::Backoff;
 use crate::config::{RabbitConfig, mask_url_password};
 use crate::inbox::Inbox;
 
+mod publish;
+
+use publish::{Link, Publisher};
+
 /// The RabbitMQ transport of one process: its configuration and publishing channel.
 pub struct Rabbit {
     config: RabbitConfig,
     /// The connection and confirm channel updates are published on; opened again after
     /// the broker went away.
-    publisher: Mutex<Option<(Connection, Channel)>>,
+    link: Arc<Link>,
+    /// Publishes the updates of concurrent requests together.
+    publisher: Publisher,
 }
 
 impl std::fmt::Debug for Rabbit {
@@ -61,13 +69,14 @@ pub fn shard_of(reference: &str, shards: u16) -> u16 {
 impl Rabbit {
     /// Connects, declares the topology and opens the publishing channel.
     pub async fn connect(config: RabbitConfig) -> Result<Self, TransitError> {
+        let link = Arc::new(Link::new(config.clone()));
+        let exchange = format!("{}.updates", config.prefix);
         let rabbit = Self {
             config,
-            publisher: Mutex::new(None),
+            publisher: Publisher::spawn(Arc::clone(&link), exchange),
+            link,
         };
-        let (conn, channel) = rabbit.open().await?;
-        rabbit.declare(&channel).await?;
-        *rabbit.publisher.lock().await = Some((conn, channel));
+        rabbit.declare(&rabbit.link.channel().await?).await?;
         tracing::info!(
             url = %mask_url_password(&rabbit.config.url),
             prefix = %rabbit.config.prefix,
@@ -88,21 +97,6 @@ impl Rabbit {
 
     fn shard_queue(&self, n: u16) -> String {
         self.name(&format!("shard.{n}"))
-    }
-
-    async fn open(&self) -> Result<(Connection, Channel), TransitError> {
-        let conn = Connection::connect(&self.config.url, ConnectionProperties::default())
-            .await
-            .map_err(|e| TransitError::Connect {
-                url: mask_url_password(&self.config.url),
-                source: e,
-            })?;
-        let channel = conn.create_channel().await.map_err(TransitError::Broker)?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(TransitError::Broker)?;
-        Ok((conn, channel))
     }
 
     /// Declares exchanges and queues; a no-op when they exist as declared.
@@ -176,61 +170,17 @@ impl Rabbit {
         Ok(())
     }
 
-    /// The publishing channel, opened again when the broker connection was lost.
-    async fn channel(&self) -> Result<Channel, TransitError> {
-        let mut held = self.publisher.lock().await;
-        if let Some((conn, ch)) = held.as_ref()
-            && conn.status().connected()
-            && ch.status().connected()
-        {
-            return Ok(ch.clone());
-        }
-        *held = None;
-        let (conn, ch) = self.open().await?;
-        *held = Some((conn, ch.clone()));
-        Ok(ch)
-    }
-
-    /// Publishes the messages persistent, mandatory, each to its order's shard, and returns
-    /// once the broker confirmed every one (a quorum queue confirms once a majority of its
-    /// replicas has the message on disk).
+    /// Publishes the messages persistent, mandatory, each to its order's shard (with the
+    /// updates of other requests published at the same time), and returns once the broker
+    /// confirmed every one (a quorum queue confirms once a majority of its replicas has
+    /// the message on disk).
     pub async fn publish(&self, messages: &[TransitMessage]) -> Result<(), TransitError> {
-        let ch = self.channel().await?;
-        let exchange = self.name("updates");
-        let mut confirms = Vec::with_capacity(messages.len());
+        let mut encoded = Vec::with_capacity(messages.len());
         for m in messages {
-            let body = serde_json::to_vec(m).map_err(|e| TransitError::Encode(e.to_string()))?;
-            let shard = shard_of(&m.order_reference, self.config.shards);
-            let confirm = ch
-                .basic_publish(
-                    exchange.as_str().into(),
-                    format!("shard.{shard}").into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &body,
-                    BasicProperties::default()
-                        .with_delivery_mode(2)
-                        .with_content_type("application/json".into())
-                        .with_message_id(ShortString::from(m.id.clone())),
-                )
-                .await
-                .map_err(TransitError::Broker)?;
-            confirms.push(confirm);
+            let json = serde_json::to_vec(m).map_err(|e| TransitError::Encode(e.to_string()))?;
+            encoded.push((shard_of(&m.order_reference, self.config.shards), json));
         }
-        for confirm in confirms {
-            let confirmation = confirm.await.map_err(TransitError::Broker)?;
-            if !confirmation.is_ack() {
-                return Err(TransitError::Nacked);
-            }
-            if confirmation.take_message().is_some() {
-                return Err(TransitError::Unroutable);
-            }
-        }
-        metrics::counter!("orderflow_transit_published_total", "transport" => "rabbitmq")
-            .increment(messages.len() as u64);
-        Ok(())
+        self.publisher.publish(encoded).await
     }
 
     /// Publishes a message that cannot be read to the dead-letter queue, confirmed.
@@ -259,7 +209,7 @@ impl Rabbit {
     /// Messages waiting in the shard queues (ready, not delivered), in the overdue queue,
     /// and in the dead-letter queue, read with passive declares.
     pub async fn stats(&self) -> Result<TransitStats, TransitError> {
-        let ch = self.channel().await?;
+        let ch = self.link.channel().await?;
         let passive = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
@@ -349,7 +299,7 @@ impl Rabbit {
         shutdown: &CancellationToken,
         failures: &mut u32,
     ) -> Result<(), TransitError> {
-        let (conn, ch) = self.open().await?;
+        let (conn, ch) = self.link.open().await?;
         ch.basic_qos(self.config.prefetch, BasicQosOptions::default())
             .await
             .map_err(TransitError::Broker)?;
@@ -390,11 +340,11 @@ impl Rabbit {
             let last = batch.last().map(|d| d.delivery_tag).unwrap_or_default();
             let mut readable = Vec::with_capacity(batch.len());
             for d in batch {
-                match serde_json::from_slice::<TransitMessage>(&d.data) {
-                    Ok(m) => readable.push(Delivered {
+                match decode(&d.data) {
+                    Ok(messages) => readable.extend(messages.into_iter().map(|m| Delivered {
                         message: m,
                         redelivered: d.redelivered,
-                    }),
+                    })),
                     Err(e) => {
                         // Dead-lettered with a confirm before the batch is acknowledged.
                         tracing::warn!(queue, error = %e, bytes = d.data.len(), "unreadable message; dead-lettered");
@@ -424,6 +374,14 @@ impl Rabbit {
                 .await
                 .map_err(TransitError::Broker)?;
         }
+    }
+}
+
+/// The updates of a message: one JSON object, or an array of them in order.
+fn decode(data: &[u8]) -> Result<Vec<TransitMessage>, serde_json::Error> {
+    match data.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(data),
+        _ => serde_json::from_slice(data).map(|m| vec![m]),
     }
 }
 
