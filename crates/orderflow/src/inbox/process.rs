@@ -155,7 +155,8 @@ impl Inbox {
         changed: bool,
         started: Instant,
     ) {
-        if changed {
+        // A death queued `update.dead` deliveries: their worker is woken as by a change.
+        if changed || out.contains(&Some(UpdateStatus::Dead)) {
             self.service.committed();
         } else if !rows.is_empty() {
             // Finished updates may unblock later ones of the same order.
