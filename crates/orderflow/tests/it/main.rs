@@ -40,6 +40,7 @@ mod store_types;
 mod strays;
 mod subscriptions;
 mod subscriptions_crash;
+mod subscriptions_dead;
 mod timeout_processors;
 mod timers;
 mod transit_rabbit;
