@@ -84,6 +84,9 @@ impl Inbox {
             Claimed::Leased(rows) => rows,
             Claimed::Held(mut tx, rows) => {
                 if rows.is_empty() {
+                    // Committed, not dropped: reading the due updates may have set an
+                    // unreadable one dead (with its `update.dead` events).
+                    tx.commit().await?;
                     return Ok(Vec::new());
                 }
                 let done = match self.apply_held(&mut tx, &rows, now).await {
