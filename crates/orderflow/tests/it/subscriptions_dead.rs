@@ -282,3 +282,45 @@ async fn a_dead_update_comes_after_its_orders_earlier_events(b: Backend) {
     assert_eq!(dead.body["data"]["event"], "ship", "{}", dead.raw);
     s.stop().await;
 }
+
+/// A row whose `received_at` cannot be decoded is buried without being read whole
+/// (SQLite only: PostgreSQL does not store such a value); its death is still announced,
+/// with what could be read.
+#[tokio::test]
+async fn a_buried_update_is_announced_with_what_can_be_read() {
+    let Some(s) = start(Backend::Sqlite).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    subscribe(&s, &receiver, Some(json!(["update.dead"]))).await;
+    // `cancel` parks for the default 72 h: the order does not exist yet.
+    let body = json!({"order_reference": "GARBLED-1", "event": "cancel"});
+    let (status, body) = s.post("/v1/erp/order-updates", &s.erp, body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    eventually(WITHIN, "parked", || async {
+        let (_, d) = s.get(&format!("/v1/admin/inbox/{id}"), &s.admin).await;
+        (d["status"] == "parked").then_some(())
+    })
+    .await;
+    s.execute_sql(&format!(
+        "UPDATE inbox SET received_at = 'not a time' WHERE id = '{id}'"
+    ))
+    .await;
+    // The order's creation wakes the update, which is then found unreadable.
+    let order = s.create_order("GARBLED-1", &[("SKU-1", 1)]).await;
+    let got = eventually(WITHIN, "update.dead delivered", || async {
+        let d = dead_events(&receiver.delivered());
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    let g = &got[0];
+    assert!(g.signature_ok, "{}", g.raw);
+    let data = &g.body["data"];
+    assert_eq!(data["update_id"], id.as_str(), "{}", g.raw);
+    assert_eq!(data["order_reference"], "GARBLED-1", "{}", g.raw);
+    assert_eq!(data["order_id"], order["id"], "{}", g.raw);
+    assert_eq!(data["received_at"], Value::Null, "{}", g.raw);
+    assert_eq!(g.id, format!("evt_update_{id}_{}", data["attempts"]));
+    s.stop().await;
+}
