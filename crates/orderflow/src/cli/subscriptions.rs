@@ -17,7 +17,7 @@ pub(super) enum SubscriptionsCommand {
         /// Where events are posted (http or https).
         url: String,
         /// Event types, comma-separated: order.created, item.state_changed,
-        /// order.updated (default: every type).
+        /// order.updated, update.dead (default: every type).
         #[arg(long, value_delimiter = ',')]
         events: Vec<String>,
         /// Print the subscription and its `signing_secret` as one JSON object.
@@ -163,9 +163,14 @@ pub(super) async fn run(cmd: SubscriptionsCommand) -> anyhow::Result<ExitCode> {
                 println!("no deliveries");
             } else {
                 for d in &rows {
+                    let order = match (d.order_id, d.version) {
+                        (Some(o), Some(v)) => format!("order {o} v{v}"),
+                        (Some(o), None) => format!("order {o}"),
+                        (None, _) => "no order".to_owned(),
+                    };
                     println!(
-                        "{} {} {} order {} v{} {} ({} attempts)",
-                        d.id, d.event_id, d.event_type, d.order_id, d.version, d.status, d.attempts
+                        "{} {} {} {order} {} ({} attempts)",
+                        d.id, d.event_id, d.event_type, d.status, d.attempts
                     );
                     for a in &d.attempt_log {
                         let status = a.status_code.map_or("-".to_owned(), |s| s.to_string());
@@ -196,7 +201,7 @@ pub(super) async fn run(cmd: SubscriptionsCommand) -> anyhow::Result<ExitCode> {
             let store = open_store(&config).await?;
             let bar = ProgressBar::new(0);
             bar.set_style(
-                ProgressStyle::with_template("{bar:40} {pos}/{len} changes replayed ({eta} left)")
+                ProgressStyle::with_template("{bar:40} {pos}/{len} events replayed ({eta} left)")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             let report = subs::replay(&store, id, since, |done, total| {
@@ -208,9 +213,10 @@ pub(super) async fn run(cmd: SubscriptionsCommand) -> anyhow::Result<ExitCode> {
             store.close().await;
             let report = report?;
             println!(
-                "replayed subscription {id} since {}: {} changes, {} deliveries queued",
+                "replayed subscription {id} since {}: {} changes, {} dead updates, {} deliveries queued",
                 since.to_rfc3339(),
                 report.changes,
+                report.dead_updates,
                 report.queued
             );
         }

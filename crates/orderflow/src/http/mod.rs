@@ -90,8 +90,9 @@ impl AppState {
         description = "Orders driven through a Spryker-compatible OMS state machine."
     ),
     modifiers(&BearerAuth),
-    // The body of every subscription delivery (see `/v1/admin/subscriptions`).
-    components(schemas(crate::subscriptions::Event)),
+    // The bodies of subscription deliveries (see `/v1/admin/subscriptions`): order events,
+    // and `update.dead`.
+    components(schemas(crate::subscriptions::Event, crate::subscriptions::DeadUpdateEvent)),
     tags(
         (name = "orders", description = "Create, read and change orders (shop, admin)"),
         (name = "erp", description = "Order updates from the ERP: stored durably, then applied (erp, admin)"),

@@ -84,6 +84,9 @@ impl Inbox {
             Claimed::Leased(rows) => rows,
             Claimed::Held(mut tx, rows) => {
                 if rows.is_empty() {
+                    // Committed, not dropped: reading the due updates may have set an
+                    // unreadable one dead (with its `update.dead` events).
+                    tx.commit().await?;
                     return Ok(Vec::new());
                 }
                 let done = match self.apply_held(&mut tx, &rows, now).await {
@@ -155,7 +158,8 @@ impl Inbox {
         changed: bool,
         started: Instant,
     ) {
-        if changed {
+        // A death queued `update.dead` deliveries: their worker is woken as by a change.
+        if changed || out.contains(&Some(UpdateStatus::Dead)) {
             self.service.committed();
         } else if !rows.is_empty() {
             // Finished updates may unblock later ones of the same order.

@@ -68,6 +68,13 @@ pub(crate) struct Dialect {
     /// Appended to the read of a subscription that materialises its deliveries: skip one
     /// another process materialises.
     pub subscription_lock: &'static str,
+    /// Appended to the read of the subscriptions an `update.dead` event is written for:
+    /// one being deleted is waited for and then not seen (its deliveries would fail the
+    /// update's transaction on the foreign key).
+    pub subscription_key_share: &'static str,
+    /// The position `(tx, seq)` of the last change of order `$2` that subscription `$1`
+    /// has yet to pass (after its cursor, not before its start); no row when none.
+    pub feed_pending_of_order: &'static str,
 }
 
 impl Dialect {

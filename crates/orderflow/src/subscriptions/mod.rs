@@ -16,7 +16,7 @@ use crate::config::OutboundConfig;
 pub use crate::outbound::address::UrlError;
 use crate::store::subscriptions::{AttemptRow, DeliveryRow, SubscriptionRow};
 use crate::store::{self, Store, StoreError};
-pub use event::{Event, EventType};
+pub use event::{DeadUpdateEvent, Event, EventType};
 
 /// Feed rows per replay page (one transaction each).
 const REPLAY_PAGE: i64 = 500;
@@ -25,7 +25,9 @@ const REPLAY_PAGE: i64 = 500;
 pub enum SubscriptionError {
     #[error(transparent)]
     Url(#[from] UrlError),
-    #[error("unknown event type {0:?}: one of order.created, item.state_changed, order.updated")]
+    #[error(
+        "unknown event type {0:?}: one of order.created, item.state_changed, order.updated, update.dead"
+    )]
     UnknownEventType(String),
     #[error("no subscription {0}")]
     NotFound(i64),
@@ -110,8 +112,11 @@ pub struct DeliveryView {
     pub subscription_id: i64,
     pub event_id: String,
     pub event_type: String,
-    pub order_id: i64,
-    pub version: i64,
+    /// The order whose lane the delivery waits in; `null` for an `update.dead` of an order
+    /// that does not exist.
+    pub order_id: Option<i64>,
+    /// The order's version after the change; `null` for `update.dead`.
+    pub version: Option<i64>,
     /// `pending`, `delivered` or `dead`.
     pub status: String,
     /// Attempts of the current schedule (a retry starts a new one).
@@ -158,8 +163,12 @@ impl DeliveryView {
 pub struct ReplayReport {
     /// Changes committed since the time asked for that the subscription had passed.
     pub changes: usize,
-    /// Deliveries queued again (the changes of the types the subscription takes).
+    /// Deliveries queued again (the changes of the types the subscription takes, and the
+    /// `update.dead` events).
     pub queued: usize,
+    /// Of those, `update.dead` events the subscription was given for updates that died
+    /// since the time asked for.
+    pub dead_updates: usize,
 }
 
 fn split_events(events: &str) -> Vec<String> {
@@ -295,8 +304,9 @@ pub async fn retry(store: &Store, subscription: i64, delivery: i64) -> Result<De
 }
 
 /// Queues the subscription's events again for the changes committed since `since` that
-/// its cursor has passed (later ones come on their own), in pages; `progress(done, total)`
-/// after each page.
+/// its cursor has passed (later ones come on their own), in pages, then the `update.dead`
+/// events it was given for updates that died since `since`; `progress(done, total)` after
+/// each page.
 pub async fn replay(
     store: &Store,
     id: i64,
@@ -307,7 +317,8 @@ pub async fn replay(
         .subscription(id)
         .await?
         .ok_or(SubscriptionError::NotFound(id))?;
-    let total = store.replay_count(id, since).await?.max(0) as u64;
+    let dead = store.replay_dead_count(id, since).await?.max(0) as u64;
+    let total = store.replay_count(id, since).await?.max(0) as u64 + dead;
     progress(0, total);
     let mut report = ReplayReport::default();
     let mut after = 0;
@@ -330,6 +341,12 @@ pub async fn replay(
             _ => break,
         }
     }
-    tracing::info!(subscription = id, since = %since, changes = report.changes, queued = report.queued, "subscription replayed");
+    // The deaths after the changes: each copies the bytes it was first given (one
+    // statement; deaths are few).
+    report.dead_updates = store.replay_dead(id, since, store::now()).await? as usize;
+    report.queued += report.dead_updates;
+    let done = (report.changes + report.dead_updates) as u64;
+    progress(done, total.max(done));
+    tracing::info!(subscription = id, since = %since, changes = report.changes, queued = report.queued, dead_updates = report.dead_updates, "subscription replayed");
     Ok(report)
 }

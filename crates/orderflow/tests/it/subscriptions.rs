@@ -350,7 +350,10 @@ async fn replay_resends_what_was_asked_and_nothing_else(b: Backend) {
         .await;
     assert_eq!(st, StatusCode::OK, "{report}");
     // B's creation and C's four changes are since then; only the creations are taken.
-    assert_eq!(report, json!({"changes": 5, "queued": 2}));
+    assert_eq!(
+        report,
+        json!({"changes": 5, "queued": 2, "dead_updates": 0})
+    );
     eventually(WITHIN, "the replay delivered", || async {
         (receiver.delivered().len() == 3).then_some(())
     })
@@ -630,7 +633,10 @@ async fn cli_manages_subscriptions(b: Backend) {
     assert!(ok && out.contains("enabled"), "{out}");
     let (ok, out, err) = run(&["replay", "1", "--since", "2h"]);
     assert!(ok, "{err}");
-    assert!(out.contains("0 changes, 0 deliveries queued"), "{out}");
+    assert!(
+        out.contains("0 changes, 0 dead updates, 0 deliveries queued"),
+        "{out}"
+    );
     let (ok, out, _) = run(&["deliveries", "1"]);
     assert!(ok && out.contains("no deliveries"), "{out}");
     for (args, says) in [

@@ -208,7 +208,8 @@ impl Tx {
         Ok(rows)
     }
 
-    /// Sets update `seq` `dead` without reading it, appending `message` to its errors.
+    /// Sets update `seq` `dead` without reading it, appending `message` to its errors, and
+    /// queues its `update.dead` events.
     async fn bury(
         &mut self,
         seq: i64,
@@ -237,6 +238,7 @@ impl Tx {
                 .await
                 .map(|_| ())
         })?;
+        self.queue_dead_updates(&[seq], now).await?;
         Ok(())
     }
 

@@ -232,12 +232,19 @@ impl Tx {
     }
 
     /// Ends attempts: new status, result, errors, and the leases released. One statement
-    /// for all of them (a few on SQLite). Waiters on these updates are woken at commit.
+    /// for all of them (a few on SQLite). The `update.dead` events of those that end `dead`
+    /// are queued in the same transaction. Waiters on these updates are woken at commit.
     pub async fn finish_updates(&mut self, finishes: &[Finish]) -> Result<()> {
         if finishes.is_empty() {
             return Ok(());
         }
         per_backend!(self, finish_updates(finishes))?;
+        let dead: Vec<i64> = finishes
+            .iter()
+            .filter(|f| f.status == UpdateStatus::Dead)
+            .map(|f| f.seq)
+            .collect();
+        self.queue_dead_updates(&dead, super::now()).await?;
         self.raised.settled.extend(finishes.iter().map(|f| f.seq));
         Ok(())
     }

@@ -91,6 +91,14 @@ pub(super) static DIALECT: Dialect = Dialect {
          CAST(9223372036854775807 AS BIGINT), CAST(pg_current_snapshot() AS TEXT)",
     delivery_claim_lock: " FOR UPDATE OF d SKIP LOCKED",
     subscription_lock: " FOR UPDATE SKIP LOCKED",
+    subscription_key_share: " FOR KEY SHARE",
+    feed_pending_of_order: "SELECT CAST(CAST(f.tx AS TEXT) AS BIGINT), f.seq \
+         FROM change_feed f JOIN subscriptions s ON s.id = $1 \
+         WHERE f.order_id = $2 \
+           AND (f.tx, f.seq) > (CAST(CAST(s.cursor_tx AS TEXT) AS XID8), s.cursor_seq) \
+           AND (s.start_snapshot IS NULL \
+             OR NOT pg_visible_in_snapshot(f.tx, CAST(s.start_snapshot AS pg_snapshot))) \
+         ORDER BY f.tx DESC, f.seq DESC LIMIT 1",
 };
 
 /// How long a first connection to PostgreSQL may take at start.

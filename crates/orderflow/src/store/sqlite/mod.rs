@@ -70,6 +70,11 @@ pub(super) static DIALECT: Dialect = Dialect {
          FROM change_feed",
     delivery_claim_lock: "",
     subscription_lock: "",
+    subscription_key_share: "",
+    feed_pending_of_order: "SELECT CAST(0 AS INTEGER), f.seq FROM change_feed f \
+         JOIN subscriptions s ON s.id = $1 \
+         WHERE f.order_id = $2 AND (0, f.seq) > (s.cursor_tx, s.cursor_seq) \
+         ORDER BY f.seq DESC LIMIT 1",
 };
 
 /// The two SQLite pools: one writer connection (all writes are serialised through it, which

@@ -9,8 +9,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::AssertSqlSafe;
 
+mod dead;
 mod deliveries;
 
+pub use dead::DeadUpdate;
 pub use deliveries::{AttemptRecord, Backlog, ClaimedDelivery, Recorded};
 
 use super::json::StoredJson;
@@ -67,8 +69,11 @@ pub struct FeedEvent {
 pub struct NewDelivery {
     pub event_id: String,
     pub event_type: String,
-    pub order_id: i64,
-    pub version: i64,
+    /// The order whose lane it waits in; `None` (an `update.dead` of an order that does
+    /// not exist): a lane of its own.
+    pub order_id: Option<i64>,
+    /// The order's version after the change; `None` for `update.dead`.
+    pub version: Option<i64>,
     pub body: String,
 }
 
@@ -79,8 +84,8 @@ pub struct DeliveryRow {
     pub subscription_id: i64,
     pub event_id: String,
     pub event_type: String,
-    pub order_id: i64,
-    pub version: i64,
+    pub order_id: Option<i64>,
+    pub version: Option<i64>,
     pub body: String,
     pub status: String,
     pub attempts: i64,
@@ -183,8 +188,8 @@ impl Store {
         Ok(row)
     }
 
-    /// Deletes a subscription with its deliveries and their attempts; false when there was
-    /// none.
+    /// Deletes a subscription with its deliveries (held ones too) and their attempts; false
+    /// when there was none.
     pub async fn delete_subscription(&self, id: i64) -> Result<bool> {
         let mut tx = self.begin().await?;
         let mut gone = 0;
@@ -192,6 +197,7 @@ impl Store {
             "DELETE FROM delivery_attempts WHERE delivery_id IN \
              (SELECT id FROM deliveries WHERE subscription_id = $1)",
             "DELETE FROM deliveries WHERE subscription_id = $1",
+            "DELETE FROM held_deliveries WHERE subscription_id = $1",
             "DELETE FROM subscriptions WHERE id = $1",
         ] {
             gone = on_tx!(&mut tx, |c| sqlx::query(sql)
@@ -289,6 +295,8 @@ impl Store {
                 written += 1;
             }
         }
+        // Deaths of these orders held until their changes were queued go after them.
+        written += tx.release_held(id, (new_tx, new_seq), now).await?;
         on_tx!(&mut tx, |c| {
             sqlx::query("UPDATE subscriptions SET cursor_tx = $2, cursor_seq = $3 WHERE id = $1")
                 .bind(id)
@@ -374,7 +382,7 @@ impl Store {
     }
 }
 
-async fn insert_delivery(
+pub(super) async fn insert_delivery(
     tx: &mut super::Tx,
     subscription_id: i64,
     new: &NewDelivery,
