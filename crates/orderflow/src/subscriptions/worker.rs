@@ -252,6 +252,10 @@ impl Deliverer {
                 r = changes.changed(), if watching => watching = r.is_ok(),
                 _ = tokio::time::sleep(pause) => {}
             }
+            // Every attempt that finished meanwhile frees its slot for the next pass, not
+            // only the one the select saw: else each pass claims one delivery and the rate
+            // is bounded by passes per second.
+            while inflight.try_join_next().is_some() {}
         }
         let _ = tokio::time::timeout(GRACE, async {
             while inflight.join_next().await.is_some() {}
