@@ -5,6 +5,7 @@
 //! signature shows in the report rather than as retries).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -119,20 +120,16 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     }
     let header_id = headers.get("webhook-id").and_then(|v| v.to_str().ok());
     match event {
-        Some((id, committed)) if header_id == Some(id.as_str()) => {
-            if log.first.contains_key(&id) {
-                log.repeats += 1;
-            } else {
-                log.first.insert(
-                    id,
-                    Receipt {
-                        at,
-                        instant,
-                        committed,
-                    },
-                );
+        Some((id, committed)) if header_id == Some(id.as_str()) => match log.first.entry(id) {
+            Entry::Occupied(_) => log.repeats += 1,
+            Entry::Vacant(v) => {
+                v.insert(Receipt {
+                    at,
+                    instant,
+                    committed,
+                });
             }
-        }
+        },
         _ => log.unreadable += 1,
     }
     StatusCode::OK
