@@ -19,6 +19,7 @@ mod latency;
 mod postgres;
 
 use latency::end_to_end;
+pub(crate) use postgres::ScratchDb;
 use postgres::drain_postgres;
 
 use std::collections::{HashMap, HashSet};
@@ -139,7 +140,7 @@ impl Setup {
     }
 }
 
-fn processes() -> PathBuf {
+pub(crate) fn processes() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("processes")
 }
 
@@ -167,31 +168,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let stored = rt.block_on(fill(&server, args.orders, args.updates))?;
     server.terminate()?;
-    let started = Instant::now();
-    let out = server
-        .command()
-        .args([
-            "worker",
-            "--once",
-            "--json",
-            "--database-url",
-            &server.database_url,
-        ])
-        .arg("--processes")
-        .arg(&plain.processes)
-        .arg("--config")
-        .arg(&plain.config)
-        .stderr(Stdio::null())
-        .output()?;
-    let took = started.elapsed();
-    if !out.status.success() {
-        bail!(
-            "worker --once failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let totals: Value = serde_json::from_slice(&out.stdout).context("worker --once --json")?;
-    let applied = totals["applied"].as_u64().unwrap_or_default();
+    let (applied, took) = drain_once(&server, &plain.processes, &plain.config)?;
     report("SQLite, worker --once", applied, args.updates, took, stored);
     drop(server);
 
@@ -256,6 +233,40 @@ fn io_mode(
     Ok(())
 }
 
+/// Runs `orderflow worker --once` on the (stopped) server's database until the backlog is
+/// applied; returns the updates applied and how long the run took, start-up included.
+pub(crate) fn drain_once(
+    server: &Server,
+    processes: &Path,
+    config: &Path,
+) -> anyhow::Result<(u64, Duration)> {
+    let started = Instant::now();
+    let out = server
+        .command()
+        .args([
+            "worker",
+            "--once",
+            "--json",
+            "--database-url",
+            &server.database_url,
+        ])
+        .arg("--processes")
+        .arg(processes)
+        .arg("--config")
+        .arg(config)
+        .stderr(Stdio::null())
+        .output()?;
+    let took = started.elapsed();
+    if !out.status.success() {
+        bail!(
+            "worker --once failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let totals: Value = serde_json::from_slice(&out.stdout).context("worker --once --json")?;
+    Ok((totals["applied"].as_u64().unwrap_or_default(), took))
+}
+
 /// `orderflow worker` on `database_url` with the benchmark's processes.
 fn worker(
     server: &Server,
@@ -276,7 +287,7 @@ fn worker(
     cmd
 }
 
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
@@ -296,7 +307,7 @@ fn report(name: &str, applied: u64, expected: u64, took: Duration, stored: f64) 
 }
 
 /// Tokens of a shop and an ERP client on the server's database.
-fn tokens(server: &Server) -> anyhow::Result<(String, String)> {
+pub(crate) fn tokens(server: &Server) -> anyhow::Result<(String, String)> {
     Ok((
         server.create_client("bench-shop", "shop")?,
         server.create_client("bench-erp", "erp")?,
@@ -304,10 +315,10 @@ fn tokens(server: &Server) -> anyhow::Result<(String, String)> {
 }
 
 /// A small deterministic generator: the same spread of updates over orders every run.
-struct XorShift(u64);
+pub(crate) struct XorShift(pub(crate) u64);
 
 impl XorShift {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -317,7 +328,7 @@ impl XorShift {
 
 /// Creates the orders and stores the backlog through the API; returns the rate at which
 /// the updates were stored (the baseline).
-async fn fill(server: &Server, orders: u64, updates: u64) -> anyhow::Result<f64> {
+pub(crate) async fn fill(server: &Server, orders: u64, updates: u64) -> anyhow::Result<f64> {
     let (shop, erp) = tokens(server)?;
     let http = reqwest::Client::new();
     let base = server.base.clone();
@@ -374,7 +385,7 @@ async fn fill(server: &Server, orders: u64, updates: u64) -> anyhow::Result<f64>
     Ok(stored)
 }
 
-async fn create_orders(
+pub(crate) async fn create_orders(
     http: &reqwest::Client,
     base: &str,
     shop: &str,

@@ -2,6 +2,7 @@
 //! against a baseline measured in the same run); nothing here asserts a time.
 
 mod check_condition;
+mod deliver;
 mod drain;
 mod engine;
 mod ingest;
@@ -28,6 +29,10 @@ enum Command {
     /// Inbox worker: a backlog applied per second (SQLite, PostgreSQL with 1 and N
     /// workers) against the rate it was stored at, and 202-to-applied latency.
     Drain(drain::Args),
+    /// Subscription deliveries: a backlog of order events delivered per second to a
+    /// receiver answering 200 at once, against the same run's drain rate, and commit-to-
+    /// receipt latency under a steady offered load.
+    Deliver(deliver::Args),
     /// Process loader scaling: load and check time of generated 1k, 10k and 70k-state
     /// processes, against parsing the same XML alone.
     Load(load::Args),
@@ -39,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => ingest::run(args),
         Command::CheckCondition(args) => check_condition::run(args),
         Command::Drain(args) => drain::run(args),
+        Command::Deliver(args) => deliver::run(args),
         Command::Load(args) => load::run(args),
     }
 }

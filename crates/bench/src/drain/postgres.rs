@@ -5,14 +5,14 @@
 use super::*;
 
 /// A scratch database on the PostgreSQL server, dropped with it.
-struct ScratchDb {
+pub(crate) struct ScratchDb {
     admin: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl ScratchDb {
-    async fn create(admin: &str, label: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn create(admin: &str, label: &str) -> anyhow::Result<Self> {
         let name = format!("orderflow_bench_{}_{label}", std::process::id());
         let mut c = sqlx::PgConnection::connect(admin).await?;
         let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
@@ -33,7 +33,7 @@ impl ScratchDb {
         })
     }
 
-    async fn drop(self) -> anyhow::Result<()> {
+    pub(crate) async fn drop(self) -> anyhow::Result<()> {
         let mut c = sqlx::PgConnection::connect(&self.admin).await?;
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))

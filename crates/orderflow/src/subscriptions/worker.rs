@@ -1,10 +1,11 @@
 //! The delivery loop: materialise deliveries from the change feed, claim due ones under a
 //! lease (the first pending one of each subscription and order), send them concurrently,
-//! record each attempt. Woken by commits in this process, polling as the floor. A slow or
-//! failing receiver holds one slot per order of its own and nothing else: the inbox, the
-//! API and other subscriptions go on.
+//! record each failed attempt at once and the delivered ones together at the next pass
+//! (one transaction, not one each). Woken by commits in this process, polling as the
+//! floor. A slow or failing receiver holds one slot per order of its own and nothing else:
+//! the inbox, the API and other subscriptions go on.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -31,6 +32,8 @@ pub struct Deliverer {
     store: Store,
     config: Arc<SubscriptionsConfig>,
     sender: Sender,
+    /// Delivered attempts not recorded yet: the next pass records them in one transaction.
+    delivered: Arc<Mutex<Vec<(ClaimedDelivery, AttemptRecord)>>>,
 }
 
 /// What one pass did.
@@ -51,12 +54,14 @@ impl Deliverer {
             store,
             config: Arc::new(config.clone()),
             sender: Sender::new(outbound)?,
+            delivered: Arc::default(),
         })
     }
 
     /// Materialises what the feed holds for every subscription and claims up to `free`
     /// due deliveries, spawning their attempts into `inflight`.
     pub async fn pass(&self, free: usize, inflight: &mut JoinSet<()>) -> Result<Pass, StoreError> {
+        self.flush().await?;
         let now = store::now();
         let materialised = self
             .store
@@ -123,6 +128,12 @@ impl Deliverer {
         metrics::counter!("orderflow_subscription_attempts_total",
             "outcome" => if delivered { "delivered" } else { "failed" })
         .increment(1);
+        if delivered {
+            // Recorded with the others of this pass, by the next one; till then the lease
+            // holds it, and the order's next event waits.
+            self.delivered.lock().unwrap().push((claimed, record));
+            return;
+        }
         let (failures, window) = (
             i64::from(self.config.disable_after_failures),
             TimeDelta::from_std(self.config.disable_after).unwrap_or(TimeDelta::MAX),
@@ -165,6 +176,35 @@ impl Deliverer {
             Err(e) => {
                 // The lease runs out and another pass sends it again: at least once.
                 tracing::warn!(delivery = claimed.id, error = %e, "recording a delivery attempt failed");
+            }
+        }
+    }
+
+    /// Records the attempts delivered since the last flush in one transaction. On failure
+    /// they are kept for the next flush; a lease that runs out meanwhile sends the event
+    /// again (at least once).
+    async fn flush(&self) -> Result<(), StoreError> {
+        let done = std::mem::take(&mut *self.delivered.lock().unwrap());
+        if done.is_empty() {
+            return Ok(());
+        }
+        match self.store.record_delivered(&done).await {
+            Ok(recorded) => {
+                for ((claimed, record), recorded) in done.iter().zip(recorded) {
+                    if recorded == Recorded::Delivered {
+                        metrics::counter!("orderflow_subscription_deliveries_total",
+                            "outcome" => "delivered")
+                        .increment(1);
+                    }
+                    tracing::debug!(subscription = claimed.subscription_id, delivery = claimed.id,
+                        event = %claimed.event_id, status = ?record.status_code,
+                        recorded = ?recorded, "delivery attempt");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.delivered.lock().unwrap().extend(done);
+                Err(e)
             }
         }
     }
@@ -252,12 +292,19 @@ impl Deliverer {
                 r = changes.changed(), if watching => watching = r.is_ok(),
                 _ = tokio::time::sleep(pause) => {}
             }
+            // Every attempt that finished meanwhile frees its slot for the next pass, not
+            // only the one the select saw: else each pass claims one delivery and the rate
+            // is bounded by passes per second.
+            while inflight.try_join_next().is_some() {}
         }
         let _ = tokio::time::timeout(GRACE, async {
             while inflight.join_next().await.is_some() {}
         })
         .await;
         inflight.shutdown().await;
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "recording delivered attempts failed");
+        }
         tracing::info!("subscription deliveries stopped");
     }
 

@@ -128,42 +128,13 @@ impl Store {
         disable: impl Fn(i64, DateTime<Utc>) -> Option<String>,
     ) -> Result<(Recorded, bool)> {
         let mut tx = self.begin().await?;
-        on_tx!(&mut tx, |c| {
-            sqlx::query(
-                "INSERT INTO delivery_attempts (delivery_id, at, status_code, latency_ms, \
-                 response_excerpt, error) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(claimed.id)
-            .bind(attempt.at)
-            .bind(attempt.status_code.map(i32::from))
-            .bind(attempt.latency_ms)
-            .bind(attempt.response_excerpt.as_deref())
-            .bind(attempt.error.as_deref())
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
+        insert_attempt(&mut tx, claimed, attempt).await?;
         let (status, due, recorded) = match (delivered, next_due) {
             (true, _) => ("delivered", attempt.at, Recorded::Delivered),
             (false, Some(due)) => ("pending", due, Recorded::Retry),
             (false, None) => ("dead", attempt.at, Recorded::Dead),
         };
-        let done = (status != "pending").then_some(attempt.at);
-        let n = on_tx!(&mut tx, |c| {
-            sqlx::query(
-                "UPDATE deliveries SET status = $3, attempts = attempts + 1, due_at = $4, \
-                 lease_until = NULL, done_at = $5 WHERE id = $1 AND claims = $2 \
-                 AND status = 'pending'",
-            )
-            .bind(claimed.id)
-            .bind(claimed.claims)
-            .bind(status)
-            .bind(due)
-            .bind(done)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
+        let n = finish(&mut tx, claimed, status, due, attempt.at).await?;
         if n == 0 {
             tx.commit().await?;
             return Ok((Recorded::LeaseLost, false));
@@ -212,6 +183,40 @@ impl Store {
         }
         tx.commit().await?;
         Ok((recorded, disabled))
+    }
+
+    /// Records delivered attempts in one transaction (a pass's worth: one commit, not one
+    /// each). Returns, in order, [`Recorded::Delivered`] or [`Recorded::LeaseLost`].
+    pub async fn record_delivered(
+        &self,
+        done: &[(ClaimedDelivery, AttemptRecord)],
+    ) -> Result<Vec<Recorded>> {
+        let mut tx = self.begin().await?;
+        let mut recorded = Vec::with_capacity(done.len());
+        let mut subscriptions = std::collections::BTreeSet::new();
+        for (claimed, attempt) in done {
+            insert_attempt(&mut tx, claimed, attempt).await?;
+            if finish(&mut tx, claimed, "delivered", attempt.at, attempt.at).await? == 0 {
+                recorded.push(Recorded::LeaseLost);
+            } else {
+                recorded.push(Recorded::Delivered);
+                subscriptions.insert(claimed.subscription_id);
+            }
+        }
+        for id in subscriptions {
+            on_tx!(&mut tx, |c| {
+                sqlx::query(
+                    "UPDATE subscriptions SET failures = 0, failing_since = NULL \
+                     WHERE id = $1 AND failures <> 0",
+                )
+                .bind(id)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+            })?;
+        }
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     /// A subscription's deliveries, newest first, optionally of one status, before the
@@ -290,4 +295,54 @@ impl Store {
         .fetch_all(p)
         .await)?)
     }
+}
+
+async fn insert_attempt(
+    tx: &mut crate::store::Tx,
+    claimed: &ClaimedDelivery,
+    attempt: &AttemptRecord,
+) -> Result<()> {
+    on_tx!(tx, |c| {
+        sqlx::query(
+            "INSERT INTO delivery_attempts (delivery_id, at, status_code, latency_ms, \
+             response_excerpt, error) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(claimed.id)
+        .bind(attempt.at)
+        .bind(attempt.status_code.map(i32::from))
+        .bind(attempt.latency_ms)
+        .bind(attempt.response_excerpt.as_deref())
+        .bind(attempt.error.as_deref())
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
+/// Sets a claimed delivery's outcome if the claim still holds it; returns the rows changed
+/// (0: another claim holds it now).
+async fn finish(
+    tx: &mut crate::store::Tx,
+    claimed: &ClaimedDelivery,
+    status: &str,
+    due: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> Result<u64> {
+    let done = (status != "pending").then_some(at);
+    Ok(on_tx!(tx, |c| {
+        sqlx::query(
+            "UPDATE deliveries SET status = $3, attempts = attempts + 1, due_at = $4, \
+             lease_until = NULL, done_at = $5 WHERE id = $1 AND claims = $2 \
+             AND status = 'pending'",
+        )
+        .bind(claimed.id)
+        .bind(claimed.claims)
+        .bind(status)
+        .bind(due)
+        .bind(done)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected())
+    })?)
 }
