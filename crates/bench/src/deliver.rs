@@ -47,7 +47,7 @@ pub(crate) struct Args {
     /// Seconds of the steady phase.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// `subscriptions.concurrency` of the delivering `serve` (default: the configured 32).
+    /// `subscriptions.concurrency` of the delivering `serve` (default: the configured 128).
     #[arg(long)]
     concurrency: Option<usize>,
     /// `subscriptions.poll_interval` of the delivering `serve`, e.g. `100ms` (default: the
@@ -81,7 +81,11 @@ impl Tuned {
             }
             None => shown.push(format!("{key} {default} (default)")),
         };
-        set("concurrency", args.concurrency.map(|n| n.to_string()), "32");
+        set(
+            "concurrency",
+            args.concurrency.map(|n| n.to_string()),
+            "128",
+        );
         set(
             "poll_interval",
             args.poll_interval.as_ref().map(|s| format!("{s:?}")),

@@ -209,7 +209,7 @@ pub struct SubscriptionsConfig {
     #[serde(with = "duration")]
     pub lease: Duration,
     /// Deliveries in flight at once, per process (one per subscription and order).
-    /// Default 32.
+    /// Default 128.
     pub concurrency: usize,
     /// Change-feed rows read per subscription and pass. Default 500.
     pub batch_size: u32,
@@ -236,7 +236,7 @@ impl Default for SubscriptionsConfig {
                 .collect(),
             timeout: Duration::from_secs(10),
             lease: Duration::from_secs(60),
-            concurrency: 32,
+            concurrency: 128,
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
             disable_after_failures: 50,

@@ -58,24 +58,43 @@ impl Deliverer {
         })
     }
 
-    /// Materialises what the feed holds for every subscription and claims up to `free`
-    /// due deliveries, spawning their attempts into `inflight`.
+    /// Materialises what the feed holds for every subscription, records the attempts
+    /// delivered since the last pass and claims up to `free` due deliveries (those two in
+    /// one transaction), spawning their attempts into `inflight`.
     pub async fn pass(&self, free: usize, inflight: &mut JoinSet<()>) -> Result<Pass, StoreError> {
-        self.flush().await?;
         let now = store::now();
         let materialised = self
             .store
             .materialise(i64::from(self.config.batch_size), now, event::delivery_of)
             .await?;
-        let mut claimed = 0;
-        if free > 0 {
-            let lease = now + TimeDelta::from_std(self.config.lease).unwrap_or(TimeDelta::MAX);
-            let rows = self.store.claim_deliveries(now, free as i64, lease).await?;
-            claimed = rows.len();
-            for row in rows {
-                let this = self.clone();
-                inflight.spawn(async move { this.deliver(row).await });
+        let done = std::mem::take(&mut *self.delivered.lock().unwrap());
+        let lease = now + TimeDelta::from_std(self.config.lease).unwrap_or(TimeDelta::MAX);
+        let rows = if done.is_empty() {
+            if free == 0 {
+                Vec::new()
+            } else {
+                self.store.claim_deliveries(now, free as i64, lease).await?
             }
+        } else {
+            match self
+                .store
+                .record_and_claim(&done, now, free as i64, lease)
+                .await
+            {
+                Ok((recorded, rows)) => {
+                    report_delivered(&done, &recorded);
+                    rows
+                }
+                Err(e) => {
+                    self.delivered.lock().unwrap().extend(done);
+                    return Err(e);
+                }
+            }
+        };
+        let claimed = rows.len();
+        for row in rows {
+            let this = self.clone();
+            inflight.spawn(async move { this.deliver(row).await });
         }
         Ok(Pass {
             materialised,
@@ -190,16 +209,7 @@ impl Deliverer {
         }
         match self.store.record_delivered(&done).await {
             Ok(recorded) => {
-                for ((claimed, record), recorded) in done.iter().zip(recorded) {
-                    if recorded == Recorded::Delivered {
-                        metrics::counter!("orderflow_subscription_deliveries_total",
-                            "outcome" => "delivered")
-                        .increment(1);
-                    }
-                    tracing::debug!(subscription = claimed.subscription_id, delivery = claimed.id,
-                        event = %claimed.event_id, status = ?record.status_code,
-                        recorded = ?recorded, "delivery attempt");
-                }
+                report_delivered(&done, &recorded);
                 Ok(())
             }
             Err(e) => {
@@ -321,5 +331,18 @@ impl Deliverer {
                 return Ok(attempts);
             }
         }
+    }
+}
+
+/// Counts and logs delivered attempts once they are recorded.
+fn report_delivered(done: &[(ClaimedDelivery, AttemptRecord)], recorded: &[Recorded]) {
+    for ((claimed, record), recorded) in done.iter().zip(recorded) {
+        if *recorded == Recorded::Delivered {
+            metrics::counter!("orderflow_subscription_deliveries_total", "outcome" => "delivered")
+                .increment(1);
+        }
+        tracing::debug!(subscription = claimed.subscription_id, delivery = claimed.id,
+            event = %claimed.event_id, status = ?record.status_code,
+            recorded = ?recorded, "delivery attempt");
     }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
 use super::{AttemptRow, DELIVERY_COLUMNS, DeliveryRow};
-use crate::store::{List, Result, Store, on_reader, on_tx};
+use crate::store::{List, Result, Store, Tx, on_reader, on_tx};
 
 /// A claimed delivery, with what sending it needs. `claims` identifies the claim.
 #[derive(Clone, sqlx::FromRow)]
@@ -69,7 +69,6 @@ impl Store {
         limit: i64,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ClaimedDelivery>> {
-        let d = self.dialect();
         // A look on a reader first: most passes find nothing due, and SQLite's one writer
         // is not taken for them.
         let due: Option<i64> = on_reader!(self, |p| sqlx::query_scalar(AssertSqlSafe(format!(
@@ -81,38 +80,33 @@ impl Store {
         if due.is_none() {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "SELECT d.id, d.subscription_id, d.event_id, d.body, d.attempts, \
-             d.claims + 1 AS claims, s.url, s.secret FROM {CLAIMABLE} \
-             ORDER BY d.due_at, d.id LIMIT $2{}",
-            d.delivery_claim_lock
-        );
         let mut tx = self.begin().await?;
-        let rows: Vec<ClaimedDelivery> = on_tx!(&mut tx, |c| {
-            sqlx::query_as(AssertSqlSafe(sql))
-                .bind(now)
-                .bind(limit)
-                .fetch_all(c)
-                .await
-        })?;
-        if rows.is_empty() {
-            return Ok(rows);
+        let rows = claim_in(&mut tx, now, limit, lease_until).await?;
+        if !rows.is_empty() {
+            tx.commit().await?;
         }
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let update = format!(
-            "UPDATE deliveries SET claims = claims + 1, lease_until = $1 WHERE {}",
-            d.in_list("id", 2)
-        );
-        on_tx!(&mut tx, |c| {
-            sqlx::query(AssertSqlSafe(update))
-                .bind(lease_until)
-                .bind(List(&ids))
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        tx.commit().await?;
         Ok(rows)
+    }
+
+    /// Records delivered attempts and claims up to `limit` due deliveries, in one
+    /// transaction (one commit per pass of the delivery loop, not two): an order whose
+    /// delivery is recorded here has its next event claimed in the same transaction.
+    pub async fn record_and_claim(
+        &self,
+        done: &[(ClaimedDelivery, AttemptRecord)],
+        now: DateTime<Utc>,
+        limit: i64,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(Vec<Recorded>, Vec<ClaimedDelivery>)> {
+        let mut tx = self.begin().await?;
+        let recorded = record_in(&mut tx, done).await?;
+        let claimed = if limit > 0 {
+            claim_in(&mut tx, now, limit, lease_until).await?
+        } else {
+            Vec::new()
+        };
+        tx.commit().await?;
+        Ok((recorded, claimed))
     }
 
     /// Records an attempt of the claim `claimed`. `next_due`: when a failure is tried again
@@ -192,29 +186,7 @@ impl Store {
         done: &[(ClaimedDelivery, AttemptRecord)],
     ) -> Result<Vec<Recorded>> {
         let mut tx = self.begin().await?;
-        let mut recorded = Vec::with_capacity(done.len());
-        let mut subscriptions = std::collections::BTreeSet::new();
-        for (claimed, attempt) in done {
-            insert_attempt(&mut tx, claimed, attempt).await?;
-            if finish(&mut tx, claimed, "delivered", attempt.at, attempt.at).await? == 0 {
-                recorded.push(Recorded::LeaseLost);
-            } else {
-                recorded.push(Recorded::Delivered);
-                subscriptions.insert(claimed.subscription_id);
-            }
-        }
-        for id in subscriptions {
-            on_tx!(&mut tx, |c| {
-                sqlx::query(
-                    "UPDATE subscriptions SET failures = 0, failing_since = NULL \
-                     WHERE id = $1 AND failures <> 0",
-                )
-                .bind(id)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-            })?;
-        }
+        let recorded = record_in(&mut tx, done).await?;
         tx.commit().await?;
         Ok(recorded)
     }
@@ -345,4 +317,76 @@ async fn finish(
         .await
         .map(|r| r.rows_affected())
     })?)
+}
+
+/// Claims, in `tx`, up to `limit` due deliveries until `lease_until` (see
+/// [`Store::claim_deliveries`]).
+async fn claim_in(
+    tx: &mut Tx,
+    now: DateTime<Utc>,
+    limit: i64,
+    lease_until: DateTime<Utc>,
+) -> Result<Vec<ClaimedDelivery>> {
+    let d = tx.dialect();
+    let sql = format!(
+        "SELECT d.id, d.subscription_id, d.event_id, d.body, d.attempts, \
+         d.claims + 1 AS claims, s.url, s.secret FROM {CLAIMABLE} \
+         ORDER BY d.due_at, d.id LIMIT $2{}",
+        d.delivery_claim_lock
+    );
+    let rows: Vec<ClaimedDelivery> = on_tx!(tx, |c| {
+        sqlx::query_as(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(c)
+            .await
+    })?;
+    if rows.is_empty() {
+        return Ok(rows);
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let update = format!(
+        "UPDATE deliveries SET claims = claims + 1, lease_until = $1 WHERE {}",
+        d.in_list("id", 2)
+    );
+    on_tx!(tx, |c| {
+        sqlx::query(AssertSqlSafe(update))
+            .bind(lease_until)
+            .bind(List(&ids))
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    Ok(rows)
+}
+
+/// Records delivered attempts in `tx` (see [`Store::record_delivered`]).
+async fn record_in(
+    tx: &mut Tx,
+    done: &[(ClaimedDelivery, AttemptRecord)],
+) -> Result<Vec<Recorded>> {
+    let mut recorded = Vec::with_capacity(done.len());
+    let mut subscriptions = std::collections::BTreeSet::new();
+    for (claimed, attempt) in done {
+        insert_attempt(tx, claimed, attempt).await?;
+        if finish(tx, claimed, "delivered", attempt.at, attempt.at).await? == 0 {
+            recorded.push(Recorded::LeaseLost);
+        } else {
+            recorded.push(Recorded::Delivered);
+            subscriptions.insert(claimed.subscription_id);
+        }
+    }
+    for id in subscriptions {
+        on_tx!(tx, |c| {
+            sqlx::query(
+                "UPDATE subscriptions SET failures = 0, failing_since = NULL \
+                 WHERE id = $1 AND failures <> 0",
+            )
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(recorded)
 }
