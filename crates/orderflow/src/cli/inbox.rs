@@ -103,8 +103,8 @@ async fn in_transit(config: &crate::config::Config, store: &crate::store::Store)
             s.transport, s.in_transit, s.dead_lettered
         ),
         Ok(s) => format!(
-            "in transit ({}): {} waiting for a consumer, {} overdue (moving to the database \
-             inbox), {} dead-lettered",
+            "in transit ({}): {} messages (one or more updates each) waiting for a consumer, \
+             {} overdue (moving to the database inbox), {} dead-lettered",
             s.transport, s.in_transit, s.overdue, s.dead_lettered
         ),
         Err(e) => format!("in transit: unknown ({e})"),

@@ -144,9 +144,9 @@ pub struct TransitStats {
     /// majority of the queue's replicas), `fsync_always` (Redis with `appendfsync always`)
     /// or `accepted_loss` (Redis without it, started with `accept_loss`).
     pub durability: &'static str,
-    /// Updates published and not yet applied (consumer lag, in updates): RabbitMQ counts
-    /// those not delivered to a consumer yet, Redis also those delivered and not yet
-    /// acknowledged.
+    /// Published and not yet applied (consumer lag): RabbitMQ counts messages not
+    /// delivered to a consumer yet (a message holds the updates published together, one
+    /// or more), Redis updates, also those delivered and not yet acknowledged.
     pub in_transit: u64,
     /// Updates past `in_transit_ttl` waiting to be moved into the database inbox (always 0
     /// with Redis, which has no in-transit TTL).
