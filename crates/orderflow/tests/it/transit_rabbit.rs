@@ -102,7 +102,9 @@ async fn in_transit_then_applied_by_a_worker_process() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("in transit (rabbitmq): 4 messages (one or more updates each) waiting for a consumer"),
+        stderr.contains(
+            "in transit (rabbitmq): 4 messages (one or more updates each) waiting for a consumer"
+        ),
         "{stderr}"
     );
 
