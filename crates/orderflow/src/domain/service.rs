@@ -68,6 +68,13 @@ impl OrderService {
         self.feed.subscribe()
     }
 
+    /// Wakes what watches the change feed in this process (the delivery loop) without a
+    /// change: deliveries became due another way (a subscription enabled, a delivery
+    /// retried, a replay queued). Other processes find them at their next poll.
+    pub fn wake_deliveries(&self) {
+        self.feed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// After a commit that changed an order: wake the projector and the inbox worker (the
     /// change may have woken parked updates of the order).
     pub(crate) fn committed(&self) {

@@ -162,9 +162,11 @@ pub(super) async fn patch(
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<SubscriptionPatch>,
 ) -> ApiResult<Json<SubscriptionView>> {
-    Ok(Json(
-        subs::set_enabled(state.service.store(), id, body.enabled).await?,
-    ))
+    let view = subs::set_enabled(state.service.store(), id, body.enabled).await?;
+    if body.enabled {
+        state.service.wake_deliveries();
+    }
+    Ok(Json(view))
 }
 
 /// Deletes a subscription with its deliveries and their attempts.
@@ -236,9 +238,9 @@ pub(super) async fn retry(
     _admin: AdminOnly,
     ApiPath(path): ApiPath<(i64, i64)>,
 ) -> ApiResult<Json<DeliveryView>> {
-    Ok(Json(
-        subs::retry(state.service.store(), path.0, path.1).await?,
-    ))
+    let view = subs::retry(state.service.store(), path.0, path.1).await?;
+    state.service.wake_deliveries();
+    Ok(Json(view))
 }
 
 /// Queues the subscription's events again for every change committed since `since` that
@@ -261,5 +263,6 @@ pub(super) async fn replay(
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> ApiResult<Json<ReplayReport>> {
     let report = subs::replay(state.service.store(), id, body.since, |_, _| {}).await?;
+    state.service.wake_deliveries();
     Ok(Json(report))
 }

@@ -7,6 +7,7 @@ use sqlx::types::Json;
 
 use crate::store::batch::Writes;
 use crate::store::inbox::{FINISH_SET, Finish};
+use crate::store::subscriptions::{AttemptRecord, ClaimedDelivery};
 
 /// Sends collected writes, one statement per table.
 pub(crate) async fn write(c: &mut PgConnection, w: &Writes) -> sqlx::Result<()> {
@@ -141,4 +142,48 @@ pub(crate) async fn finish_updates(c: &mut PgConnection, f: &[Finish]) -> sqlx::
         .execute(c)
         .await?;
     Ok(())
+}
+
+/// Records delivered attempts of claims in one statement: the attempts inserted, each
+/// delivery still held by its claim set `delivered`, and the failure run of their
+/// subscriptions ended. Returns `(id, claims)` of the deliveries set.
+pub(crate) async fn record_delivered(
+    c: &mut PgConnection,
+    done: &[(ClaimedDelivery, AttemptRecord)],
+) -> sqlx::Result<Vec<(i64, i64)>> {
+    sqlx::query_as(
+        "WITH v AS (SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::timestamptz[], \
+         $4::int4[], $5::int8[], $6::text[], $7::text[]) \
+         AS v(id, claims, at, status_code, latency_ms, excerpt, error)), \
+         a AS (INSERT INTO delivery_attempts (delivery_id, at, status_code, latency_ms, \
+         response_excerpt, error) SELECT id, at, status_code, latency_ms, excerpt, error FROM v), \
+         u AS (UPDATE deliveries d SET status = 'delivered', attempts = d.attempts + 1, \
+         due_at = v.at, lease_until = NULL, done_at = v.at FROM v \
+         WHERE d.id = v.id AND d.claims = v.claims AND d.status = 'pending' \
+         RETURNING d.id, d.claims, d.subscription_id), \
+         r AS (UPDATE subscriptions SET failures = 0, failing_since = NULL \
+         WHERE id IN (SELECT subscription_id FROM u) AND failures <> 0) \
+         SELECT id, claims FROM u",
+    )
+    .bind(done.iter().map(|(d, _)| d.id).collect::<Vec<_>>())
+    .bind(done.iter().map(|(d, _)| d.claims).collect::<Vec<_>>())
+    .bind(done.iter().map(|(_, a)| a.at).collect::<Vec<_>>())
+    .bind(
+        done.iter()
+            .map(|(_, a)| a.status_code.map(i32::from))
+            .collect::<Vec<_>>(),
+    )
+    .bind(done.iter().map(|(_, a)| a.latency_ms).collect::<Vec<_>>())
+    .bind(
+        done.iter()
+            .map(|(_, a)| a.response_excerpt.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        done.iter()
+            .map(|(_, a)| a.error.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(c)
+    .await
 }

@@ -4,8 +4,10 @@ use sqlx::AssertSqlSafe;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::types::Json;
 
+use crate::store::List;
 use crate::store::batch::Writes;
 use crate::store::inbox::{FINISH_SET, Finish};
+use crate::store::subscriptions::{AttemptRecord, ClaimedDelivery};
 
 /// Rows per multi-row statement: at most 8 binds a row keeps it far below SQLite's limit
 /// of 32,766 variables.
@@ -164,6 +166,56 @@ pub(crate) async fn finish_updates(c: &mut SqliteConnection, f: &[Finish]) -> sq
         q.execute(&mut *c).await?;
     }
     Ok(())
+}
+
+/// Records delivered attempts of claims, a statement per table and chunk (see the
+/// PostgreSQL twin). Returns `(id, claims)` of the deliveries set `delivered`.
+pub(crate) async fn record_delivered(
+    c: &mut SqliteConnection,
+    done: &[(ClaimedDelivery, AttemptRecord)],
+) -> sqlx::Result<Vec<(i64, i64)>> {
+    let mut set = Vec::with_capacity(done.len());
+    for chunk in done.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO delivery_attempts (delivery_id, at, status_code, latency_ms, \
+             response_excerpt, error) VALUES {}",
+            placeholders(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (d, a) in chunk {
+            q = q
+                .bind(d.id)
+                .bind(a.at)
+                .bind(a.status_code.map(i32::from))
+                .bind(a.latency_ms)
+                .bind(a.response_excerpt.as_deref())
+                .bind(a.error.as_deref());
+        }
+        q.execute(&mut *c).await?;
+        let sql = format!(
+            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
+             due_at = v.column3, lease_until = NULL, done_at = v.column3 \
+             FROM (VALUES {}) AS v WHERE deliveries.id = v.column1 \
+             AND deliveries.claims = v.column2 AND deliveries.status = 'pending' \
+             RETURNING id, claims, subscription_id",
+            placeholders(chunk.len(), 3)
+        );
+        let mut q = sqlx::query_as(AssertSqlSafe(sql));
+        for (d, a) in chunk {
+            q = q.bind(d.id).bind(d.claims).bind(a.at);
+        }
+        let rows: Vec<(i64, i64, i64)> = q.fetch_all(&mut *c).await?;
+        let subscriptions: Vec<i64> = rows.iter().map(|r| r.2).collect();
+        sqlx::query(
+            "UPDATE subscriptions SET failures = 0, failing_since = NULL \
+             WHERE id IN (SELECT value FROM json_each(?)) AND failures <> 0",
+        )
+        .bind(List(&subscriptions))
+        .execute(&mut *c)
+        .await?;
+        set.extend(rows.into_iter().map(|(id, claims, _)| (id, claims)));
+    }
+    Ok(set)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
 use super::{AttemptRow, DELIVERY_COLUMNS, DeliveryRow};
-use crate::store::{List, Result, Store, Tx, on_reader, on_tx};
+use crate::store::{List, Result, Store, Tx, on_reader, on_tx, per_backend};
 
 /// A claimed delivery, with what sending it needs. `claims` identifies the claim.
 #[derive(Clone, sqlx::FromRow)]
@@ -360,33 +360,26 @@ async fn claim_in(
     Ok(rows)
 }
 
-/// Records delivered attempts in `tx` (see [`Store::record_delivered`]).
+/// Records delivered attempts in `tx` (see [`Store::record_delivered`]): a few multi-row
+/// statements, whatever their number.
 async fn record_in(
     tx: &mut Tx,
     done: &[(ClaimedDelivery, AttemptRecord)],
 ) -> Result<Vec<Recorded>> {
-    let mut recorded = Vec::with_capacity(done.len());
-    let mut subscriptions = std::collections::BTreeSet::new();
-    for (claimed, attempt) in done {
-        insert_attempt(tx, claimed, attempt).await?;
-        if finish(tx, claimed, "delivered", attempt.at, attempt.at).await? == 0 {
-            recorded.push(Recorded::LeaseLost);
-        } else {
-            recorded.push(Recorded::Delivered);
-            subscriptions.insert(claimed.subscription_id);
-        }
+    if done.is_empty() {
+        return Ok(Vec::new());
     }
-    for id in subscriptions {
-        on_tx!(tx, |c| {
-            sqlx::query(
-                "UPDATE subscriptions SET failures = 0, failing_since = NULL \
-                 WHERE id = $1 AND failures <> 0",
-            )
-            .bind(id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-    }
-    Ok(recorded)
+    let set: std::collections::HashSet<(i64, i64)> = per_backend!(tx, record_delivered(done))?
+        .into_iter()
+        .collect();
+    Ok(done
+        .iter()
+        .map(|(d, _)| {
+            if set.contains(&(d.id, d.claims)) {
+                Recorded::Delivered
+            } else {
+                Recorded::LeaseLost
+            }
+        })
+        .collect())
 }
