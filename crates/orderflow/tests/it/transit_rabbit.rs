@@ -7,7 +7,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use lapin::options::BasicPublishOptions;
+use lapin::options::{BasicPublishOptions, QueueBindOptions};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use orderflow::domain::types::Role;
 use reqwest::StatusCode;
@@ -303,6 +304,100 @@ async fn a_fleet_of_three_workers_one_killed_applies_each_update_once_in_order()
     for mut w in others {
         let _ = w.kill().await;
     }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    orderflow_no_test_postgres,
+    ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it"
+)]
+async fn each_request_of_a_group_hears_of_its_own_shard_only() {
+    use orderflow::inbox::transit::rabbit::shard_of;
+    let Some(s) = start_with(Backend::RabbitPostgres, |_| {}).await else {
+        return;
+    };
+    let prefix = s.rabbit_prefix.clone().unwrap();
+    // Once an update went through, the consumers have declared the topology (again).
+    let (code, r) = s
+        .post_update(&[], &json!({"order_reference": "G-warm", "event": "pay"}))
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{r}");
+    s.until_update_status(r["id"].as_str().unwrap(), "parked", WAIT)
+        .await;
+    // Shard 1 loses its binding: what goes there is unroutable, shard 0 is not touched.
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let (queue, exchange) = (format!("{prefix}.shard.1"), format!("{prefix}.updates"));
+    ch.queue_unbind(
+        queue.as_str().into(),
+        exchange.as_str().into(),
+        "shard.1".into(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let references: Vec<String> = (0..200).map(|i| format!("G-{i}")).collect();
+    let post = |r: String| {
+        let s = &s;
+        async move {
+            let body = json!({"order_reference": r, "attributes": {"g": 1}});
+            let (code, answer) = s.post("/v1/erp/order-updates", &s.erp, body).await;
+            (shard_of(&r, 2), code, answer)
+        }
+    };
+    // Many at once: requests arriving while groups wait for their confirms go together,
+    // so shard 0's requests share messages' confirm rounds with shard 1's.
+    let answers = futures_util::future::join_all(references.into_iter().map(post)).await;
+    for (shard, code, answer) in &answers {
+        if *shard == 0 {
+            assert_eq!(*code, StatusCode::ACCEPTED, "shard 0: {answer}");
+        } else {
+            assert_eq!(*code, StatusCode::SERVICE_UNAVAILABLE, "shard 1: {answer}");
+            assert_eq!(answer["error"]["code"], "transport_unavailable", "{answer}");
+        }
+    }
+    assert!(answers.iter().any(|a| a.0 == 0) && answers.iter().any(|a| a.0 == 1));
+    // Some group held more than one request (else this test proves nothing).
+    let metrics = s.text("/metrics").await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("rabbitmq"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let (sum, count) = (
+        value("orderflow_transit_group_size_sum"),
+        value("orderflow_transit_group_size_count"),
+    );
+    assert!(sum > count, "no group of several updates: {sum} / {count}");
+    // Bound again, shard 1 takes updates again.
+    ch.queue_bind(
+        queue.as_str().into(),
+        exchange.as_str().into(),
+        "shard.1".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let r = (0..)
+        .map(|i| format!("G-{i}"))
+        .find(|r| shard_of(r, 2) == 1)
+        .unwrap();
+    let (code, answer) = s
+        .post(
+            "/v1/erp/order-updates",
+            &s.erp,
+            json!({"order_reference": r, "attributes": {"g": 2}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{answer}");
+    let _ = conn.close(200, "done".into()).await;
     s.stop().await;
 }
 

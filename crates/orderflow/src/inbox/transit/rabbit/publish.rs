@@ -4,16 +4,17 @@
 //! message (it appends, replicates and confirms each one), so under load many updates share
 //! it, as many inbox rows share a commit on the database transport. An idle system
 //! publishes a lone update at once. Nothing is answered before the broker confirmed the
-//! message holding it; at most [`IN_FLIGHT`] groups wait for confirms at a time, and
-//! requests arriving meanwhile form the next group.
+//! messages holding it, and each request is answered from its own shards' confirms (a
+//! shard the broker refused fails only the requests with updates on it); at most
+//! [`IN_FLIGHT`] groups wait for confirms at a time, and requests arriving meanwhile form
+//! the next group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures_util::future::try_join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
-use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::super::TransitError;
 use crate::config::{RabbitConfig, mask_url_password};
@@ -69,16 +70,30 @@ impl Link {
     }
 
     /// Publishes one message per shard (persistent, mandatory), in order, and returns
-    /// the confirms to wait for.
+    /// each shard's confirm to wait for. A shard not published has the error that stopped
+    /// the group (an earlier one may still arrive: its requests hear of the error too and
+    /// retry, which their update id makes harmless).
     async fn send_group(
         &self,
         exchange: &str,
+        group: u64,
         shards: BTreeMap<u16, Vec<u8>>,
-    ) -> Result<Vec<PublisherConfirm>, TransitError> {
-        let ch = self.channel().await?;
+    ) -> Vec<(u16, Result<PublisherConfirm, Arc<TransitError>>)> {
+        let ch = match self.channel().await {
+            Ok(ch) => ch,
+            Err(e) => {
+                let e = Arc::new(e);
+                return shards.into_keys().map(|s| (s, Err(e.clone()))).collect();
+            }
+        };
         let mut confirms = Vec::with_capacity(shards.len());
+        let mut failed: Option<Arc<TransitError>> = None;
         for (shard, body) in shards {
-            let confirm = ch
+            if let Some(e) = &failed {
+                confirms.push((shard, Err(e.clone())));
+                continue;
+            }
+            let published = ch
                 .basic_publish(
                     exchange.into(),
                     format!("shard.{shard}").into(),
@@ -89,28 +104,97 @@ impl Link {
                     &body,
                     BasicProperties::default()
                         .with_delivery_mode(2)
-                        .with_content_type("application/json".into()),
+                        .with_content_type("application/json".into())
+                        .with_message_id(message_id(group, shard).into()),
                 )
                 .await
-                .map_err(TransitError::Broker)?;
-            confirms.push(confirm);
+                .map_err(|e| Arc::new(TransitError::Broker(e)));
+            if let Err(e) = &published {
+                failed = Some(e.clone());
+            }
+            confirms.push((shard, published));
         }
-        Ok(confirms)
+        confirms
     }
 }
 
-/// Waits for every confirm of a group: each message taken (acked) and routed to a queue.
-async fn confirmed(confirms: Vec<PublisherConfirm>) -> Result<(), TransitError> {
-    let confirmations = try_join_all(confirms).await.map_err(TransitError::Broker)?;
-    for confirmation in confirmations {
-        if !confirmation.is_ack() {
-            return Err(TransitError::Nacked);
+/// The id of a group's message to a shard: a message the broker returns (unroutable) is
+/// known by it, whichever confirm the client library hands the return to.
+fn message_id(group: u64, shard: u16) -> String {
+    format!("{group}.{shard}")
+}
+
+/// A published group waiting for its confirms.
+struct Sent {
+    group: u64,
+    confirms: Vec<(u16, Result<PublisherConfirm, Arc<TransitError>>)>,
+    /// Updates per shard.
+    counts: BTreeMap<u16, u64>,
+    /// Each request's reply and the shards its updates went to.
+    replies: Vec<(Reply, Vec<u16>)>,
+    slot: OwnedSemaphorePermit,
+}
+
+/// Answers the groups in the order they were published, each request from its own
+/// shards' confirms (one shard's failure is not another's, though they went together).
+/// In order, because the broker returns an unroutable message just before its ack, and
+/// the client library hands the return to the first confirm it completes next, which may
+/// be an earlier message's: by the time a group's last confirm is in, every return of its
+/// messages has been seen, and the message id says whose it is.
+async fn reap(mut sent: mpsc::UnboundedReceiver<Sent>) {
+    let mut returned: BTreeSet<String> = BTreeSet::new();
+    while let Some(s) = sent.recv().await {
+        let mut outcomes: BTreeMap<u16, Result<(), Arc<TransitError>>> = BTreeMap::new();
+        for (shard, confirm) in s.confirms {
+            let outcome = match confirm {
+                Err(e) => Err(e),
+                Ok(c) => match c.await {
+                    Err(e) => Err(Arc::new(TransitError::Broker(e))),
+                    Ok(confirmation) => {
+                        let acked = confirmation.is_ack();
+                        if let Some(m) = confirmation.take_message()
+                            && let Some(id) = m.delivery.properties.message_id()
+                        {
+                            returned.insert(id.to_string());
+                        }
+                        if acked {
+                            Ok(())
+                        } else {
+                            Err(Arc::new(TransitError::Nacked))
+                        }
+                    }
+                },
+            };
+            outcomes.insert(shard, outcome);
         }
-        if confirmation.take_message().is_some() {
-            return Err(TransitError::Unroutable);
+        for (shard, outcome) in outcomes.iter_mut() {
+            if returned.remove(&message_id(s.group, *shard)) && outcome.is_ok() {
+                *outcome = Err(Arc::new(TransitError::Unroutable));
+            }
         }
+        // Returns of groups already answered cannot come any more.
+        returned.retain(|id| {
+            id.split('.')
+                .next()
+                .and_then(|g| g.parse::<u64>().ok())
+                .is_some_and(|g| g > s.group)
+        });
+        let published: u64 = outcomes
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(shard, _)| s.counts.get(shard).copied().unwrap_or(0))
+            .sum();
+        metrics::counter!("orderflow_transit_published_total", "transport" => "rabbitmq")
+            .increment(published);
+        for (reply, own) in s.replies {
+            let result = own
+                .iter()
+                .find_map(|shard| outcomes.get(shard).and_then(|r| r.clone().err()))
+                .map_or(Ok(()), Err);
+            let _ = reply.send(result);
+        }
+        drop(s.slot);
     }
-    Ok(())
 }
 
 /// One update ready to go: its shard and its JSON.
@@ -150,6 +234,9 @@ impl Publisher {
 
 async fn run(link: Arc<Link>, exchange: String, mut rx: mpsc::Receiver<(Vec<Encoded>, Reply)>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let (reaper, confirms) = mpsc::unbounded_channel();
+    tokio::spawn(reap(confirms));
+    let mut group = 0_u64;
     loop {
         // A free slot first: while every slot waits for confirms, requests queue up and
         // go together.
@@ -167,43 +254,43 @@ async fn run(link: Arc<Link>, exchange: String, mut rx: mpsc::Receiver<(Vec<Enco
             }
         }
         let mut shards: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
-        let mut updates = 0_u64;
+        let mut counts: BTreeMap<u16, u64> = BTreeMap::new();
         let mut replies = Vec::with_capacity(jobs.len());
         for (encoded, reply) in jobs {
+            let mut own: Vec<u16> = Vec::with_capacity(encoded.len());
             for (shard, json) in encoded {
                 let body = shards.entry(shard).or_insert_with(|| vec![b'[']);
                 if body.len() > 1 {
                     body.push(b',');
                 }
                 body.extend_from_slice(&json);
-                updates += 1;
+                *counts.entry(shard).or_default() += 1;
+                if !own.contains(&shard) {
+                    own.push(shard);
+                }
             }
-            replies.push(reply);
+            replies.push((reply, own));
         }
         for body in shards.values_mut() {
             body.push(b']');
         }
         metrics::histogram!("orderflow_transit_group_size", "transport" => "rabbitmq")
-            .record(updates as f64);
+            .record(counts.values().sum::<u64>() as f64);
         // Published here, one group after the other (the channel keeps their order, so
-        // a shard's, so an order's); confirmed in a task of its own, so the next group can
-        // form and go meanwhile.
-        let sent = link.send_group(&exchange, shards).await;
-        tokio::spawn(async move {
-            let result = match sent {
-                Ok(confirms) => confirmed(confirms).await,
-                Err(e) => Err(e),
-            };
-            if result.is_ok() {
-                metrics::counter!("orderflow_transit_published_total", "transport" => "rabbitmq")
-                    .increment(updates);
-            }
-            let result = result.map_err(Arc::new);
-            for reply in replies {
-                let _ = reply.send(result.clone());
-            }
-            drop(slot);
-        });
+        // a shard's, so an order's); confirmed by the reaper, so the next group can form
+        // and go meanwhile.
+        group += 1;
+        let confirms = link.send_group(&exchange, group, shards).await;
+        let sent = Sent {
+            group,
+            confirms,
+            counts,
+            replies,
+            slot,
+        };
+        if reaper.send(sent).is_err() {
+            return;
+        }
     }
 }
 
