@@ -199,7 +199,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     }
 
     if args.rate > 0 {
-        rt.block_on(end_to_end(&binary, &args))?;
+        rt.block_on(end_to_end(&binary, &args, None))?;
+        if let Some(admin) = &args.postgres {
+            rt.block_on(end_to_end(&binary, &args, Some(admin)))?;
+        }
     }
     Ok(())
 }

@@ -3,25 +3,79 @@
 
 use super::*;
 
+/// How the benchmark reads the server's inbox: SQLite read-only, or PostgreSQL.
+#[derive(Clone)]
+enum Reader {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// Settled updates after `seq` `$1`, by seq.
+const SETTLED_AFTER: &str = "SELECT seq, id FROM inbox WHERE seq > $1 \
+     AND status NOT IN ('accepted', 'processing') ORDER BY seq";
+/// When each applied update was received and processed.
+const STAMPS: &str = "SELECT received_at, processed_at FROM inbox WHERE status = 'applied'";
+
+impl Reader {
+    async fn settled_after(&self, low: i64) -> sqlx::Result<Vec<(i64, String)>> {
+        match self {
+            Self::Sqlite(p) => sqlx::query_as(SETTLED_AFTER).bind(low).fetch_all(p).await,
+            Self::Postgres(p) => sqlx::query_as(SETTLED_AFTER).bind(low).fetch_all(p).await,
+        }
+    }
+
+    async fn stamps(&self) -> sqlx::Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
+        match self {
+            Self::Sqlite(p) => sqlx::query_as(STAMPS).fetch_all(p).await,
+            Self::Postgres(p) => sqlx::query_as(STAMPS).fetch_all(p).await,
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Self::Sqlite(p) => p.close().await,
+            Self::Postgres(p) => p.close().await,
+        }
+    }
+}
+
 /// Offers `rate` async updates per second to a `serve` with its worker, and measures 202
-/// to applied.
-pub(super) async fn end_to_end(binary: &Path, args: &Args) -> anyhow::Result<()> {
+/// to applied: on a SQLite file, or on a scratch database of the PostgreSQL server `admin`.
+pub(super) async fn end_to_end(
+    binary: &Path,
+    args: &Args,
+    admin: Option<&str>,
+) -> anyhow::Result<()> {
     let plain = Setup::plain();
-    let server = Server::start_with(binary, None, &plain.processes, &plain.config, &[])?;
+    let scratch = match admin {
+        Some(admin) => Some(ScratchDb::create(admin, "e2e").await?),
+        None => None,
+    };
+    let url = scratch.as_ref().map(|d| d.url.as_str());
+    let server = Server::start_with(binary, url, &plain.processes, &plain.config, &[])?;
     let (shop, erp) = tokens(&server)?;
     let http = reqwest::Client::new();
     let orders = args.orders.min(1000);
     create_orders(&http, &server.base, &shop, orders).await?;
-    let file = server
-        .database_url
-        .trim_start_matches("sqlite://")
-        .to_owned();
-    let reader = sqlx::SqlitePool::connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&file)
-            .read_only(true),
-    )
-    .await?;
+    let (backend, reader) = match url {
+        Some(url) => (
+            "PostgreSQL",
+            Reader::Postgres(sqlx::PgPool::connect(url).await?),
+        ),
+        None => {
+            let file = server
+                .database_url
+                .trim_start_matches("sqlite://")
+                .to_owned();
+            let pool = sqlx::SqlitePool::connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&file)
+                    .read_only(true),
+            )
+            .await?;
+            ("SQLite", Reader::Sqlite(pool))
+        }
+    };
 
     let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let answers = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
@@ -113,10 +167,7 @@ pub(super) async fn end_to_end(binary: &Path, args: &Args) -> anyhow::Result<()>
             None => missing += 1,
         }
     }
-    let stamps: Vec<(DateTime<Utc>, DateTime<Utc>)> =
-        sqlx::query_as("SELECT received_at, processed_at FROM inbox WHERE status = 'applied'")
-            .fetch_all(&reader)
-            .await?;
+    let stamps = reader.stamps().await?;
     let mut server_side = Histogram::<u64>::new(3)?;
     for (received, processed) in stamps {
         let d = (processed - received)
@@ -128,7 +179,7 @@ pub(super) async fn end_to_end(binary: &Path, args: &Args) -> anyhow::Result<()>
     reader.close().await;
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "end to end, SQLite serve: {} updates/s offered over {connections} connections; \
+        "end to end, {backend} serve: {} updates/s offered over {connections} connections; \
          {total} accepted in {:.1} s ({errors} errors), {} seen applied ({missing} not within \
          30 s)",
         args.rate,
@@ -173,26 +224,24 @@ pub(super) async fn end_to_end(binary: &Path, args: &Args) -> anyhow::Result<()>
             samples.len()
         );
     }
+    drop(server);
+    if let Some(db) = scratch {
+        db.drop().await?;
+    }
     Ok(())
 }
 
 /// Records when each update is first seen in a final state. Keeps a low-water mark: every
 /// update at or below it has been seen, so each poll reads only the recent window.
 async fn poll_applied(
-    reader: sqlx::SqlitePool,
+    reader: Reader,
     seen: Arc<Mutex<HashMap<String, Instant>>>,
     sending: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
     let mut low = 0_i64;
     let mut done: HashSet<i64> = HashSet::new();
     while sending.load(std::sync::atomic::Ordering::Relaxed) {
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT seq, id FROM inbox WHERE seq > $1 \
-             AND status NOT IN ('accepted', 'processing') ORDER BY seq",
-        )
-        .bind(low)
-        .fetch_all(&reader)
-        .await?;
+        let rows = reader.settled_after(low).await?;
         let now = Instant::now();
         {
             let mut seen = seen.lock().unwrap();
