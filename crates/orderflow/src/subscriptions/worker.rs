@@ -67,30 +67,8 @@ impl Deliverer {
             .store
             .materialise(i64::from(self.config.batch_size), now, event::delivery_of)
             .await?;
-        let done = std::mem::take(&mut *self.delivered.lock().unwrap());
         let lease = now + TimeDelta::from_std(self.config.lease).unwrap_or(TimeDelta::MAX);
-        let rows = if done.is_empty() {
-            if free == 0 {
-                Vec::new()
-            } else {
-                self.store.claim_deliveries(now, free as i64, lease).await?
-            }
-        } else {
-            match self
-                .store
-                .record_and_claim(&done, now, free as i64, lease)
-                .await
-            {
-                Ok((recorded, rows)) => {
-                    report_delivered(&done, &recorded);
-                    rows
-                }
-                Err(e) => {
-                    self.delivered.lock().unwrap().extend(done);
-                    return Err(e);
-                }
-            }
-        };
+        let rows = self.record_and_claim(now, free, lease).await?;
         let claimed = rows.len();
         for row in rows {
             let this = self.clone();
@@ -132,9 +110,6 @@ impl Deliverer {
             Verdict::Done | Verdict::Fatal => None,
         };
         let finished = store::now();
-        let next_due = (!delivered)
-            .then(|| self.next_due(claimed.attempts + 1, finished, retry_after))
-            .flatten();
         let record = AttemptRecord {
             at: finished,
             status_code: outcome.status,
@@ -153,6 +128,7 @@ impl Deliverer {
             self.delivered.lock().unwrap().push((claimed, record));
             return;
         }
+        let next_due = self.next_due(claimed.attempts + 1, finished, retry_after);
         let (failures, window) = (
             i64::from(self.config.disable_after_failures),
             TimeDelta::from_std(self.config.disable_after).unwrap_or(TimeDelta::MAX),
@@ -163,20 +139,13 @@ impl Deliverer {
         };
         match self
             .store
-            .record_attempt(&claimed, &record, delivered, next_due, disable)
+            .record_failure(&claimed, &record, next_due, disable)
             .await
         {
             Ok((recorded, disabled)) => {
-                let outcome_label = match recorded {
-                    Recorded::Delivered => Some("delivered"),
-                    Recorded::Dead => Some("dead"),
-                    Recorded::Retry | Recorded::LeaseLost => None,
-                };
-                if let Some(o) = outcome_label {
-                    metrics::counter!("orderflow_subscription_deliveries_total", "outcome" => o)
-                        .increment(1);
-                }
                 if recorded == Recorded::Dead {
+                    metrics::counter!("orderflow_subscription_deliveries_total", "outcome" => "dead")
+                        .increment(1);
                     tracing::warn!(subscription = claimed.subscription_id, delivery = claimed.id,
                         event = %claimed.event_id, error = ?record.error, "delivery dead");
                 } else {
@@ -199,18 +168,30 @@ impl Deliverer {
         }
     }
 
-    /// Records the attempts delivered since the last flush in one transaction. On failure
-    /// they are kept for the next flush; a lease that runs out meanwhile sends the event
-    /// again (at least once).
-    async fn flush(&self) -> Result<(), StoreError> {
+    /// Records the attempts delivered since the last call and claims up to `free` due
+    /// deliveries until `lease`, in one transaction. On failure the attempts are kept for
+    /// the next call; a lease that runs out meanwhile sends the event again (at least once).
+    async fn record_and_claim(
+        &self,
+        now: DateTime<Utc>,
+        free: usize,
+        lease: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let done = std::mem::take(&mut *self.delivered.lock().unwrap());
         if done.is_empty() {
-            return Ok(());
+            if free == 0 {
+                return Ok(Vec::new());
+            }
+            return self.store.claim_deliveries(now, free as i64, lease).await;
         }
-        match self.store.record_delivered(&done).await {
-            Ok(recorded) => {
+        match self
+            .store
+            .record_and_claim(&done, now, free as i64, lease)
+            .await
+        {
+            Ok((recorded, rows)) => {
                 report_delivered(&done, &recorded);
-                Ok(())
+                Ok(rows)
             }
             Err(e) => {
                 self.delivered.lock().unwrap().extend(done);
@@ -312,7 +293,8 @@ impl Deliverer {
         })
         .await;
         inflight.shutdown().await;
-        if let Err(e) = self.flush().await {
+        let now = store::now();
+        if let Err(e) = self.record_and_claim(now, 0, now).await {
             tracing::warn!(error = %e, "recording delivered attempts failed");
         }
         tracing::info!("subscription deliveries stopped");

@@ -109,86 +109,60 @@ impl Store {
         Ok((recorded, claimed))
     }
 
-    /// Records an attempt of the claim `claimed`. `next_due`: when a failure is tried again
-    /// (`None`: the delivery is dead). A failure counts towards the subscription's failure
+    /// Records a failed attempt of the claim `claimed` (delivered ones are recorded
+    /// together, by [`Store::record_and_claim`]). `next_due`: when it is tried again
+    /// (`None`: the delivery is dead). The failure counts towards the subscription's failure
     /// run; `disable` decides from the run (failures, since) whether it is disabled now, and
     /// names why. Returns what was recorded and whether the subscription was disabled.
-    pub async fn record_attempt(
+    pub async fn record_failure(
         &self,
         claimed: &ClaimedDelivery,
         attempt: &AttemptRecord,
-        delivered: bool,
         next_due: Option<DateTime<Utc>>,
         disable: impl Fn(i64, DateTime<Utc>) -> Option<String>,
     ) -> Result<(Recorded, bool)> {
         let mut tx = self.begin().await?;
         insert_attempt(&mut tx, claimed, attempt).await?;
-        let (status, due, recorded) = match (delivered, next_due) {
-            (true, _) => ("delivered", attempt.at, Recorded::Delivered),
-            (false, Some(due)) => ("pending", due, Recorded::Retry),
-            (false, None) => ("dead", attempt.at, Recorded::Dead),
+        let (status, due, recorded) = match next_due {
+            Some(due) => ("pending", due, Recorded::Retry),
+            None => ("dead", attempt.at, Recorded::Dead),
         };
         let n = finish(&mut tx, claimed, status, due, attempt.at).await?;
         if n == 0 {
             tx.commit().await?;
             return Ok((Recorded::LeaseLost, false));
         }
+        let run: Option<(i64, DateTime<Utc>, bool)> = on_tx!(&mut tx, |c| {
+            sqlx::query_as(
+                "UPDATE subscriptions SET failures = failures + 1, \
+                 failing_since = COALESCE(failing_since, $2) WHERE id = $1 \
+                 RETURNING failures, failing_since, enabled",
+            )
+            .bind(claimed.subscription_id)
+            .bind(attempt.at)
+            .fetch_optional(c)
+            .await
+        })?;
         let mut disabled = false;
-        if delivered {
+        if let Some((failures, since, true)) = run
+            && let Some(reason) = disable(failures, since)
+        {
             on_tx!(&mut tx, |c| {
                 sqlx::query(
-                    "UPDATE subscriptions SET failures = 0, failing_since = NULL \
-                     WHERE id = $1 AND failures <> 0",
+                    "UPDATE subscriptions SET enabled = FALSE, disabled_at = $2, \
+                     disabled_reason = $3 WHERE id = $1",
                 )
                 .bind(claimed.subscription_id)
+                .bind(attempt.at)
+                .bind(&reason)
                 .execute(c)
                 .await
                 .map(|r| r.rows_affected())
             })?;
-        } else {
-            let run: Option<(i64, DateTime<Utc>, bool)> = on_tx!(&mut tx, |c| {
-                sqlx::query_as(
-                    "UPDATE subscriptions SET failures = failures + 1, \
-                     failing_since = COALESCE(failing_since, $2) WHERE id = $1 \
-                     RETURNING failures, failing_since, enabled",
-                )
-                .bind(claimed.subscription_id)
-                .bind(attempt.at)
-                .fetch_optional(c)
-                .await
-            })?;
-            if let Some((failures, since, true)) = run
-                && let Some(reason) = disable(failures, since)
-            {
-                on_tx!(&mut tx, |c| {
-                    sqlx::query(
-                        "UPDATE subscriptions SET enabled = FALSE, disabled_at = $2, \
-                         disabled_reason = $3 WHERE id = $1",
-                    )
-                    .bind(claimed.subscription_id)
-                    .bind(attempt.at)
-                    .bind(&reason)
-                    .execute(c)
-                    .await
-                    .map(|r| r.rows_affected())
-                })?;
-                disabled = true;
-            }
+            disabled = true;
         }
         tx.commit().await?;
         Ok((recorded, disabled))
-    }
-
-    /// Records delivered attempts in one transaction (a pass's worth: one commit, not one
-    /// each). Returns, in order, [`Recorded::Delivered`] or [`Recorded::LeaseLost`].
-    pub async fn record_delivered(
-        &self,
-        done: &[(ClaimedDelivery, AttemptRecord)],
-    ) -> Result<Vec<Recorded>> {
-        let mut tx = self.begin().await?;
-        let recorded = record_in(&mut tx, done).await?;
-        tx.commit().await?;
-        Ok(recorded)
     }
 
     /// A subscription's deliveries, newest first, optionally of one status, before the
@@ -270,7 +244,7 @@ impl Store {
 }
 
 async fn insert_attempt(
-    tx: &mut crate::store::Tx,
+    tx: &mut Tx,
     claimed: &ClaimedDelivery,
     attempt: &AttemptRecord,
 ) -> Result<()> {
@@ -295,7 +269,7 @@ async fn insert_attempt(
 /// Sets a claimed delivery's outcome if the claim still holds it; returns the rows changed
 /// (0: another claim holds it now).
 async fn finish(
-    tx: &mut crate::store::Tx,
+    tx: &mut Tx,
     claimed: &ClaimedDelivery,
     status: &str,
     due: DateTime<Utc>,
@@ -360,8 +334,8 @@ async fn claim_in(
     Ok(rows)
 }
 
-/// Records delivered attempts in `tx` (see [`Store::record_delivered`]): a few multi-row
-/// statements, whatever their number.
+/// Records delivered attempts in `tx`: a few multi-row statements, whatever their number.
+/// Returns, in order, [`Recorded::Delivered`] or [`Recorded::LeaseLost`].
 async fn record_in(
     tx: &mut Tx,
     done: &[(ClaimedDelivery, AttemptRecord)],
