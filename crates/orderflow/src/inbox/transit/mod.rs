@@ -77,9 +77,6 @@ pub enum TransitError {
     Store(#[from] StoreError),
     #[error("stopped before the updates were stored")]
     Stopped,
-    /// The error of a group publish, as each request of the group gets it.
-    #[error("message broker: {0}")]
-    Shared(String),
 }
 
 /// An update as it travels through the broker: the inbox row it becomes.
@@ -214,11 +211,12 @@ impl Transit {
         }
     }
 
-    /// Publishes, and returns once the broker holds every message durably.
-    pub async fn publish(&self, messages: &[TransitMessage]) -> Result<(), TransitError> {
+    /// Publishes, and returns once the broker holds every message durably. The error is
+    /// shared: on RabbitMQ one refused message fails every request with updates in it.
+    pub async fn publish(&self, messages: &[TransitMessage]) -> Result<(), Arc<TransitError>> {
         match &self.broker {
             Broker::Rabbit(r) => r.publish(messages).await,
-            Broker::Redis(r) => r.publish(messages).await,
+            Broker::Redis(r) => r.publish(messages).await.map_err(Arc::new),
         }
     }
 

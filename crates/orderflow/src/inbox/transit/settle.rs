@@ -2,7 +2,6 @@
 //! for its outcome, and what a consumer does with the updates it received.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -41,7 +40,7 @@ impl Inbox {
         transit
             .publish(&[TransitMessage::from(update)])
             .await
-            .map_err(|e| IngestError::Transit(Arc::new(e)))?;
+            .map_err(IngestError::Transit)?;
         match mode {
             Mode::Async => Ok(Accepted::Stored(Answer::pending(
                 &id,
@@ -76,7 +75,7 @@ impl Inbox {
         transit
             .publish(&messages)
             .await
-            .map_err(|e| IngestError::Transit(Arc::new(e)))?;
+            .map_err(IngestError::Transit)?;
         Ok(results)
     }
 

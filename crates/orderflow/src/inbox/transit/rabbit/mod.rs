@@ -174,10 +174,11 @@ impl Rabbit {
     /// updates of other requests published at the same time), and returns once the broker
     /// confirmed every one (a quorum queue confirms once a majority of its replicas has
     /// the message on disk).
-    pub async fn publish(&self, messages: &[TransitMessage]) -> Result<(), TransitError> {
+    pub async fn publish(&self, messages: &[TransitMessage]) -> Result<(), Arc<TransitError>> {
         let mut encoded = Vec::with_capacity(messages.len());
         for m in messages {
-            let json = serde_json::to_vec(m).map_err(|e| TransitError::Encode(e.to_string()))?;
+            let json =
+                serde_json::to_vec(m).map_err(|e| Arc::new(TransitError::Encode(e.to_string())))?;
             encoded.push((shard_of(&m.order_reference, self.config.shards), json));
         }
         self.publisher.publish(encoded).await

@@ -124,6 +124,12 @@ fn message_id(group: u64, shard: u16) -> String {
     format!("{group}.{shard}")
 }
 
+/// The group and shard a [`message_id`] names.
+fn parse_message_id(id: &str) -> Option<(u64, u16)> {
+    let (group, shard) = id.split_once('.')?;
+    Some((group.parse().ok()?, shard.parse().ok()?))
+}
+
 /// A published group waiting for its confirms.
 struct Sent {
     group: u64,
@@ -142,7 +148,8 @@ struct Sent {
 /// be an earlier message's: by the time a group's last confirm is in, every return of its
 /// messages has been seen, and the message id says whose it is.
 async fn reap(mut sent: mpsc::UnboundedReceiver<Sent>) {
-    let mut returned: BTreeSet<String> = BTreeSet::new();
+    // (group, shard) of the messages returned and not yet matched to their group.
+    let mut returned: BTreeSet<(u64, u16)> = BTreeSet::new();
     while let Some(s) = sent.recv().await {
         let mut outcomes: BTreeMap<u16, Result<(), Arc<TransitError>>> = BTreeMap::new();
         for (shard, confirm) in s.confirms {
@@ -154,8 +161,9 @@ async fn reap(mut sent: mpsc::UnboundedReceiver<Sent>) {
                         let acked = confirmation.is_ack();
                         if let Some(m) = confirmation.take_message()
                             && let Some(id) = m.delivery.properties.message_id()
+                            && let Some(at) = parse_message_id(id.as_str())
                         {
-                            returned.insert(id.to_string());
+                            returned.insert(at);
                         }
                         if acked {
                             Ok(())
@@ -168,17 +176,12 @@ async fn reap(mut sent: mpsc::UnboundedReceiver<Sent>) {
             outcomes.insert(shard, outcome);
         }
         for (shard, outcome) in outcomes.iter_mut() {
-            if returned.remove(&message_id(s.group, *shard)) && outcome.is_ok() {
+            if returned.remove(&(s.group, *shard)) && outcome.is_ok() {
                 *outcome = Err(Arc::new(TransitError::Unroutable));
             }
         }
         // Returns of groups already answered cannot come any more.
-        returned.retain(|id| {
-            id.split('.')
-                .next()
-                .and_then(|g| g.parse::<u64>().ok())
-                .is_some_and(|g| g > s.group)
-        });
+        returned = returned.split_off(&(s.group + 1, 0));
         let published: u64 = outcomes
             .iter()
             .filter(|(_, r)| r.is_ok())
@@ -217,18 +220,14 @@ impl Publisher {
 
     /// Publishes `updates` (in this order within each shard) and returns once the broker
     /// confirmed all of them.
-    pub(super) async fn publish(&self, updates: Vec<Encoded>) -> Result<(), TransitError> {
+    pub(super) async fn publish(&self, updates: Vec<Encoded>) -> Result<(), Arc<TransitError>> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || TransitError::Encode("the publisher has stopped".into());
+        let stopped = || Arc::new(TransitError::Encode("the publisher has stopped".into()));
         self.tx
             .send((updates, reply))
             .await
             .map_err(|_| stopped())?;
-        match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(share(&e)),
-            Err(_) => Err(stopped()),
-        }
+        answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
@@ -294,16 +293,14 @@ async fn run(link: Arc<Link>, exchange: String, mut rx: mpsc::Receiver<(Vec<Enco
     }
 }
 
-/// A copy of a group's error for each of its requests.
-fn share(e: &TransitError) -> TransitError {
-    match e {
-        TransitError::Nacked => TransitError::Nacked,
-        TransitError::Unroutable => TransitError::Unroutable,
-        TransitError::Broker(e) => TransitError::Broker(e.clone()),
-        TransitError::Connect { url, source } => TransitError::Connect {
-            url: url.clone(),
-            source: source.clone(),
-        },
-        other => TransitError::Shared(other.to_string()),
+#[cfg(test)]
+mod tests {
+    use super::{message_id, parse_message_id};
+
+    #[test]
+    fn a_message_id_names_its_group_and_shard() {
+        assert_eq!(parse_message_id(&message_id(7, 3)), Some((7, 3)));
+        assert_eq!(parse_message_id("not an id"), None);
+        assert_eq!(parse_message_id("7.x"), None);
     }
 }
