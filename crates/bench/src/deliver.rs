@@ -246,58 +246,20 @@ impl Run<'_> {
 /// `orderflow subscriptions create URL --json`, then `disable`: changes made from now on
 /// wait for it. Returns its id and signing secret.
 fn subscribe(server: &Server, url: &str) -> anyhow::Result<(i64, String)> {
-    let out = server
-        .command()
-        .args(["subscriptions", "create", url, "--json", "--database-url"])
-        .arg(&server.database_url)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "subscriptions create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).context("subscriptions create --json")?;
+    let out = server.cli(&["subscriptions", "create", url, "--json"])?;
+    let v: Value = serde_json::from_slice(&out).context("subscriptions create --json")?;
     let id = v["id"].as_i64().context("no id in subscriptions create")?;
     let secret = v["signing_secret"]
         .as_str()
         .context("no signing_secret in subscriptions create")?
         .to_owned();
-    let out = server
-        .command()
-        .args([
-            "subscriptions",
-            "disable",
-            &id.to_string(),
-            "--database-url",
-        ])
-        .arg(&server.database_url)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "subscriptions disable failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    server.cli(&["subscriptions", "disable", &id.to_string()])?;
     Ok((id, secret))
 }
 
 /// Waits until the server's projected-changes counter held still for 300 ms (at most 30 s).
 async fn settle_projector(base: &str) {
-    let projected = || async {
-        let text = reqwest::get(format!("{base}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines().find_map(|l| {
-            l.strip_prefix("orderflow_projection_changes_total")?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-    };
+    let projected = || crate::server::metric(base, "orderflow_projection_changes_total");
     let started = Instant::now();
     let mut last = projected().await;
     while started.elapsed() < STALL {

@@ -181,18 +181,10 @@ async fn phase(
 
 /// The server's `orderflow_inbox_group_commit_size` histogram: (sum, count).
 async fn group_commits(base: &str) -> (f64, f64) {
-    let text = match reqwest::get(format!("{base}/metrics")).await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => return (0.0, 0.0),
-    };
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let value = |name| async move { crate::server::metric(base, name).await.unwrap_or(0.0) };
     (
-        value("orderflow_inbox_group_commit_size_sum"),
-        value("orderflow_inbox_group_commit_size_count"),
+        value("orderflow_inbox_group_commit_size_sum").await,
+        value("orderflow_inbox_group_commit_size_count").await,
     )
 }
 

@@ -105,28 +105,28 @@ impl Server {
         )
     }
 
-    /// `orderflow clients create NAME --role ROLE --json`; returns the token.
-    pub(crate) fn create_client(&self, name: &str, role: &str) -> anyhow::Result<String> {
-        let out = Command::new(&self.binary)
-            .args([
-                "clients",
-                "create",
-                name,
-                "--role",
-                role,
-                "--json",
-                "--database-url",
-                &self.database_url,
-            ])
-            .current_dir(&self.dir)
+    /// `orderflow ARGS --database-url URL` on the server's database; its standard output,
+    /// or an error with its standard error.
+    pub(crate) fn cli(&self, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+        let out = self
+            .command()
+            .args(args)
+            .args(["--database-url", &self.database_url])
             .output()?;
         if !out.status.success() {
             bail!(
-                "clients create failed: {}",
+                "{} failed: {}",
+                args.iter().take(2).copied().collect::<Vec<_>>().join(" "),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(out.stdout)
+    }
+
+    /// `orderflow clients create NAME --role ROLE --json`; returns the token.
+    pub(crate) fn create_client(&self, name: &str, role: &str) -> anyhow::Result<String> {
+        let out = self.cli(&["clients", "create", name, "--role", role, "--json"])?;
+        let v: serde_json::Value = serde_json::from_slice(&out)?;
         v["token"]
             .as_str()
             .map(str::to_owned)
@@ -301,4 +301,17 @@ pub(crate) fn memory_of(pid: u32) -> Option<(f64, f64)> {
         Some(kb / 1024.0)
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The value of the unlabelled series `name` on the server's `/metrics` (`None`: not there
+/// yet, or the server did not answer).
+pub(crate) async fn metric(base: &str, name: &str) -> Option<f64> {
+    let text = ::reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
 }
