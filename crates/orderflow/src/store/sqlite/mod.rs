@@ -2,6 +2,7 @@
 //! whose shape is its own ([`writes`]: multi-row `VALUES` lists; [`group`]: inserts sent
 //! as one statement list on a held connection).
 
+mod checkpoint;
 mod group;
 mod writes;
 
@@ -84,6 +85,8 @@ pub(super) static DIALECT: Dialect = Dialect {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Copies the WAL into the database file off the write path.
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl SqliteStore {
@@ -96,6 +99,9 @@ impl SqliteStore {
     }
 
     pub(super) async fn close(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.stop();
+        }
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -113,11 +119,10 @@ pub(super) async fn connect(url: &str) -> Result<SqliteStore> {
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
     // No ping before each use: a connection to a local file does not go stale, and the
-    // ping is a round trip to the connection's thread on every write. Checkpoint (copy the
-    // WAL into the database file, and fsync it) every 10,000 pages (40 MB) rather than
-    // SQLite's 1,000: a batch of updates dirties hundreds of scattered pages, and the same
-    // order and index pages again in later batches; a checkpoint writes each page once
-    // however often it changed since the last one. Commits still fsync the WAL.
+    // ping is a round trip to the connection's thread on every write. Checkpoints (copying
+    // the WAL into the database file, and fsyncing it) run on a connection of their own
+    // ([`checkpoint`]); the writer's own, inline one is the bound on the WAL's size, at
+    // 10,000 pages (40 MB) rather than SQLite's 1,000. Commits still fsync the WAL.
     let writer_options = options.clone().pragma("wal_autocheckpoint", "10000");
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
@@ -136,7 +141,12 @@ pub(super) async fn connect(url: &str) -> Result<SqliteStore> {
     let reader = SqlitePoolOptions::new()
         .max_connections(4)
         .test_before_acquire(false)
-        .connect_with(options.read_only(true))
+        .connect_with(options.clone().read_only(true))
         .await?;
-    Ok(SqliteStore { writer, reader })
+    let checkpointer = checkpoint::spawn(&options).await;
+    Ok(SqliteStore {
+        writer,
+        reader,
+        checkpointer,
+    })
 }
