@@ -134,7 +134,7 @@ impl Inbox {
         // Two updates of one order cannot share the batch's multi-row writes (claims never
         // give a worker two; the check keeps this function right for any caller).
         let together = if orders.len() == rows.len() {
-            Some(self.process_together(&seqs, owner, now).await)
+            Some(self.process_together(rows, owner, now).await)
         } else {
             None
         };
@@ -186,12 +186,18 @@ impl Inbox {
     /// The whole batch in one transaction with batched reads and writes.
     async fn process_together(
         &self,
-        seqs: &[i64],
+        rows: &[UpdateRow],
         owner: &str,
         now: DateTime<Utc>,
     ) -> Result<(Vec<Option<UpdateStatus>>, bool), StoreError> {
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let mut tx = self.store().begin().await?;
-        let held = tx.lock_claimed_many(seqs, owner).await?;
+        let locked: HashSet<i64> = tx.lock_held(&seqs, owner).await?.into_iter().collect();
+        let held: Vec<UpdateRow> = rows
+            .iter()
+            .filter(|r| locked.contains(&r.seq))
+            .cloned()
+            .collect();
         let (statuses, changed) = self.apply_held(&mut tx, &held, now).await?;
         tx.commit().await?;
         let by_seq: HashMap<i64, UpdateStatus> = held.iter().map(|r| r.seq).zip(statuses).collect();

@@ -321,6 +321,26 @@ impl Tx {
         Ok(rows)
     }
 
+    /// Of the claimed updates `seqs`, those `owner` still holds, locked until commit, in
+    /// `seq` order. Only their `seq` is read: the claim returned their rows, and no one
+    /// else changes a row while its lease is held.
+    pub async fn lock_held(&mut self, seqs: &[i64], owner: &str) -> Result<Vec<i64>> {
+        let d = self.dialect();
+        let sql = format!(
+            "SELECT seq FROM inbox WHERE {} AND status = 'processing' AND lease_owner = $2 \
+             ORDER BY seq{}",
+            d.in_list("seq", 1),
+            d.lock_rows
+        );
+        Ok(on_tx!(self, |c| {
+            sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(List(seqs))
+                .bind(owner)
+                .fetch_all(c)
+                .await
+        })?)
+    }
+
     /// Reads the update and holds it until commit; `None` unless `owner` still holds its
     /// lease (a worker that overran its lease must not finish an update someone else took).
     pub async fn lock_claimed(&mut self, seq: i64, owner: &str) -> Result<Option<UpdateRow>> {
