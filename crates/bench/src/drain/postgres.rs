@@ -78,19 +78,26 @@ pub(super) async fn drain_postgres(
         .collect::<Result<_, _>>()?;
     let deadline = started + Duration::from_secs(600);
     loop {
-        // Settled in the database: with a broker, rows appear only as consumers take them.
-        let settled: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM inbox \
-             WHERE status NOT IN ('accepted', 'processing', 'parked')",
+        // Cheap while work is left: one open row, found through the due index (counting
+        // every settled row every 20 ms took half a core from the workers measured). Only
+        // when none is open, check that every update has arrived and settled (with a
+        // broker, rows appear only as consumers take them).
+        let open: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM inbox \
+             WHERE status IN ('accepted', 'processing', 'parked'))",
         )
         .fetch_one(&pool)
         .await?;
-        let open = updates as i64 - settled;
-        if open <= 0 {
-            break;
+        if !open {
+            let settled: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox")
+                .fetch_one(&pool)
+                .await?;
+            if settled >= updates as i64 {
+                break;
+            }
         }
         if Instant::now() > deadline {
-            bail!("{open} updates still open after 10 minutes");
+            bail!("updates still open after 10 minutes");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -126,6 +126,11 @@ pub struct WorkerConfig {
     pub in_process: bool,
     /// Updates claimed per batch (at most one per order). Default 100.
     pub batch_size: u32,
+    /// Batches a worker process has in flight at once on PostgreSQL, each claimed and
+    /// processed by a loop of its own (its own lease owner), so the worker and the database
+    /// work at the same time instead of waiting on each other. SQLite has one writer, which
+    /// a batch holds from claim to commit: there it is always 1. Default 2.
+    pub concurrency: u32,
     /// The worker is woken when updates are stored; this is the floor for what becomes due
     /// by time alone. Also the first back-off of a timer that moved nothing. Default `1s`.
     #[serde(with = "duration")]
@@ -150,6 +155,7 @@ impl Default for WorkerConfig {
         Self {
             in_process: true,
             batch_size: 100,
+            concurrency: 2,
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             max_attempts: 10,

@@ -77,6 +77,11 @@ impl InboxSettings {
         self.worker.batch_size.max(1)
     }
 
+    /// Batches in flight per worker process (at least 1).
+    pub fn concurrency(&self) -> u32 {
+        self.worker.concurrency.max(1)
+    }
+
     /// Failed attempts before an update goes `dead`.
     pub fn max_attempts(&self) -> u32 {
         self.worker.max_attempts.max(1)

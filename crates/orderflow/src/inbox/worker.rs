@@ -1,4 +1,5 @@
-//! The inbox worker: claims due updates in batches under a lease and processes them.
+//! The inbox worker: claims due updates in batches under a lease and processes them; on
+//! PostgreSQL `worker.concurrency` batches at a time.
 //!
 //! It wakes on the store's wake-ups ([`crate::store::Wakeups`]: updates stored, woken by a
 //! change of their order or retried, here or in another process) and polls every
@@ -50,6 +51,17 @@ pub struct WorkerTotals {
 }
 
 impl WorkerTotals {
+    fn merge(&mut self, other: &WorkerTotals) {
+        self.batches += other.batches;
+        self.applied += other.applied;
+        self.parked += other.parked;
+        self.ignored += other.ignored;
+        self.rejected += other.rejected;
+        self.dead += other.dead;
+        self.retried += other.retried;
+        self.lost += other.lost;
+    }
+
     fn add(&mut self, statuses: &[Option<UpdateStatus>]) -> WorkerTotals {
         let mut batch = WorkerTotals {
             batches: 1,
@@ -66,14 +78,7 @@ impl WorkerTotals {
                 None => batch.lost += 1,
             }
         }
-        self.batches += 1;
-        self.applied += batch.applied;
-        self.parked += batch.parked;
-        self.ignored += batch.ignored;
-        self.rejected += batch.rejected;
-        self.dead += batch.dead;
-        self.retried += batch.retried;
-        self.lost += batch.lost;
+        self.merge(&batch);
         batch
     }
 }
@@ -113,20 +118,60 @@ const KEY_EXPIRY_EVERY: Duration = Duration::from_secs(600);
 
 impl Inbox {
     /// Runs the worker until `shutdown` (or, with `once`, until nothing is due; then a failed
-    /// batch ends the run with its error).
+    /// batch ends the run with its error). On PostgreSQL `worker.concurrency` loops claim
+    /// and process batches side by side, each under a lease owner of its own
+    /// (`<owner>-<n>`); their totals are added up.
     pub async fn run_worker(
         &self,
         options: WorkerOptions,
         shutdown: CancellationToken,
     ) -> Result<WorkerTotals, store::StoreError> {
+        let loops = match self.store().backend() {
+            store::Backend::Sqlite => 1,
+            store::Backend::Postgres => self.settings.concurrency(),
+        };
+        if loops == 1 {
+            return self
+                .run_loop(self.owner.to_string(), true, options, shutdown)
+                .await;
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for n in 0..loops {
+            let (inbox, shutdown) = (self.clone(), shutdown.clone());
+            let owner = format!("{}-{n}", self.owner);
+            set.spawn(async move { inbox.run_loop(owner, n == 0, options, shutdown).await });
+        }
+        let mut totals = WorkerTotals::default();
+        let mut failed = None;
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(Ok(t)) => totals.merge(&t),
+                Ok(Err(e)) => failed = failed.or(Some(e)),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(totals),
+        }
+    }
+
+    /// One claim-and-process loop as `owner`; `upkeep`: this loop also frees expired
+    /// idempotency keys.
+    async fn run_loop(
+        &self,
+        owner: String,
+        upkeep: bool,
+        options: WorkerOptions,
+        shutdown: CancellationToken,
+    ) -> Result<WorkerTotals, store::StoreError> {
         let wakeups = self.store().wakeups().clone();
-        let owner = self.owner.to_string();
         let mut totals = WorkerTotals::default();
         let mut next_expiry = Instant::now();
         let mut failures = 0_u32;
         tracing::info!(owner = %owner, once = options.once, "inbox worker started");
         while !shutdown.is_cancelled() {
-            if Instant::now() >= next_expiry {
+            if upkeep && Instant::now() >= next_expiry {
                 next_expiry = Instant::now() + KEY_EXPIRY_EVERY;
                 self.expire_keys().await;
             }
