@@ -129,7 +129,6 @@ impl Inbox {
         now: DateTime<Utc>,
     ) -> Result<Vec<Option<UpdateStatus>>, StoreError> {
         let started = Instant::now();
-        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let orders: HashSet<&str> = rows.iter().map(|r| r.order_reference.as_str()).collect();
         // Two updates of one order cannot share the batch's multi-row writes (claims never
         // give a worker two; the check keeps this function right for any caller).
@@ -142,9 +141,9 @@ impl Inbox {
             Some(Ok(done)) => done,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, size = rows.len(), "batch failed; processing its updates one at a time");
-                self.process_one_by_one(&seqs, owner, now).await?
+                self.process_one_by_one(rows, owner, now).await?
             }
-            None => self.process_one_by_one(&seqs, owner, now).await?,
+            None => self.process_one_by_one(rows, owner, now).await?,
         };
         self.processed(rows, &out, changed, started);
         Ok(out)
@@ -249,25 +248,25 @@ impl Inbox {
     /// database error is recorded as a failed attempt, the others commit.
     async fn process_one_by_one(
         &self,
-        seqs: &[i64],
+        rows: &[UpdateRow],
         owner: &str,
         now: DateTime<Utc>,
     ) -> Result<(Vec<Option<UpdateStatus>>, bool), StoreError> {
         let mut tx = self.store().begin().await?;
-        let mut out = Vec::with_capacity(seqs.len());
+        let mut out = Vec::with_capacity(rows.len());
         let mut changed = false;
-        for &seq in seqs {
+        for row in rows {
             tx.savepoint().await?;
-            let Some(row) = tx.lock_claimed(seq, owner).await? else {
+            if tx.lock_held(&[row.seq], owner).await?.is_empty() {
                 tx.release_savepoint().await?;
                 out.push(None);
                 continue;
-            };
-            let (status, finish, ch) = match self.apply_one(&mut tx, &row, now).await {
+            }
+            let (status, finish, ch) = match self.apply_one(&mut tx, row, now).await {
                 Ok(done) => done,
                 Err(e) => {
                     tx.rollback_to_savepoint().await?;
-                    self.retry_later(&row, now, "store_error", &e.to_string())
+                    self.retry_later(row, now, "store_error", &e.to_string())
                 }
             };
             tx.finish_updates(std::slice::from_ref(&finish)).await?;

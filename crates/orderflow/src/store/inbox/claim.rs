@@ -322,8 +322,9 @@ impl Tx {
     }
 
     /// Of the claimed updates `seqs`, those `owner` still holds, locked until commit, in
-    /// `seq` order. Only their `seq` is read: the claim returned their rows, and no one
-    /// else changes a row while its lease is held.
+    /// `seq` order (a worker that overran its lease must not finish an update someone else
+    /// took). Only their `seq` is read: the claim returned their rows, and no one else
+    /// changes a row while its lease is held.
     pub async fn lock_held(&mut self, seqs: &[i64], owner: &str) -> Result<Vec<i64>> {
         let d = self.dialect();
         let sql = format!(
@@ -339,37 +340,5 @@ impl Tx {
                 .fetch_all(c)
                 .await
         })?)
-    }
-
-    /// Reads the update and holds it until commit; `None` unless `owner` still holds its
-    /// lease (a worker that overran its lease must not finish an update someone else took).
-    pub async fn lock_claimed(&mut self, seq: i64, owner: &str) -> Result<Option<UpdateRow>> {
-        Ok(self.lock_claimed_many(&[seq], owner).await?.pop())
-    }
-
-    /// [`Tx::lock_claimed`] for several updates, in `seq` order: those `owner` still holds.
-    pub async fn lock_claimed_many(&mut self, seqs: &[i64], owner: &str) -> Result<Vec<UpdateRow>> {
-        let d = self.dialect();
-        let sql = format!(
-            "SELECT {COLUMNS} FROM inbox WHERE {} ORDER BY seq{}",
-            d.in_list("seq", 1),
-            d.lock_rows
-        );
-        let read: Result<Vec<UpdateRow>, sqlx::Error> = on_tx!(self, |c| {
-            sqlx::query_as(AssertSqlSafe(sql))
-                .bind(List(seqs))
-                .fetch_all(c)
-                .await
-        });
-        let rows = match read {
-            Err(e) if is_decode(&e) => self.read_isolating(seqs, crate::store::now(), 0).await?,
-            read => read?,
-        };
-        Ok(rows
-            .into_iter()
-            .filter(|r| {
-                r.status == UpdateStatus::Processing && r.lease_owner.as_deref() == Some(owner)
-            })
-            .collect())
     }
 }
