@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::orders::{OrderRow, order_sql};
-use super::{Result, Store, TimerKind, Tx, on_reader, on_tx};
+use super::{List, Result, Store, TimerKind, Tx, on_reader, on_tx};
 
 /// A due timer as the pass sees it before taking the order: where to continue and which
 /// order to visit.
@@ -153,15 +153,26 @@ impl Tx {
         Ok(())
     }
 
-    /// Makes the order's condition timers due at `now` with their backoff reset: call after
-    /// a change that can make an event-less transition's condition true (attributes), so the
-    /// next pass checks at once instead of after the backoff. Pass `now` from
-    /// [`super::now`] (microseconds, as stored).
-    pub async fn wake_condition_timers(&mut self, order_id: i64, now: DateTime<Utc>) -> Result<()> {
-        const SQL: &str = "UPDATE timers SET due_at = $2, attempts = 0 \
-             WHERE order_id = $1 AND kind = $3 AND due_at > $2";
-        on_tx!(self, |c| sqlx::query(SQL)
-            .bind(order_id)
+    /// Makes these orders' condition timers due at `now` with their backoff reset: call
+    /// after a change that can make an event-less transition's condition true
+    /// (attributes), so the next pass checks at once instead of after the backoff. One
+    /// statement for a batch's orders. Pass `now` from [`super::now`] (microseconds, as
+    /// stored).
+    pub async fn wake_condition_timers(
+        &mut self,
+        order_ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if order_ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE timers SET due_at = $2, attempts = 0 \
+             WHERE {} AND kind = $3 AND due_at > $2",
+            self.dialect().in_list("order_id", 1)
+        );
+        on_tx!(self, |c| sqlx::query(AssertSqlSafe(sql))
+            .bind(List(order_ids))
             .bind(now)
             .bind(TimerKind::Condition)
             .execute(c)

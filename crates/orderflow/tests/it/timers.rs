@@ -171,7 +171,7 @@ async fn woken_condition_timers_are_checked_at_once(b: Backend) {
     assert_eq!(status, StatusCode::OK, "{r}");
 
     let mut tx = s.service.store().begin().await.unwrap();
-    tx.wake_condition_timers(id, t0).await.unwrap();
+    tx.wake_condition_timers(&[id], t0).await.unwrap();
     tx.commit().await.unwrap();
     let p = pass(&s, t0).await;
     assert_eq!((p.timers_fired, p.items_moved), (1, 1));

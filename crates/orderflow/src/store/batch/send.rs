@@ -18,9 +18,7 @@ impl Tx {
             self.wake_parked_many(&w.wake, at).await?;
         }
         if let Some(at) = w.wake_at {
-            for &order_id in &w.wake_conditions {
-                self.wake_condition_timers(order_id, at).await?;
-            }
+            self.wake_condition_timers(&w.wake_conditions, at).await?;
         }
         if !w.follow_ups.is_empty() {
             self.insert_updates(&w.follow_ups).await?;
