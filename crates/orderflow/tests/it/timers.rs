@@ -161,21 +161,31 @@ async fn eventless_transition_moves_once_its_condition_holds(b: Backend) {
 
 async fn woken_condition_timers_are_checked_at_once(b: Backend) {
     let Some(s) = server(b).await else { return };
-    let (id, _) = order(&s, "EL-2", 1, "review").await;
+    // Three orders waiting on a condition; one statement wakes the first two (a batch's
+    // patched orders), the third stays on its backoff.
+    let mut ids = Vec::new();
+    for reference in ["EL-2", "EL-3", "EL-4"] {
+        ids.push(order(&s, reference, 1, "review").await.0);
+    }
     // Microseconds, as stored: a wake-up at `t0` is due at `t0`.
     let t0 = orderflow::store::now();
-    assert_eq!(pass(&s, t0).await.rescheduled, 1);
-    let (version, _) = states(&s, id).await;
-    let body = json!({"version": version, "attributes": {"approved": true}});
-    let (status, r) = s.patch(&format!("/v1/orders/{id}"), &s.shop, body).await;
-    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(pass(&s, t0).await.rescheduled, 3);
+    for &id in &ids {
+        let (version, _) = states(&s, id).await;
+        let body = json!({"version": version, "attributes": {"approved": true}});
+        let (status, r) = s.patch(&format!("/v1/orders/{id}"), &s.shop, body).await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+    }
 
     let mut tx = s.service.store().begin().await.unwrap();
-    tx.wake_condition_timers(&[id], t0).await.unwrap();
+    tx.wake_condition_timers(&ids[..2], t0).await.unwrap();
+    tx.wake_condition_timers(&[], t0).await.unwrap();
     tx.commit().await.unwrap();
     let p = pass(&s, t0).await;
-    assert_eq!((p.timers_fired, p.items_moved), (1, 1));
-    assert_eq!(states(&s, id).await.1, ["approved"]);
+    assert_eq!((p.timers_fired, p.items_moved), (2, 2));
+    assert_eq!(states(&s, ids[0]).await.1, ["approved"]);
+    assert_eq!(states(&s, ids[1]).await.1, ["approved"]);
+    assert_eq!(states(&s, ids[2]).await.1, ["review"]);
     s.stop().await;
 }
 
