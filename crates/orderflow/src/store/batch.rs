@@ -22,7 +22,8 @@ use super::inbox::NewUpdate;
 use super::orders::{
     Attributes, ITEM_COLUMNS, ItemRow, NewHistory, NewTimer, ORDER_COLUMNS, OrderRow,
 };
-use super::{List, Result, TimerKind, Tx, on_tx};
+use super::sqlite::rows;
+use super::{Conn, List, Result, TimerKind, Tx, on_tx};
 
 impl Tx {
     /// Reads the orders with these references and holds them until commit (PostgreSQL:
@@ -38,6 +39,9 @@ impl Tx {
             d.in_list("reference", 1),
             d.lock_order
         );
+        if let Some(rows) = self.in_one_row(ORDER_COLUMNS, &sql, "id", references).await {
+            return Ok(rows);
+        }
         Ok(on_tx!(self, |c| sqlx::query_as(AssertSqlSafe(sql))
             .bind(List(references))
             .fetch_all(c)
@@ -50,10 +54,47 @@ impl Tx {
             "SELECT {ITEM_COLUMNS} FROM items WHERE {} ORDER BY order_id, id",
             self.dialect().in_list("order_id", 1)
         );
+        if let Some(rows) = self
+            .in_one_row(ITEM_COLUMNS, &sql, "order_id, id", order_ids)
+            .await
+        {
+            return Ok(rows);
+        }
         Ok(on_tx!(self, |c| sqlx::query_as(AssertSqlSafe(sql))
             .bind(List(order_ids))
             .fetch_all(c)
             .await)?)
+    }
+}
+
+impl Tx {
+    /// SQLite: the rows of `sql` (`columns`, binding `keys` as a [`List`]) read as one row
+    /// (see `sqlite::rows`); `None` on PostgreSQL, or when a value needs the row-by-row
+    /// read.
+    async fn in_one_row<T, K>(
+        &mut self,
+        columns: &str,
+        sql: &str,
+        order: &str,
+        keys: &[K],
+    ) -> Option<Vec<T>>
+    where
+        T: serde::de::DeserializeOwned,
+        K: serde::Serialize,
+    {
+        let Conn::Sqlite(c) = &mut self.conn else {
+            return None;
+        };
+        let sql = rows::as_one_row(columns, sql, order);
+        let text: String = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(List(keys))
+            .fetch_one(&mut **c)
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, "batch read: row by row"))
+            .ok()?;
+        rows::decode(&text)
+            .inspect_err(|e| tracing::debug!(error = %e, "batch read: row by row"))
+            .ok()
     }
 }
 

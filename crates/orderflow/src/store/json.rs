@@ -26,6 +26,11 @@ impl<T> StoredJson<T> {
         self.0.as_ref().ok()
     }
 
+    /// A value that was read and parsed.
+    pub(crate) fn parsed(value: T) -> Self {
+        Self(Ok(value))
+    }
+
     fn from_decoded(decoded: Result<Json<T>, BoxDynError>) -> Self {
         Self(decoded.map(|j| j.0).map_err(|e| e.to_string()))
     }

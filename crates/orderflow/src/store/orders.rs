@@ -10,19 +10,22 @@ use super::{Result, Store, StoreError, TimerKind, Tx, is_unique_violation, on_re
 
 pub type Attributes = Map<String, Value>;
 
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug, sqlx::FromRow, serde::Deserialize)]
 pub struct OrderRow {
     pub id: i64,
     pub reference: String,
     pub process: String,
     pub currency: Option<String>,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::json")]
     pub attributes: Json<Attributes>,
     pub version: i64,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::time")]
     pub created_at: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::time")]
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug, sqlx::FromRow, serde::Deserialize)]
 pub struct ItemRow {
     pub id: i64,
     pub order_id: i64,
@@ -30,8 +33,11 @@ pub struct ItemRow {
     pub quantity: i64,
     pub unit_price: Option<i64>,
     pub state: String,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::flag")]
     pub reserved: bool,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::time")]
     pub state_entered_at: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::json")]
     pub attributes: Json<Attributes>,
 }
 

@@ -31,7 +31,8 @@ pub use claim::Claimed;
 pub use operator::{RETRY_CODE, RetryPage};
 
 /// Every column of an inbox row.
-#[derive(Clone, Debug, sqlx::FromRow)]
+/// `Deserialize`: from the one-row read of a batch on SQLite (`sqlite::rows`).
+#[derive(Clone, Debug, sqlx::FromRow, serde::Deserialize)]
 pub struct UpdateRow {
     pub seq: i64,
     pub id: String,
@@ -40,21 +41,33 @@ pub struct UpdateRow {
     pub request_hash: String,
     pub order_reference: String,
     pub event: Option<String>,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::stored")]
     pub payload: StoredJson<Value>,
     pub status: UpdateStatus,
     pub attempts: i32,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::stored")]
     pub errors: StoredJson<Vec<Value>>,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::stored_opt")]
     pub result: Option<StoredJson<Value>>,
     /// The first answer given for the update (the inbox's `Answer`, as JSON), replayed
     /// to repeats of its idempotency key. Kept in `response_body`; earlier versions also
     /// wrote `response_status`, which is no longer read.
     #[sqlx(rename = "response_body")]
+    #[serde(
+        rename = "response_body",
+        deserialize_with = "crate::store::sqlite::rows::stored_opt"
+    )]
     pub answer: Option<StoredJson<Value>>,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::time")]
     pub received_at: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::time_opt")]
     pub processed_at: Option<DateTime<Utc>>,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::time")]
     pub next_attempt_at: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::time_opt")]
     pub park_until: Option<DateTime<Utc>>,
     pub lease_owner: Option<String>,
+    #[serde(deserialize_with = "crate::store::sqlite::rows::time_opt")]
     pub lease_until: Option<DateTime<Utc>>,
 }
 

@@ -4,6 +4,7 @@
 
 mod checkpoint;
 mod group;
+pub(crate) mod rows;
 mod writes;
 
 use std::str::FromStr;
