@@ -86,15 +86,7 @@ impl Tx {
             return None;
         };
         let sql = rows::as_one_row(columns, sql, order);
-        let text: String = sqlx::query_scalar(AssertSqlSafe(sql))
-            .bind(List(keys))
-            .fetch_one(&mut **c)
-            .await
-            .inspect_err(|e| tracing::debug!(error = %e, "batch read: row by row"))
-            .ok()?;
-        rows::decode(&text)
-            .inspect_err(|e| tracing::debug!(error = %e, "batch read: row by row"))
-            .ok()
+        rows::fetch(sqlx::query_scalar(AssertSqlSafe(sql)).bind(List(keys)), c).await
     }
 }
 

@@ -191,16 +191,8 @@ impl Tx {
             return None;
         };
         let sql = rows::as_one_row(COLUMNS, sql, "next_attempt_at, seq");
-        let text: String = sqlx::query_scalar(AssertSqlSafe(sql))
-            .bind(now)
-            .bind(limit)
-            .fetch_one(&mut **c)
-            .await
-            .inspect_err(|e| tracing::debug!(error = %e, "due updates: reading row by row"))
-            .ok()?;
-        rows::decode(&text)
-            .inspect_err(|e| tracing::debug!(error = %e, "due updates: reading row by row"))
-            .ok()
+        let query = sqlx::query_scalar(AssertSqlSafe(sql)).bind(now).bind(limit);
+        rows::fetch(query, c).await
     }
 
     /// Reads updates `seqs` one at a time, after reading them together failed to decode a

@@ -14,6 +14,9 @@
 use chrono::{DateTime, Utc};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
+use sqlx::Sqlite;
+use sqlx::query::QueryScalar;
+use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 use sqlx::types::Json;
 
 use crate::store::json::StoredJson;
@@ -37,6 +40,22 @@ pub(crate) fn as_one_row(columns: &str, inner: &str, order: &str) -> String {
 /// The rows of an [`as_one_row`] read.
 pub(crate) fn decode<T: DeserializeOwned>(text: &str) -> serde_json::Result<Vec<T>> {
     serde_json::from_str(text)
+}
+
+/// Runs an [`as_one_row`] read (its arguments bound) and decodes its rows; `None` when
+/// the read or a value failed, for the caller to read row by row.
+pub(crate) async fn fetch<T: DeserializeOwned>(
+    query: QueryScalar<'_, Sqlite, String, SqliteArguments>,
+    c: &mut SqliteConnection,
+) -> Option<Vec<T>> {
+    let text = query
+        .fetch_one(c)
+        .await
+        .inspect_err(|e| tracing::debug!(error = %e, "a batch read goes row by row"))
+        .ok()?;
+    decode(&text)
+        .inspect_err(|e| tracing::debug!(error = %e, "a batch read goes row by row"))
+        .ok()
 }
 
 /// A time as sqlx writes it on SQLite (RFC 3339).
