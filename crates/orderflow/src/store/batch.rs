@@ -22,8 +22,7 @@ use super::inbox::NewUpdate;
 use super::orders::{
     Attributes, ITEM_COLUMNS, ItemRow, NewHistory, NewTimer, ORDER_COLUMNS, OrderRow,
 };
-use super::sqlite::rows;
-use super::{Conn, List, Result, TimerKind, Tx, on_tx};
+use super::{List, Result, TimerKind, Tx, on_tx};
 
 impl Tx {
     /// Reads the orders with these references and holds them until commit (PostgreSQL:
@@ -39,7 +38,12 @@ impl Tx {
             d.in_list("reference", 1),
             d.lock_order
         );
-        if let Some(rows) = self.in_one_row(ORDER_COLUMNS, &sql, "id", references).await {
+        if let Some(rows) = self
+            .in_one_row(ORDER_COLUMNS, &sql, "id", |q| {
+                sqlx::query_scalar(q).bind(List(references))
+            })
+            .await
+        {
             return Ok(rows);
         }
         Ok(on_tx!(self, |c| sqlx::query_as(AssertSqlSafe(sql))
@@ -55,7 +59,9 @@ impl Tx {
             self.dialect().in_list("order_id", 1)
         );
         if let Some(rows) = self
-            .in_one_row(ITEM_COLUMNS, &sql, "order_id, id", order_ids)
+            .in_one_row(ITEM_COLUMNS, &sql, "order_id, id", |q| {
+                sqlx::query_scalar(q).bind(List(order_ids))
+            })
             .await
         {
             return Ok(rows);
@@ -64,29 +70,6 @@ impl Tx {
             .bind(List(order_ids))
             .fetch_all(c)
             .await)?)
-    }
-}
-
-impl Tx {
-    /// SQLite: the rows of `sql` (`columns`, binding `keys` as a [`List`]) read as one row
-    /// (see `sqlite::rows`); `None` on PostgreSQL, or when a value needs the row-by-row
-    /// read.
-    async fn in_one_row<T, K>(
-        &mut self,
-        columns: &str,
-        sql: &str,
-        order: &str,
-        keys: &[K],
-    ) -> Option<Vec<T>>
-    where
-        T: serde::de::DeserializeOwned,
-        K: serde::Serialize,
-    {
-        let Conn::Sqlite(c) = &mut self.conn else {
-            return None;
-        };
-        let sql = rows::as_one_row(columns, sql, order);
-        rows::fetch(sqlx::query_scalar(AssertSqlSafe(sql)).bind(List(keys)), c).await
     }
 }
 

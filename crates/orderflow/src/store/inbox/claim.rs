@@ -10,8 +10,7 @@ use sqlx::types::Json;
 use crate::store::List;
 
 use super::{COLUMNS, UpdateRow, UpdateStatus};
-use crate::store::sqlite::rows;
-use crate::store::{Conn, Result, Store, Tx, on_tx};
+use crate::store::{Result, Store, Tx, on_tx};
 
 /// True when `e` is a value that could not be decoded (not a failure of the database).
 fn is_decode(e: &sqlx::Error) -> bool {
@@ -142,17 +141,21 @@ impl Tx {
             "SELECT {COLUMNS} FROM inbox r{index} WHERE {claimable} \
              ORDER BY r.next_attempt_at, r.seq LIMIT $2"
         );
-        let read: Result<Vec<UpdateRow>, sqlx::Error> =
-            match self.due_in_one_row(&sql, now, limit).await {
-                Some(rows) => Ok(rows),
-                None => on_tx!(&mut *self, |c| {
-                    sqlx::query_as(AssertSqlSafe(sql))
-                        .bind(now)
-                        .bind(limit)
-                        .fetch_all(c)
-                        .await
-                }),
-            };
+        let read: Result<Vec<UpdateRow>, sqlx::Error> = match self
+            .in_one_row(COLUMNS, &sql, "next_attempt_at, seq", |q| {
+                sqlx::query_scalar(q).bind(now).bind(limit)
+            })
+            .await
+        {
+            Some(rows) => Ok(rows),
+            None => on_tx!(&mut *self, |c| {
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(c)
+                    .await
+            }),
+        };
         let rows = match read {
             Err(e) if is_decode(&e) => {
                 let sql = format!(
@@ -177,22 +180,6 @@ impl Tx {
             .collect();
         rows.sort_by_key(|r| r.seq);
         Ok(rows)
-    }
-
-    /// SQLite: the due updates of `sql` (binding `now` and `limit`) read as one row (see
-    /// `sqlite::rows`); `None` on PostgreSQL, or when a value needs the row-by-row read.
-    async fn due_in_one_row(
-        &mut self,
-        sql: &str,
-        now: DateTime<Utc>,
-        limit: i64,
-    ) -> Option<Vec<UpdateRow>> {
-        let Conn::Sqlite(c) = &mut self.conn else {
-            return None;
-        };
-        let sql = rows::as_one_row(COLUMNS, sql, "next_attempt_at, seq");
-        let query = sqlx::query_scalar(AssertSqlSafe(sql)).bind(now).bind(limit);
-        rows::fetch(query, c).await
     }
 
     /// Reads updates `seqs` one at a time, after reading them together failed to decode a

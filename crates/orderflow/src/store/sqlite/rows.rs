@@ -14,12 +14,13 @@
 use chrono::{DateTime, Utc};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
-use sqlx::Sqlite;
 use sqlx::query::QueryScalar;
-use sqlx::sqlite::{SqliteArguments, SqliteConnection};
+use sqlx::sqlite::SqliteArguments;
 use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, Sqlite};
 
 use crate::store::json::StoredJson;
+use crate::store::{Conn, Tx};
 
 /// `inner` (a `SELECT` of `columns`) as one row holding one JSON array of objects, one per
 /// row, named by column, in `order`.
@@ -42,37 +43,54 @@ pub(crate) fn decode<T: DeserializeOwned>(text: &str) -> serde_json::Result<Vec<
     serde_json::from_str(text)
 }
 
-/// Runs an [`as_one_row`] read (its arguments bound) and decodes its rows; `None` when
-/// the read or a value failed, for the caller to read row by row.
-pub(crate) async fn fetch<T: DeserializeOwned>(
-    query: QueryScalar<'_, Sqlite, String, SqliteArguments>,
-    c: &mut SqliteConnection,
-) -> Option<Vec<T>> {
-    let text = query
-        .fetch_one(c)
-        .await
-        .inspect_err(|e| tracing::debug!(error = %e, "a batch read goes row by row"))
-        .ok()?;
-    decode(&text)
-        .inspect_err(|e| tracing::debug!(error = %e, "a batch read goes row by row"))
-        .ok()
+/// The one-row read's statement with its arguments bound.
+pub(crate) type OneRow<'q> = QueryScalar<'q, Sqlite, String, SqliteArguments>;
+
+impl Tx {
+    /// SQLite: the rows of `sql` (a `SELECT` of `columns`) read as one row in `order`;
+    /// `bind` makes the statement from its text and binds `sql`'s arguments. `None` on
+    /// PostgreSQL, or when the read or a value failed: the caller reads row by row.
+    pub(crate) async fn in_one_row<'q, T: DeserializeOwned>(
+        &mut self,
+        columns: &str,
+        sql: &str,
+        order: &str,
+        bind: impl FnOnce(AssertSqlSafe<String>) -> OneRow<'q>,
+    ) -> Option<Vec<T>> {
+        let Conn::Sqlite(c) = &mut self.conn else {
+            return None;
+        };
+        let text = bind(AssertSqlSafe(as_one_row(columns, sql, order)))
+            .fetch_one(&mut **c)
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, "a batch read goes row by row"))
+            .ok()?;
+        decode(&text)
+            .inspect_err(|e| tracing::debug!(error = %e, "a batch read goes row by row"))
+            .ok()
+    }
 }
 
 /// A time as sqlx writes it on SQLite (RFC 3339).
-pub(crate) fn time<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-    let s = String::deserialize(d)?;
-    DateTime::parse_from_rfc3339(&s)
+fn rfc3339<E: serde::de::Error>(s: &str) -> Result<DateTime<Utc>, E> {
+    DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(D::Error::custom)
+        .map_err(E::custom)
+}
+
+/// JSON stored as text.
+fn parse<T: DeserializeOwned, E: serde::de::Error>(s: &str) -> Result<T, E> {
+    serde_json::from_str(s).map_err(E::custom)
+}
+
+pub(crate) fn time<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    rfc3339(&String::deserialize(d)?)
 }
 
 pub(crate) fn time_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        None => Ok(None),
-        Some(s) => DateTime::parse_from_rfc3339(&s)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(D::Error::custom),
-    }
+    Option::<String>::deserialize(d)?
+        .map(|s| rfc3339(&s))
+        .transpose()
 }
 
 /// A boolean stored as an integer.
@@ -84,12 +102,10 @@ pub(crate) fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     }
 }
 
-/// JSON stored as text.
 pub(crate) fn json<'de, D: Deserializer<'de>, T: DeserializeOwned>(
     d: D,
 ) -> Result<Json<T>, D::Error> {
-    let s = String::deserialize(d)?;
-    serde_json::from_str(&s).map(Json).map_err(D::Error::custom)
+    parse(&String::deserialize(d)?).map(Json)
 }
 
 /// JSON stored as text that parses (one that does not is for the row-by-row read, which
@@ -97,18 +113,15 @@ pub(crate) fn json<'de, D: Deserializer<'de>, T: DeserializeOwned>(
 pub(crate) fn stored<'de, D: Deserializer<'de>, T: DeserializeOwned>(
     d: D,
 ) -> Result<StoredJson<T>, D::Error> {
-    json(d).map(|j: Json<T>| StoredJson::parsed(j.0))
+    parse(&String::deserialize(d)?).map(StoredJson::parsed)
 }
 
 pub(crate) fn stored_opt<'de, D: Deserializer<'de>, T: DeserializeOwned>(
     d: D,
 ) -> Result<Option<StoredJson<T>>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        None => Ok(None),
-        Some(s) => serde_json::from_str(&s)
-            .map(|v| Some(StoredJson::parsed(v)))
-            .map_err(D::Error::custom),
-    }
+    Option::<String>::deserialize(d)?
+        .map(|s| parse(&s).map(StoredJson::parsed))
+        .transpose()
 }
 
 #[cfg(test)]
