@@ -92,15 +92,34 @@ impl GroupWriter {
     }
 }
 
-/// The columns a new update sets, in bind order (11 per row).
-const INSERT_HEAD: &str = "INSERT INTO inbox (id, client, idempotency_key, request_hash, \
+/// The columns a new update sets, in bind order (11 per row), after the verb.
+const INSERT_HEAD: &str = " INTO inbox (id, client, idempotency_key, request_hash, \
      order_reference, event, payload, status, response_status, response_body, received_at, \
      next_attempt_at) VALUES ";
 
+/// How a failed insert ends (other than by a repeated key, which inserts nothing).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum OnError {
+    /// The statement alone is undone (`INSERT`): the transaction goes on. SQLite keeps a
+    /// statement journal for that.
+    Statement,
+    /// The whole transaction is rolled back (`INSERT OR ROLLBACK`, SQLite): for a
+    /// transaction that holds nothing else, so SQLite keeps no statement journal.
+    Transaction,
+}
+
 /// One multi-row INSERT with `row(i)` as the placeholders of row `i`; a conflicting key
 /// inserts nothing and returns nothing.
-pub(super) fn insert_sql(rows: usize, mut row: impl FnMut(usize) -> String) -> String {
-    let mut sql = String::with_capacity(INSERT_HEAD.len() + rows * 64 + 96);
+pub(super) fn insert_sql(
+    on_error: OnError,
+    rows: usize,
+    mut row: impl FnMut(usize) -> String,
+) -> String {
+    let mut sql = String::with_capacity(INSERT_HEAD.len() + rows * 64 + 112);
+    sql.push_str(match on_error {
+        OnError::Statement => "INSERT",
+        OnError::Transaction => "INSERT OR ROLLBACK",
+    });
     sql.push_str(INSERT_HEAD);
     for i in 0..rows {
         if i > 0 {

@@ -19,7 +19,7 @@ use serde_json::Value;
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
-use super::group::{INSERT_CHUNK, bind_updates, insert_row, insert_sql};
+use super::group::{INSERT_CHUNK, OnError, bind_updates, insert_row, insert_sql};
 use super::json::StoredJson;
 pub use super::status::UpdateStatus;
 
@@ -232,7 +232,7 @@ impl Tx {
         let mut inserted = std::collections::HashMap::new();
         let d = self.dialect();
         for chunk in updates.chunks(INSERT_CHUNK) {
-            let sql = insert_sql(chunk.len(), |i| insert_row(d, i));
+            let sql = insert_sql(OnError::Statement, chunk.len(), |i| insert_row(d, i));
             let ids: Vec<(String, i64)> = on_tx!(self, |c| {
                 bind_updates!(sqlx::query_as(AssertSqlSafe(sql.clone())), chunk)
                     .fetch_all(c)

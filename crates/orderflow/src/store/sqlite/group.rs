@@ -7,7 +7,7 @@ use sqlx::pool::PoolConnection;
 
 use super::{DIALECT, SqliteStore};
 use crate::store::Result;
-use crate::store::group::{INSERT_CHUNK, bind_updates, insert_row, insert_sql};
+use crate::store::group::{INSERT_CHUNK, OnError, bind_updates, insert_row, insert_sql};
 use crate::store::inbox::NewUpdate;
 
 /// Groups stored in a row on one connection before other writers (the inbox worker, the
@@ -50,13 +50,19 @@ impl GroupConn {
 
 /// `BEGIN IMMEDIATE`, the inserts and `COMMIT` as one statement list: `Ok` only after the
 /// commit. On error the transaction is rolled back, or the connection given up.
+///
+/// The transaction holds nothing but the group, and any failure rolls all of it back, so
+/// the inserts are `INSERT OR ROLLBACK`: SQLite then keeps no statement journal (a copy of
+/// every page a statement changes, kept so that the statement alone can be undone).
 async fn insert(
     conn: &mut PoolConnection<sqlx::Sqlite>,
     updates: &[NewUpdate],
 ) -> Result<Vec<(String, i64)>> {
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     for chunk in updates.chunks(INSERT_CHUNK) {
-        sql.push_str(&insert_sql(chunk.len(), |i| insert_row(&DIALECT, i)));
+        sql.push_str(&insert_sql(OnError::Transaction, chunk.len(), |i| {
+            insert_row(&DIALECT, i)
+        }));
         sql.push_str(";\n");
     }
     sql.push_str("COMMIT");
