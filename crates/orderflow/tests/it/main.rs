@@ -43,6 +43,7 @@ mod subscriptions_dead;
 mod timeout_processors;
 mod timers;
 mod transit_rabbit;
+mod transit_rabbit_stall;
 mod transit_redis;
 mod update_roundtrip;
 mod wake_on_timeout;

@@ -71,6 +71,8 @@ pub enum TransitError {
     Unroutable,
     #[error("the message broker closed the consumer")]
     Closed,
+    #[error("the message broker did not answer within {0:?} ({1})")]
+    Timeout(std::time::Duration, &'static str),
     #[error("cannot encode the update: {0}")]
     Encode(String),
     #[error("the database did not take the updates: {0}")]

@@ -35,7 +35,7 @@ use crate::inbox::Inbox;
 
 mod publish;
 
-use publish::{Link, Publisher};
+use publish::{CONFIRM_TIMEOUT, Link, Publisher};
 
 /// The RabbitMQ transport of one process: its configuration and publishing channel.
 pub struct Rabbit {
@@ -184,10 +184,11 @@ impl Rabbit {
         self.publisher.publish(encoded).await
     }
 
-    /// Publishes a message that cannot be read to the dead-letter queue, confirmed.
+    /// Publishes a message that cannot be read to the dead-letter queue, confirmed within
+    /// [`CONFIRM_TIMEOUT`] (past it the consumer starts again on a new connection).
     async fn dead_letter(&self, ch: &Channel, body: &[u8]) -> Result<(), TransitError> {
-        let confirm = ch
-            .basic_publish(
+        let publish = async {
+            ch.basic_publish(
                 "".into(),
                 self.name("dead").into(),
                 BasicPublishOptions {
@@ -197,9 +198,12 @@ impl Rabbit {
                 body,
                 BasicProperties::default().with_delivery_mode(2),
             )
+            .await?
             .await
-            .map_err(TransitError::Broker)?
+        };
+        let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, publish)
             .await
+            .map_err(|_| TransitError::Timeout(CONFIRM_TIMEOUT, "confirming a dead letter"))?
             .map_err(TransitError::Broker)?;
         if !confirm.is_ack() {
             return Err(TransitError::Nacked);

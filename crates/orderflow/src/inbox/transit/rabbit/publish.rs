@@ -11,10 +11,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::super::TransitError;
 use crate::config::{RabbitConfig, mask_url_password};
@@ -24,66 +26,117 @@ const IN_FLIGHT: usize = 2;
 /// Requests in one group at most (a batch request counts once, with all its updates).
 const GROUP_REQUESTS: usize = 256;
 
+/// How long opening a connection with its confirm channel may take. A broker that takes
+/// the TCP connection and never completes the handshake (one still starting may answer
+/// `connection.open` with `connection.close`, which lapin can wait on forever:
+/// amqp-rs/lapin#470) must not hold every request and consumer behind it.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a group may take from the start of its publishing to its last confirm. Past
+/// it, its requests are answered 503 `transport_unavailable` (never a 202 without a
+/// confirm; a repeat is harmless, their update ids make it so) and the next group opens a
+/// new connection: a channel that lost its confirms may still call itself connected
+/// (amqp-rs/lapin#409).
+pub(super) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The broker connection updates are published on, opened again when it was lost.
 pub(super) struct Link {
     config: RabbitConfig,
-    held: Mutex<Option<(Connection, Channel)>>,
+    held: Mutex<Held>,
+}
+
+/// The open connection, if any, and how many were opened: a group published on an older
+/// one cannot close a newer one.
+#[derive(Default)]
+struct Held {
+    opened: u64,
+    open: Option<(Connection, Channel)>,
 }
 
 impl Link {
     pub(super) fn new(config: RabbitConfig) -> Self {
         Self {
             config,
-            held: Mutex::new(None),
+            held: Mutex::new(Held::default()),
         }
     }
 
-    /// A new connection with a confirm channel.
+    /// A new connection with a confirm channel, within [`OPEN_TIMEOUT`].
     pub(super) async fn open(&self) -> Result<(Connection, Channel), TransitError> {
-        let conn = Connection::connect(&self.config.url, ConnectionProperties::default())
+        let open = async {
+            let conn = Connection::connect(&self.config.url, ConnectionProperties::default())
+                .await
+                .map_err(|e| TransitError::Connect {
+                    url: mask_url_password(&self.config.url),
+                    source: e,
+                })?;
+            let channel = conn.create_channel().await.map_err(TransitError::Broker)?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(TransitError::Broker)?;
+            Ok((conn, channel))
+        };
+        tokio::time::timeout(OPEN_TIMEOUT, open)
             .await
-            .map_err(|e| TransitError::Connect {
-                url: mask_url_password(&self.config.url),
-                source: e,
-            })?;
-        let channel = conn.create_channel().await.map_err(TransitError::Broker)?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(TransitError::Broker)?;
-        Ok((conn, channel))
+            .map_err(|_| TransitError::Timeout(OPEN_TIMEOUT, "opening a connection"))?
     }
 
     /// The publishing channel, opened again when the broker connection was lost.
     pub(super) async fn channel(&self) -> Result<Channel, TransitError> {
+        self.current().await.map(|(_, ch)| ch)
+    }
+
+    /// The publishing channel and the number of the connection it belongs to.
+    async fn current(&self) -> Result<(u64, Channel), TransitError> {
         let mut held = self.held.lock().await;
-        if let Some((conn, ch)) = held.as_ref()
+        if let Some((conn, ch)) = held.open.as_ref()
             && conn.status().connected()
             && ch.status().connected()
         {
-            return Ok(ch.clone());
+            return Ok((held.opened, ch.clone()));
         }
-        *held = None;
+        held.open = None;
         let (conn, ch) = self.open().await?;
-        *held = Some((conn, ch.clone()));
-        Ok(ch)
+        held.opened += 1;
+        held.open = Some((conn, ch.clone()));
+        Ok((held.opened, ch))
     }
 
-    /// Publishes one message per shard (persistent, mandatory), in order, and returns
-    /// each shard's confirm to wait for. A shard not published has the error that stopped
-    /// the group (an earlier one may still arrive: its requests hear of the error too and
-    /// retry, which their update id makes harmless).
+    /// Gives up connection number `opened` (when it is still the current one): the next
+    /// group opens a new one. It is closed in the background, as the broker may not answer.
+    async fn reset(&self, opened: u64) {
+        let mut held = self.held.lock().await;
+        if held.opened != opened {
+            return;
+        }
+        if let Some((conn, _)) = held.open.take() {
+            tracing::warn!("the message broker stopped confirming; opening a new connection");
+            tokio::spawn(async move {
+                let close = conn.close(320, "no confirms".into());
+                let _ = tokio::time::timeout(OPEN_TIMEOUT, close).await;
+            });
+        }
+    }
+
+    /// Publishes one message per shard (persistent, mandatory), in order, and returns the
+    /// number of the connection used and each shard's confirm to wait for. A shard not
+    /// published has the error that stopped the group (an earlier one may still arrive:
+    /// its requests hear of the error too and retry, which their update id makes harmless).
     async fn send_group(
         &self,
         exchange: &str,
         group: u64,
         shards: BTreeMap<u16, Vec<u8>>,
-    ) -> Vec<(u16, Result<PublisherConfirm, Arc<TransitError>>)> {
-        let ch = match self.channel().await {
-            Ok(ch) => ch,
+        deadline: Instant,
+    ) -> (Option<u64>, Vec<Confirm>) {
+        let (opened, ch) = match self.current().await {
+            Ok(current) => current,
             Err(e) => {
                 let e = Arc::new(e);
-                return shards.into_keys().map(|s| (s, Err(e.clone()))).collect();
+                return (
+                    None,
+                    shards.into_keys().map(|s| (s, Err(e.clone()))).collect(),
+                );
             }
         };
         let mut confirms = Vec::with_capacity(shards.len());
@@ -93,30 +146,37 @@ impl Link {
                 confirms.push((shard, Err(e.clone())));
                 continue;
             }
-            let published = ch
-                .basic_publish(
-                    exchange.into(),
-                    format!("shard.{shard}").into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &body,
-                    BasicProperties::default()
-                        .with_delivery_mode(2)
-                        .with_content_type("application/json".into())
-                        .with_message_id(message_id(group, shard).into()),
-                )
-                .await
-                .map_err(|e| Arc::new(TransitError::Broker(e)));
+            let publish = ch.basic_publish(
+                exchange.into(),
+                format!("shard.{shard}").into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into())
+                    .with_message_id(message_id(group, shard).into()),
+            );
+            let published = match tokio::time::timeout_at(deadline, publish).await {
+                Ok(published) => published.map_err(|e| Arc::new(TransitError::Broker(e))),
+                Err(_) => Err(Arc::new(TransitError::Timeout(
+                    CONFIRM_TIMEOUT,
+                    "publishing",
+                ))),
+            };
             if let Err(e) = &published {
                 failed = Some(e.clone());
             }
             confirms.push((shard, published));
         }
-        confirms
+        (Some(opened), confirms)
     }
 }
+
+/// A shard's confirm to wait for, or why its message was not published.
+type Confirm = (u16, Result<PublisherConfirm, Arc<TransitError>>);
 
 /// The id of a group's message to a shard: a message the broker returns (unroutable) is
 /// known by it, whichever confirm the client library hands the return to.
@@ -133,7 +193,11 @@ fn parse_message_id(id: &str) -> Option<(u64, u16)> {
 /// A published group waiting for its confirms.
 struct Sent {
     group: u64,
-    confirms: Vec<(u16, Result<PublisherConfirm, Arc<TransitError>>)>,
+    /// The number of the connection it went out on (none when none could be opened).
+    opened: Option<u64>,
+    /// When its confirms are overdue.
+    deadline: Instant,
+    confirms: Vec<Confirm>,
     /// Updates per shard.
     counts: BTreeMap<u16, u64>,
     /// Each request's reply and the shards its updates went to.
@@ -147,7 +211,7 @@ struct Sent {
 /// the client library hands the return to the first confirm it completes next, which may
 /// be an earlier message's: by the time a group's last confirm is in, every return of its
 /// messages has been seen, and the message id says whose it is.
-async fn reap(mut sent: mpsc::UnboundedReceiver<Sent>) {
+async fn reap(link: Arc<Link>, mut sent: mpsc::UnboundedReceiver<Sent>) {
     // (group, shard) of the messages returned and not yet matched to their group.
     let mut returned: BTreeSet<(u64, u16)> = BTreeSet::new();
     while let Some(s) = sent.recv().await {
@@ -155,9 +219,13 @@ async fn reap(mut sent: mpsc::UnboundedReceiver<Sent>) {
         for (shard, confirm) in s.confirms {
             let outcome = match confirm {
                 Err(e) => Err(e),
-                Ok(c) => match c.await {
-                    Err(e) => Err(Arc::new(TransitError::Broker(e))),
-                    Ok(confirmation) => {
+                Ok(c) => match tokio::time::timeout_at(s.deadline, c).await {
+                    Err(_) => Err(Arc::new(TransitError::Timeout(
+                        CONFIRM_TIMEOUT,
+                        "confirming",
+                    ))),
+                    Ok(Err(e)) => Err(Arc::new(TransitError::Broker(e))),
+                    Ok(Ok(confirmation)) => {
                         let acked = confirmation.is_ack();
                         if let Some(m) = confirmation.take_message()
                             && let Some(id) = m.delivery.properties.message_id()
@@ -174,6 +242,13 @@ async fn reap(mut sent: mpsc::UnboundedReceiver<Sent>) {
                 },
             };
             outcomes.insert(shard, outcome);
+        }
+        // Publishing or confirming took too long: the next group goes on a new connection.
+        let timed_out = outcomes
+            .values()
+            .any(|o| matches!(o.as_ref().map_err(|e| &**e), Err(TransitError::Timeout(..))));
+        if let (true, Some(opened)) = (timed_out, s.opened) {
+            link.reset(opened).await;
         }
         for (shard, outcome) in outcomes.iter_mut() {
             if returned.remove(&(s.group, *shard)) && outcome.is_ok() {
@@ -234,7 +309,7 @@ impl Publisher {
 async fn run(link: Arc<Link>, exchange: String, mut rx: mpsc::Receiver<(Vec<Encoded>, Reply)>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let (reaper, confirms) = mpsc::unbounded_channel();
-    tokio::spawn(reap(confirms));
+    tokio::spawn(reap(Arc::clone(&link), confirms));
     let mut group = 0_u64;
     loop {
         // A free slot first: while every slot waits for confirms, requests queue up and
@@ -279,9 +354,12 @@ async fn run(link: Arc<Link>, exchange: String, mut rx: mpsc::Receiver<(Vec<Enco
         // a shard's, so an order's); confirmed by the reaper, so the next group can form
         // and go meanwhile.
         group += 1;
-        let confirms = link.send_group(&exchange, group, shards).await;
+        let deadline = Instant::now() + CONFIRM_TIMEOUT;
+        let (opened, confirms) = link.send_group(&exchange, group, shards, deadline).await;
         let sent = Sent {
             group,
+            opened,
+            deadline,
             confirms,
             counts,
             replies,
