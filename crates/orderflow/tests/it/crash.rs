@@ -15,7 +15,7 @@
 //! one row per item and application; see `fixtures/crash/Crash01.xml`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -70,9 +70,13 @@ const ORDERS_PER_CLIENT: usize = 4;
 /// Items per order: an applied `touch` writes this many history rows.
 const ITEMS: usize = 2;
 const KILLS: usize = 4;
-/// Updates each client sends (not counting repeats): the work is bounded, so the time the
-/// worker needs to finish it is too.
+/// Updates each client sends at least (not counting repeats). Clients go on until the last
+/// disruption is over, so each one happens while they send, however fast this build
+/// streams (a release build sent all 2,000 before the broker had stopped once).
 const PER_CLIENT: usize = 250;
+/// A pause between a client's updates while the broker restarts (several seconds each):
+/// keeps the stream, so the work the worker must finish, small.
+const BROKER_PACE: Duration = Duration::from_millis(50);
 
 /// Short leases: updates a killed server had claimed are claimed again soon after restart.
 const CONFIG: &str = r#"
@@ -157,8 +161,20 @@ async fn survive(backend: Backend, disruption: Disruption) {
 
     let base = Arc::new(RwLock::new(server.base.clone()));
     let sent = Arc::new(AtomicUsize::new(0));
+    let disrupted = Arc::new(AtomicBool::new(false));
+    let pace = match disruption {
+        Disruption::KillServer => Duration::ZERO,
+        Disruption::RestartBroker => BROKER_PACE,
+    };
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| tokio::spawn(client(c, erp.clone(), base.clone(), sent.clone())))
+        .map(|c| {
+            let stream = Stream {
+                sent: sent.clone(),
+                disrupted: disrupted.clone(),
+                pace,
+            };
+            tokio::spawn(client(c, erp.clone(), base.clone(), stream))
+        })
         .collect();
     // Kill at a random moment in each of KILLS stretches of the stream.
     let stretch = CLIENTS * PER_CLIENT / (KILLS + 1);
@@ -185,9 +201,16 @@ async fn survive(backend: Backend, disruption: Disruption) {
             }
         }
     }
+    disrupted.store(true, Ordering::Relaxed);
     let mut logs = Vec::new();
     for c in clients {
-        logs.push(c.await.expect("client task"));
+        match c.await {
+            Ok(log) => logs.push(log),
+            Err(e) => panic!(
+                "client task: {e}\nthe server's last warnings and errors:\n{}",
+                server.log_tail(40)
+            ),
+        }
     }
     let streamed = started.elapsed();
     let acked: Vec<&Acked> = logs.iter().flat_map(|l| &l.acked).collect();
@@ -396,22 +419,31 @@ fn sent_index(key: &str) -> usize {
         .expect("key")
 }
 
-/// One ERP client: [`PER_CLIENT`] updates to its own orders, one at a time, counted in
-/// `sent`. Every third one is a `touch`; all set `last` to their key. Every other failed
-/// request is sent again with the same key until it is acknowledged; the rest are given up.
-async fn client(
-    c: usize,
-    token: String,
-    base: Arc<RwLock<String>>,
+/// What the clients share: the updates sent, whether the last disruption is over, and the
+/// pause after each update.
+struct Stream {
     sent: Arc<AtomicUsize>,
-) -> ClientLog {
+    disrupted: Arc<AtomicBool>,
+    pace: Duration,
+}
+
+/// One ERP client: [`PER_CLIENT`] updates to its own orders, or more until the last
+/// disruption is over, one at a time, counted in `stream.sent`. Every third one is a `touch`; all set `last` to their key. Every other failed
+/// request is sent again with the same key until it is acknowledged; the rest are given up.
+async fn client(c: usize, token: String, base: Arc<RwLock<String>>, stream: Stream) -> ClientLog {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
     let mut log = ClientLog::default();
-    for n in 0..PER_CLIENT {
-        sent.fetch_add(1, Ordering::Relaxed);
+    for n in 0.. {
+        if n >= PER_CLIENT && stream.disrupted.load(Ordering::Relaxed) {
+            break;
+        }
+        if !stream.pace.is_zero() {
+            tokio::time::sleep(stream.pace).await;
+        }
+        stream.sent.fetch_add(1, Ordering::Relaxed);
         let key = format!("crash-{c}-{n}");
         let order = c + CLIENTS * (n % ORDERS_PER_CLIENT);
         let mut body = json!({"order_reference": reference(order), "attributes": {"last": key}});

@@ -41,6 +41,7 @@ pub(crate) async fn create_client(url: &str, dir: &Path, name: &str, role: &str)
 pub(crate) struct Server {
     child: Child,
     pub base: String,
+    log: PathBuf,
 }
 
 impl Server {
@@ -78,7 +79,18 @@ impl Server {
             (r.status() == StatusCode::OK).then_some(())
         })
         .await;
-        Server { child, base }
+        Server { child, base, log }
+    }
+
+    /// The last `lines` lines of the server's log, warnings and errors only: what a failed
+    /// test shows of the server.
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
+        let text = read(&self.log);
+        let notable: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
+            .collect();
+        notable[notable.len().saturating_sub(lines)..].join("\n")
     }
 
     /// The server's process id.
