@@ -77,8 +77,10 @@ run_backend() {
   "$bin" migrate --database-url "$url" >/dev/null
   token="$("$bin" clients create schemathesis-admin --role admin --json --database-url "$url" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
-  # Port 0: the server logs the address it bound.
-  "$bin" serve --listen 127.0.0.1:0 --database-url "$url" --log-format json </dev/null >"$log" 2>&1 &
+  # Port 0: the server logs the address it bound. tower_http at debug logs every response
+  # with its latency, for the slowest-requests summary below.
+  RUST_LOG=info,sqlx::postgres::notice=warn,tower_http=debug \
+    "$bin" serve --listen 127.0.0.1:0 --database-url "$url" --log-format json </dev/null >"$log" 2>&1 &
   server_pid=$!
   addr=""
   for _ in $(seq 1 100); do
@@ -105,12 +107,43 @@ run_backend() {
     --generation-database none \
     --no-color </dev/null) || rc=$?
   echo "schemathesis on $name: exit $rc in $((SECONDS - started)) s"
+  # The slowest answers (all of them when the run failed): a request held near
+  # --request-timeout shows here with its method and path.
+  slowest "$log" "$([ "$rc" -eq 0 ] && echo 3 || echo 15)"
+  if [ "$rc" -ne 0 ]; then
+    echo "last lines of the server log on $name:" >&2
+    grep -v '"tower_http' "$log" | tail -n 20 >&2 || true
+  fi
   if grep -q '"level":"ERROR"' "$log"; then
     echo "server errors logged on $name:" >&2
     grep '"level":"ERROR"' "$log" | tail -n 20 >&2
   fi
   stop_server
   return "$rc"
+}
+
+# Prints the $2 slowest responses of the JSON server log $1.
+slowest() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+rows = []
+for line in open(sys.argv[1], errors="replace"):
+    try:
+        v = json.loads(line)
+    except ValueError:
+        continue
+    f = v.get("fields", {})
+    if f.get("message") != "finished processing request":
+        continue
+    value, _, unit = str(f.get("latency", "0 ms")).partition(" ")
+    ms = float(value) * {"s": 1000, "ms": 1, "us": 0.001, "µs": 0.001, "ns": 1e-6}.get(unit, 1)
+    span = v.get("span", {})
+    rows.append((ms, f.get("status", "?"), span.get("method", "?"), span.get("uri", "?")))
+rows.sort(reverse=True)
+print(f"{len(rows)} responses; slowest:")
+for ms, status, method, uri in rows[: int(sys.argv[2])]:
+    print(f"  {ms:9.1f} ms  {status}  {method} {uri[:120]}")
+PY
 }
 
 backends=("$@")
