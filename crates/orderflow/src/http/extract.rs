@@ -89,15 +89,30 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         });
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = json_path(&e.path().to_string());
-        ApiError::InvalidRequest {
-            message: wording::data_error(&without_position(e.inner())),
-            path: Some(path),
+    match T::deserialize(&mut de) {
+        Ok(value) => {
+            de.end().map_err(malformed)?;
+            Ok(value)
         }
-    })?;
-    de.end().map_err(malformed)?;
-    Ok(value)
+        // Read once more, tracking the path, to say where (errors only: the path costs
+        // an allocation per field on every body).
+        Err(_) => Err(shape_error::<T>(bytes)),
+    }
+}
+
+/// Why a syntactically valid body is not a `T`, at its JSON path.
+fn shape_error<T: DeserializeOwned>(bytes: &[u8]) -> ApiError {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Err(e) => ApiError::InvalidRequest {
+            message: wording::data_error(&without_position(e.inner())),
+            path: Some(json_path(&e.path().to_string())),
+        },
+        Ok(_) => ApiError::InvalidRequest {
+            message: "the body does not fit this endpoint".into(),
+            path: Some("$".into()),
+        },
+    }
 }
 
 /// serde_path_to_error's path (`items[0].sku`, `.` for the root) as a JSON path.

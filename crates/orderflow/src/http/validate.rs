@@ -12,6 +12,7 @@
 //! The same pass checks the syntax of the whole body (a syntax error anywhere wins over a
 //! rule broken before it), so the typed parse that follows is the body's second and last.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
@@ -44,12 +45,8 @@ pub enum Problem {
 pub fn check_json(bytes: &[u8]) -> Result<(), Problem> {
     let found = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let seed = Walk {
-        path: "$".to_owned(),
-        depth: 0,
-        found: &found,
-    };
-    seed.deserialize(&mut de)
+    Walk::root(&found)
+        .deserialize(&mut de)
         .and_then(|()| de.end())
         .map_err(Problem::Syntax)?;
     match found.into_inner() {
@@ -68,30 +65,83 @@ pub fn check_text(path: &str, value: &str) -> Result<(), Violation> {
     }
 }
 
+/// What is wrong with text holding a NUL character.
+const NUL: &str = "text must not contain the NUL character (U+0000)";
+
 /// The violation for a NUL character at `path`.
 pub fn nul(path: &str) -> Violation {
     Violation {
         path: path.to_owned(),
-        message: "text must not contain the NUL character (U+0000)".to_owned(),
+        message: NUL.to_owned(),
     }
 }
 
-/// Walks one value at `path`; the first violation is recorded in `found`, and the walk
-/// goes on to the end of the body so that a later syntax error still counts.
+/// Walks one value; the first violation is recorded in `found`, and the walk goes on to
+/// the end of the body so that a later syntax error still counts. A value knows its parent
+/// and its key or index; its JSON path is put together only for a violation (made for
+/// every value, the paths cost more than the parse: one allocation each).
 struct Walk<'a> {
-    path: String,
+    parent: Option<&'a Walk<'a>>,
+    step: Step<'a>,
     depth: usize,
     found: &'a RefCell<Option<Violation>>,
 }
 
-impl Walk<'_> {
-    fn fail(&self, violation: Violation) {
-        self.found.borrow_mut().get_or_insert(violation);
+/// Where a value is under its parent.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Root,
+    Key(&'a str),
+    Index(usize),
+}
+
+impl<'a> Walk<'a> {
+    fn root(found: &'a RefCell<Option<Violation>>) -> Self {
+        Walk {
+            parent: None,
+            step: Step::Root,
+            depth: 0,
+            found,
+        }
     }
 
-    fn child(&self, path: String) -> Walk<'_> {
+    /// The JSON path of this value (`$`, `$.items[0].sku`).
+    fn path(&self) -> String {
+        let mut steps = Vec::new();
+        let mut at = Some(self);
+        while let Some(walk) = at {
+            steps.push(walk.step);
+            at = walk.parent;
+        }
+        let mut path = String::from("$");
+        for step in steps.iter().rev() {
+            match step {
+                Step::Root => {}
+                Step::Key(k) => {
+                    path.push('.');
+                    path.push_str(k);
+                }
+                Step::Index(i) => path.push_str(&format!("[{i}]")),
+            }
+        }
+        path
+    }
+
+    /// Records a violation at this value unless an earlier one was found.
+    fn fail(&self, message: impl FnOnce() -> String) {
+        let mut found = self.found.borrow_mut();
+        if found.is_none() {
+            *found = Some(Violation {
+                path: self.path(),
+                message: message(),
+            });
+        }
+    }
+
+    fn child<'b>(&'b self, step: Step<'b>) -> Walk<'b> {
         Walk {
-            path,
+            parent: Some(self),
+            step,
             depth: self.depth + 1,
             found: self.found,
         }
@@ -99,11 +149,33 @@ impl Walk<'_> {
 
     fn nest(&self) {
         if self.depth >= MAX_DEPTH {
-            self.fail(Violation {
-                path: self.path.clone(),
-                message: format!("JSON nests deeper than {MAX_DEPTH} levels"),
-            });
+            self.fail(|| format!("JSON nests deeper than {MAX_DEPTH} levels"));
         }
+    }
+}
+
+/// The keys of one object so far: a short list to scan (most objects have a few keys),
+/// and a set once there are many.
+#[derive(Default)]
+struct Keys<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: HashSet<Cow<'de, str>>,
+}
+
+impl<'de> Keys<'de> {
+    /// Adds `key`; false when the object had it already.
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        if self.many.is_empty() {
+            if self.few.contains(&key) {
+                return false;
+            }
+            if self.few.len() < 16 {
+                self.few.push(key);
+                return true;
+            }
+            self.many.extend(self.few.drain(..));
+        }
+        self.many.insert(key)
     }
 }
 
@@ -136,17 +208,14 @@ impl<'de> Visitor<'de> for Walk<'_> {
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
         if !(v.is_finite() && v.abs() <= MAX_NUMBER) {
-            self.fail(Violation {
-                path: self.path.clone(),
-                message: format!("numbers must be at most {MAX_NUMBER:e} in magnitude"),
-            });
+            self.fail(|| format!("numbers must be at most {MAX_NUMBER:e} in magnitude"));
         }
         Ok(())
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        if let Err(v) = check_text(&self.path, v) {
-            self.fail(v);
+        if v.contains('\0') {
+            self.fail(|| NUL.to_owned());
         }
         Ok(())
     }
@@ -159,7 +228,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
         self.nest();
         let mut index = 0usize;
         while seq
-            .next_element_seed(self.child(format!("{}[{index}]", self.path)))?
+            .next_element_seed(self.child(Step::Index(index)))?
             .is_some()
         {
             index += 1;
@@ -169,18 +238,15 @@ impl<'de> Visitor<'de> for Walk<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         self.nest();
-        let mut keys = HashSet::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let path = format!("{}.{key}", self.path);
+        let mut keys = Keys::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let child = self.child(Step::Key(&key));
             if key.contains('\0') {
-                self.fail(nul(&self.path));
+                self.fail(|| NUL.to_owned());
             } else if !keys.insert(key.clone()) {
-                self.fail(Violation {
-                    path: path.clone(),
-                    message: format!("key {key:?} appears more than once in the object"),
-                });
+                child.fail(|| format!("key {key:?} appears more than once in the object"));
             }
-            map.next_value_seed(self.child(path))?;
+            map.next_value_seed(child)?;
         }
         Ok(())
     }
@@ -231,6 +297,15 @@ mod tests {
     fn duplicate_keys_are_refused() {
         assert_eq!(path_of(r#"{"event":"a","event":"b"}"#).unwrap(), "$.event");
         assert_eq!(path_of(r#"[{"a":1},{"a":1}]"#), None);
+        assert_eq!(
+            path_of(r#"{"a":[1,{"b":1,"c":{},"b":2}]}"#).unwrap(),
+            "$.a[1].b"
+        );
+        // Past 16 keys an object's keys are kept in a set: a repeat is still found.
+        let many: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        assert_eq!(path_of(&format!("{{{}}}", many.join(","))), None);
+        let repeat = format!(r#"{{{},"k3":0}}"#, many.join(","));
+        assert_eq!(path_of(&repeat).unwrap(), "$.k3");
     }
 
     #[test]

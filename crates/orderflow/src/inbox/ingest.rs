@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -119,40 +120,58 @@ impl IngestError {
 pub type Result<T, E = IngestError> = std::result::Result<T, E>;
 
 /// SHA-256 of a JSON value with object keys sorted: the same update with its keys in
-/// another order is the same request.
+/// another order is the same request. The bytes hashed are the value's compact JSON with
+/// sorted keys, written straight into the hasher (stored hashes depend on them: keep them).
 pub fn request_hash(value: &Value) -> String {
-    fn write(v: &Value, out: &mut Vec<u8>) {
+    fn write(v: &Value, out: &mut Sha256) {
         match v {
             Value::Object(m) => {
                 let mut keys: Vec<&String> = m.keys().collect();
                 keys.sort();
-                out.push(b'{');
+                out.update(b"{");
                 for (i, k) in keys.into_iter().enumerate() {
                     if i > 0 {
-                        out.push(b',');
+                        out.update(b",");
                     }
-                    out.extend(serde_json::to_vec(k).unwrap_or_default());
-                    out.push(b':');
+                    // Writing JSON into a hasher cannot fail.
+                    let _ = serde_json::to_writer(&mut *out, k);
+                    out.update(b":");
                     write(&m[k], out);
                 }
-                out.push(b'}');
+                out.update(b"}");
             }
             Value::Array(a) => {
-                out.push(b'[');
+                out.update(b"[");
                 for (i, x) in a.iter().enumerate() {
                     if i > 0 {
-                        out.push(b',');
+                        out.update(b",");
                     }
                     write(x, out);
                 }
-                out.push(b']');
+                out.update(b"]");
             }
-            other => out.extend(serde_json::to_vec(other).unwrap_or_default()),
+            other => {
+                let _ = serde_json::to_writer(&mut *out, other);
+            }
         }
     }
-    let mut bytes = Vec::new();
-    write(value, &mut bytes);
-    hex::encode(Sha256::digest(&bytes))
+    let mut hasher = Sha256::new();
+    write(value, &mut hasher);
+    hex::encode(hasher.finalize())
+}
+
+/// Why `value` is not an [`OrderUpdate`], at its JSON path under `path`.
+fn shape_error(value: &Value, path: &str) -> IngestError {
+    let Err(e) = serde_path_to_error::deserialize::<_, OrderUpdate>(value) else {
+        return IngestError::invalid(path.to_owned(), "not an order update".into());
+    };
+    let inner = e.path().to_string();
+    let full = match inner.as_str() {
+        "." => path.to_owned(),
+        i if i.starts_with('[') => format!("{path}{i}"),
+        i => format!("{path}.{i}"),
+    };
+    IngestError::invalid(full, crate::wording::data_error(&e.inner().to_string()))
 }
 
 impl Inbox {
@@ -171,15 +190,12 @@ impl Inbox {
                 "an update must be a JSON object".into(),
             ));
         }
-        let update: OrderUpdate = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
-            let inner = e.path().to_string();
-            let full = match inner.as_str() {
-                "." => path.to_owned(),
-                i if i.starts_with('[') => format!("{path}{i}"),
-                i => format!("{path}.{i}"),
-            };
-            IngestError::invalid(full, crate::wording::data_error(&e.inner().to_string()))
-        })?;
+        // Read from the value in place; only a value that does not fit is read once more,
+        // tracking the path, to say where.
+        let update = match OrderUpdate::deserialize(&value) {
+            Ok(update) => update,
+            Err(_) => return Err(shape_error(&value, path)),
+        };
         let processes = self.service.processes();
         update
             .check(|e| processes.iter().any(|p| p.event_id(e).is_some()))
