@@ -27,8 +27,8 @@ const IN_FLIGHT: usize = 2;
 const GROUP_REQUESTS: usize = 256;
 
 /// How long opening a connection with its confirm channel may take. A broker that takes
-/// the TCP connection and never completes the handshake (one still starting may answer
-/// `connection.open` with `connection.close`, which lapin can wait on forever:
+/// the TCP connection and never completes the handshake (a hung broker, a stalled network;
+/// lapin before 4.12 also waited forever on a broker refusing `connection.open`,
 /// amqp-rs/lapin#470) must not hold every request and consumer behind it.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a group may take from the start of its publishing to its last confirm. Past
@@ -112,7 +112,7 @@ impl Link {
         if let Some((conn, _)) = held.open.take() {
             tracing::warn!("the message broker stopped confirming; opening a new connection");
             tokio::spawn(async move {
-                let close = conn.close(320, "no confirms".into());
+                let close = conn.close(200, "no confirms".into());
                 let _ = tokio::time::timeout(OPEN_TIMEOUT, close).await;
             });
         }
