@@ -9,6 +9,16 @@
 /// The longest piece of the client's own input a message repeats.
 const ECHO_MAX: usize = 60;
 
+/// serde_path_to_error's path (`items[0].sku`, `.` for the value itself) as a JSON path
+/// under `base` (`$`, or `$.updates[2]` for a batch entry).
+pub fn json_path(base: &str, tracked: &str) -> String {
+    match tracked {
+        "." => base.to_owned(),
+        t if t.starts_with('[') => format!("{base}{t}"),
+        t => format!("{base}.{t}"),
+    }
+}
+
 /// Rewrites a serde data error about a JSON value (without serde_json's position suffix).
 pub fn data_error(message: &str) -> String {
     let kinds = message

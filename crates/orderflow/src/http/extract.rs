@@ -106,21 +106,12 @@ fn shape_error<T: DeserializeOwned>(bytes: &[u8]) -> ApiError {
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Err(e) => ApiError::InvalidRequest {
             message: wording::data_error(&without_position(e.inner())),
-            path: Some(json_path(&e.path().to_string())),
+            path: Some(wording::json_path("$", &e.path().to_string())),
         },
         Ok(_) => ApiError::InvalidRequest {
             message: "the body does not fit this endpoint".into(),
             path: Some("$".into()),
         },
-    }
-}
-
-/// serde_path_to_error's path (`items[0].sku`, `.` for the root) as a JSON path.
-pub fn json_path(path: &str) -> String {
-    match path {
-        "." => "$".to_owned(),
-        p if p.starts_with('[') => format!("${p}"),
-        p => format!("$.{p}"),
     }
 }
 

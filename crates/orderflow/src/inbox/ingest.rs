@@ -165,13 +165,10 @@ fn shape_error(value: &Value, path: &str) -> IngestError {
     let Err(e) = serde_path_to_error::deserialize::<_, OrderUpdate>(value) else {
         return IngestError::invalid(path.to_owned(), "not an order update".into());
     };
-    let inner = e.path().to_string();
-    let full = match inner.as_str() {
-        "." => path.to_owned(),
-        i if i.starts_with('[') => format!("{path}{i}"),
-        i => format!("{path}.{i}"),
-    };
-    IngestError::invalid(full, crate::wording::data_error(&e.inner().to_string()))
+    IngestError::invalid(
+        crate::wording::json_path(path, &e.path().to_string()),
+        crate::wording::data_error(&e.inner().to_string()),
+    )
 }
 
 impl Inbox {

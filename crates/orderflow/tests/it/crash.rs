@@ -428,8 +428,9 @@ struct Stream {
 }
 
 /// One ERP client: [`PER_CLIENT`] updates to its own orders, or more until the last
-/// disruption is over, one at a time, counted in `stream.sent`. Every third one is a `touch`; all set `last` to their key. Every other failed
-/// request is sent again with the same key until it is acknowledged; the rest are given up.
+/// disruption is over, one at a time, counted in `stream.sent`. Every third one is a
+/// `touch`; all set `last` to their key. Every other failed request is sent again with the
+/// same key until it is acknowledged; the rest are given up.
 async fn client(c: usize, token: String, base: Arc<RwLock<String>>, stream: Stream) -> ClientLog {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

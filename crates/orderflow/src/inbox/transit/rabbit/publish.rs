@@ -244,9 +244,10 @@ async fn reap(link: Arc<Link>, mut sent: mpsc::UnboundedReceiver<Sent>) {
             outcomes.insert(shard, outcome);
         }
         // Publishing or confirming took too long: the next group goes on a new connection.
-        let timed_out = outcomes
-            .values()
-            .any(|o| matches!(o.as_ref().map_err(|e| &**e), Err(TransitError::Timeout(..))));
+        let timed_out = outcomes.values().any(|o| {
+            o.as_ref()
+                .is_err_and(|e| matches!(**e, TransitError::Timeout(..)))
+        });
         if let (true, Some(opened)) = (timed_out, s.opened) {
             link.reset(opened).await;
         }
