@@ -12,7 +12,8 @@
 //! - placeholders are positional (`?`): SQLite finds a numbered one (`$n`) by a linear
 //!   search, which makes binding a large group quadratic.
 //!
-//! That SQLite path is `sqlite::GroupConn`; on PostgreSQL a group is one [`super::Tx`].
+//! That SQLite path is `sqlite::GroupConn`; on PostgreSQL a group is one [`super::Tx`] and
+//! one `INSERT` of arrays (`postgres::insert_updates`), prepared once for any group size.
 
 use std::collections::HashMap;
 
@@ -21,7 +22,7 @@ use sqlx::AssertSqlSafe;
 use super::inbox::{COLUMNS, NewUpdate, Stored, UpdateRow};
 use super::{Result, Store, StoreError, on_reader, sqlite};
 
-/// Rows per multi-row INSERT: 11 binds a row stays under both backends' bind limits.
+/// Rows per multi-row INSERT (SQLite): 11 binds a row stays far below SQLite's bind limit.
 pub(super) const INSERT_CHUNK: usize = 500;
 
 /// Stores groups of new updates one after the other. Release the held connection with
@@ -156,7 +157,7 @@ macro_rules! bind_updates {
 }
 pub(super) use bind_updates;
 
-/// The placeholders of row `i` of an insert, in the dialect `d`.
-pub(super) fn insert_row(d: &super::Dialect, i: usize) -> String {
-    d.values_row(i, 11, &[(7, "'accepted'")])
+/// The placeholders of row `i` of a SQLite insert.
+pub(super) fn insert_row(i: usize) -> String {
+    sqlite::DIALECT.values_row(i, 11, &[(7, "'accepted'")])
 }

@@ -8,9 +8,10 @@
 //! - a claim sets `next_attempt_at` to the lease's end, so an update whose worker died is
 //!   due again when the lease runs out.
 //!
-//! On PostgreSQL claims take a transaction-scoped advisory lock, so two claims never decide
-//! on the same snapshot, and skip rows another transaction holds (`SKIP LOCKED`), so a claim
-//! never waits for an order transaction. SQLite has one writer, which serialises them; there
+//! On PostgreSQL claims run side by side: each skips rows another transaction holds (`SKIP
+//! LOCKED`), so a claim never waits for an order transaction, takes a transaction lock per
+//! order (keyed by a hash of its reference) and checks its rows again after it got them
+//! (see the dialect's `claim_read` and `claim_recheck`). SQLite has one writer, which serialises them; there
 //! the worker reads the due updates ([`Tx::due_updates`]) and finishes them in the same
 //! transaction, which holds them as a lease would until it commits.
 
@@ -19,7 +20,6 @@ use serde_json::Value;
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
-use super::group::{INSERT_CHUNK, OnError, bind_updates, insert_row, insert_sql};
 use super::json::StoredJson;
 pub use super::status::UpdateStatus;
 
@@ -229,17 +229,10 @@ impl Tx {
         &mut self,
         updates: &[NewUpdate],
     ) -> Result<std::collections::HashMap<String, i64>> {
-        let mut inserted = std::collections::HashMap::new();
-        let d = self.dialect();
-        for chunk in updates.chunks(INSERT_CHUNK) {
-            let sql = insert_sql(OnError::Statement, chunk.len(), |i| insert_row(d, i));
-            let ids: Vec<(String, i64)> = on_tx!(self, |c| {
-                bind_updates!(sqlx::query_as(AssertSqlSafe(sql.clone())), chunk)
-                    .fetch_all(c)
-                    .await
-            })?;
-            inserted.extend(ids);
-        }
+        let inserted: std::collections::HashMap<String, i64> =
+            per_backend!(self, insert_updates(updates))?
+                .into_iter()
+                .collect();
         self.raised.inbox |= !inserted.is_empty();
         Ok(inserted)
     }

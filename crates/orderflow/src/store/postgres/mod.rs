@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::wake::{Raised, Wakeups};
 use super::{Dialect, Result, StoreError, cause};
 
-pub(super) use writes::{finish_updates, record_delivered, write};
+pub(super) use writes::{finish_updates, insert_updates, record_delivered, write};
 
 pub(super) static MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 

@@ -5,7 +5,7 @@
 use sqlx::AssertSqlSafe;
 use sqlx::pool::PoolConnection;
 
-use super::{DIALECT, SqliteStore};
+use super::SqliteStore;
 use crate::store::Result;
 use crate::store::group::{INSERT_CHUNK, OnError, bind_updates, insert_row, insert_sql};
 use crate::store::inbox::NewUpdate;
@@ -60,9 +60,7 @@ async fn insert(
 ) -> Result<Vec<(String, i64)>> {
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     for chunk in updates.chunks(INSERT_CHUNK) {
-        sql.push_str(&insert_sql(OnError::Transaction, chunk.len(), |i| {
-            insert_row(&DIALECT, i)
-        }));
+        sql.push_str(&insert_sql(OnError::Transaction, chunk.len(), insert_row));
         sql.push_str(";\n");
     }
     sql.push_str("COMMIT");

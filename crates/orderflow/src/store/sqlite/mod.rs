@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use super::{Dialect, Result, StoreError, cause};
 
 pub(super) use group::GroupConn;
-pub(super) use writes::{finish_updates, record_delivered, write};
+pub(super) use writes::{finish_updates, insert_updates, record_delivered, write};
 
 pub(super) static MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 

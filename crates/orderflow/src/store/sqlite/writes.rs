@@ -6,7 +6,8 @@ use sqlx::types::Json;
 
 use crate::store::List;
 use crate::store::batch::Writes;
-use crate::store::inbox::{FINISH_SET, Finish};
+use crate::store::group::{INSERT_CHUNK, OnError, bind_updates, insert_row, insert_sql};
+use crate::store::inbox::{FINISH_SET, Finish, NewUpdate};
 use crate::store::subscriptions::{AttemptRecord, ClaimedDelivery};
 
 /// Rows per multi-row statement: at most 8 binds a row keeps it far below SQLite's limit
@@ -136,6 +137,21 @@ pub(crate) async fn write(c: &mut SqliteConnection, w: &Writes) -> sqlx::Result<
         q.execute(&mut *c).await?;
     }
     Ok(())
+}
+
+/// Inserts new updates, a multi-row `INSERT` per chunk (see `Tx::insert_updates`); returns
+/// `(id, seq)` of those inserted.
+pub(crate) async fn insert_updates(
+    c: &mut SqliteConnection,
+    updates: &[NewUpdate],
+) -> sqlx::Result<Vec<(String, i64)>> {
+    let mut ids = Vec::with_capacity(updates.len());
+    for chunk in updates.chunks(INSERT_CHUNK) {
+        let sql = insert_sql(OnError::Statement, chunk.len(), insert_row);
+        let q = bind_updates!(sqlx::query_as(AssertSqlSafe(sql)), chunk);
+        ids.extend(q.fetch_all(&mut *c).await?);
+    }
+    Ok(ids)
 }
 
 /// Ends attempts, a statement per chunk (see `Tx::finish_updates`).
