@@ -1,6 +1,7 @@
 //! Group-committed inserts of new inbox updates: the store side of the inbox's writer.
 //!
-//! A group is stored in one transaction and acknowledged after its commit. On SQLite that
+//! A group is stored in one transaction and acknowledged after its commit, on a connection
+//! kept from one group to the next while groups follow each other. On SQLite that
 //! commit syncs the WAL (`synchronous = FULL`), so the cost of a group is one fsync plus
 //! round trips to the thread that owns the connection; this module keeps those few:
 //! - `BEGIN IMMEDIATE`, the inserts and `COMMIT` go to the connection as one statement
@@ -12,15 +13,18 @@
 //! - placeholders are positional (`?`): SQLite finds a numbered one (`$n`) by a linear
 //!   search, which makes binding a large group quadratic.
 //!
-//! That SQLite path is `sqlite::GroupConn`; on PostgreSQL a group is one [`super::Tx`] and
-//! one `INSERT` of arrays (`postgres::insert_updates`), prepared once for any group size.
+//! That SQLite path is `sqlite::GroupConn`. On PostgreSQL (`postgres::GroupConn`) a group
+//! is one statement outside a transaction block, which inserts the rows (one array per
+//! column, so it stays prepared for any group size) and notifies other processes: one
+//! round trip.
 
 use std::collections::HashMap;
 
 use sqlx::AssertSqlSafe;
+use sqlx::postgres::PgPool;
 
 use super::inbox::{COLUMNS, NewUpdate, Stored, UpdateRow};
-use super::{Result, Store, StoreError, on_reader, sqlite};
+use super::{Pools, Result, Store, StoreError, on_reader, postgres, sqlite};
 
 /// Rows per multi-row INSERT (SQLite): 11 binds a row stays far below SQLite's bind limit.
 pub(super) const INSERT_CHUNK: usize = 500;
@@ -29,35 +33,37 @@ pub(super) const INSERT_CHUNK: usize = 500;
 /// [`GroupWriter::release`] when no group is waiting.
 pub struct GroupWriter {
     store: Store,
-    /// SQLite: the writer connection kept from one group to the next.
-    held: sqlite::GroupConn,
+    /// The connection kept from one group to the next (SQLite: the writer).
+    held: Held,
+}
+
+/// A backend's group connection, with the pools it takes connections from.
+enum Held {
+    Sqlite(sqlite::GroupConn, sqlite::SqliteStore),
+    Postgres(postgres::GroupConn, PgPool),
 }
 
 impl GroupWriter {
     pub fn new(store: Store) -> Self {
-        Self {
-            store,
-            held: sqlite::GroupConn::default(),
-        }
+        let held = match &store.pools {
+            Pools::Sqlite(s) => Held::Sqlite(sqlite::GroupConn::default(), s.clone()),
+            Pools::Postgres(p) => Held::Postgres(postgres::GroupConn::default(), p.clone()),
+        };
+        Self { store, held }
     }
 
     /// Stores `updates` in one transaction, in order; a repeated `(client,
     /// idempotency_key)` stores nothing and answers with the row stored first, also when
     /// the repeat is in the same group. The inbox worker is woken after the commit.
     pub async fn insert(&mut self, updates: &[NewUpdate]) -> Result<Vec<Stored>> {
-        let inserted: HashMap<String, i64> = match self.store.sqlite() {
-            Some(s) => {
-                let ids = self.held.insert(s, updates).await?;
-                self.store.wakeups().raise_inbox();
-                ids.into_iter().collect()
-            }
-            None => {
-                let mut tx = self.store.begin().await?;
-                let ids = tx.insert_updates(updates).await?;
-                tx.commit().await?;
-                ids
-            }
+        let ids = match &mut self.held {
+            Held::Sqlite(held, s) => held.insert(s, updates).await?,
+            Held::Postgres(held, p) => held.insert(p, updates).await?,
         };
+        if !ids.is_empty() {
+            self.store.wakeups().raise_inbox();
+        }
+        let inserted: HashMap<String, i64> = ids.into_iter().collect();
         let mut out = Vec::with_capacity(updates.len());
         for u in updates {
             match inserted.get(&u.id) {
@@ -70,7 +76,10 @@ impl GroupWriter {
 
     /// Gives the writer connection back to the pool (the queue is empty).
     pub fn release(&mut self) {
-        self.held.release();
+        match &mut self.held {
+            Held::Sqlite(held, _) => held.release(),
+            Held::Postgres(held, _) => held.release(),
+        }
     }
 
     /// The row stored first under `u`'s key: committed (earlier, or in this group), so a

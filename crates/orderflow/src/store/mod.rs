@@ -240,14 +240,6 @@ impl Store {
         }
     }
 
-    /// The SQLite pools, for the group writer's own path; `None` on PostgreSQL.
-    pub(crate) fn sqlite(&self) -> Option<&SqliteStore> {
-        match &self.pools {
-            Pools::Sqlite(s) => Some(s),
-            Pools::Postgres(_) => None,
-        }
-    }
-
     /// Wake-ups: inbox updates that may be due, updates that settled. Wait on them instead
     /// of polling; on PostgreSQL they also carry what other processes committed.
     pub fn wakeups(&self) -> &Arc<Wakeups> {

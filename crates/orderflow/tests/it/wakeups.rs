@@ -1,5 +1,6 @@
 //! Wake-ups between processes (PostgreSQL): a caller waiting on an update in one instance
-//! is woken when another instance settles it, not by polling.
+//! is woken when another instance settles it, and a worker when another instance stores
+//! an update, not by polling.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,6 +122,45 @@ async fn a_repeat_waiting_in_one_instance_is_woken_by_the_other() {
     );
     a.store().close().await;
     b.store().close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    orderflow_no_test_postgres,
+    ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it"
+)]
+async fn an_update_stored_in_one_instance_wakes_the_workers_of_the_other() {
+    let Some((url, _db)) = support::database(Backend::Postgres).await else {
+        return;
+    };
+    let a = instance(&url, Duration::from_secs(60)).await;
+    let b = instance(&url, Duration::from_secs(60)).await;
+    // `a` stores nothing itself, so only a NOTIFY from `b`'s group commit wakes it. Its
+    // listener connects in the background once someone waits, so an update stored before
+    // that is not heard: `b` stores one a second until `a` is woken.
+    let wakeups = a.store().wakeups().clone();
+    let woken = tokio::spawn(async move { wakeups.inbox_due().await });
+    tokio::pin!(woken);
+    for n in 0..10 {
+        let update = b
+            .prepare(
+                "erp",
+                None,
+                json!({"order_reference": format!("N-{n}"), "event": "pay"}),
+                "$",
+            )
+            .unwrap();
+        b.store_updates(vec![update]).await.unwrap();
+        if tokio::time::timeout(Duration::from_secs(1), &mut woken)
+            .await
+            .is_ok()
+        {
+            a.store().close().await;
+            b.store().close().await;
+            return;
+        }
+    }
+    panic!("ten updates stored in `b` and `a`'s workers were never woken");
 }
 
 /// An ERP update from client `erp` with idempotency key `key`.

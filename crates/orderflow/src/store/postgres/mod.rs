@@ -3,6 +3,7 @@
 //! the wake-ups between processes: `NOTIFY` at commit ([`notify`]), `LISTEN` in one task per
 //! store ([`listen`]).
 
+mod group;
 mod writes;
 
 use std::str::FromStr;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::wake::{Raised, Wakeups};
 use super::{Dialect, Result, StoreError, cause};
 
+pub(super) use group::GroupConn;
 pub(super) use writes::{finish_updates, insert_updates, record_delivered, write};
 
 pub(super) static MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");

@@ -1,9 +1,10 @@
 //! PostgreSQL's multi-row writes: one array per column, `UNNEST`ed, so a statement's text
 //! is the same for any number of rows and stays prepared.
 
-use sqlx::AssertSqlSafe;
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgArguments, PgConnection};
+use sqlx::query::QueryAs;
 use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, Postgres};
 
 use crate::store::batch::Writes;
 use crate::store::inbox::{FINISH_SET, Finish, NewUpdate};
@@ -114,51 +115,61 @@ pub(crate) async fn write(c: &mut PgConnection, w: &Writes) -> sqlx::Result<()> 
     Ok(())
 }
 
+/// The `INSERT` of new updates (see [`insert_updates`]), `RETURNING id, seq`: arrays `$1`
+/// to `$9` as [`bind_new`] binds them.
+pub(super) const INSERT_UPDATES: &str = "INSERT INTO inbox (id, client, idempotency_key, \
+     request_hash, order_reference, event, payload, status, response_body, received_at, \
+     next_attempt_at) \
+     SELECT id, client, key, hash, reference, event, payload, 'accepted', response, at, at \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+     $7::jsonb[], $8::jsonb[], $9::timestamptz[]) WITH ORDINALITY \
+     AS u(id, client, key, hash, reference, event, payload, response, at, n) ORDER BY n \
+     ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING id, seq";
+
+/// Binds the new updates `u` to `$1`..`$9` of [`INSERT_UPDATES`], one array per column.
+pub(super) fn bind_new<'q, O>(
+    q: QueryAs<'q, Postgres, O, PgArguments>,
+    u: &'q [NewUpdate],
+) -> QueryAs<'q, Postgres, O, PgArguments> {
+    q.bind(u.iter().map(|x| x.id.as_str()).collect::<Vec<_>>())
+        .bind(u.iter().map(|x| x.client.as_str()).collect::<Vec<_>>())
+        .bind(
+            u.iter()
+                .map(|x| x.idempotency_key.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            u.iter()
+                .map(|x| x.request_hash.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            u.iter()
+                .map(|x| x.order_reference.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(u.iter().map(|x| x.event.as_deref()).collect::<Vec<_>>())
+        .bind(u.iter().map(|x| Json(&x.payload)).collect::<Vec<_>>())
+        .bind(
+            u.iter()
+                .map(|x| x.response.as_ref().map(Json))
+                .collect::<Vec<_>>(),
+        )
+        .bind(u.iter().map(|x| x.received_at).collect::<Vec<_>>())
+}
+
 /// Inserts new updates as `accepted` in one statement, in the order given (`seq` follows
 /// it: `WITH ORDINALITY ... ORDER BY`); a repeated `(client, idempotency_key)`, also within
 /// `updates`, inserts nothing. Returns `(id, seq)` of those inserted. One text for any
-/// number of rows, so a group commit of any size runs the prepared statement (a `VALUES`
-/// list would be a statement of its own per size, parsed and planned again).
+/// number of rows, so a group of any size runs the prepared statement (a `VALUES` list
+/// would be a statement of its own per size, parsed and planned again).
 pub(crate) async fn insert_updates(
     c: &mut PgConnection,
-    u: &[NewUpdate],
+    updates: &[NewUpdate],
 ) -> sqlx::Result<Vec<(String, i64)>> {
-    sqlx::query_as(
-        "INSERT INTO inbox (id, client, idempotency_key, request_hash, order_reference, \
-         event, payload, status, response_body, received_at, next_attempt_at) \
-         SELECT id, client, key, hash, reference, event, payload, 'accepted', response, at, at \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-         $7::jsonb[], $8::jsonb[], $9::timestamptz[]) WITH ORDINALITY \
-         AS u(id, client, key, hash, reference, event, payload, response, at, n) ORDER BY n \
-         ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING id, seq",
-    )
-    .bind(u.iter().map(|x| x.id.as_str()).collect::<Vec<_>>())
-    .bind(u.iter().map(|x| x.client.as_str()).collect::<Vec<_>>())
-    .bind(
-        u.iter()
-            .map(|x| x.idempotency_key.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        u.iter()
-            .map(|x| x.request_hash.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        u.iter()
-            .map(|x| x.order_reference.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(u.iter().map(|x| x.event.as_deref()).collect::<Vec<_>>())
-    .bind(u.iter().map(|x| Json(&x.payload)).collect::<Vec<_>>())
-    .bind(
-        u.iter()
-            .map(|x| x.response.as_ref().map(Json))
-            .collect::<Vec<_>>(),
-    )
-    .bind(u.iter().map(|x| x.received_at).collect::<Vec<_>>())
-    .fetch_all(c)
-    .await
+    bind_new(sqlx::query_as(INSERT_UPDATES), updates)
+        .fetch_all(c)
+        .await
 }
 
 /// Ends attempts in one statement (see `Tx::finish_updates`).
