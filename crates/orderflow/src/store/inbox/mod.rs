@@ -11,9 +11,10 @@
 //! On PostgreSQL claims run side by side: each skips rows another transaction holds (`SKIP
 //! LOCKED`), so a claim never waits for an order transaction, takes a transaction lock per
 //! order (keyed by a hash of its reference) and checks its rows again after it got them
-//! (see the dialect's `claim_read` and `claim_recheck`). SQLite has one writer, which serialises them; there
-//! the worker reads the due updates ([`Tx::due_updates`]) and finishes them in the same
-//! transaction, which holds them as a lease would until it commits.
+//! (see the dialect's `claim_read` and `claim_recheck`). SQLite has one writer, which
+//! serialises them; there the worker reads the due updates ([`Tx::due_updates`]) and
+//! finishes them in the same transaction, which holds them as a lease would until it
+//! commits.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

@@ -13,9 +13,10 @@ use super::{CHANNEL, DUE};
 use crate::store::Result;
 use crate::store::inbox::NewUpdate;
 
-/// [`INSERT_UPDATES`] and, when it inserted a row, a `NOTIFY` of due updates (`$10`, `$11`):
-/// the `woke` CTE calls a volatile function, so it is evaluated once, and only when the
-/// join reads it, i.e. when `ins` returned a row.
+/// [`INSERT_UPDATES`] and a `NOTIFY` of due updates (`$10`, `$11`). The `woke` CTE calls a
+/// volatile function, so it is materialised: evaluated at most once, when the join first
+/// reads it (the plan reads `ins` first, so a group that inserted nothing notifies nobody;
+/// a notify too many would only wake a worker that finds nothing).
 static INSERT_NOTIFYING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH ins AS ({INSERT_UPDATES}), woke AS (SELECT pg_notify($10, $11)) \
