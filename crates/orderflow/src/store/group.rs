@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 
 use sqlx::AssertSqlSafe;
-use sqlx::postgres::PgPool;
 
 use super::inbox::{COLUMNS, NewUpdate, Stored, UpdateRow};
 use super::{Pools, Result, Store, StoreError, on_reader, postgres, sqlite};
@@ -33,32 +32,28 @@ pub(super) const INSERT_CHUNK: usize = 500;
 /// [`GroupWriter::release`] when no group is waiting.
 pub struct GroupWriter {
     store: Store,
-    /// The connection kept from one group to the next (SQLite: the writer).
-    held: Held,
-}
-
-/// A backend's group connection, with the pools it takes connections from.
-enum Held {
-    Sqlite(sqlite::GroupConn, sqlite::SqliteStore),
-    Postgres(postgres::GroupConn, PgPool),
+    /// The connection kept from one group to the next, on the store's backend (SQLite:
+    /// the writer).
+    sqlite: sqlite::GroupConn,
+    postgres: postgres::GroupConn,
 }
 
 impl GroupWriter {
     pub fn new(store: Store) -> Self {
-        let held = match &store.pools {
-            Pools::Sqlite(s) => Held::Sqlite(sqlite::GroupConn::default(), s.clone()),
-            Pools::Postgres(p) => Held::Postgres(postgres::GroupConn::default(), p.clone()),
-        };
-        Self { store, held }
+        Self {
+            store,
+            sqlite: sqlite::GroupConn::default(),
+            postgres: postgres::GroupConn::default(),
+        }
     }
 
     /// Stores `updates` in one transaction, in order; a repeated `(client,
     /// idempotency_key)` stores nothing and answers with the row stored first, also when
     /// the repeat is in the same group. The inbox worker is woken after the commit.
     pub async fn insert(&mut self, updates: &[NewUpdate]) -> Result<Vec<Stored>> {
-        let ids = match &mut self.held {
-            Held::Sqlite(held, s) => held.insert(s, updates).await?,
-            Held::Postgres(held, p) => held.insert(p, updates).await?,
+        let ids = match &self.store.pools {
+            Pools::Sqlite(s) => self.sqlite.insert(s, updates).await?,
+            Pools::Postgres(p) => self.postgres.insert(p, updates).await?,
         };
         if !ids.is_empty() {
             self.store.wakeups().raise_inbox();
@@ -76,10 +71,8 @@ impl GroupWriter {
 
     /// Gives the writer connection back to the pool (the queue is empty).
     pub fn release(&mut self) {
-        match &mut self.held {
-            Held::Sqlite(held, _) => held.release(),
-            Held::Postgres(held, _) => held.release(),
-        }
+        self.sqlite.release();
+        self.postgres.release();
     }
 
     /// The row stored first under `u`'s key: committed (earlier, or in this group), so a
