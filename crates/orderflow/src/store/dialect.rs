@@ -37,8 +37,9 @@ pub(crate) struct Dialect {
     /// Claims run side by side: the claim's update checks again, on a snapshot taken after
     /// the read's locks, that each row is still the next of its order.
     pub claim_recheck: bool,
-    /// Runs before a claim, in its transaction.
-    pub claim_prelude: Option<&'static str>,
+    /// Begins a claim's transaction, with what runs before the claim in it (else a plain
+    /// [`Store::begin`](super::Store::begin)).
+    pub claim_begin: Option<&'static str>,
     /// `errors` with the JSON value `$4` appended.
     pub append_error: &'static str,
     /// The SET clause of an operator's retry (`$1` = now, `$2` = the history entry).

@@ -272,9 +272,16 @@ impl Store {
 
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
-        let conn = match &self.pools {
-            Pools::Sqlite(s) => Conn::Sqlite(s.writer().begin_with("BEGIN IMMEDIATE").await?),
-            Pools::Postgres(p) => Conn::Postgres(p.begin().await?),
+        self.begin_as(None).await
+    }
+
+    /// [`Store::begin`] with `begin` sent as PostgreSQL's `BEGIN`: statements that set the
+    /// transaction up go with it, in one round trip (a dialect's, so `None` on SQLite).
+    pub(crate) async fn begin_as(&self, begin: Option<&'static str>) -> Result<Tx> {
+        let conn = match (&self.pools, begin) {
+            (Pools::Sqlite(s), _) => Conn::Sqlite(s.writer().begin_with("BEGIN IMMEDIATE").await?),
+            (Pools::Postgres(p), None) => Conn::Postgres(p.begin().await?),
+            (Pools::Postgres(p), Some(sql)) => Conn::Postgres(p.begin_with(sql).await?),
         };
         Ok(Tx {
             conn,

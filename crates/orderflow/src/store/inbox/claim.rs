@@ -86,7 +86,7 @@ impl Store {
         owner: &str,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<UpdateRow>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_as(self.dialect().claim_begin).await?;
         let rows = tx.claim(None, now, limit, owner, lease_until).await?;
         tx.commit().await?;
         metrics::counter!("orderflow_inbox_attempts_total").increment(rows.len() as u64);
@@ -102,7 +102,7 @@ impl Store {
         owner: &str,
         lease_until: DateTime<Utc>,
     ) -> Result<Option<UpdateRow>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_as(self.dialect().claim_begin).await?;
         let rows = tx.claim(Some(seq), now, 1, owner, lease_until).await?;
         tx.commit().await?;
         metrics::counter!("orderflow_inbox_attempts_total").increment(rows.len() as u64);
@@ -250,6 +250,7 @@ impl Tx {
         Ok(())
     }
 
+    /// Claims in a transaction begun with the dialect's `claim_begin`.
     async fn claim(
         &mut self,
         only: Option<i64>,
@@ -267,9 +268,6 @@ impl Tx {
             "SELECT r.seq, r.order_reference FROM inbox r{index} WHERE {claimable} {only_sql} \
              ORDER BY r.next_attempt_at, r.seq"
         ));
-        if let Some(prelude) = d.claim_prelude {
-            self.execute_script(prelude).await?;
-        }
         let candidates: Vec<(i64, String)> = on_tx!(&mut *self, |c| {
             let q = sqlx::query_as(AssertSqlSafe(select)).bind(now).bind(limit);
             match only {

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::sync::Weak;
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
@@ -51,8 +52,9 @@ pub(super) static DIALECT: Dialect = Dialect {
     // Walk the due index in claim order, stopping at the limit: without fresh statistics
     // (a burst into an idle inbox) the planner expects a few due rows, reads them all with
     // a bitmap scan and sorts them, so each claim would cost time in proportion to the
-    // backlog. Both settings end with the transaction.
-    claim_prelude: Some("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"),
+    // backlog. Both settings end with the transaction; they go with its `BEGIN`, in one
+    // round trip.
+    claim_begin: Some("BEGIN; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"),
     append_error: "errors || jsonb_build_array($4::jsonb)",
     retry_set: "status = 'accepted', next_attempt_at = $1, park_until = NULL, \
          lease_owner = NULL, lease_until = NULL, processed_at = NULL, \
@@ -105,6 +107,8 @@ pub(super) static DIALECT: Dialect = Dialect {
 
 /// How long a first connection to PostgreSQL may take at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A pooled connection idle this long is pinged before it is handed out.
+const PING_IDLE: Duration = Duration::from_secs(1);
 
 /// The channel of every wake-up.
 const CHANNEL: &str = "orderflow_inbox";
@@ -147,6 +151,18 @@ pub(super) async fn connect(url: &str) -> Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(30))
+        // sqlx pings every connection it hands out by default: one more round trip before
+        // each transaction. It already pings each one it takes back (and drops it when that
+        // fails), so only a connection that sat idle since may have been cut off.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await?)
 }

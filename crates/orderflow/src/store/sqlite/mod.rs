@@ -42,7 +42,7 @@ pub(super) static DIALECT: Dialect = Dialect {
     claim_lock: "",
     claim_read: |inner| format!("{inner} LIMIT $2"),
     claim_recheck: false,
-    claim_prelude: None,
+    claim_begin: None,
     append_error: "CASE WHEN json_valid(errors) AND json_type(errors) = 'array' \
          THEN json_insert(errors, '$[#]', json($4)) ELSE json_array(json($4)) END",
     retry_set: "status = 'accepted', next_attempt_at = $1, park_until = NULL, \
