@@ -254,7 +254,7 @@ impl Writes {
         });
     }
 
-    /// Makes the parked updates of an order due at `now` (see [`Tx::wake_parked`]).
+    /// Makes the parked updates of an order due at `now` (see [`Tx::wake_parked_many`]).
     pub fn wake_parked(&mut self, reference: &str, now: DateTime<Utc>) {
         self.wake.push(reference.to_owned());
         self.wake_at = Some(self.wake_at.map_or(now, |t| t.max(now)));
