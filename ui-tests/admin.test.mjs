@@ -320,6 +320,8 @@ for (const backend of backends) describe(`admin UI on ${backend}`, () => {
     assert.match(await graph.innerHTML(), /shipped · 2/);
     await shot('12-process-graph');
     await graph.locator('a[href*="state=shipped"]').click();
+    // A reload while the click's navigation is in flight detaches the page.
+    await page.waitForURL(/state=shipped/);
     // The list view is eventually consistent.
     await eventually('UI-1 in the list of shipped orders', async () => {
       await page.reload();
