@@ -47,7 +47,8 @@ impl GroupConn {
             .bind(DUE)
             .fetch_all(&mut *conn)
             .await?;
-        // Kept only after a success: after an error the next group takes a tested one.
+        // Kept only after a success: after an error it goes back to the pool, whose ping on
+        // release drops it if it is broken, and the next group takes one from the pool.
         self.held = Some(conn);
         Ok(inserted)
     }
