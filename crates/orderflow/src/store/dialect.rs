@@ -51,6 +51,9 @@ pub(crate) struct Dialect {
     /// Change-feed rows after the checkpoint `($1 = tx, $2 = seq)`, in commit order, at
     /// most `$3`.
     pub feed_after: &'static str,
+    /// The JSON array of the distinct values of `items.<col>` of order `o` (an `orders` row
+    /// in scope), sorted by their bytes; `[]` without items.
+    pub sorted_item_values: fn(&str) -> String,
     /// Change-feed rows past the checkpoint `$1` and the oldest one's time.
     pub feed_backlog: &'static str,
     /// Whole change-feed rows with their order's reference after the cursor

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
-use super::{Result, Store, Tx, on_reader, on_tx};
+use super::{List, Result, Store, Tx, on_reader, on_tx};
 
 const CHECKPOINT: &str = "order_list";
 
@@ -32,15 +32,6 @@ struct FeedRow {
     tx: i64,
     order_id: i64,
     at: DateTime<Utc>,
-}
-
-#[derive(sqlx::FromRow)]
-struct OrderHead {
-    reference: String,
-    process: String,
-    version: i64,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
 }
 
 /// A row of the list view.
@@ -100,9 +91,7 @@ impl Store {
         let mut orders: Vec<i64> = rows.iter().map(|r| r.order_id).collect();
         orders.sort_unstable();
         orders.dedup();
-        for &id in &orders {
-            project_order(&mut tx, id).await?;
-        }
+        project_orders(&mut tx, &orders).await?;
         on_tx!(&mut tx, |c| {
             sqlx::query(
                 "UPDATE projector_checkpoint SET last_tx = $2, last_seq = $3 WHERE name = $1",
@@ -158,67 +147,42 @@ impl Store {
     }
 }
 
-/// Rewrites one order's list row and terms from the primary tables.
-async fn project_order(tx: &mut Tx, order_id: i64) -> Result<()> {
-    let head: Option<OrderHead> = on_tx!(&mut *tx, |c| {
-        sqlx::query_as(
-            "SELECT reference, process, version, created_at, updated_at FROM orders \
-             WHERE id = $1",
-        )
-        .bind(order_id)
-        .fetch_optional(c)
-        .await
-    })?;
-    let Some(head) = head else { return Ok(()) };
-    let items: Vec<(String, String)> = on_tx!(&mut *tx, |c| {
-        sqlx::query_as("SELECT state, sku FROM items WHERE order_id = $1 ORDER BY id")
-            .bind(order_id)
-            .fetch_all(c)
-            .await
-    })?;
-    let mut states: Vec<String> = items.iter().map(|(s, _)| s.clone()).collect();
-    let mut skus: Vec<String> = items.into_iter().map(|(_, k)| k).collect();
-    states.sort();
-    states.dedup();
-    skus.sort();
-    skus.dedup();
-    on_tx!(&mut *tx, |c| {
-        sqlx::query(
-            "INSERT INTO order_list (order_id, reference, process, version, states, skus, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (order_id) DO UPDATE SET reference = excluded.reference, \
-             process = excluded.process, version = excluded.version, states = excluded.states, \
-             skus = excluded.skus, updated_at = excluded.updated_at",
-        )
-        .bind(order_id)
-        .bind(&head.reference)
-        .bind(&head.process)
-        .bind(head.version)
-        .bind(Json(&states))
-        .bind(Json(&skus))
-        .bind(head.created_at)
-        .bind(head.updated_at)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected())
-    })?;
-    on_tx!(&mut *tx, |c| {
-        sqlx::query("DELETE FROM order_list_terms WHERE order_id = $1")
-            .bind(order_id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
-    })?;
-    let terms = states
-        .iter()
-        .map(|s| ("state", s))
-        .chain(skus.iter().map(|s| ("sku", s)));
-    for (kind, value) in terms {
+/// Rewrites the list rows of `orders` (ids; one that has no order row is skipped) from
+/// their order and items, in three statements whatever their number: the rows upserted,
+/// then the filter terms no item has any more deleted and the missing ones inserted (terms
+/// that stay are not touched).
+async fn project_orders(tx: &mut Tx, orders: &[i64]) -> Result<()> {
+    let d = tx.dialect();
+    let upsert = format!(
+        "INSERT INTO order_list (order_id, reference, process, version, states, skus, \
+         created_at, updated_at) \
+         SELECT o.id, o.reference, o.process, o.version, {}, {}, o.created_at, o.updated_at \
+         FROM orders o WHERE {} \
+         ON CONFLICT (order_id) DO UPDATE SET reference = excluded.reference, \
+         process = excluded.process, version = excluded.version, states = excluded.states, \
+         skus = excluded.skus, updated_at = excluded.updated_at",
+        (d.sorted_item_values)("state"),
+        (d.sorted_item_values)("sku"),
+        d.in_list("o.id", 1),
+    );
+    let stale = format!(
+        "DELETE FROM order_list_terms WHERE {} AND NOT EXISTS (SELECT 1 FROM items i \
+         WHERE i.order_id = order_list_terms.order_id \
+           AND CASE order_list_terms.kind WHEN 'state' THEN i.state ELSE i.sku END \
+               = order_list_terms.value)",
+        d.in_list("order_id", 1),
+    );
+    let missing = format!(
+        "INSERT INTO order_list_terms (kind, value, order_id) \
+         SELECT 'state', state, order_id FROM items WHERE {list} \
+         UNION SELECT 'sku', sku, order_id FROM items WHERE {list} \
+         ON CONFLICT DO NOTHING",
+        list = d.in_list("order_id", 1),
+    );
+    for sql in [upsert, stale, missing] {
         on_tx!(&mut *tx, |c| {
-            sqlx::query("INSERT INTO order_list_terms (kind, value, order_id) VALUES ($1, $2, $3)")
-                .bind(kind)
-                .bind(value)
-                .bind(order_id)
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(List(orders))
                 .execute(c)
                 .await
                 .map(|r| r.rows_affected())

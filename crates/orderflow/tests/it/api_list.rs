@@ -7,7 +7,11 @@ use serde_json::{Value, json};
 
 use crate::support::{Backend, TestServer, backend_tests, eventually, start};
 
-backend_tests!(list_eventually_reflects_writes, list_pages_with_cursor);
+backend_tests!(
+    list_eventually_reflects_writes,
+    list_pages_with_cursor,
+    list_values_are_distinct_and_sorted_by_bytes
+);
 
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -104,5 +108,40 @@ async fn list_pages_with_cursor(b: Backend) {
     assert_eq!(err["error"]["path"], "cursor");
     let (status, _) = s.get("/v1/orders?limit=0", &s.shop).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    s.stop().await;
+}
+
+/// An order's states and SKUs in its list row are each value once, sorted by bytes (upper
+/// case before lower, whatever the database's collation), and each one filters.
+async fn list_values_are_distinct_and_sorted_by_bytes(b: Backend) {
+    let Some(s) = start(b).await else { return };
+    let items = [
+        ("sku-b", 1),
+        ("SKU-C", 2),
+        ("sku-a", 1),
+        ("sku-a", 3),
+        ("Ä-1", 1),
+    ];
+    let id = s.create_order("DE--sorted", &items).await["id"]
+        .as_i64()
+        .unwrap();
+    let other = s.create_order("DE--other", &[("sku-z", 1)]).await["id"]
+        .as_i64()
+        .unwrap();
+    eventually(WITHIN, "both orders projected", || async {
+        let listed = ids(&s, "").await;
+        (listed.contains(&id) && listed.contains(&other)).then_some(())
+    })
+    .await;
+    let (_, page) = s.get("/v1/orders?sku=sku-a", &s.shop).await;
+    let row = &page["orders"][0];
+    assert_eq!(row["id"], id, "{page}");
+    assert_eq!(row["skus"], json!(["SKU-C", "sku-a", "sku-b", "Ä-1"]));
+    assert_eq!(row["states"], json!(["waiting"]));
+    for sku in ["SKU-C", "sku-b", "%C3%84-1"] {
+        assert_eq!(ids(&s, &format!("sku={sku}")).await, vec![id], "{sku}");
+    }
+    assert_eq!(ids(&s, "sku=sku-z").await, vec![other]);
+    assert_eq!(ids(&s, "state=waiting").await, vec![id, other]);
     s.stop().await;
 }

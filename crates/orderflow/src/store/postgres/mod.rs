@@ -72,6 +72,14 @@ pub(super) static DIALECT: Dialect = Dialect {
          WHERE (tx, seq) > (CAST(CAST($1 AS TEXT) AS XID8), $2) \
            AND tx < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY tx, seq LIMIT $3",
+    // `COLLATE "C"`: by bytes, as the other backend and Rust sort, whatever the database's
+    // collation.
+    sorted_item_values: |col| {
+        format!(
+            "COALESCE((SELECT jsonb_agg(v ORDER BY v COLLATE \"C\") \
+             FROM (SELECT DISTINCT {col} AS v FROM items WHERE order_id = o.id) d), '[]')"
+        )
+    },
     feed_backlog: "SELECT COUNT(*), MIN(f.at) FROM change_feed f \
          JOIN projector_checkpoint c ON c.name = $1 \
          WHERE (f.tx, f.seq) > (CAST(CAST(c.last_tx AS TEXT) AS XID8), c.last_seq)",

@@ -57,6 +57,12 @@ pub(super) static DIALECT: Dialect = Dialect {
     // stays what it is (0).
     feed_after: "SELECT seq, CAST($1 AS INTEGER) AS tx, order_id, at FROM change_feed \
          WHERE seq > $2 ORDER BY seq LIMIT $3",
+    sorted_item_values: |col| {
+        format!(
+            "(SELECT json_group_array(v ORDER BY v) \
+             FROM (SELECT DISTINCT {col} AS v FROM items WHERE order_id = o.id))"
+        )
+    },
     feed_backlog: "SELECT COUNT(*), MIN(f.at) FROM change_feed f \
          JOIN projector_checkpoint c ON c.name = $1 WHERE f.seq > c.last_seq",
     // Row values: the cursor's `tx` is always 0 on SQLite.
