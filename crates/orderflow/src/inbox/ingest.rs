@@ -350,7 +350,7 @@ impl Inbox {
             }));
         };
         let deadline = deadline.max(Instant::now() + self.settings.default_wait());
-        let mut settled = self.store().wakeups().settled();
+        let mut settled = self.store().wakeups().settled().await;
         let mut current = row.clone();
         if current.answer.is_none() {
             // The answer may have been stored between the read and the subscription.
@@ -385,7 +385,7 @@ impl Inbox {
         let owner = format!("{}-inline", self.owner);
         let lease = chrono::Duration::from_std(self.settings.worker.lease).unwrap_or_default();
         // Subscribed before anything can settle it: no wake-up is missed.
-        let mut wake = self.store().wakeups().settled();
+        let mut wake = self.store().wakeups().settled().await;
         let claimed = self
             .store()
             .claim_update(seq, now, &owner, now + lease)

@@ -10,13 +10,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Settled updates kept for waiters that fell behind; one that falls further behind reads
 /// its row again (it may have missed its own).
 const SETTLED_BACKLOG: usize = 4096;
+
+/// How long a new subscription to settled updates waits for this process's `LISTEN` to be
+/// in place (PostgreSQL), so that a wake-up from another process right after it is not
+/// lost. Past it (the server is slow or unreachable) the waiter's fallback polling covers.
+const LISTEN_READY_WAIT: Duration = Duration::from_secs(2);
 
 /// What a transaction raised, delivered at its commit.
 #[derive(Debug, Default)]
@@ -44,6 +49,8 @@ pub struct Wakeups {
     /// PostgreSQL: the pool to `LISTEN` on, started at the first wait.
     listen: Option<PgPool>,
     listening: AtomicBool,
+    /// True while the `LISTEN` is in place.
+    pub(super) listen_ready: watch::Sender<bool>,
     closed: CancellationToken,
 }
 
@@ -55,6 +62,7 @@ impl Wakeups {
             settled: broadcast::channel(SETTLED_BACKLOG).0,
             listen,
             listening: AtomicBool::new(false),
+            listen_ready: watch::channel(false).0,
             closed: CancellationToken::new(),
         }
     }
@@ -85,12 +93,19 @@ impl Wakeups {
     }
 
     /// Starts listening for settled updates; subscribe before reading the row, so nothing
-    /// that settles after the read is missed.
-    pub fn settled(self: &Arc<Self>) -> Settled {
+    /// that settles after the read is missed. On PostgreSQL it returns once this process
+    /// listens for other processes' wake-ups (at most [`LISTEN_READY_WAIT`]; the first
+    /// subscription of a process starts the listener).
+    pub async fn settled(self: &Arc<Self>) -> Settled {
         self.start();
-        Settled {
+        let settled = Settled {
             rx: self.settled.subscribe(),
+        };
+        if self.listen.is_some() {
+            let mut ready = self.listen_ready.subscribe();
+            let _ = tokio::time::timeout(LISTEN_READY_WAIT, ready.wait_for(|r| *r)).await;
         }
+        settled
     }
 
     /// Delivers what a committed transaction raised, in this process.

@@ -36,7 +36,7 @@ impl Inbox {
         update.id = transit.ids().issue(&update);
         let id = update.id.clone();
         // Subscribed before the consumer can settle it: no wake-up is missed.
-        let settled = self.store().wakeups().settled();
+        let settled = self.store().wakeups().settled().await;
         transit
             .publish(&[TransitMessage::from(update)])
             .await

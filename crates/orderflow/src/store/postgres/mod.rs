@@ -215,6 +215,10 @@ pub(super) async fn listen(pool: PgPool, wake: Weak<Wakeups>, closed: Cancellati
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        match wake.upgrade() {
+            Some(wake) => wake.listen_ready.send_replace(true),
+            None => return,
+        };
         loop {
             tokio::select! {
                 n = listener.recv() => match n {
@@ -225,6 +229,9 @@ pub(super) async fn listen(pool: PgPool, wake: Weak<Wakeups>, closed: Cancellati
                     Err(e) => {
                         if !pool.is_closed() {
                             tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        }
+                        if let Some(wake) = wake.upgrade() {
+                            wake.listen_ready.send_replace(false);
                         }
                         break;
                     }
