@@ -95,14 +95,19 @@ async fn a_repeat_waiting_in_one_instance_is_woken_by_the_other() {
         tokio::spawn(async move { a.accept(u, Mode::Wait(Duration::from_secs(30))).await })
     };
 
-    // `b` finishes the held update, then its worker step applies the waiting one.
+    // `b` finishes the held update; then the waiting one is applied in `b`, by its worker
+    // step or by the first request itself (wait mode claims it inline when its claim comes
+    // after the held one is done).
     let done = b.process_batch(&held, "worker-x", now).await.unwrap();
     assert_eq!(done, vec![Some(UpdateStatus::Applied)]);
     let step = b
         .process_next_batch("worker-b", orderflow::store::now())
         .await
         .unwrap();
-    assert_eq!(step, vec![Some(UpdateStatus::Applied)]);
+    assert!(
+        step.is_empty() || step == vec![Some(UpdateStatus::Applied)],
+        "{step:?}"
+    );
 
     let first = first.await.unwrap().unwrap();
     let repeat = repeat.await.unwrap().unwrap();
