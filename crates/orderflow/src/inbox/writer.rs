@@ -55,7 +55,13 @@ impl Flush<StoreBatch, BatchAnswer> for Writer {
         let sizes: Vec<usize> = requests.iter().map(|g| g.0.len()).collect();
         let all: Vec<NewUpdate> = requests.into_iter().flat_map(|g| g.0).collect();
         metrics::histogram!("orderflow_inbox_group_commit_size").record(all.len() as f64);
-        match self.group.insert(&all).await {
+        // How long the requests of a group wait for their commit (and every request that
+        // queued behind it for the next): a stall of the store shows here first.
+        let started = std::time::Instant::now();
+        let stored = self.group.insert(&all).await;
+        metrics::histogram!("orderflow_inbox_group_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match stored {
             Ok(stored) => {
                 // The store's commit woke the worker (Store::wakeups).
                 let mut stored = stored.into_iter();
