@@ -177,6 +177,8 @@ async fn admin_lists_filters_and_counts(b: Backend) {
         "orderflow_inbox_updates{status=\"dead\"}",
         "orderflow_inbox_oldest_pending_age_seconds",
         "orderflow_inbox_attempts_total",
+        "orderflow_inbox_group_commit_size_count",
+        "orderflow_inbox_group_commit_seconds_count",
         "orderflow_transitions_total{process=\"Test01\",event=\"pay\"}",
         "orderflow_transitions_total{process=\"Test01\",event=\"start\"}",
     ] {
