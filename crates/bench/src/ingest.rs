@@ -179,27 +179,39 @@ async fn phase(
     }
 }
 
-/// The server's group commits so far: updates stored, commits, and commits that took
-/// over 10 ms (`orderflow_inbox_group_commit_size` and `_seconds`).
-async fn group_commits(base: &str) -> [f64; 3] {
-    let value = |name| async move { crate::server::metric(base, name).await.unwrap_or(0.0) };
-    let commits = value("orderflow_inbox_group_commit_seconds_count").await;
-    [
-        value("orderflow_inbox_group_commit_size_sum").await,
-        value("orderflow_inbox_group_commit_size_count").await,
-        commits - value("orderflow_inbox_group_commit_seconds_bucket{le=\"0.01\"}").await,
-    ]
+/// The server's group commits so far (`orderflow_inbox_group_commit_size` and `_seconds`).
+#[derive(Clone, Copy)]
+struct Commits {
+    /// Updates stored.
+    updates: f64,
+    commits: f64,
+    /// Commits that took over 10 ms.
+    slow: f64,
 }
 
-/// What the server's group commits did between two [`group_commits`]: `(updates per
-/// commit, commits, commits over 10 ms)`.
-fn commits_between(before: [f64; 3], after: [f64; 3]) -> (f64, f64, f64) {
-    let commits = after[1] - before[1];
-    (
-        (after[0] - before[0]) / commits.max(1.0),
-        commits,
-        after[2] - before[2],
-    )
+impl Commits {
+    async fn read(base: &str) -> Self {
+        let value = |name| async move { crate::server::metric(base, name).await.unwrap_or(0.0) };
+        Self {
+            updates: value("orderflow_inbox_group_commit_size_sum").await,
+            commits: value("orderflow_inbox_group_commit_size_count").await,
+            slow: value("orderflow_inbox_group_commit_seconds_count").await
+                - value("orderflow_inbox_group_commit_seconds_bucket{le=\"0.01\"}").await,
+        }
+    }
+
+    /// What happened since `before`.
+    fn since(self, before: Self) -> Self {
+        Self {
+            updates: self.updates - before.updates,
+            commits: self.commits - before.commits,
+            slow: self.slow - before.slow,
+        }
+    }
+
+    fn per_commit(self) -> f64 {
+        self.updates / self.commits.max(1.0)
+    }
 }
 
 /// The 1-minute load average (Linux), to print beside the figures: the load generator and
@@ -285,9 +297,9 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
         println!("run {run} (load average {}):", load_average());
         let baseline = rt.block_on(phase(args.connections, duration, None, health.clone(), 200));
         baseline.print("GET /healthz");
-        let before = rt.block_on(group_commits(&base));
+        let before = rt.block_on(Commits::read(&base));
         let full = rt.block_on(phase(args.connections, duration, None, ingest.clone(), 202));
-        let after = rt.block_on(group_commits(&base));
+        let after = rt.block_on(Commits::read(&base));
         full.print("POST async (max)");
         if full.requests == 0 {
             bail!(
@@ -302,19 +314,22 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
             ingest.clone(),
             202,
         ));
-        let end = rt.block_on(group_commits(&base));
+        let end = rt.block_on(Commits::read(&base));
         half.print("POST async (half rate)");
-        let (commit_size, _, _) = commits_between(before, after);
-        let (half_size, half_commits, half_slow) = commits_between(after, end);
+        let commit_size = after.since(before).per_commit();
+        let half_commits = end.since(after);
         println!(
             "  ratio to baseline {:.2}; {commit_size:.1} updates per commit at max",
             full.rate() / baseline.rate()
         );
         // The database transport's group commits (a broker transport has none).
-        if half_commits > 0.0 {
+        if half_commits.commits > 0.0 {
             println!(
-                "  at half rate: {half_size:.1} updates per commit, {half_slow:.0} of \
-                 {half_commits:.0} commits took over 10 ms"
+                "  at half rate: {:.1} updates per commit, {:.0} of {:.0} commits took over \
+                 10 ms",
+                half_commits.per_commit(),
+                half_commits.slow,
+                half_commits.commits
             );
         }
         runs.push(Figures {
