@@ -275,11 +275,16 @@ impl Store {
         self.begin_as(None).await
     }
 
-    /// [`Store::begin`] with `begin` sent as PostgreSQL's `BEGIN`: statements that set the
-    /// transaction up go with it, in one round trip (a dialect's, so `None` on SQLite).
+    /// [`Store::begin`] with `begin` sent as the `BEGIN`: statements that set the
+    /// transaction up go with it, in one round trip (a dialect's text; `None`: the
+    /// backend's plain one).
     pub(crate) async fn begin_as(&self, begin: Option<&'static str>) -> Result<Tx> {
         let conn = match (&self.pools, begin) {
-            (Pools::Sqlite(s), _) => Conn::Sqlite(s.writer().begin_with("BEGIN IMMEDIATE").await?),
+            (Pools::Sqlite(s), begin) => Conn::Sqlite(
+                s.writer()
+                    .begin_with(begin.unwrap_or(sqlite::BEGIN))
+                    .await?,
+            ),
             (Pools::Postgres(p), None) => Conn::Postgres(p.begin().await?),
             (Pools::Postgres(p), Some(sql)) => Conn::Postgres(p.begin_with(sql).await?),
         };

@@ -65,7 +65,7 @@ impl Store {
             let rows = self.claim_updates(now, limit, owner, lease_until).await?;
             return Ok(Claimed::Leased(rows));
         }
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_as(self.dialect().batch_begin).await?;
         let mut rows = tx.due_updates(now, limit).await?;
         // What the claim would have written: finishing writes the attempt count.
         for r in &mut rows {

@@ -55,6 +55,8 @@ pub(super) static DIALECT: Dialect = Dialect {
     // backlog. Both settings end with the transaction; they go with its `BEGIN`, in one
     // round trip.
     claim_begin: Some("BEGIN; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"),
+    // Claims are leased and committed on their own; a batch begins as any transaction.
+    batch_begin: None,
     append_error: "errors || jsonb_build_array($4::jsonb)",
     retry_set: "status = 'accepted', next_attempt_at = $1, park_until = NULL, \
          lease_owner = NULL, lease_until = NULL, processed_at = NULL, \

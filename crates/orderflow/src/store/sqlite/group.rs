@@ -1,9 +1,9 @@
-//! Group commits on SQLite: `BEGIN IMMEDIATE`, the inserts and `COMMIT` sent as one
+//! Group commits on SQLite: the `BEGIN`, the inserts and `COMMIT` sent as one
 //! statement list, on the writer connection held from one group to the next (see
 //! `store::group`).
 
-use sqlx::AssertSqlSafe;
 use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, FromRow};
 
 use super::SqliteStore;
 use crate::store::Result;
@@ -48,8 +48,8 @@ impl GroupConn {
     }
 }
 
-/// `BEGIN IMMEDIATE`, the inserts and `COMMIT` as one statement list: `Ok` only after the
-/// commit. On error the transaction is rolled back, or the connection given up.
+/// [`super::BEGIN`] (the WAL bound, then `BEGIN IMMEDIATE`), the inserts and `COMMIT` as
+/// one statement list: `Ok` only after the commit. On error the transaction is rolled back, or the connection given up.
 ///
 /// The transaction holds nothing but the group, and any failure rolls all of it back, so
 /// the inserts are `INSERT OR ROLLBACK`: SQLite then keeps no statement journal (a copy of
@@ -58,14 +58,19 @@ async fn insert(
     conn: &mut PoolConnection<sqlx::Sqlite>,
     updates: &[NewUpdate],
 ) -> Result<Vec<(String, i64)>> {
-    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    let mut sql = format!("{};\n", super::BEGIN);
     for chunk in updates.chunks(INSERT_CHUNK) {
         sql.push_str(&insert_sql(OnError::Transaction, chunk.len(), insert_row));
         sql.push_str(";\n");
     }
     sql.push_str("COMMIT");
-    let q = bind_updates!(sqlx::query_as(AssertSqlSafe(sql)), updates);
-    match q.fetch_all(&mut **conn).await {
+    let q = bind_updates!(sqlx::query(AssertSqlSafe(sql)), updates);
+    // The first row is the `PRAGMA`'s (the WAL bound it set), then each insert's.
+    let ids = q
+        .fetch_all(&mut **conn)
+        .await
+        .and_then(|rows| rows.iter().skip(1).map(<(String, i64)>::from_row).collect());
+    match ids {
         Ok(ids) => Ok(ids),
         Err(e) => {
             // The list stopped at the failing statement; end the transaction it may have
