@@ -40,8 +40,9 @@ pub(crate) struct Dialect {
     /// Begins a claim's transaction, with what runs before the claim in it (else a plain
     /// [`Store::begin`](super::Store::begin)).
     pub claim_begin: Option<&'static str>,
-    /// Begins the transaction that holds a worker's batch (where claims are held in it,
-    /// see [`Dialect::claims_in_transaction`]; else a plain [`Store::begin`](super::Store::begin)).
+    /// Begins the transaction that holds a worker's batch where claims are held in it
+    /// (see [`Dialect::claims_in_transaction`]; else a plain
+    /// [`Store::begin`](super::Store::begin)).
     pub batch_begin: Option<&'static str>,
     /// `errors` with the JSON value `$4` appended.
     pub append_error: &'static str,

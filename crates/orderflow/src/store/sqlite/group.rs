@@ -49,7 +49,8 @@ impl GroupConn {
 }
 
 /// [`super::BEGIN`] (the WAL bound, then `BEGIN IMMEDIATE`), the inserts and `COMMIT` as
-/// one statement list: `Ok` only after the commit. On error the transaction is rolled back, or the connection given up.
+/// one statement list: `Ok` only after the commit. On error the transaction is rolled
+/// back, or the connection given up.
 ///
 /// The transaction holds nothing but the group, and any failure rolls all of it back, so
 /// the inserts are `INSERT OR ROLLBACK`: SQLite then keeps no statement journal (a copy of
