@@ -13,7 +13,8 @@
 //! - End to end: a `serve` with its in-process worker on SQLite, offered `--rate` single
 //!   async updates per second; the time from each 202 to the update being visible as
 //!   applied in the database (polled every 2 ms), and the server's own stamps
-//!   (`processed_at - received_at`).
+//!   (`processed_at - received_at`); the latencies of the first and the last tenth of the
+//!   run side by side, and the server's RSS over them, so a long run shows any growth.
 
 mod latency;
 mod postgres;
