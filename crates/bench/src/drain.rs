@@ -60,6 +60,11 @@ pub(crate) struct Args {
     /// Seconds of the end-to-end phase.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Applied updates stored in the inbox before the end-to-end phase starts, as if the
+    /// server had run for a long time (`--rate` of them a second, received until now), so
+    /// a minute's run shows whether the server slows as its inbox grows.
+    #[arg(long, default_value_t = 0)]
+    prefill: u64,
     /// `worker.batch_size` of the workers (default: the configured one, 100).
     #[arg(long)]
     batch_size: Option<u32>,

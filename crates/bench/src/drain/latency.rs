@@ -13,8 +13,37 @@ enum Reader {
 /// Settled updates after `seq` `$1`, by seq.
 const SETTLED_AFTER: &str = "SELECT seq, id FROM inbox WHERE seq > $1 \
      AND status NOT IN ('accepted', 'processing') ORDER BY seq";
-/// When each applied update was received and processed.
-const STAMPS: &str = "SELECT received_at, processed_at FROM inbox WHERE status = 'applied'";
+/// When each applied update after `seq` `$1` was received and processed.
+const STAMPS: &str =
+    "SELECT received_at, processed_at FROM inbox WHERE status = 'applied' AND seq > $1";
+/// The last `seq` stored.
+const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM inbox";
+/// `--prefill`: applied updates `$1..=$2` over `$3` orders, received `$4` a second until
+/// the unix time `$5` (SQLite).
+const PREFILL_SQLITE: &str = "WITH RECURSIVE n(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM n \
+     WHERE i < $2) \
+     INSERT INTO inbox (id, client, request_hash, order_reference, event, payload, status, \
+       attempts, result, response_status, response_body, received_at, processed_at, \
+       next_attempt_at) \
+     SELECT printf('prefill-%012d', i), 'bench', printf('%064d', i), 'D-' || (i % $3), \
+       'touch', json_object('order_reference', 'D-' || (i % $3), 'event', 'touch', \
+       'attributes', json_object('c', i % 32)), 'applied', 1, '{}', 202, \
+       json_object('id', printf('prefill-%012d', i), 'status', 'accepted'), \
+       strftime('%Y-%m-%dT%H:%M:%f+00:00', $5 - ($2 - i) * 1.0 / $4, 'unixepoch'), \
+       strftime('%Y-%m-%dT%H:%M:%f+00:00', $5 - ($2 - i) * 1.0 / $4 + 0.01, 'unixepoch'), \
+       strftime('%Y-%m-%dT%H:%M:%f+00:00', $5 - ($2 - i) * 1.0 / $4, 'unixepoch') \
+     FROM n";
+/// The same on PostgreSQL.
+const PREFILL_POSTGRES: &str = "INSERT INTO inbox (id, client, request_hash, order_reference, \
+       event, payload, status, attempts, result, response_status, response_body, received_at, \
+       processed_at, next_attempt_at) \
+     SELECT 'prefill-' || lpad(i::text, 12, '0'), 'bench', lpad(i::text, 64, '0'), \
+       'D-' || (i % $3), 'touch', jsonb_build_object('order_reference', 'D-' || (i % $3), \
+       'event', 'touch', 'attributes', jsonb_build_object('c', i % 32)), 'applied', 1, '{}', \
+       202, jsonb_build_object('id', 'prefill-' || lpad(i::text, 12, '0'), 'status', \
+       'accepted'), to_timestamp($5 - ($2 - i)::float8 / $4), \
+       to_timestamp($5 - ($2 - i)::float8 / $4 + 0.01), to_timestamp($5 - ($2 - i)::float8 / $4) \
+     FROM generate_series($1::bigint, $2::bigint) AS i";
 
 impl Reader {
     async fn settled_after(&self, low: i64) -> sqlx::Result<Vec<(i64, String)>> {
@@ -24,10 +53,17 @@ impl Reader {
         }
     }
 
-    async fn stamps(&self) -> sqlx::Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
+    async fn stamps(&self, low: i64) -> sqlx::Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
         match self {
-            Self::Sqlite(p) => sqlx::query_as(STAMPS).fetch_all(p).await,
-            Self::Postgres(p) => sqlx::query_as(STAMPS).fetch_all(p).await,
+            Self::Sqlite(p) => sqlx::query_as(STAMPS).bind(low).fetch_all(p).await,
+            Self::Postgres(p) => sqlx::query_as(STAMPS).bind(low).fetch_all(p).await,
+        }
+    }
+
+    async fn last_seq(&self) -> sqlx::Result<i64> {
+        match self {
+            Self::Sqlite(p) => sqlx::query_scalar(LAST_SEQ).fetch_one(p).await,
+            Self::Postgres(p) => sqlx::query_scalar(LAST_SEQ).fetch_one(p).await,
         }
     }
 
@@ -87,6 +123,18 @@ pub(super) async fn end_to_end(
         }
     };
 
+    if args.prefill > 0 {
+        let took = Instant::now();
+        prefill(&server.database_url, args.prefill, orders, args.rate.max(1)).await?;
+        println!(
+            "end to end, {backend} serve: {} applied updates stored before the run in {:.1} s",
+            args.prefill,
+            took.elapsed().as_secs_f64()
+        );
+    }
+    // Updates up to here are not the run's: the poll and the server's stamps start after.
+    let low = reader.last_seq().await?;
+
     // Sized for the whole run up front: growing a map of a million ids rehashes it while
     // every connection waits on its lock, a stall of the load client and not of the server.
     let expected = args.rate.saturating_mul(args.seconds).min(4_000_000) as usize;
@@ -96,7 +144,12 @@ pub(super) async fn end_to_end(
     let seen: Arc<Mutex<HashMap<String, Instant>>> =
         Arc::new(Mutex::new(HashMap::with_capacity(expected)));
     let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let poller = tokio::spawn(poll_applied(reader.clone(), seen.clone(), sending.clone()));
+    let poller = tokio::spawn(poll_applied(
+        reader.clone(),
+        seen.clone(),
+        sending.clone(),
+        low,
+    ));
 
     // The server's resident memory, once a second while the load runs.
     let rss = {
@@ -186,7 +239,7 @@ pub(super) async fn end_to_end(
             None => missing += 1,
         }
     }
-    let stamps = reader.stamps().await?;
+    let stamps = reader.stamps(low).await?;
     let mut server_side = Tenths::new()?;
     let first = stamps.iter().map(|s| s.0).min().unwrap_or_default();
     let last = stamps.iter().map(|s| s.0).max().unwrap_or_default();
@@ -272,6 +325,54 @@ pub(super) async fn end_to_end(
     Ok(())
 }
 
+/// Stores `n` applied updates over `orders` orders, received `rate` a second until now
+/// (`--prefill`), in transactions of 200,000, through the server's database.
+async fn prefill(database_url: &str, n: u64, orders: u64, rate: u64) -> anyhow::Result<()> {
+    const CHUNK: u64 = 200_000;
+    let now = Utc::now().timestamp_micros() as f64 / 1e6;
+    let chunks = (1..=n)
+        .step_by(CHUNK as usize)
+        .map(|a| (a, (a + CHUNK - 1).min(n)));
+    if let Some(file) = database_url.strip_prefix("sqlite://") {
+        let mut c = sqlx::SqliteConnection::connect_with(
+            &sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(file)
+                .busy_timeout(Duration::from_secs(30)),
+        )
+        .await?;
+        for (a, b) in chunks {
+            sqlx::query(PREFILL_SQLITE)
+                .bind(a as i64)
+                .bind(b as i64)
+                .bind(orders as i64)
+                .bind(rate as f64)
+                .bind(now - (n - b) as f64 / rate as f64)
+                .execute(&mut c)
+                .await?;
+        }
+        // The run starts with the prefill in the database file, not in the WAL.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut c)
+            .await?;
+        c.close().await?;
+    } else {
+        let mut c = sqlx::PgConnection::connect(database_url).await?;
+        for (a, b) in chunks {
+            sqlx::query(PREFILL_POSTGRES)
+                .bind(a as i64)
+                .bind(b as i64)
+                .bind(orders as i64)
+                .bind(rate as f64)
+                .bind(now - (n - b) as f64 / rate as f64)
+                .execute(&mut c)
+                .await?;
+        }
+        sqlx::query("ANALYZE inbox").execute(&mut c).await?;
+        c.close().await?;
+    }
+    Ok(())
+}
+
 /// A latency over a whole run, and over its first and its last tenth: a server that slows
 /// down as its inbox grows shows in the difference.
 #[derive(Clone)]
@@ -309,8 +410,8 @@ async fn poll_applied(
     reader: Reader,
     seen: Arc<Mutex<HashMap<String, Instant>>>,
     sending: Arc<std::sync::atomic::AtomicBool>,
+    mut low: i64,
 ) -> anyhow::Result<Histogram<u64>> {
-    let mut low = 0_i64;
     let mut done: HashSet<i64> = HashSet::new();
     let mut polls = Histogram::<u64>::new(3)?;
     while sending.load(std::sync::atomic::Ordering::Relaxed) {
