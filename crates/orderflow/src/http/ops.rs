@@ -83,8 +83,8 @@ pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Read
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // The inbox gauges are also refreshed every few seconds in the background; a scrape
-    // gets current values unless the store is slow to answer.
-    let refresh = crate::inbox::ops::refresh_gauges(state.service.store());
+    // gets current values (each large count at a bounded cost) unless the store is slow.
+    let refresh = crate::inbox::ops::refresh_gauges_bounded(state.service.store());
     if let Ok(Err(e)) = tokio::time::timeout(GAUGE_REFRESH_LIMIT, refresh).await {
         tracing::debug!(error = %e, "refreshing the inbox gauges failed");
     }

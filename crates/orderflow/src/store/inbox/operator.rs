@@ -59,6 +59,10 @@ macro_rules! bind_filter {
     };
 }
 
+/// The receive time of the oldest update not yet finished (an index range per status).
+const OLDEST: &str = "SELECT MIN(received_at) FROM inbox \
+     WHERE status IN ('accepted', 'parked', 'processing')";
+
 impl Store {
     /// Updates matching `filter`, in receive order.
     pub async fn list_updates(&self, filter: &UpdateFilter) -> Result<Vec<UpdateRow>> {
@@ -90,13 +94,28 @@ impl Store {
     /// Counts by status and the receive time of the oldest update not yet finished.
     pub async fn inbox_stats(&self) -> Result<(Vec<(String, i64)>, Option<DateTime<Utc>>)> {
         const COUNTS: &str = "SELECT status, COUNT(*) FROM inbox GROUP BY status ORDER BY status";
-        const OLDEST: &str = "SELECT MIN(received_at) FROM inbox \
-             WHERE status IN ('accepted', 'parked', 'processing')";
         let counts: Vec<(String, i64)> =
             on_reader!(self, |p| sqlx::query_as(COUNTS).fetch_all(p).await)?;
         let oldest: Option<DateTime<Utc>> =
             on_reader!(self, |p| sqlx::query_scalar(OLDEST).fetch_one(p).await)?;
         Ok((counts, oldest))
+    }
+
+    /// How many updates have `status`: a range of the `inbox_status` index, so the count
+    /// takes time in proportion to its result.
+    pub async fn count_status(&self, status: UpdateStatus) -> Result<i64> {
+        const SQL: &str = "SELECT COUNT(*) FROM inbox WHERE status = $1";
+        Ok(on_reader!(self, |p| sqlx::query_scalar(SQL)
+            .bind(status.as_str())
+            .fetch_one(p)
+            .await)?)
+    }
+
+    /// The receive time of the oldest update not yet finished.
+    pub async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(on_reader!(self, |p| sqlx::query_scalar(OLDEST)
+            .fetch_one(p)
+            .await)?)
     }
 
     /// Makes a finished or waiting update due now again (`inbox retry`, admin retry):
