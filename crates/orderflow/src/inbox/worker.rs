@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -168,12 +169,14 @@ impl Inbox {
         let wakeups = self.store().wakeups().clone();
         let mut totals = WorkerTotals::default();
         let mut next_expiry = Instant::now();
+        // Keys received before this were all freed by an earlier run.
+        let mut freed_before = None;
         let mut failures = 0_u32;
         tracing::info!(owner = %owner, once = options.once, "inbox worker started");
         while !shutdown.is_cancelled() {
             if upkeep && Instant::now() >= next_expiry {
                 next_expiry = Instant::now() + KEY_EXPIRY_EVERY;
-                self.expire_keys().await;
+                freed_before = self.expire_keys(freed_before).await;
             }
             let started = Instant::now();
             let step = self.process_next_batch(&owner, store::now());
@@ -234,13 +237,23 @@ impl Inbox {
         }
     }
 
-    async fn expire_keys(&self) {
+    /// Frees the keys received before the retention and at or after `from`; returns the
+    /// time before which every key is now free (`from` again if this run failed).
+    async fn expire_keys(&self, from: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
         let retention =
             chrono::Duration::from_std(self.settings.erp.idempotency_retention).unwrap_or_default();
-        match self.store().expire_keys(store::now() - retention).await {
-            Ok(n) if n > 0 => tracing::info!(expired = n, "idempotency keys past retention freed"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "expiring idempotency keys failed"),
+        let before = store::now() - retention;
+        match self.store().expire_keys(from, before).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(expired = n, "idempotency keys past retention freed");
+                }
+                Some(before)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "expiring idempotency keys failed");
+                from
+            }
         }
     }
 }

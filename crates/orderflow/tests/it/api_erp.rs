@@ -683,7 +683,7 @@ async fn keys_are_freed_after_the_retention(b: Backend) {
     // Within the retention the key is taken.
     assert_eq!(
         s.store
-            .expire_keys(chrono::Utc::now() - chrono::Duration::days(7))
+            .expire_keys(None, chrono::Utc::now() - chrono::Duration::days(7))
             .await
             .unwrap(),
         0
@@ -704,9 +704,17 @@ async fn keys_are_freed_after_the_retention(b: Backend) {
     // Seven days later (the worker runs this on its own) the key is free again; the
     // update stays in the inbox.
     let later = chrono::Utc::now() + chrono::Duration::days(7) + chrono::Duration::seconds(1);
-    let freed = s
-        .store
-        .expire_keys(later - chrono::Duration::days(7))
+    // A run that starts where the last one ended reads only what was received since: an
+    // update received before `from` keeps its key.
+    let cutoff = later - chrono::Duration::days(7);
+    let expire_from = |from| s.store.expire_keys(Some(from), cutoff);
+    assert_eq!(
+        expire_from(cutoff - chrono::Duration::milliseconds(500))
+            .await
+            .unwrap(),
+        0
+    );
+    let freed = expire_from(cutoff - chrono::Duration::minutes(5))
         .await
         .unwrap();
     assert_eq!(freed, 1);

@@ -206,17 +206,30 @@ impl Store {
         Ok(stored.map_or_else(|| answer.clone(), |b| b.0))
     }
 
-    /// Frees idempotency keys of updates received before `before`; returns how many.
-    pub async fn expire_keys(&self, before: DateTime<Utc>) -> Result<u64> {
+    /// Frees idempotency keys of updates received before `before` and, when given, at or
+    /// after `from`; returns how many. Updates are kept, and without `from` the statement
+    /// visits every update ever received before `before`, freed or not (2.4 million took
+    /// 0.6 to 2 s here, on SQLite with the writer held): a caller that freed everything
+    /// before `from` already passes it, and each run then reads only what was received
+    /// since the last.
+    pub async fn expire_keys(
+        &self,
+        from: Option<DateTime<Utc>>,
+        before: DateTime<Utc>,
+    ) -> Result<u64> {
         const SQL: &str = "UPDATE inbox SET idempotency_key = NULL \
              WHERE received_at < $1 AND idempotency_key IS NOT NULL";
+        const SINCE: &str = "UPDATE inbox SET idempotency_key = NULL \
+             WHERE received_at < $1 AND received_at >= $2 AND idempotency_key IS NOT NULL";
         let mut tx = self.begin().await?;
         let n = on_tx!(&mut tx, |c| {
-            sqlx::query(SQL)
-                .bind(before)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
+            match from {
+                Some(from) => sqlx::query(SINCE).bind(before).bind(from),
+                None => sqlx::query(SQL).bind(before),
+            }
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
         })?;
         tx.commit().await?;
         Ok(n)
