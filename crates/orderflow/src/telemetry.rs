@@ -1,7 +1,7 @@
 //! Logs and metrics.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -28,6 +28,67 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// A count is reused for the gauges until this many times its duration has passed.
+const RECOUNT_AFTER_COST: u32 = 100;
+
+/// The last counts behind a family of gauges (`N` of them), each reused until 100 times
+/// the time it took has passed. A count of rows that are kept for ever (applied updates,
+/// finished effects) reads an index range as long as its result, so refreshing it every
+/// few seconds would take a growing share of a core from the requests; this way a large
+/// count costs at most 1 % of a core however large it grows, at the price of being up to
+/// 100 times its cost old, while small counts (what waits, what is dead) are fresh at
+/// every refresh.
+pub struct GaugeCounts<const N: usize>(std::sync::Mutex<[Option<Counted>; N]>);
+
+/// A count: the number, when it was taken, how long it took.
+#[derive(Clone, Copy, Debug)]
+pub struct Counted {
+    n: i64,
+    at: Instant,
+    took: Duration,
+}
+
+impl Counted {
+    /// Whether to count again at `now`.
+    fn due(&self, now: Instant) -> bool {
+        now.duration_since(self.at) >= self.took * RECOUNT_AFTER_COST
+    }
+}
+
+impl<const N: usize> GaugeCounts<N> {
+    pub const fn new() -> Self {
+        Self(std::sync::Mutex::new([None; N]))
+    }
+
+    /// Count `i`: the last one while it is fresh, else `count`'s, remembered.
+    pub async fn get<E, F>(&self, i: usize, count: impl FnOnce() -> F) -> Result<i64, E>
+    where
+        F: Future<Output = Result<i64, E>>,
+    {
+        let last = self.0.lock().unwrap_or_else(PoisonError::into_inner)[i];
+        if let Some(c) = last
+            && !c.due(Instant::now())
+        {
+            return Ok(c.n);
+        }
+        let at = Instant::now();
+        let n = count().await?;
+        let counted = Counted {
+            n,
+            at,
+            took: at.elapsed(),
+        };
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(counted);
+        Ok(n)
+    }
+}
+
+impl<const N: usize> Default for GaugeCounts<N> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use. One per process because
@@ -67,5 +128,44 @@ fn spawn_upkeep(handle: PrometheusHandle) {
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms are folded only when /metrics is scraped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_is_reused_for_a_hundred_times_its_cost() {
+        let at = Instant::now();
+        let cheap = Counted {
+            n: 3,
+            at,
+            took: Duration::from_micros(100),
+        };
+        assert!(!cheap.due(at + Duration::from_millis(9)));
+        assert!(cheap.due(at + Duration::from_millis(10)), "10 ms later");
+        let large = Counted {
+            n: 2_400_000,
+            at,
+            took: Duration::from_millis(220),
+        };
+        assert!(!large.due(at + Duration::from_secs(5)), "the next refresh");
+        assert!(!large.due(at + Duration::from_secs(21)));
+        assert!(large.due(at + Duration::from_secs(22)));
+    }
+
+    #[tokio::test]
+    async fn a_fresh_count_is_not_taken_again() {
+        let counts = GaugeCounts::<2>::new();
+        let slow = || async {
+            std::thread::sleep(Duration::from_millis(50));
+            Ok::<_, ()>(7)
+        };
+        assert_eq!(counts.get(0, slow).await, Ok(7));
+        // Within 100 times 50 ms the first count stands; the other slot counts on its own.
+        assert_eq!(counts.get(0, || async { Ok::<_, ()>(8) }).await, Ok(7));
+        assert_eq!(counts.get(1, || async { Ok::<_, ()>(1) }).await, Ok(1));
+        assert_eq!(counts.get(0, || async { Err(()) }).await, Ok(7));
     }
 }

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::model::UpdateStatus;
 use crate::store::inbox::{UpdateFilter, UpdateRow};
 use crate::store::{self, Store, StoreError};
+use crate::telemetry::GaugeCounts;
 
 /// Rows retried per transaction by [`replay`]: large enough to be quick, small enough that
 /// a replay of 100,000 updates never holds the writer (SQLite) or many row locks for long.
@@ -238,60 +239,17 @@ pub async fn refresh_gauges(store: &Store) -> Result<InboxStats> {
     Ok(stats)
 }
 
-/// A status is counted again for the gauges once this many times its last count's
-/// duration has passed (see [`refresh_gauges_bounded`]).
-const RECOUNT_AFTER_COST: u32 = 100;
-
-/// A status's last count for the gauges: the number, when it was taken, how long it took.
-#[derive(Clone, Copy, Debug)]
-struct Counted {
-    n: i64,
-    at: std::time::Instant,
-    took: std::time::Duration,
-}
-
-impl Counted {
-    /// Whether to count again at `now`: once `RECOUNT_AFTER_COST` times the count's
-    /// duration has passed since it was taken.
-    fn due(&self, now: std::time::Instant) -> bool {
-        now.duration_since(self.at) >= self.took * RECOUNT_AFTER_COST
-    }
-}
-
 /// The gauges' last count of each status, in [`UpdateStatus::ALL`] order (the gauges are
 /// the process's, like the metrics recorder behind them).
-static COUNTED: std::sync::Mutex<[Option<Counted>; 7]> = std::sync::Mutex::new([None; 7]);
+static COUNTED: GaugeCounts<7> = GaugeCounts::new();
 
-/// Sets the inbox gauges like [`refresh_gauges`], at a bounded cost. Updates are kept, so
-/// the `applied` count grows for as long as the system runs, and a count reads its
-/// status's range of the status index: its time grows with its result (2.4 million
-/// applied updates took 0.22 s here, every 5 s, a twentieth of a core taken from the
-/// requests). So each status is recounted once 100 times its last count's duration has
-/// passed: the few updates that wait or are dead are counted at every refresh, and a
-/// large count costs at most 1 % of a core however large the inbox grows, at the price of
-/// being up to that old.
+/// Sets the inbox gauges like [`refresh_gauges`], at a bounded cost ([`GaugeCounts`]).
+/// Updates are kept, so the `applied` count grows for as long as the system runs, and a
+/// count reads its status's range of the status index: 2.4 million applied updates took
+/// 0.22 s here, every 5 s, a twentieth of a core taken from the requests.
 pub async fn refresh_gauges_bounded(store: &Store) -> Result<()> {
-    let now = std::time::Instant::now();
-    let last = *COUNTED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for (i, s) in UpdateStatus::ALL.into_iter().enumerate() {
-        let n = match last[i] {
-            Some(c) if !c.due(now) => c.n,
-            _ => {
-                let started = std::time::Instant::now();
-                let n = store.count_status(s).await?;
-                let counted = Counted {
-                    n,
-                    at: started,
-                    took: started.elapsed(),
-                };
-                COUNTED
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(counted);
-                n
-            }
-        };
+        let n = COUNTED.get(i, || store.count_status(s)).await?;
         metrics::gauge!("orderflow_inbox_updates", "status" => s.as_str()).set(n as f64);
     }
     let oldest = store.oldest_pending().await?;
@@ -358,31 +316,5 @@ pub async fn run_transit_gauges(
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(every) => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::{Duration, Instant};
-
-    #[test]
-    fn a_count_is_reused_for_a_hundred_times_its_cost() {
-        let at = Instant::now();
-        let cheap = Counted {
-            n: 3,
-            at,
-            took: Duration::from_micros(100),
-        };
-        assert!(!cheap.due(at + Duration::from_millis(9)));
-        assert!(cheap.due(at + Duration::from_millis(10)), "10 ms later");
-        let large = Counted {
-            n: 2_400_000,
-            at,
-            took: Duration::from_millis(220),
-        };
-        assert!(!large.due(at + Duration::from_secs(5)), "the next refresh");
-        assert!(!large.due(at + Duration::from_secs(21)));
-        assert!(large.due(at + Duration::from_secs(22)));
     }
 }

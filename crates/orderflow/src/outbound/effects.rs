@@ -28,6 +28,7 @@ use crate::inbox::follow_up::FollowUp;
 use crate::store::batch::Writes;
 use crate::store::effects::{EffectRow, NewAttempt, Settle};
 use crate::store::{self, Store, StoreError};
+use crate::telemetry::GaugeCounts;
 
 /// The request header that carries the effect id.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -341,14 +342,16 @@ impl Executor {
     }
 }
 
-/// Sets `orderflow_effects{status}`: HTTP command effects by status (every status present).
+/// Sets `orderflow_effects{status}`: HTTP command effects by status (every status
+/// present). Effects are kept, so `done` grows for as long as the system runs: each count
+/// is taken at a bounded cost ([`GaugeCounts`]).
 pub async fn refresh_gauges(store: &Store) -> Result<(), StoreError> {
-    let counts = store.effect_counts().await?;
-    for status in ["pending", "running", "done", "dead"] {
-        let n = counts
-            .iter()
-            .find(|(s, _)| s == status)
-            .map_or(0, |(_, n)| *n);
+    static COUNTED: GaugeCounts<4> = GaugeCounts::new();
+    for (i, status) in ["pending", "running", "done", "dead"]
+        .into_iter()
+        .enumerate()
+    {
+        let n = COUNTED.get(i, || store.effect_count(status)).await?;
         metrics::gauge!("orderflow_effects", "status" => status).set(n as f64);
     }
     Ok(())

@@ -213,12 +213,13 @@ impl Store {
         Ok(rows)
     }
 
-    /// Effects by status.
-    pub async fn effect_counts(&self) -> Result<Vec<(String, i64)>> {
-        const SQL: &str = "SELECT status, COUNT(*) FROM effects WHERE kind = 'http' \
-             GROUP BY status";
-        let rows = on_reader!(self, |p| sqlx::query_as(SQL).fetch_all(p).await)?;
-        Ok(rows)
+    /// How many HTTP command effects have `status` (a range of the status index).
+    pub async fn effect_count(&self, status: &str) -> Result<i64> {
+        const SQL: &str = "SELECT COUNT(*) FROM effects WHERE status = $1 AND kind = 'http'";
+        Ok(on_reader!(self, |p| sqlx::query_scalar(SQL)
+            .bind(status)
+            .fetch_one(p)
+            .await)?)
     }
 
     /// Makes a dead effect pending and due now, with a fresh set of attempts (its recorded
