@@ -330,9 +330,22 @@ pub(super) async fn end_to_end(
 async fn prefill(database_url: &str, n: u64, orders: u64, rate: u64) -> anyhow::Result<()> {
     const CHUNK: u64 = 200_000;
     let now = Utc::now().timestamp_micros() as f64 / 1e6;
-    let chunks = (1..=n)
-        .step_by(CHUNK as usize)
-        .map(|a| (a, (a + CHUNK - 1).min(n)));
+    // Each chunk's `$1..$5`: first and last number, orders, rate, time of the last.
+    let chunks = (1..=n).step_by(CHUNK as usize).map(|a| {
+        let b = (a + CHUNK - 1).min(n);
+        let end = now - (n - b) as f64 / rate as f64;
+        (a as i64, b as i64, orders as i64, rate as f64, end)
+    });
+    macro_rules! chunk {
+        ($sql:expr, $p:expr) => {
+            sqlx::query($sql)
+                .bind($p.0)
+                .bind($p.1)
+                .bind($p.2)
+                .bind($p.3)
+                .bind($p.4)
+        };
+    }
     if let Some(file) = database_url.strip_prefix("sqlite://") {
         let mut c = sqlx::SqliteConnection::connect_with(
             &sqlx::sqlite::SqliteConnectOptions::new()
@@ -340,15 +353,8 @@ async fn prefill(database_url: &str, n: u64, orders: u64, rate: u64) -> anyhow::
                 .busy_timeout(Duration::from_secs(30)),
         )
         .await?;
-        for (a, b) in chunks {
-            sqlx::query(PREFILL_SQLITE)
-                .bind(a as i64)
-                .bind(b as i64)
-                .bind(orders as i64)
-                .bind(rate as f64)
-                .bind(now - (n - b) as f64 / rate as f64)
-                .execute(&mut c)
-                .await?;
+        for p in chunks {
+            chunk!(PREFILL_SQLITE, p).execute(&mut c).await?;
         }
         // The run starts with the prefill in the database file, not in the WAL.
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -357,15 +363,8 @@ async fn prefill(database_url: &str, n: u64, orders: u64, rate: u64) -> anyhow::
         c.close().await?;
     } else {
         let mut c = sqlx::PgConnection::connect(database_url).await?;
-        for (a, b) in chunks {
-            sqlx::query(PREFILL_POSTGRES)
-                .bind(a as i64)
-                .bind(b as i64)
-                .bind(orders as i64)
-                .bind(rate as f64)
-                .bind(now - (n - b) as f64 / rate as f64)
-                .execute(&mut c)
-                .await?;
+        for p in chunks {
+            chunk!(PREFILL_POSTGRES, p).execute(&mut c).await?;
         }
         sqlx::query("ANALYZE inbox").execute(&mut c).await?;
         c.close().await?;
