@@ -44,7 +44,7 @@ pub struct GaugeCounts<const N: usize>(std::sync::Mutex<[Option<Counted>; N]>);
 
 /// A count: the number, when it was taken, how long it took.
 #[derive(Clone, Copy, Debug)]
-pub struct Counted {
+struct Counted {
     n: i64,
     at: Instant,
     took: Duration,

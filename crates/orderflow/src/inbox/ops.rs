@@ -219,23 +219,34 @@ pub async fn stats(store: &Store) -> Result<InboxStats> {
             *counts.slot(s) = n;
         }
     }
-    let age = oldest.map_or(0.0, |t| (Utc::now() - t).as_seconds_f64().max(0.0));
-    Ok(InboxStats {
-        counts,
-        oldest_pending_age_seconds: age,
-    })
+    Ok(InboxStats::new(counts, oldest))
 }
 
-/// Sets the gauges `orderflow_inbox_updates{status}` and
-/// `orderflow_inbox_oldest_pending_age_seconds` from the store.
+impl InboxStats {
+    fn new(counts: StatusCounts, oldest: Option<DateTime<Utc>>) -> Self {
+        let age = oldest.map_or(0.0, |t| (Utc::now() - t).as_seconds_f64().max(0.0));
+        Self {
+            counts,
+            oldest_pending_age_seconds: age,
+        }
+    }
+
+    /// Sets the gauges `orderflow_inbox_updates{status}` and
+    /// `orderflow_inbox_oldest_pending_age_seconds`.
+    fn set_gauges(&self) {
+        for s in UpdateStatus::ALL {
+            metrics::gauge!("orderflow_inbox_updates", "status" => s.as_str())
+                .set(self.counts.get(s) as f64);
+        }
+        metrics::gauge!("orderflow_inbox_oldest_pending_age_seconds")
+            .set(self.oldest_pending_age_seconds);
+    }
+}
+
+/// Sets the inbox gauges from an exact count of the store, and returns it.
 pub async fn refresh_gauges(store: &Store) -> Result<InboxStats> {
     let stats = stats(store).await?;
-    for s in UpdateStatus::ALL {
-        metrics::gauge!("orderflow_inbox_updates", "status" => s.as_str())
-            .set(stats.counts.get(s) as f64);
-    }
-    metrics::gauge!("orderflow_inbox_oldest_pending_age_seconds")
-        .set(stats.oldest_pending_age_seconds);
+    stats.set_gauges();
     Ok(stats)
 }
 
@@ -248,13 +259,11 @@ static COUNTED: GaugeCounts<7> = GaugeCounts::new();
 /// count reads its status's range of the status index: 2.4 million applied updates took
 /// 0.22 s here, every 5 s, a twentieth of a core taken from the requests.
 pub async fn refresh_gauges_bounded(store: &Store) -> Result<()> {
+    let mut counts = StatusCounts::default();
     for (i, s) in UpdateStatus::ALL.into_iter().enumerate() {
-        let n = COUNTED.get(i, || store.count_status(s)).await?;
-        metrics::gauge!("orderflow_inbox_updates", "status" => s.as_str()).set(n as f64);
+        *counts.slot(s) = COUNTED.get(i, || store.count_status(s)).await?;
     }
-    let oldest = store.oldest_pending().await?;
-    let age = oldest.map_or(0.0, |t| (Utc::now() - t).as_seconds_f64().max(0.0));
-    metrics::gauge!("orderflow_inbox_oldest_pending_age_seconds").set(age);
+    InboxStats::new(counts, store.oldest_pending().await?).set_gauges();
     Ok(())
 }
 

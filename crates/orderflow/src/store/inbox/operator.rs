@@ -59,10 +59,6 @@ macro_rules! bind_filter {
     };
 }
 
-/// The receive time of the oldest update not yet finished (an index range per status).
-const OLDEST: &str = "SELECT MIN(received_at) FROM inbox \
-     WHERE status IN ('accepted', 'parked', 'processing')";
-
 impl Store {
     /// Updates matching `filter`, in receive order.
     pub async fn list_updates(&self, filter: &UpdateFilter) -> Result<Vec<UpdateRow>> {
@@ -96,9 +92,7 @@ impl Store {
         const COUNTS: &str = "SELECT status, COUNT(*) FROM inbox GROUP BY status ORDER BY status";
         let counts: Vec<(String, i64)> =
             on_reader!(self, |p| sqlx::query_as(COUNTS).fetch_all(p).await)?;
-        let oldest: Option<DateTime<Utc>> =
-            on_reader!(self, |p| sqlx::query_scalar(OLDEST).fetch_one(p).await)?;
-        Ok((counts, oldest))
+        Ok((counts, self.oldest_pending().await?))
     }
 
     /// How many updates have `status`: a range of the `inbox_status` index, so the count
@@ -111,8 +105,10 @@ impl Store {
             .await)?)
     }
 
-    /// The receive time of the oldest update not yet finished.
+    /// The receive time of the oldest update not yet finished (an index range per status).
     pub async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>> {
+        const OLDEST: &str = "SELECT MIN(received_at) FROM inbox \
+             WHERE status IN ('accepted', 'parked', 'processing')";
         Ok(on_reader!(self, |p| sqlx::query_scalar(OLDEST)
             .fetch_one(p)
             .await)?)
