@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 
 use crate::median;
-use crate::server::{Server, Transport, default_binary};
+use crate::server::{CpuClock, CpuUse, Server, Transport, default_binary};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -232,6 +232,17 @@ struct Figures {
     p999: f64,
     half_p99: f64,
     commit_size: f64,
+    /// Cores idle during the baseline and during the updates at full speed (`None`:
+    /// `/proc` not readable).
+    idle_at_baseline: Option<f64>,
+    idle_at_max: Option<f64>,
+}
+
+/// Prints what the phase from `before` to `after` used of the CPUs; returns it.
+fn print_cpu(before: Option<CpuClock>, after: Option<CpuClock>) -> Option<CpuUse> {
+    let used = after?.since(before?);
+    println!("  {:<24} {used}", "");
+    Some(used)
 }
 
 fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
@@ -295,12 +306,19 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
     let mut runs = Vec::new();
     for run in 1..=args.runs.max(1) {
         println!("run {run} (load average {}):", load_average());
+        let cpu = || CpuClock::read(server.pid());
+        let start = cpu();
         let baseline = rt.block_on(phase(args.connections, duration, None, health.clone(), 200));
+        let end = cpu();
         baseline.print("GET /healthz");
+        let at_baseline = print_cpu(start, end);
         let before = rt.block_on(Commits::read(&base));
+        let start = cpu();
         let full = rt.block_on(phase(args.connections, duration, None, ingest.clone(), 202));
+        let end = cpu();
         let after = rt.block_on(Commits::read(&base));
         full.print("POST async (max)");
+        let at_max = print_cpu(start, end);
         if full.requests == 0 {
             bail!(
                 "no update was acknowledged; see {}",
@@ -340,6 +358,8 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
             p999: full.ms(0.999),
             half_p99: half.ms(0.99),
             commit_size,
+            idle_at_baseline: at_baseline.map(|u| u.idle),
+            idle_at_max: at_max.map(|u| u.idle),
         });
     }
     let med = |f: fn(&Figures) -> f64| median(runs.iter().map(f).collect());
@@ -359,6 +379,19 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
         med(|f| f.half_p99),
         med(|f| f.commit_size),
     );
+    // Idle cores while the updates ran at full speed: where they are left over, the
+    // acknowledgements wait on the store's commits, not on the CPU.
+    if runs
+        .iter()
+        .all(|f| f.idle_at_max.is_some() && f.idle_at_baseline.is_some())
+    {
+        println!(
+            "  cores idle: {:.2} of {} during GET /healthz, {:.2} during POST async (max)",
+            med(|f| f.idle_at_baseline.unwrap_or_default()),
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            med(|f| f.idle_at_max.unwrap_or_default()),
+        );
+    }
     match server.memory() {
         Some((now, peak)) => {
             println!("  server memory: RSS {now:.1} MiB now, {peak:.1} MiB at peak")

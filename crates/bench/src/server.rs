@@ -315,3 +315,92 @@ pub(crate) async fn metric(base: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
 }
+
+/// CPU time read at one moment (Linux `/proc`), to tell after a phase who used the cores:
+/// the server, this load client, or nobody.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuClock {
+    /// Clock ticks of all CPUs, and of those idle or waiting for I/O (`/proc/stat`).
+    total: u64,
+    idle: u64,
+    iowait: u64,
+    /// Clock ticks (user + system) of the server and of this process.
+    server: u64,
+    client: u64,
+}
+
+/// What a phase used, in cores (1.0 = one CPU busy for the whole phase).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuUse {
+    /// The machine's cores.
+    pub(crate) cores: f64,
+    pub(crate) server: f64,
+    pub(crate) client: f64,
+    /// Cores nobody used, and of those the ones waiting for the disk.
+    pub(crate) idle: f64,
+    pub(crate) iowait: f64,
+}
+
+impl CpuClock {
+    /// `None` where `/proc` cannot be read.
+    pub(crate) fn read(server: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is within user).
+        let total = cpu.iter().take(8).sum();
+        Some(Self {
+            total,
+            idle: *cpu.get(3)?,
+            iowait: *cpu.get(4)?,
+            server: process_ticks(server)?,
+            client: process_ticks(std::process::id())?,
+        })
+    }
+
+    /// What was used from `before` to `self`.
+    pub(crate) fn since(self, before: Self) -> CpuUse {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let total = self.total.saturating_sub(before.total).max(1) as f64;
+        // /proc/stat counts the ticks of all CPUs: a share of it times the cores is cores.
+        let share = |ticks: u64| ticks as f64 / total * cores;
+        CpuUse {
+            cores,
+            server: share(self.server.saturating_sub(before.server)),
+            client: share(self.client.saturating_sub(before.client)),
+            idle: share(self.idle.saturating_sub(before.idle)),
+            iowait: share(self.iowait.saturating_sub(before.iowait)),
+        }
+    }
+}
+
+impl std::fmt::Display for CpuUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cores used: server {:.2}, load client {:.2}, others {:.2}; idle {:.2} of {} \
+             (waiting for the disk {:.2})",
+            self.server,
+            self.client,
+            (self.cores - self.server - self.client - self.idle).max(0.0),
+            self.idle,
+            self.cores,
+            self.iowait
+        )
+    }
+}
+
+/// User and system clock ticks of process `pid` (`/proc/PID/stat`, fields 14 and 15).
+fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: count fields after it.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
