@@ -34,6 +34,10 @@ pub(crate) struct Dialect {
     /// The inbox claim's read around `inner` (due rows in claim order, no limit): at most `$2`
     /// rows, skipping those other claims hold.
     pub claim_read: fn(&str) -> String,
+    /// The group commit stores updates without an entry in the per-order index, and a
+    /// claim admits them first (see `Tx::admit_updates`); else every update has its entry
+    /// as it is stored.
+    pub admits: bool,
     /// Claims run side by side: the claim's update checks again, on a snapshot taken after
     /// the read's locks, that each row is still the next of its order.
     pub claim_recheck: bool,

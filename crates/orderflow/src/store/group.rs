@@ -100,6 +100,11 @@ const INSERT_HEAD: &str = " INTO inbox (id, client, idempotency_key, request_has
      order_reference, event, payload, status, response_status, response_body, received_at, \
      next_attempt_at) VALUES ";
 
+/// [`INSERT_HEAD`] and `admitted` (SQLite: see [`insert_row_unadmitted`]).
+const INSERT_HEAD_UNADMITTED: &str = " INTO inbox (id, client, idempotency_key, request_hash, \
+     order_reference, event, payload, status, response_status, response_body, received_at, \
+     next_attempt_at, admitted) VALUES ";
+
 /// How a failed insert ends (other than by a repeated key, which inserts nothing).
 #[derive(Clone, Copy, Debug)]
 pub(super) enum OnError {
@@ -111,24 +116,40 @@ pub(super) enum OnError {
     Transaction,
 }
 
-/// One multi-row INSERT with `row(i)` as the placeholders of row `i`; a conflicting key
-/// inserts nothing and returns nothing.
-pub(super) fn insert_sql(
-    on_error: OnError,
-    rows: usize,
-    mut row: impl FnMut(usize) -> String,
-) -> String {
-    let mut sql = String::with_capacity(INSERT_HEAD.len() + rows * 64 + 112);
+/// Whether the updates an insert stores go into the per-order index at once (SQLite).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Admit {
+    /// `admitted = 1` (the column's default): for an insert in a transaction that does
+    /// other work, or that a claim may follow at once.
+    Now,
+    /// `admitted = 0`: the group commit's, which then appends to `inbox_unadmitted` instead
+    /// of writing a page of the per-order index for each update; the next claim admits
+    /// them (`Tx::admit_updates`, see the SQLite migration `0013_inbox_admitted`).
+    Later,
+}
+
+/// One multi-row SQLite INSERT of `rows` updates; a conflicting key inserts nothing and
+/// returns nothing.
+pub(super) fn insert_sql(on_error: OnError, admit: Admit, rows: usize) -> String {
+    let mut sql = String::with_capacity(INSERT_HEAD_UNADMITTED.len() + rows * 64 + 112);
     sql.push_str(match on_error {
         OnError::Statement => "INSERT",
         OnError::Transaction => "INSERT OR ROLLBACK",
     });
-    sql.push_str(INSERT_HEAD);
+    sql.push_str(match admit {
+        Admit::Now => INSERT_HEAD,
+        Admit::Later => INSERT_HEAD_UNADMITTED,
+    });
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str(&row(i));
+        // `status` is a literal; `admitted` too where it is not the default.
+        let row = match admit {
+            Admit::Now => sqlite::DIALECT.values_row(i, 11, &[(7, "'accepted'")]),
+            Admit::Later => sqlite::DIALECT.values_row(i, 11, &[(7, "'accepted'"), (12, "0")]),
+        };
+        sql.push_str(&row);
     }
     sql.push_str(" ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING id, seq");
     sql
@@ -158,8 +179,3 @@ macro_rules! bind_updates {
     }};
 }
 pub(super) use bind_updates;
-
-/// The placeholders of row `i` of a SQLite insert.
-pub(super) fn insert_row(i: usize) -> String {
-    sqlite::DIALECT.values_row(i, 11, &[(7, "'accepted'")])
-}

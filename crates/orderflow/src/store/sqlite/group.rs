@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, FromRow};
 
 use super::SqliteStore;
 use crate::store::Result;
-use crate::store::group::{INSERT_CHUNK, OnError, bind_updates, insert_row, insert_sql};
+use crate::store::group::{Admit, INSERT_CHUNK, OnError, bind_updates, insert_sql};
 use crate::store::inbox::NewUpdate;
 
 /// Groups stored in a row on one connection before other writers (the inbox worker, the
@@ -61,7 +61,7 @@ async fn insert(
 ) -> Result<Vec<(String, i64)>> {
     let mut sql = format!("{};\n", super::BEGIN);
     for chunk in updates.chunks(INSERT_CHUNK) {
-        sql.push_str(&insert_sql(OnError::Transaction, chunk.len(), insert_row));
+        sql.push_str(&insert_sql(OnError::Transaction, Admit::Later, chunk.len()));
         sql.push_str(";\n");
     }
     sql.push_str("COMMIT");

@@ -6,7 +6,7 @@ use sqlx::types::Json;
 
 use crate::store::List;
 use crate::store::batch::Writes;
-use crate::store::group::{INSERT_CHUNK, OnError, bind_updates, insert_row, insert_sql};
+use crate::store::group::{Admit, INSERT_CHUNK, OnError, bind_updates, insert_sql};
 use crate::store::inbox::{FINISH_SET, Finish, NewUpdate};
 use crate::store::subscriptions::{AttemptRecord, ClaimedDelivery};
 
@@ -147,7 +147,7 @@ pub(crate) async fn insert_updates(
 ) -> sqlx::Result<Vec<(String, i64)>> {
     let mut ids = Vec::with_capacity(updates.len());
     for chunk in updates.chunks(INSERT_CHUNK) {
-        let sql = insert_sql(OnError::Statement, chunk.len(), insert_row);
+        let sql = insert_sql(OnError::Statement, Admit::Now, chunk.len());
         let q = bind_updates!(sqlx::query_as(AssertSqlSafe(sql)), chunk);
         ids.extend(q.fetch_all(&mut *c).await?);
     }
