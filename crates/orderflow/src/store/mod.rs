@@ -96,6 +96,16 @@ fn cause(e: &sqlx::Error) -> String {
     }
 }
 
+/// The lines of a query plan read with the dialect's `explain`: the last column of each row
+/// on both backends.
+fn plan_lines<R: sqlx::Row>(rows: &[R]) -> std::result::Result<Vec<String>, sqlx::Error>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    rows.iter().map(|r| r.try_get(r.len() - 1)).collect()
+}
+
 /// True when `e` is a unique-constraint violation, on either backend.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)

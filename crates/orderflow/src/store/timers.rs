@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
 use super::orders::{OrderRow, order_sql};
 use super::{List, Result, Store, TimerKind, Tx, on_reader, on_tx};
@@ -62,7 +62,6 @@ impl Store {
     pub async fn explain_due_timers(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
         let start = DueCursor::START;
         let sql = format!("{}{DUE}", self.dialect().explain);
-        // The plan line is the last column on both backends.
         Ok(on_reader!(self, |p| {
             let rows = sqlx::query(AssertSqlSafe(sql))
                 .bind(now)
@@ -71,9 +70,7 @@ impl Store {
                 .bind(100_i64)
                 .fetch_all(p)
                 .await?;
-            rows.iter()
-                .map(|r| r.try_get::<String, _>(r.len() - 1))
-                .collect::<Result<Vec<String>, sqlx::Error>>()
+            super::plan_lines(&rows)
         })?)
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Row};
 
 use crate::store::List;
 use crate::store::dialect::Dialect;
@@ -159,7 +159,6 @@ impl Store {
             d.due_index,
             claimable(d)
         );
-        // The plan line is the last column on both backends.
         Ok(on_reader!(self, |p| {
             let rows = sqlx::query(AssertSqlSafe(sql))
                 .bind(now)
@@ -167,9 +166,7 @@ impl Store {
                 .bind(i64::MAX)
                 .fetch_all(p)
                 .await?;
-            rows.iter()
-                .map(|r| r.try_get::<String, _>(r.len() - 1))
-                .collect::<Result<Vec<String>, sqlx::Error>>()
+            crate::store::plan_lines(&rows)
         })?)
     }
 }
@@ -188,7 +185,7 @@ impl Tx {
     /// per-order index is written once for their entries going in and out (admitting
     /// 1,024 a claim, the drain of a 100,000-update backlog ran at 0.89 times the rate of
     /// before this index was left to the claims).
-    pub(crate) async fn admit_updates(&mut self, at_most: i64) -> Result<i64> {
+    pub async fn admit_updates(&mut self, at_most: i64) -> Result<i64> {
         if !self.dialect().admits {
             return Ok(i64::MAX);
         }

@@ -14,7 +14,9 @@
 //! (see the dialect's `claim_read` and `claim_recheck`). SQLite has one writer, which
 //! serialises them; there the worker reads the due updates ([`Tx::due_updates`]) and
 //! finishes them in the same transaction, which holds them as a lease would until it
-//! commits.
+//! commits. On SQLite, too, the ERP's group commit leaves its updates out of the per-order
+//! index that the first rule reads, and each claim admits some first and claims none past
+//! the first one still left out ([`Tx::admit_updates`]).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
