@@ -100,7 +100,7 @@ const INSERT_HEAD: &str = " INTO inbox (id, client, idempotency_key, request_has
      order_reference, event, payload, status, response_status, response_body, received_at, \
      next_attempt_at) VALUES ";
 
-/// [`INSERT_HEAD`] and `admitted` (SQLite: see [`insert_row_unadmitted`]).
+/// [`INSERT_HEAD`] and `admitted` (see [`Admit::Later`]).
 const INSERT_HEAD_UNADMITTED: &str = " INTO inbox (id, client, idempotency_key, request_hash, \
      order_reference, event, payload, status, response_status, response_body, received_at, \
      next_attempt_at, admitted) VALUES ";

@@ -19,8 +19,8 @@ fn is_decode(e: &sqlx::Error) -> bool {
 }
 
 /// At most this many updates are admitted into the per-order index by a claim of one update
-/// by its `seq` (wait mode, see [`Tx::admit_updates`]): one that many updates still wait
-/// before is left to the worker.
+/// by its `seq` (wait mode, see [`Tx::admit_updates`]): an update stored behind more than
+/// that many still waiting to be admitted is left to the worker.
 const ADMIT_AT_MOST: i64 = 1024;
 
 /// The claim predicate over `r` (`$1` = now, `$3` = the admitted frontier, see
