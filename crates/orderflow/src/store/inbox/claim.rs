@@ -41,6 +41,16 @@ fn claimable(d: &Dialect) -> &'static str {
     &CLAIMABLE[usize::from(d.admits)]
 }
 
+/// The worker's read of `columns` of the due updates `r` in claim order (`$1` = now, `$2` =
+/// the limit, `$3` = the admitted frontier), through the dialect's due index.
+fn due_read(d: &Dialect, columns: &str) -> String {
+    format!(
+        "SELECT {columns} FROM inbox r{} WHERE {} ORDER BY r.next_attempt_at, r.seq LIMIT $2",
+        d.due_index,
+        claimable(d)
+    )
+}
+
 /// `r` is processing, or nothing of its order is processing and no earlier update of its
 /// order is still waiting (`now` names the parameter holding the time). The per-order index
 /// holds admitted updates only (`admits`: the store admits them, see
@@ -145,20 +155,13 @@ impl Store {
         tx.commit().await?;
         Ok(n)
     }
-}
 
-impl Store {
     /// The plan of a worker's claim (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`), one
     /// line per plan row: shows that it walks the due index and that the order rule reads
     /// the per-order index, not the table.
     pub async fn explain_claim(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
         let d = self.dialect();
-        let sql = format!(
-            "{}SELECT r.seq FROM inbox r{} WHERE {} ORDER BY r.next_attempt_at, r.seq LIMIT $2",
-            d.explain,
-            d.due_index,
-            claimable(d)
-        );
+        let sql = format!("{}{}", d.explain, due_read(d, "r.seq"));
         Ok(on_reader!(self, |p| {
             let rows = sqlx::query(AssertSqlSafe(sql))
                 .bind(now)
@@ -207,12 +210,7 @@ impl Tx {
     /// `Inbox::process_next_batch`). At most one per order, in `seq` order.
     pub async fn due_updates(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<UpdateRow>> {
         let frontier = self.admit_updates(limit).await?;
-        let index = self.dialect().due_index;
-        let claimable = claimable(self.dialect());
-        let sql = format!(
-            "SELECT {COLUMNS} FROM inbox r{index} WHERE {claimable} \
-             ORDER BY r.next_attempt_at, r.seq LIMIT $2"
-        );
+        let sql = due_read(self.dialect(), COLUMNS);
         let read: Result<Vec<UpdateRow>, sqlx::Error> = match self
             .in_one_row(COLUMNS, &sql, "next_attempt_at, seq", |q| {
                 sqlx::query_scalar(q).bind(now).bind(limit).bind(frontier)
@@ -231,10 +229,7 @@ impl Tx {
         };
         let rows = match read {
             Err(e) if is_decode(&e) => {
-                let sql = format!(
-                    "SELECT r.seq FROM inbox r{index} WHERE {claimable} \
-                     ORDER BY r.next_attempt_at, r.seq LIMIT $2"
-                );
+                let sql = due_read(self.dialect(), "r.seq");
                 let seqs: Vec<i64> = on_tx!(&mut *self, |c| {
                     sqlx::query_scalar(AssertSqlSafe(sql))
                         .bind(now)
