@@ -185,6 +185,8 @@ struct Commits {
     /// Updates stored.
     updates: f64,
     commits: f64,
+    /// Seconds the writer spent storing groups (from taking a group to its commit's end).
+    seconds: f64,
     /// Commits that took over 10 ms.
     slow: f64,
 }
@@ -195,6 +197,7 @@ impl Commits {
         Self {
             updates: value("orderflow_inbox_group_commit_size_sum").await,
             commits: value("orderflow_inbox_group_commit_size_count").await,
+            seconds: value("orderflow_inbox_group_commit_seconds_sum").await,
             slow: value("orderflow_inbox_group_commit_seconds_count").await
                 - value("orderflow_inbox_group_commit_seconds_bucket{le=\"0.01\"}").await,
         }
@@ -205,12 +208,24 @@ impl Commits {
         Self {
             updates: self.updates - before.updates,
             commits: self.commits - before.commits,
+            seconds: self.seconds - before.seconds,
             slow: self.slow - before.slow,
         }
     }
 
     fn per_commit(self) -> f64 {
         self.updates / self.commits.max(1.0)
+    }
+
+    /// Milliseconds per commit.
+    fn ms_per_commit(self) -> f64 {
+        self.seconds * 1000.0 / self.commits.max(1.0)
+    }
+
+    /// The share of `phase` the writer spent storing groups: near 1, the one writer's
+    /// commits are the bound; well below, the requests do not reach it fast enough.
+    fn busy(self, phase: &Phase) -> f64 {
+        self.seconds / phase.elapsed.as_secs_f64()
     }
 }
 
@@ -236,6 +251,9 @@ struct Figures {
     /// `/proc` not readable).
     idle_at_baseline: Option<f64>,
     idle_at_max: Option<f64>,
+    /// The share of the POST at max the group writer spent storing groups (`None`: a
+    /// broker transport, which has no group commits).
+    writer_busy: Option<f64>,
 }
 
 /// Prints what the phase from `before` to `after` used of the CPUs; returns it.
@@ -334,18 +352,28 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
         ));
         let end = rt.block_on(Commits::read(&base));
         half.print("POST async (half rate)");
-        let commit_size = after.since(before).per_commit();
+        let max_commits = after.since(before);
+        let commit_size = max_commits.per_commit();
         let half_commits = end.since(after);
         println!(
             "  ratio to baseline {:.2}; {commit_size:.1} updates per commit at max",
             full.rate() / baseline.rate()
         );
         // The database transport's group commits (a broker transport has none).
+        let writer_busy = (max_commits.commits > 0.0).then(|| max_commits.busy(&full));
+        if let Some(busy) = writer_busy {
+            println!(
+                "  at max: {:.2} ms per commit, the writer storing a group {busy:.2} of the time",
+                max_commits.ms_per_commit()
+            );
+        }
         if half_commits.commits > 0.0 {
             println!(
-                "  at half rate: {:.1} updates per commit, {:.0} of {:.0} commits took over \
-                 10 ms",
+                "  at half rate: {:.1} updates per commit, {:.2} ms per commit, the writer \
+                 storing a group {:.2} of the time, {:.0} of {:.0} commits took over 10 ms",
                 half_commits.per_commit(),
+                half_commits.ms_per_commit(),
+                half_commits.busy(&half),
                 half_commits.slow,
                 half_commits.commits
             );
@@ -360,6 +388,7 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
             commit_size,
             idle_at_baseline: at_baseline.map(|u| u.idle),
             idle_at_max: at_max.map(|u| u.idle),
+            writer_busy,
         });
     }
     let med = |f: fn(&Figures) -> f64| median(runs.iter().map(f).collect());
@@ -390,6 +419,12 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
             med(|f| f.idle_at_baseline.unwrap_or_default()),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             med(|f| f.idle_at_max.unwrap_or_default()),
+        );
+    }
+    if runs.iter().all(|f| f.writer_busy.is_some()) {
+        println!(
+            "  the group writer storing a group {:.2} of the time during POST async (max)",
+            med(|f| f.writer_busy.unwrap_or_default())
         );
     }
     match server.memory() {
