@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use super::batcher::{Batcher, Flush};
 use crate::domain::OrderService;
-use crate::store::StoreError;
 use crate::store::group::GroupWriter;
 use crate::store::inbox::{NewUpdate, Stored};
+use crate::store::{Backend, StoreError};
 
 /// The updates of one request, stored together.
 pub struct StoreBatch(pub Vec<NewUpdate>);
@@ -25,11 +25,40 @@ pub type BatchAnswer = Result<Vec<Stored>, Arc<StoreError>>;
 const GROUP_REQUESTS: usize = 256;
 
 pub(super) fn spawn_writer(service: OrderService) -> Batcher<StoreBatch, BatchAnswer> {
+    let store = service.store().clone();
     let writer = Writer {
-        group: GroupWriter::new(service.store().clone()),
+        group: GroupWriter::new(store.clone()),
     };
-    let (writer, _task) = Batcher::spawn(GROUP_REQUESTS, 4096, writer);
-    writer
+    match store.backend() {
+        // The SQLite group writer runs its statements synchronously (`store::sqlite::group`):
+        // on a thread of its own, so that it neither blocks a runtime worker nor queues
+        // behind the requests on them.
+        Backend::Sqlite => spawn_on_own_thread(writer),
+        Backend::Postgres => Batcher::spawn(GROUP_REQUESTS, 4096, writer).0,
+    }
+}
+
+/// Runs the writer task on a thread of its own, with a runtime of its own; the thread ends
+/// with the task, when every handle to the writer is dropped.
+fn spawn_on_own_thread(writer: Writer) -> Batcher<StoreBatch, BatchAnswer> {
+    let (handle, started) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("inbox-writer".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the inbox writer");
+            runtime.block_on(async move {
+                let (batcher, task) = Batcher::spawn(GROUP_REQUESTS, 4096, writer);
+                let _ = handle.send(batcher);
+                let _ = task.await;
+            });
+        });
+    match thread.map(|_| started.recv()) {
+        Ok(Ok(batcher)) => batcher,
+        _ => panic!("cannot start the inbox writer's thread"),
+    }
 }
 
 /// The writer task's side: stores the requests of a batch as one group.

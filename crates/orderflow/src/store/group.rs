@@ -1,22 +1,19 @@
 //! Group-committed inserts of new inbox updates: the store side of the inbox's writer.
 //!
-//! A group is stored in one transaction and acknowledged after its commit, on a connection
-//! kept from one group to the next while groups follow each other. On SQLite that
+//! A group is stored in one transaction and acknowledged after its commit. On SQLite that
 //! commit syncs the WAL (`synchronous = FULL`), so the cost of a group is one fsync plus
-//! round trips to the thread that owns the connection; this module keeps those few:
-//! - `BEGIN IMMEDIATE`, the inserts and `COMMIT` go to the connection as one statement
-//!   list (one round trip instead of three); the answer comes back after `COMMIT`;
-//! - [`GroupWriter`] keeps the writer connection from one group to the next while groups
-//!   follow each other (at most `HOLD_GROUPS` in a row, then other writers get their
-//!   turn), which skips the pool's release and acquire: sqlx pings a connection when it
-//!   is given back, one more round trip per group;
+//! what it takes to reach SQLite; this module keeps that small:
+//! - on SQLite the group's statements run synchronously on the group writer's own thread
+//!   and connection (`sqlite::GroupConn`; sqlx would hand each statement and each returned
+//!   row to the connection's thread and back), while [`GroupWriter`] holds the pool's one
+//!   writer connection as its permit to write, from one group to the next while groups
+//!   follow each other (at most `HOLD_GROUPS` in a row, then other writers get their turn);
 //! - placeholders are positional (`?`): SQLite finds a numbered one (`$n`) by a linear
 //!   search, which makes binding a large group quadratic.
 //!
-//! That SQLite path is `sqlite::GroupConn`. On PostgreSQL (`postgres::GroupConn`) a group
-//! is one statement outside a transaction block, which inserts the rows (one array per
-//! column, so it stays prepared for any group size) and notifies other processes: one
-//! round trip.
+//! On PostgreSQL (`postgres::GroupConn`) a group is one statement outside a transaction
+//! block, which inserts the rows (one array per column, so it stays prepared for any group
+//! size) and notifies other processes: one round trip.
 
 use std::collections::HashMap;
 

@@ -65,6 +65,9 @@ pub enum StoreError {
     Connect(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// An error of the SQLite connection the ERP inbox's group writer owns.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
