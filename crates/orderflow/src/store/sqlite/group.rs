@@ -7,8 +7,9 @@
 //! thread wake-ups and the scheduling behind them on two busy cores. The group writer is
 //! the ingest's one serial step and has a thread of its own (`inbox::writer`), so it
 //! drives SQLite synchronously with `rusqlite` (the same bundled SQLite, through
-//! `libsqlite3-sys`): measured, a commit of 15–20 updates took 0.8–0.95 ms instead of
-//! 1.5–1.6 ms (see the README, "The one writer's cycle"). Everything else stays on sqlx.
+//! `libsqlite3-sys`): measured, a commit took 0.8–0.95 ms for 16–17 updates instead of
+//! 1.5–1.6 ms for 20–21 (see the README, "The one writer's cycle"). Everything else stays
+//! on sqlx.
 //!
 //! One writer at a time still holds: a group is written only while the writer pool's one
 //! connection is held (`GroupConn::held`), so no sqlx write runs beside it, and `seq`
@@ -26,8 +27,8 @@ use crate::store::group::{Admit, INSERT_CHUNK, OnError, insert_sql};
 use crate::store::inbox::NewUpdate;
 use crate::store::{Result, StoreError};
 
-/// Groups stored in a row on one connection before other writers (the inbox worker, the
-/// orders API) get their turn.
+/// Groups stored in a row while holding the pool's writer connection, before other writers
+/// (the inbox worker, the orders API) get their turn.
 pub(super) const HOLD_GROUPS: u32 = 4;
 
 /// The writer connection a group writer holds between groups, and its own connection.
@@ -58,6 +59,14 @@ impl GroupConn {
             let mut own = own.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             insert(&mut own, updates)
         });
+        // A failure that left a transaction open (its ROLLBACK failed too) would fail every
+        // later group: give that connection up, the next group opens another.
+        if result.is_err()
+            && let Some(own) = &self.own
+            && !own.lock().is_ok_and(|c| c.is_autocommit())
+        {
+            self.own = None;
+        }
         self.in_a_row += 1;
         if result.is_ok() && self.in_a_row < HOLD_GROUPS {
             self.held = Some(conn);
