@@ -151,28 +151,3 @@ pub(super) fn insert_sql(on_error: OnError, admit: Admit, rows: usize) -> String
     sql.push_str(" ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING id, seq");
     sql
 }
-
-/// Binds the 11 values of each update, in [`INSERT_HEAD`] order.
-macro_rules! bind_updates {
-    ($q:expr, $updates:expr) => {{
-        let mut q = $q;
-        for u in $updates {
-            // `response_status` is no longer written (see `UpdateRow::answer`).
-            let (status, body) = (None::<i32>, u.response.as_ref().map(::sqlx::types::Json));
-            q = q
-                .bind(&u.id)
-                .bind(&u.client)
-                .bind(&u.idempotency_key)
-                .bind(&u.request_hash)
-                .bind(&u.order_reference)
-                .bind(&u.event)
-                .bind(::sqlx::types::Json(&u.payload))
-                .bind(status)
-                .bind(body)
-                .bind(u.received_at)
-                .bind(u.received_at);
-        }
-        q
-    }};
-}
-pub(super) use bind_updates;

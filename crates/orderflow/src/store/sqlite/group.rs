@@ -163,11 +163,12 @@ fn insert_and_commit(
     Ok(ids)
 }
 
-/// The 11 values of an update, in `INSERT_HEAD` order, as sqlx would bind them: text
-/// columns as text, JSON as its text, times as RFC 3339 text (`+00:00`) with the
-/// nanoseconds sqlx writes (`SecondsFormat::AutoSi`), so the rows compare and sort with
-/// the ones sqlx writes.
-fn values(u: &NewUpdate) -> [Value; 11] {
+/// The 11 values of an update, in `INSERT_HEAD` order: the one encoding of an inbox row,
+/// bound by the group writer (rusqlite) and by `Tx::insert_updates` (sqlx, see
+/// `writes::insert_updates`). Text columns as text, JSON as its compact text, times as
+/// RFC 3339 text (`+00:00`) with the nanoseconds sqlx writes for a bound time
+/// (`SecondsFormat::AutoSi`), so the rows compare and sort with times sqlx binds.
+pub(super) fn values(u: &NewUpdate) -> [Value; 11] {
     let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Text);
     let at = u
         .received_at

@@ -1,12 +1,13 @@
 //! SQLite's multi-row writes: `VALUES` lists of anonymous parameters, in chunks.
 
+use rusqlite::types::Value;
 use sqlx::AssertSqlSafe;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::types::Json;
 
 use crate::store::List;
 use crate::store::batch::Writes;
-use crate::store::group::{Admit, INSERT_CHUNK, OnError, bind_updates, insert_sql};
+use crate::store::group::{Admit, INSERT_CHUNK, OnError, insert_sql};
 use crate::store::inbox::{FINISH_SET, Finish, NewUpdate};
 use crate::store::subscriptions::{AttemptRecord, ClaimedDelivery};
 
@@ -148,7 +149,17 @@ pub(crate) async fn insert_updates(
     let mut ids = Vec::with_capacity(updates.len());
     for chunk in updates.chunks(INSERT_CHUNK) {
         let sql = insert_sql(OnError::Statement, Admit::Now, chunk.len());
-        let q = bind_updates!(sqlx::query_as(AssertSqlSafe(sql)), chunk);
+        let mut q = sqlx::query_as(AssertSqlSafe(sql));
+        // The values the group writer binds through rusqlite, so both store the same text.
+        for v in chunk.iter().flat_map(super::group::values) {
+            q = match v {
+                Value::Null => q.bind(None::<String>),
+                Value::Integer(i) => q.bind(i),
+                Value::Real(f) => q.bind(f),
+                Value::Text(s) => q.bind(s),
+                Value::Blob(b) => q.bind(b),
+            };
+        }
         ids.extend(q.fetch_all(&mut *c).await?);
     }
     Ok(ids)
