@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use super::batcher::{Batcher, Flush};
 use crate::domain::OrderService;
+use crate::store::StoreError;
 use crate::store::group::GroupWriter;
 use crate::store::inbox::{NewUpdate, Stored};
-use crate::store::{Backend, StoreError};
 
 /// The updates of one request, stored together.
 pub struct StoreBatch(pub Vec<NewUpdate>);
@@ -27,15 +27,14 @@ const GROUP_REQUESTS: usize = 256;
 pub(super) fn spawn_writer(service: OrderService) -> Batcher<StoreBatch, BatchAnswer> {
     let store = service.store().clone();
     let writer = Writer {
-        group: GroupWriter::new(store.clone()),
+        group: GroupWriter::new(store),
     };
-    match store.backend() {
-        // The SQLite group writer runs its statements synchronously (`store::sqlite::group`):
-        // on a thread of its own, so that it neither blocks a runtime worker nor queues
-        // behind the requests on them.
-        Backend::Sqlite => spawn_on_own_thread(writer),
-        Backend::Postgres => Batcher::spawn(GROUP_REQUESTS, 4096, writer).0,
-    }
+    // On a thread of its own: the SQLite group writer runs its statements synchronously
+    // (`store::sqlite::group`) and must not block a runtime worker; the PostgreSQL one waits
+    // for its commit on a connection of its own (`store::postgres::group`), and the answer
+    // wakes it there at once instead of queueing behind the requests on the server's
+    // runtime. Either way, the one serial step of the ingest does not wait for a turn.
+    spawn_on_own_thread(writer)
 }
 
 /// Runs the writer task on a thread of its own, with a runtime of its own; the thread ends

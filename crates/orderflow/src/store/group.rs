@@ -13,14 +13,18 @@
 //!
 //! On PostgreSQL (`postgres::GroupConn`) a group is one statement outside a transaction
 //! block, which inserts the rows (one array per column, so it stays prepared for any group
-//! size) and notifies other processes: one round trip.
+//! size) and notifies other processes: one round trip, on a connection of the group
+//! writer's own, opened on the writer's thread so that the answer wakes the writer there
+//! and does not queue behind the requests on the server's runtime.
+//!
+//! The group writer runs on a thread of its own with both backends (`inbox::writer`).
 
 use std::collections::HashMap;
 
 use sqlx::AssertSqlSafe;
 
 use super::inbox::{COLUMNS, NewUpdate, Stored, UpdateRow};
-use super::{Pools, Result, Store, StoreError, on_reader, postgres, sqlite};
+use super::{Pools, Result, Store, StoreError, postgres, sqlite};
 
 /// Rows per multi-row INSERT (SQLite): 11 binds a row stays far below SQLite's bind limit.
 pub(super) const INSERT_CHUNK: usize = 500;
@@ -74,15 +78,23 @@ impl GroupWriter {
 
     /// The row stored first under `u`'s key: committed (earlier, or in this group), so a
     /// reader sees it.
-    async fn existing(&self, u: &NewUpdate) -> Result<UpdateRow> {
+    async fn existing(&mut self, u: &NewUpdate) -> Result<UpdateRow> {
         let sql = format!("SELECT {COLUMNS} FROM inbox WHERE client = $1 AND idempotency_key = $2");
-        let row: Option<UpdateRow> = on_reader!(&self.store, |p| {
-            sqlx::query_as(AssertSqlSafe(sql))
-                .bind(&u.client)
-                .bind(&u.idempotency_key)
-                .fetch_optional(p)
-                .await
-        })?;
+        let row: Option<UpdateRow> = match &self.store.pools {
+            Pools::Sqlite(s) => {
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(&u.client)
+                    .bind(&u.idempotency_key)
+                    .fetch_optional(s.reader())
+                    .await?
+            }
+            // On the writer's own connection: a pooled one opened on the writer's thread
+            // would have its socket driven by the writer's runtime after it went back.
+            Pools::Postgres(p) => {
+                let key = u.idempotency_key.as_deref();
+                self.postgres.existing(p, &sql, &u.client, key).await?
+            }
+        };
         row.ok_or_else(|| {
             StoreError::Corrupt(format!(
                 "update {} was neither stored nor found by its idempotency key",

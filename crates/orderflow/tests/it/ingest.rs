@@ -196,3 +196,54 @@ async fn a_request_that_cannot_be_stored_fails_alone(backend: Backend) {
     }
     s.stop().await;
 }
+
+/// PostgreSQL: the group writer keeps a connection of its own between groups. Cut while it
+/// sat idle (a database restart, a proxy's idle timeout), it is replaced before the next
+/// group, so that group is stored, not failed; the server's writer likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    orderflow_no_test_postgres,
+    ignore = "PostgreSQL: set ORDERFLOW_TEST_DATABASE_URL to run it"
+)]
+async fn a_writer_connection_cut_while_idle_is_replaced() {
+    let Some(s) = start(Backend::Postgres).await else {
+        return;
+    };
+    let body = json!({"order_reference": "ING-5", "attributes": {}});
+    let (status, _) = post_update(&s, "k-5a", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let mut writer = GroupWriter::new(s.store.clone());
+    writer
+        .insert(&[new_update("u-5a", "a")])
+        .await
+        .expect("insert");
+
+    let admin = sqlx::PgPool::connect(&s.database_url)
+        .await
+        .expect("connect");
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&admin)
+    .await
+    .expect("terminate");
+    assert!(
+        cut.len() >= 2,
+        "the writers' connections were open: {cut:?}"
+    );
+    admin.close().await;
+    // Idle for longer than a connection is trusted without a ping.
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+
+    let stored = writer
+        .insert(&[new_update("u-5b", "b")])
+        .await
+        .expect("stored on a new connection");
+    assert!(matches!(stored[..], [Stored::New(_)]), "{stored:?}");
+    let (status, answer) = post_update(&s, "k-5b", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(rows_of(&s.store, "ING-5").await, 2);
+    assert_eq!(rows_of(&s.store, "ING-4").await, 2);
+    s.stop().await;
+}

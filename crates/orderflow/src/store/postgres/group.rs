@@ -1,17 +1,18 @@
 //! Group commits on PostgreSQL: a group is one statement outside a transaction block, so
 //! it is a transaction of its own, committed (`synchronous_commit`: flushed) before the
 //! answer comes back. It inserts the rows and notifies the listening processes, on a
-//! connection held from one group to the next: one round trip per group, instead of the
-//! pool's acquire, `BEGIN`, `INSERT`, `pg_notify` and `COMMIT` (see `store::group`).
+//! connection of the group writer's own: one round trip per group, instead of the pool's
+//! acquire, `BEGIN`, `INSERT`, `pg_notify` and `COMMIT` (see `store::group`).
 
-use sqlx::Postgres;
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgPool;
+use std::time::Instant;
+
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, Connection as _};
 
 use super::writes::{INSERT_UPDATES, bind_new};
-use super::{CHANNEL, DUE};
+use super::{CHANNEL, DUE, PING_IDLE};
 use crate::store::Result;
-use crate::store::inbox::NewUpdate;
+use crate::store::inbox::{NewUpdate, UpdateRow};
 
 /// [`INSERT_UPDATES`] and a `NOTIFY` of due updates (`$10`, `$11`). The `woke` CTE calls a
 /// volatile function, so it is materialised: evaluated at most once, when the join first
@@ -24,10 +25,17 @@ static INSERT_NOTIFYING: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     )
 });
 
-/// The connection a group writer holds between groups.
+/// The group writer's own connection, opened at the first group and kept (see
+/// `store::group`: the writer runs on a thread and runtime of its own, and a connection of
+/// the pool would have its socket driven by the server's runtime, behind the requests).
 #[derive(Default)]
 pub(crate) struct GroupConn {
-    held: Option<PoolConnection<Postgres>>,
+    own: Option<Own>,
+}
+
+struct Own {
+    conn: PgConnection,
+    used: Instant,
 }
 
 impl GroupConn {
@@ -38,22 +46,66 @@ impl GroupConn {
         pool: &PgPool,
         updates: &[NewUpdate],
     ) -> Result<Vec<(String, i64)>> {
-        let mut conn = match self.held.take() {
-            Some(c) => c,
-            None => pool.acquire().await?,
-        };
+        let conn = self.conn(pool).await?;
         let inserted = bind_new(sqlx::query_as(INSERT_NOTIFYING.as_str()), updates)
             .bind(CHANNEL)
             .bind(DUE)
             .fetch_all(&mut *conn)
-            .await?;
-        // Kept only after a success: after an error it goes back to the pool, whose ping on
-        // release drops it if it is broken, and the next group takes one from the pool.
-        self.held = Some(conn);
-        Ok(inserted)
+            .await;
+        self.keep_if_sound(&inserted);
+        Ok(inserted?)
     }
 
-    pub(crate) fn release(&mut self) {
-        self.held = None;
+    /// The row stored under `(client, key)`, read on the writer's connection.
+    pub(crate) async fn existing(
+        &mut self,
+        pool: &PgPool,
+        sql: &str,
+        client: &str,
+        key: Option<&str>,
+    ) -> Result<Option<UpdateRow>> {
+        let conn = self.conn(pool).await?;
+        let row = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(client)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await;
+        self.keep_if_sound(&row);
+        Ok(row?)
+    }
+
+    /// Nothing to give back: the connection is the writer's own, kept between groups.
+    pub(crate) fn release(&mut self) {}
+
+    /// The connection, opened on first use on the caller's runtime (the writer's). One that
+    /// sat idle since its last group is pinged first, as the pool does with the ones it
+    /// hands out, and replaced when that fails.
+    async fn conn(&mut self, pool: &PgPool) -> Result<&mut PgConnection> {
+        if let Some(own) = &mut self.own
+            && own.used.elapsed() >= PING_IDLE
+            && own.conn.ping().await.is_err()
+        {
+            self.own = None;
+        }
+        let own = match self.own.take() {
+            Some(own) => own,
+            None => Own {
+                conn: PgConnection::connect_with(&pool.connect_options()).await?,
+                used: Instant::now(),
+            },
+        };
+        let own = self.own.insert(own);
+        own.used = Instant::now();
+        Ok(&mut own.conn)
+    }
+
+    /// Drops the connection after an error that may have broken it (anything but an error
+    /// PostgreSQL reported for the statement); the next group opens another.
+    fn keep_if_sound<T>(&mut self, r: &sqlx::Result<T>) {
+        if let Err(e) = r
+            && !matches!(e, sqlx::Error::Database(_) | sqlx::Error::RowNotFound)
+        {
+            self.own = None;
+        }
     }
 }
