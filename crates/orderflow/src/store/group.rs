@@ -30,11 +30,12 @@ use super::{Pools, Result, Store, StoreError, postgres, sqlite};
 pub(super) const INSERT_CHUNK: usize = 500;
 
 /// Stores groups of new updates one after the other. Release the held connection with
-/// [`GroupWriter::release`] when no group is waiting.
+/// [`GroupWriter::release`] when no group is waiting. Use it on one runtime: on PostgreSQL
+/// its connection's socket belongs to the runtime it was opened on.
 pub struct GroupWriter {
     store: Store,
-    /// The connection kept from one group to the next, on the store's backend (SQLite:
-    /// the writer).
+    /// The connections of the store's backend (SQLite: its own, and the pool's writer as
+    /// its permit; PostgreSQL: its own).
     sqlite: sqlite::GroupConn,
     postgres: postgres::GroupConn,
 }
@@ -70,10 +71,10 @@ impl GroupWriter {
         Ok(out)
     }
 
-    /// Gives the writer connection back to the pool (the queue is empty).
+    /// Gives the SQLite writer connection back to the pool (the queue is empty). The
+    /// PostgreSQL writer keeps its own connection.
     pub fn release(&mut self) {
         self.sqlite.release();
-        self.postgres.release();
     }
 
     /// The row stored first under `u`'s key: committed (earlier, or in this group), so a

@@ -74,9 +74,6 @@ impl GroupConn {
         Ok(row?)
     }
 
-    /// Nothing to give back: the connection is the writer's own, kept between groups.
-    pub(crate) fn release(&mut self) {}
-
     /// The connection, opened on first use on the caller's runtime (the writer's). One that
     /// sat idle since its last group is pinged first, as the pool does with the ones it
     /// hands out, and replaced when that fails.
