@@ -340,6 +340,13 @@ async fn replay_resends_what_was_asked_and_nothing_else(b: Backend) {
         ["SUB-REP-C"],
         "a new subscription starts now"
     );
+    // A replay takes the changes the subscription has passed: wait until it has read C's
+    // three later changes too (they deliver nothing, so no delivery says when).
+    eventually(WITHIN, "the subscription past C's changes", || async {
+        let n = s.store.replay_count(id, since).await.expect("count");
+        (n == 5).then_some(())
+    })
+    .await;
     let first_c = receiver.delivered()[0].raw.clone();
     let (st, report) = s
         .post(
