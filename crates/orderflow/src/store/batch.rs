@@ -6,11 +6,11 @@
 //!
 //! Sending them is the backends' own (`sqlite::write`, `postgres::write`): PostgreSQL
 //! takes one array per column (`UNNEST`), so its statement text is the same for any number
-//! of rows and stays prepared; SQLite, which has no arrays, takes a multi-row `VALUES`
-//! list. Statements run in the order a single change would write its rows (timers are
-//! dropped before new ones are set). A set must
-//! hold at most one change per order: two changes to one item in one multi-row `UPDATE`
-//! would leave either.
+//! of rows and stays prepared, and gets the rows of every table in one statement (each
+//! table a part of a `WITH`: one round trip for all); SQLite, which has no arrays, takes a
+//! multi-row `VALUES` list per table, in the order a single change would write its rows
+//! (timers are dropped before new ones are set). A set must hold at most one change per
+//! order: two changes to one item in one multi-row `UPDATE` would leave either.
 
 mod send;
 

@@ -1,118 +1,198 @@
 //! PostgreSQL's multi-row writes: one array per column, `UNNEST`ed, so a statement's text
 //! is the same for any number of rows and stays prepared.
 
+use std::fmt::Write as _;
+
+use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArguments, PgConnection};
 use sqlx::query::QueryAs;
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Postgres};
+use sqlx::{Arguments as _, AssertSqlSafe, Postgres};
 
 use crate::store::batch::Writes;
 use crate::store::inbox::{FINISH_SET, Finish, NewUpdate};
 use crate::store::subscriptions::{AttemptRecord, ClaimedDelivery};
 
-/// Sends collected writes, one statement per table.
+/// Sends collected writes: one statement for all tables, each table's rows a part of it
+/// (see [`OneStatement`]), so a batch's writes cost one round trip.
+///
+/// The parts run on one snapshot, so none may need another's rows: the items and orders
+/// they update and the rows their inserts refer to exist before the statement; the timers
+/// of `timers_dropped` are deleted and the new ones inserted in one statement too, which
+/// is the same as one after the other because the delete does not see the inserted rows
+/// and nothing on `timers` is unique but its id.
 pub(crate) async fn write(c: &mut PgConnection, w: &Writes) -> sqlx::Result<()> {
+    let mut s = OneStatement::default();
     if !w.items.is_empty() {
         let i = &w.items;
-        sqlx::query(
+        s.part(
             "UPDATE items SET state = v.state, reserved = v.reserved, \
              state_entered_at = v.entered, attributes = v.attributes \
              FROM UNNEST($1::int8[], $2::text[], $3::bool[], $4::timestamptz[], $5::jsonb[]) \
              AS v(id, state, reserved, entered, attributes) WHERE items.id = v.id",
-        )
-        .bind(i.iter().map(|x| x.id).collect::<Vec<_>>())
-        .bind(i.iter().map(|x| x.state.as_str()).collect::<Vec<_>>())
-        .bind(i.iter().map(|x| x.reserved).collect::<Vec<_>>())
-        .bind(i.iter().map(|x| x.state_entered_at).collect::<Vec<_>>())
-        .bind(i.iter().map(|x| Json(&x.attributes)).collect::<Vec<_>>())
-        .execute(&mut *c)
-        .await?;
+            |a| {
+                a.add(i.iter().map(|x| x.id).collect::<Vec<_>>())?;
+                a.add(i.iter().map(|x| x.state.as_str()).collect::<Vec<_>>())?;
+                a.add(i.iter().map(|x| x.reserved).collect::<Vec<_>>())?;
+                a.add(i.iter().map(|x| x.state_entered_at).collect::<Vec<_>>())?;
+                a.add(i.iter().map(|x| Json(&x.attributes)).collect::<Vec<_>>())
+            },
+        )?;
     }
     if !w.history.is_empty() {
         let h = &w.history;
-        sqlx::query(
+        s.part(
             "INSERT INTO item_history (order_id, item_id, from_state, to_state, event, source, \
              reason, at) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], \
              $5::text[], $6::text[], $7::text[], $8::timestamptz[])",
-        )
-        .bind(h.iter().map(|x| x.order_id).collect::<Vec<_>>())
-        .bind(h.iter().map(|x| x.item_id).collect::<Vec<_>>())
-        .bind(
-            h.iter()
-                .map(|x| x.from_state.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(h.iter().map(|x| x.to_state.as_str()).collect::<Vec<_>>())
-        .bind(h.iter().map(|x| x.event.as_deref()).collect::<Vec<_>>())
-        .bind(h.iter().map(|x| x.source.as_str()).collect::<Vec<_>>())
-        .bind(h.iter().map(|x| x.reason.as_deref()).collect::<Vec<_>>())
-        .bind(h.iter().map(|x| x.at).collect::<Vec<_>>())
-        .execute(&mut *c)
-        .await?;
+            |a| {
+                a.add(h.iter().map(|x| x.order_id).collect::<Vec<_>>())?;
+                a.add(h.iter().map(|x| x.item_id).collect::<Vec<_>>())?;
+                a.add(
+                    h.iter()
+                        .map(|x| x.from_state.as_deref())
+                        .collect::<Vec<_>>(),
+                )?;
+                a.add(h.iter().map(|x| x.to_state.as_str()).collect::<Vec<_>>())?;
+                a.add(h.iter().map(|x| x.event.as_deref()).collect::<Vec<_>>())?;
+                a.add(h.iter().map(|x| x.source.as_str()).collect::<Vec<_>>())?;
+                a.add(h.iter().map(|x| x.reason.as_deref()).collect::<Vec<_>>())?;
+                a.add(h.iter().map(|x| x.at).collect::<Vec<_>>())
+            },
+        )?;
     }
     if !w.timers_dropped.is_empty() {
-        sqlx::query("DELETE FROM timers WHERE item_id = ANY($1)")
-            .bind(&w.timers_dropped[..])
-            .execute(&mut *c)
-            .await?;
+        s.part("DELETE FROM timers WHERE item_id = ANY($1)", |a| {
+            a.add(&w.timers_dropped[..])
+        })?;
     }
     if !w.timers.is_empty() {
         let t = &w.timers;
-        sqlx::query(
+        s.part(
             "INSERT INTO timers (order_id, item_id, state, kind, event, due_at) \
              SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], \
              $6::timestamptz[])",
-        )
-        .bind(t.iter().map(|x| x.order_id).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.item_id).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.state.as_str()).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.kind).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.event.as_deref()).collect::<Vec<_>>())
-        .bind(t.iter().map(|x| x.due_at).collect::<Vec<_>>())
-        .execute(&mut *c)
-        .await?;
+            |a| {
+                a.add(t.iter().map(|x| x.order_id).collect::<Vec<_>>())?;
+                a.add(t.iter().map(|x| x.item_id).collect::<Vec<_>>())?;
+                a.add(t.iter().map(|x| x.state.as_str()).collect::<Vec<_>>())?;
+                a.add(t.iter().map(|x| x.kind).collect::<Vec<_>>())?;
+                a.add(t.iter().map(|x| x.event.as_deref()).collect::<Vec<_>>())?;
+                a.add(t.iter().map(|x| x.due_at).collect::<Vec<_>>())
+            },
+        )?;
     }
-    for (rows, table) in [(&w.effects, "effects"), (&w.changes, "change_feed")] {
+    for (rows, sql) in [
+        (
+            &w.effects,
+            "INSERT INTO effects (order_id, order_version, kind, payload, created_at, \
+             next_attempt_at) \
+             SELECT o, v, k, p, a, a FROM UNNEST($1::int8[], $2::int8[], $3::text[], \
+             $4::jsonb[], $5::timestamptz[]) AS u(o, v, k, p, a)",
+        ),
+        (
+            &w.changes,
+            "INSERT INTO change_feed (order_id, version, kind, payload, at) \
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::jsonb[], \
+             $5::timestamptz[])",
+        ),
+    ] {
         if rows.is_empty() {
             continue;
         }
-        let sql = match table {
-            "effects" => {
-                "INSERT INTO effects (order_id, order_version, kind, payload, created_at, \
-                 next_attempt_at) \
-                 SELECT o, v, k, p, a, a FROM UNNEST($1::int8[], $2::int8[], $3::text[], \
-                 $4::jsonb[], $5::timestamptz[]) AS u(o, v, k, p, a)"
-            }
-            _ => {
-                "INSERT INTO change_feed (order_id, version, kind, payload, at) \
-                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::jsonb[], \
-                 $5::timestamptz[])"
-            }
-        };
-        sqlx::query(sql)
-            .bind(rows.iter().map(|x| x.order_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|x| x.version).collect::<Vec<_>>())
-            .bind(rows.iter().map(|x| x.kind.as_str()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|x| Json(&x.payload)).collect::<Vec<_>>())
-            .bind(rows.iter().map(|x| x.at).collect::<Vec<_>>())
-            .execute(&mut *c)
-            .await?;
+        s.part(sql, |a| {
+            a.add(rows.iter().map(|x| x.order_id).collect::<Vec<_>>())?;
+            a.add(rows.iter().map(|x| x.version).collect::<Vec<_>>())?;
+            a.add(rows.iter().map(|x| x.kind.as_str()).collect::<Vec<_>>())?;
+            a.add(rows.iter().map(|x| Json(&x.payload)).collect::<Vec<_>>())?;
+            a.add(rows.iter().map(|x| x.at).collect::<Vec<_>>())
+        })?;
     }
     if !w.orders.is_empty() {
         let o = &w.orders;
-        sqlx::query(
+        s.part(
             "UPDATE orders SET attributes = v.attributes, version = v.version, \
              updated_at = v.at FROM UNNEST($1::int8[], $2::jsonb[], $3::int8[], \
              $4::timestamptz[]) AS v(id, attributes, version, at) WHERE orders.id = v.id",
-        )
-        .bind(o.iter().map(|x| x.id).collect::<Vec<_>>())
-        .bind(o.iter().map(|x| Json(&x.attributes)).collect::<Vec<_>>())
-        .bind(o.iter().map(|x| x.version).collect::<Vec<_>>())
-        .bind(o.iter().map(|x| x.at).collect::<Vec<_>>())
-        .execute(&mut *c)
-        .await?;
+            |a| {
+                a.add(o.iter().map(|x| x.id).collect::<Vec<_>>())?;
+                a.add(o.iter().map(|x| Json(&x.attributes)).collect::<Vec<_>>())?;
+                a.add(o.iter().map(|x| x.version).collect::<Vec<_>>())?;
+                a.add(o.iter().map(|x| x.at).collect::<Vec<_>>())
+            },
+        )?;
     }
-    Ok(())
+    s.execute(c).await
+}
+
+/// Data-modifying statements sent as one: `WITH p0 AS (first), p1 AS (second) last`.
+/// PostgreSQL runs every part, referenced or not, on the statement's snapshot, in an order
+/// of its choosing: a part must not read what another writes, nor write a row another one
+/// writes. Each part's parameters are numbered after the ones of the parts before it.
+#[derive(Default)]
+struct OneStatement {
+    parts: Vec<String>,
+    args: PgArguments,
+}
+
+impl OneStatement {
+    /// Adds `sql`, whose parameters are `$1`, `$2`, ..., and binds their values in order.
+    fn part(
+        &mut self,
+        sql: &str,
+        bind: impl FnOnce(&mut PgArguments) -> Result<(), BoxDynError>,
+    ) -> sqlx::Result<()> {
+        let before = self.args.len();
+        self.parts.push(renumber(sql, before));
+        bind(&mut self.args).map_err(sqlx::Error::Encode)
+    }
+
+    async fn execute(self, c: &mut PgConnection) -> sqlx::Result<()> {
+        let Some((last, first)) = self.parts.split_last() else {
+            return Ok(());
+        };
+        let mut sql = String::new();
+        for (i, part) in first.iter().enumerate() {
+            let _ = write!(
+                sql,
+                "{} p{i} AS ({part})",
+                if i == 0 { "WITH" } else { "," }
+            );
+        }
+        if !first.is_empty() {
+            sql.push(' ');
+        }
+        sql.push_str(last);
+        sqlx::query_with(AssertSqlSafe(sql), self.args)
+            .execute(c)
+            .await?;
+        Ok(())
+    }
+}
+
+/// `sql` with every parameter `$n` renamed `$(n + offset)`. The statements given here have
+/// no other `$` (no dollar quotes).
+fn renumber(sql: &str, offset: usize) -> String {
+    if offset == 0 {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => {
+                let _ = write!(out, "{}", n + offset);
+            }
+            // Not a parameter: kept as it is.
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The `INSERT` of new updates (see [`insert_updates`]), `RETURNING id, seq`: arrays `$1`
@@ -244,4 +324,20 @@ pub(crate) async fn record_delivered(
     )
     .fetch_all(c)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renumber;
+
+    #[test]
+    fn parameters_are_renumbered_after_the_parts_before() {
+        let sql = "UPDATE t SET a = v.a FROM UNNEST($1::int8[], $2::text[]) AS v WHERE $10 > 0";
+        assert_eq!(renumber(sql, 0), sql);
+        assert_eq!(
+            renumber(sql, 9),
+            "UPDATE t SET a = v.a FROM UNNEST($10::int8[], $11::text[]) AS v WHERE $19 > 0"
+        );
+        assert_eq!(renumber("a = $", 2), "a = $");
+    }
 }
