@@ -52,8 +52,7 @@ impl GroupConn {
             .bind(DUE)
             .fetch_all(&mut *conn)
             .await;
-        self.keep_if_sound(&inserted);
-        Ok(inserted?)
+        self.kept(inserted)
     }
 
     /// The row stored under `(client, key)`, read on the writer's connection.
@@ -70,8 +69,7 @@ impl GroupConn {
             .bind(key)
             .fetch_optional(&mut *conn)
             .await;
-        self.keep_if_sound(&row);
-        Ok(row?)
+        self.kept(row)
     }
 
     /// The connection, opened on first use on the caller's runtime (the writer's). One that
@@ -96,13 +94,14 @@ impl GroupConn {
         Ok(&mut own.conn)
     }
 
-    /// Drops the connection after an error that may have broken it (anything but an error
-    /// PostgreSQL reported for the statement); the next group opens another.
-    fn keep_if_sound<T>(&mut self, r: &sqlx::Result<T>) {
-        if let Err(e) = r
-            && !matches!(e, sqlx::Error::Database(_) | sqlx::Error::RowNotFound)
+    /// `r`, after dropping the connection on an error that may have broken it (anything
+    /// but an error PostgreSQL reported for the statement); the next group opens another.
+    fn kept<T>(&mut self, r: sqlx::Result<T>) -> Result<T> {
+        if let Err(e) = &r
+            && !matches!(e, sqlx::Error::Database(_))
         {
             self.own = None;
         }
+        Ok(r?)
     }
 }
