@@ -1,6 +1,7 @@
 //! Starts the real `orderflow` binary on a free loopback port against a fresh database,
 //! the way an operator would, so benchmarks measure what users run.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -344,20 +345,11 @@ pub(crate) struct CpuUse {
 impl CpuClock {
     /// `None` where `/proc` cannot be read.
     pub(crate) fn read(server: u32) -> Option<Self> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let cpu: Vec<u64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        // user nice system idle iowait irq softirq steal (guest time is within user).
-        let total = cpu.iter().take(8).sum();
+        let (total, idle, iowait) = machine_ticks()?;
         Some(Self {
             total,
-            idle: *cpu.get(3)?,
-            iowait: *cpu.get(4)?,
+            idle,
+            iowait,
             server: process_ticks(server)?,
             client: process_ticks(std::process::id())?,
         })
@@ -365,7 +357,7 @@ impl CpuClock {
 
     /// What was used from `before` to `self`.
     pub(crate) fn since(self, before: Self) -> CpuUse {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let cores = cores();
         let total = self.total.saturating_sub(before.total).max(1) as f64;
         // /proc/stat counts the ticks of all CPUs: a share of it times the cores is cores.
         let share = |ticks: u64| ticks as f64 / total * cores;
@@ -393,6 +385,83 @@ impl std::fmt::Display for CpuUse {
             self.iowait
         )
     }
+}
+
+/// Clock ticks of all CPUs, of those idle and of those waiting for I/O (`/proc/stat`).
+fn machine_ticks() -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    Some((cpu.iter().take(8).sum(), *cpu.get(3)?, *cpu.get(4)?))
+}
+
+/// CPU time of chosen processes read at one moment, with the machine's: to tell after a
+/// run what groups of processes (a benchmark's workers, the database server's own) used,
+/// where [`CpuClock`]'s one server and one client do not fit.
+#[derive(Clone, Debug)]
+pub(crate) struct ProcessClock {
+    total: u64,
+    idle: u64,
+    ticks: HashMap<u32, u64>,
+}
+
+impl ProcessClock {
+    /// `None` where `/proc/stat` cannot be read; a process that is gone is left out.
+    pub(crate) fn read(pids: impl IntoIterator<Item = u32>) -> Option<Self> {
+        let (total, idle, _) = machine_ticks()?;
+        let ticks = pids
+            .into_iter()
+            .filter_map(|pid| Some((pid, process_ticks(pid)?)))
+            .collect();
+        Some(Self { total, idle, ticks })
+    }
+
+    /// The cores `pids` used from `before` to `self` (a process started in between counts
+    /// from zero; one that ended in between is not counted).
+    pub(crate) fn cores(&self, before: &Self, pids: &[u32]) -> f64 {
+        let ticks: u64 = pids
+            .iter()
+            .filter_map(|pid| {
+                let now = self.ticks.get(pid)?;
+                Some(now.saturating_sub(before.ticks.get(pid).copied().unwrap_or(0)))
+            })
+            .sum();
+        self.share(before, ticks)
+    }
+
+    /// The cores nobody used from `before` to `self`.
+    pub(crate) fn idle(&self, before: &Self) -> f64 {
+        self.share(before, self.idle.saturating_sub(before.idle))
+    }
+
+    /// `ticks` of the time from `before` to `self`, in cores.
+    fn share(&self, before: &Self, ticks: u64) -> f64 {
+        let total = self.total.saturating_sub(before.total).max(1) as f64;
+        ticks as f64 / total * cores()
+    }
+}
+
+/// The machine's cores.
+pub(crate) fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
+/// The processes whose command name is `name` (`/proc/PID/comm`).
+pub(crate) fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .collect()
 }
 
 /// User and system clock ticks of process `pid` (`/proc/PID/stat`, fields 14 and 15).

@@ -3,6 +3,7 @@
 //! until every update is settled.
 
 use super::*;
+use crate::server::{ProcessClock, cores, pids_named};
 
 /// A scratch database on the PostgreSQL server, dropped with it.
 pub(crate) struct ScratchDb {
@@ -66,6 +67,11 @@ pub(super) async fn drain_postgres(
     let stored = fill(&server, args.orders, updates).await?;
     server.terminate()?;
     let pool = sqlx::PgPool::connect(&db.url).await?;
+    let cpu_before = ProcessClock::read(
+        pids_named("postgres")
+            .into_iter()
+            .chain([std::process::id()]),
+    );
     let started = Instant::now();
     let mut children: Vec<Child> = (0..workers)
         .map(|_| {
@@ -102,6 +108,15 @@ pub(super) async fn drain_postgres(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = started.elapsed();
+    let worker_pids: Vec<u32> = children.iter().map(Child::id).collect();
+    let postgres_pids = pids_named("postgres");
+    let cpu_after = ProcessClock::read(
+        worker_pids
+            .iter()
+            .chain(&postgres_pids)
+            .copied()
+            .chain([std::process::id()]),
+    );
     for c in &mut children {
         std::process::Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
@@ -121,7 +136,42 @@ pub(super) async fn drain_postgres(
         }
     );
     let rate = report(&name, applied as u64, updates, took, stored);
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        print_cpu(
+            &before,
+            &after,
+            &worker_pids,
+            &postgres_pids,
+            applied as f64 / took.as_secs_f64(),
+        );
+    }
     drop(server);
     db.drop().await?;
     Ok(rate)
+}
+
+/// Who used the cores over a drain: the workers, PostgreSQL's own processes (its backends
+/// serve the workers' connections), this benchmark's progress poll, or nobody; and the
+/// workers' and PostgreSQL's CPU time per update applied (`rate` a second).
+fn print_cpu(
+    before: &ProcessClock,
+    after: &ProcessClock,
+    workers: &[u32],
+    postgres: &[u32],
+    rate: f64,
+) {
+    let workers = after.cores(before, workers);
+    let postgres = after.cores(before, postgres);
+    let poll = after.cores(before, &[std::process::id()]);
+    let idle = after.idle(before);
+    let others = (cores() - workers - postgres - poll - idle).max(0.0);
+    let per_update = |used: f64| used / rate.max(1.0) * 1e6;
+    println!(
+        "  cores used: workers {workers:.2}, PostgreSQL {postgres:.2}, this benchmark {poll:.2}, \
+         others {others:.2}; idle {idle:.2} of {}; CPU per update applied: workers {:.0} µs, \
+         PostgreSQL {:.0} µs",
+        cores(),
+        per_update(workers),
+        per_update(postgres)
+    );
 }
