@@ -362,12 +362,10 @@ impl CpuClock {
 
     /// What was used from `before` to `self`.
     pub(crate) fn since(self, before: Self) -> CpuUse {
-        let cores = cores();
-        let total = self.total.saturating_sub(before.total).max(1) as f64;
-        // /proc/stat counts the ticks of all CPUs: a share of it times the cores is cores.
-        let share = |ticks: u64| ticks as f64 / total * cores;
+        let total = self.total.saturating_sub(before.total);
+        let share = |ticks: u64| in_cores(ticks, total);
         CpuUse {
-            cores,
+            cores: cores(),
             server: share(self.server.saturating_sub(before.server)),
             client: share(self.client.saturating_sub(before.client)),
             idle: share(self.idle.saturating_sub(before.idle)),
@@ -447,9 +445,14 @@ impl ProcessClock {
 
     /// `ticks` of the time from `before` to `self`, in cores.
     fn share(&self, before: &Self, ticks: u64) -> f64 {
-        let total = self.total.saturating_sub(before.total).max(1) as f64;
-        ticks as f64 / total * cores()
+        in_cores(ticks, self.total.saturating_sub(before.total))
     }
+}
+
+/// `ticks` of a process or state in cores, over a time in which all CPUs counted `total`
+/// ticks (`/proc/stat` counts the ticks of all CPUs: a share of it times the cores).
+fn in_cores(ticks: u64, total: u64) -> f64 {
+    ticks as f64 / total.max(1) as f64 * cores()
 }
 
 /// The machine's cores.
