@@ -302,10 +302,18 @@ fn bad_prefer() -> ApiError {
 /// How an update's answer goes out: its status and body. Stored and parked updates are
 /// 202, processed ones 200; a failed one is its error (see [`ApiError::update_failed`]).
 fn answer_parts(answer: &Answer) -> (StatusCode, Value) {
-    if let Some(e) = ApiError::update_failed(answer) {
-        return e.parts();
+    match answer_status(answer) {
+        Ok(status) => (status, json!(answer)),
+        Err(e) => e.parts(),
     }
-    let status = match answer.status {
+}
+
+/// The status of an answer that is not an error, else its error.
+fn answer_status(answer: &Answer) -> Result<StatusCode, ApiError> {
+    if let Some(e) = ApiError::update_failed(answer) {
+        return Err(e);
+    }
+    Ok(match answer.status {
         UpdateStatus::Accepted | UpdateStatus::Processing | UpdateStatus::Parked => {
             StatusCode::ACCEPTED
         }
@@ -313,14 +321,19 @@ fn answer_parts(answer: &Answer) -> (StatusCode, Value) {
         | UpdateStatus::Ignored
         | UpdateStatus::Rejected
         | UpdateStatus::Dead => StatusCode::OK,
-    };
-    (status, json!(answer))
+    })
 }
 
-/// The answer with `Location: <the update's status resource>` on a 202.
+/// The answer with `Location: <the update's status resource>` on a 202. The answer is
+/// written as it is, not through a JSON value first (the keys in its fields' order).
 fn answer_response(answer: &Answer) -> Response {
-    let (status, body) = answer_parts(answer);
-    let mut response = (status, Json(body)).into_response();
+    let (status, mut response) = match answer_status(answer) {
+        Ok(status) => (status, (status, Json(answer)).into_response()),
+        Err(e) => {
+            let (status, body) = e.parts();
+            (status, (status, Json(body)).into_response())
+        }
+    };
     if status == StatusCode::ACCEPTED
         && let Ok(v) = HeaderValue::from_str(&location(&answer.id))
     {

@@ -157,7 +157,7 @@ pub fn request_hash(value: &Value) -> String {
     }
     let mut hasher = Sha256::new();
     write(value, &mut hasher);
-    hex::encode(hasher.finalize())
+    crate::auth::to_hex(&hasher.finalize())
 }
 
 /// Why `value` is not an [`OrderUpdate`], at its JSON path under `path`.
@@ -458,5 +458,10 @@ mod tests {
         assert_eq!(request_hash(&a), request_hash(&b));
         let c = json!({"b": 1, "a": {"y": [2, 1], "x": "s"}});
         assert_ne!(request_hash(&a), request_hash(&c));
+        // Stored hashes depend on the bytes hashed: the compact JSON with sorted keys.
+        assert_eq!(
+            request_hash(&a),
+            "0d1dbd3b30eaebbff7eaaff9c3f5bfb754d82a189175edb050d9006def74ca09"
+        );
     }
 }

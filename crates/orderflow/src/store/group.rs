@@ -138,10 +138,10 @@ pub(super) enum Admit {
     Later,
 }
 
-/// One multi-row SQLite INSERT of `rows` updates; a conflicting key inserts nothing and
-/// returns nothing.
+/// One multi-row SQLite INSERT of `rows` updates; a conflicting key inserts nothing. It
+/// returns nothing: append [`RETURNING`] for the `(id, seq)` of the rows inserted.
 pub(super) fn insert_sql(on_error: OnError, admit: Admit, rows: usize) -> String {
-    let mut sql = String::with_capacity(INSERT_HEAD_UNADMITTED.len() + rows * 64 + 112);
+    let mut sql = String::with_capacity(INSERT_HEAD_UNADMITTED.len() + rows * 64 + 96);
     sql.push_str(match on_error {
         OnError::Statement => "INSERT",
         OnError::Transaction => "INSERT OR ROLLBACK",
@@ -161,6 +161,10 @@ pub(super) fn insert_sql(on_error: OnError, admit: Admit, rows: usize) -> String
         };
         sql.push_str(&row);
     }
-    sql.push_str(" ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING id, seq");
+    sql.push_str(" ON CONFLICT (client, idempotency_key) DO NOTHING");
     sql
 }
+
+/// The `(id, seq)` of the rows an [`insert_sql`] inserted. SQLite collects a `RETURNING`
+/// statement's rows in a temporary table before the first is returned.
+pub(super) const RETURNING: &str = " RETURNING id, seq";

@@ -16,6 +16,7 @@ backend_tests!(
     repeats_that_meet_in_one_group_store_one_row,
     a_failed_group_stores_nothing_and_the_next_one_is_stored,
     a_request_that_cannot_be_stored_fails_alone,
+    each_row_of_a_group_answers_with_its_own_seq,
 );
 
 async fn post_update(s: &TestServer, key: &str, body: &Value) -> (StatusCode, Value) {
@@ -123,6 +124,54 @@ fn new_update(id: &str, key: &str) -> NewUpdate {
         response: None,
         received_at: store::now(),
     }
+}
+
+/// The `seq` a group's answer gives each new row is the one the store holds for it, also
+/// in a group where a repeated key stored nothing for one of its rows (SQLite reads the
+/// `seq`s back only then; otherwise they follow from the last one inserted).
+async fn each_row_of_a_group_answers_with_its_own_seq(backend: Backend) {
+    let Some(s) = start(backend).await else {
+        return;
+    };
+    let mut writer = GroupWriter::new(s.store.clone());
+    let first = [
+        new_update("s-1", "s-a"),
+        new_update("s-2", "s-b"),
+        new_update("s-3", "s-c"),
+    ];
+    let second = [
+        new_update("s-4", "s-d"),
+        new_update("s-5", "s-a"),
+        new_update("s-6", "s-f"),
+        new_update("s-7", "s-g"),
+    ];
+    let mut seqs = Vec::new();
+    for group in [&first[..], &second[..]] {
+        let stored = writer.insert(group).await.expect("insert");
+        assert_eq!(stored.len(), group.len());
+        for (u, answer) in group.iter().zip(stored) {
+            let row = s.store.update_by_id(&u.id).await.expect("read");
+            match answer {
+                Stored::New(seq) => {
+                    let row = row.expect("a new row is stored");
+                    assert_eq!(seq, row.seq, "the answer's seq of {}", u.id);
+                    seqs.push(seq);
+                }
+                Stored::Existing(first) => {
+                    assert_eq!(u.id, "s-5", "only the repeated key is not new");
+                    assert_eq!(first.id, "s-1");
+                    assert!(row.is_none(), "a repeat stores no row");
+                }
+            }
+        }
+    }
+    assert_eq!(seqs.len(), 6);
+    assert!(
+        seqs.is_sorted(),
+        "seqs follow the order of the group: {seqs:?}"
+    );
+    writer.release();
+    s.stop().await;
 }
 
 async fn a_failed_group_stores_nothing_and_the_next_one_is_stored(backend: Backend) {

@@ -19,7 +19,7 @@
 
 use std::sync::Mutex;
 
-use rusqlite::types::Value;
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use sqlx::pool::PoolConnection;
 
 use super::SqliteStore;
@@ -41,8 +41,31 @@ pub(crate) struct GroupConn {
     /// The connection the groups are written on, opened at the first group. Only the group
     /// writer uses it; the mutex makes the writer `Sync` (a `rusqlite` connection is only
     /// `Send`) and is never contended.
-    own: Option<Mutex<rusqlite::Connection>>,
+    own: Option<Mutex<Own>>,
 }
+
+/// The group writer's own connection, and the text of its insert for each group size seen:
+/// written once, not for every group (its prepared statement is cached by that text).
+struct Own {
+    conn: rusqlite::Connection,
+    inserts: Vec<Option<String>>,
+}
+
+/// The insert of `rows` updates, from `kept` for groups of up to [`KEPT_INSERTS`] rows.
+fn insert_text(kept: &mut Vec<Option<String>>, rows: usize) -> std::borrow::Cow<'_, str> {
+    let make = || insert_sql(OnError::Transaction, Admit::Later, rows);
+    if rows > KEPT_INSERTS {
+        return make().into();
+    }
+    if kept.len() <= rows {
+        kept.resize(rows + 1, None);
+    }
+    kept[rows].get_or_insert_with(make).as_str().into()
+}
+
+/// Group sizes whose insert text is kept (256 requests a group; a batch request can make a
+/// group larger).
+const KEPT_INSERTS: usize = 256;
 
 impl GroupConn {
     /// Stores `updates` in one transaction; the `(id, seq)` of each inserted one.
@@ -63,7 +86,7 @@ impl GroupConn {
         // later group: give that connection up, the next group opens another.
         if result.is_err()
             && let Some(own) = &self.own
-            && !own.lock().is_ok_and(|c| c.is_autocommit())
+            && !own.lock().is_ok_and(|o| o.conn.is_autocommit())
         {
             self.own = None;
         }
@@ -82,9 +105,12 @@ impl GroupConn {
     }
 
     /// The group writer's own connection, opened on first use.
-    fn own(&mut self, s: &SqliteStore) -> Result<&Mutex<rusqlite::Connection>> {
+    fn own(&mut self, s: &SqliteStore) -> Result<&Mutex<Own>> {
         if self.own.is_none() {
-            self.own = Some(Mutex::new(open(s)?));
+            self.own = Some(Mutex::new(Own {
+                conn: open(s)?,
+                inserts: Vec::new(),
+            }));
         }
         Ok(self.own.as_ref().expect("opened above"))
     }
@@ -119,6 +145,8 @@ fn open(s: &SqliteStore) -> Result<rusqlite::Connection> {
          PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = 10000",
     )
     .map_err(failed)?;
+    // Only groups are written on this connection: their WAL bound is set once.
+    conn.execute_batch(super::GROUP_WAL_BOUND).map_err(failed)?;
     // One prepared insert per group size up to 256 requests' worth, each kept.
     conn.set_prepared_statement_cache_capacity(STATEMENTS);
     Ok(conn)
@@ -127,39 +155,59 @@ fn open(s: &SqliteStore) -> Result<rusqlite::Connection> {
 /// Prepared inserts kept: one per group size seen (a group holds up to 256 requests).
 const STATEMENTS: usize = 300;
 
-/// [`super::BEGIN`] (the WAL bound, then `BEGIN IMMEDIATE`), the inserts and `COMMIT`:
-/// `Ok` only after the commit. On error the transaction is rolled back.
+/// `BEGIN IMMEDIATE`, the inserts and `COMMIT`: `Ok` only after the commit. On error the
+/// transaction is rolled back. The three statements stay prepared.
 ///
 /// The transaction holds nothing but the group, and any failure rolls all of it back, so
 /// the inserts are `INSERT OR ROLLBACK`: SQLite then keeps no statement journal (a copy of
 /// every page a statement changes, kept so that the statement alone can be undone).
-fn insert(conn: &mut rusqlite::Connection, updates: &[NewUpdate]) -> Result<Vec<(String, i64)>> {
-    conn.execute_batch(super::BEGIN)?;
-    match insert_and_commit(conn, updates) {
+fn insert(own: &mut Own, updates: &[NewUpdate]) -> Result<Vec<(String, i64)>> {
+    own.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    match insert_and_commit(own, updates) {
         Ok(ids) => Ok(ids),
         Err(e) => {
             // `INSERT OR ROLLBACK` may have ended the transaction already; then this
             // ROLLBACK fails harmlessly.
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = own.conn.execute_batch("ROLLBACK");
             Err(e.into())
         }
     }
 }
 
-fn insert_and_commit(
-    conn: &mut rusqlite::Connection,
-    updates: &[NewUpdate],
-) -> rusqlite::Result<Vec<(String, i64)>> {
+/// The inserts return nothing: a statement with `RETURNING` collects its rows in a
+/// temporary table first, opened, filled, read and dropped for every group. A chunk that
+/// inserted every row got consecutive `seq`s ending at the last one inserted; one in which
+/// a repeated key inserted nothing for its row reads the `seq`s of the rows it did insert.
+fn insert_and_commit(own: &mut Own, updates: &[NewUpdate]) -> rusqlite::Result<Vec<(String, i64)>> {
+    let Own { conn, inserts } = own;
     let mut ids = Vec::with_capacity(updates.len());
     for chunk in updates.chunks(INSERT_CHUNK) {
-        let mut insert =
-            conn.prepare_cached(&insert_sql(OnError::Transaction, Admit::Later, chunk.len()))?;
-        let mut rows = insert.query(rusqlite::params_from_iter(chunk.iter().flat_map(values)))?;
-        while let Some(row) = rows.next()? {
-            ids.push((row.get(0)?, row.get(1)?));
+        let inserted = conn
+            .prepare_cached(&insert_text(inserts, chunk.len()))?
+            .execute(rusqlite::params_from_iter(chunk.iter().flat_map(values)))?;
+        if inserted == chunk.len() {
+            let last = conn.last_insert_rowid();
+            let first = last - chunk.len() as i64 + 1;
+            ids.extend(
+                chunk
+                    .iter()
+                    .zip(first..)
+                    .map(|(u, seq)| (u.id.clone(), seq)),
+            );
+        } else {
+            let ids_json =
+                serde_json::Value::from(chunk.iter().map(|u| u.id.as_str()).collect::<Vec<_>>())
+                    .to_string();
+            let mut read = conn.prepare_cached(
+                "SELECT id, seq FROM inbox WHERE id IN (SELECT value FROM json_each(?1))",
+            )?;
+            let mut rows = read.query([ids_json])?;
+            while let Some(row) = rows.next()? {
+                ids.push((row.get(0)?, row.get(1)?));
+            }
         }
     }
-    conn.execute_batch("COMMIT")?;
+    conn.prepare_cached("COMMIT")?.execute([])?;
     Ok(ids)
 }
 
@@ -168,25 +216,49 @@ fn insert_and_commit(
 /// `writes::insert_updates`). Text columns as text, JSON as its compact text, times as
 /// RFC 3339 text (`+00:00`) with the nanoseconds sqlx writes for a bound time
 /// (`SecondsFormat::AutoSi`), so the rows compare and sort with times sqlx binds.
-pub(super) fn values(u: &NewUpdate) -> [Value; 11] {
-    let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Text);
+///
+/// Text the row already holds is bound borrowed (SQLite copies what it binds).
+pub(super) fn values(u: &NewUpdate) -> [ToSqlOutput<'_>; 11] {
+    fn text(s: &str) -> ToSqlOutput<'_> {
+        ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+    }
+    fn optional(s: &Option<String>) -> ToSqlOutput<'_> {
+        s.as_deref().map_or(ToSqlOutput::Owned(Value::Null), text)
+    }
+    // `to_string` of a JSON value writes the same text through `fmt`, a few times slower.
+    fn json(v: &serde_json::Value) -> ToSqlOutput<'static> {
+        ToSqlOutput::Owned(serde_json::to_string(v).map_or(Value::Null, Value::Text))
+    }
     let at = u
         .received_at
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
     [
-        Value::Text(u.id.clone()),
-        Value::Text(u.client.clone()),
-        text(&u.idempotency_key),
-        Value::Text(u.request_hash.clone()),
-        Value::Text(u.order_reference.clone()),
-        text(&u.event),
-        Value::Text(u.payload.to_string()),
+        text(&u.id),
+        text(&u.client),
+        optional(&u.idempotency_key),
+        text(&u.request_hash),
+        text(&u.order_reference),
+        optional(&u.event),
+        json(&u.payload),
         // `response_status` is no longer written (see `UpdateRow::answer`).
-        Value::Null,
+        ToSqlOutput::Owned(Value::Null),
         u.response
             .as_ref()
-            .map_or(Value::Null, |r| Value::Text(r.to_string())),
-        Value::Text(at.clone()),
-        Value::Text(at),
+            .map_or(ToSqlOutput::Owned(Value::Null), json),
+        ToSqlOutput::Owned(Value::Text(at.clone())),
+        ToSqlOutput::Owned(Value::Text(at)),
     ]
+}
+
+/// A value of [`values`] as an owned value, for a driver other than `rusqlite`.
+pub(super) fn owned(v: ToSqlOutput<'_>) -> Value {
+    match v {
+        ToSqlOutput::Borrowed(ValueRef::Text(t)) => {
+            Value::Text(String::from_utf8_lossy(t).into_owned())
+        }
+        ToSqlOutput::Borrowed(ValueRef::Integer(i)) => Value::Integer(i),
+        ToSqlOutput::Owned(v) => v,
+        // `values` makes neither of the others.
+        _ => Value::Null,
+    }
 }

@@ -94,6 +94,10 @@ pub(super) static DIALECT: Dialect = Dialect {
 /// [`connect`]).
 pub(super) const BEGIN: &str = "PRAGMA wal_autocheckpoint = 1000; BEGIN IMMEDIATE";
 
+/// The WAL bound of [`BEGIN`], set once on the ERP inbox's group writer's own connection,
+/// where only groups are written.
+pub(super) const GROUP_WAL_BOUND: &str = "PRAGMA wal_autocheckpoint = 1000";
+
 /// How a worker's batch begins: under a WAL bound of 10,000 pages (see [`connect`]).
 const BATCH_BEGIN: &str = "PRAGMA wal_autocheckpoint = 10000; BEGIN IMMEDIATE";
 
@@ -144,7 +148,7 @@ pub(super) async fn connect(url: &str) -> Result<SqliteStore> {
     // that finds the WAL past `wal_autocheckpoint` pages, gets to its end and fsyncs the
     // database file: a sync of everything copied since the last one, while every write
     // waits. The bound is set by each write transaction as it begins: 1,000 pages
-    // (SQLite's default; [`BEGIN`], and an ERP group's statement list) where a caller
+    // (SQLite's default; [`BEGIN`], and [`GROUP_WAL_BOUND`] for the ERP inbox's groups) where a caller
     // waits for the commit, so a sync holds the writer a few milliseconds; 10,000 (40 MB)
     // for a worker's batch ([`BATCH_BEGIN`]), where fewer, larger syncs write a page that
     // changed many times once (measured: the ingest's p99 at half rate 16–28 ms at 10,000

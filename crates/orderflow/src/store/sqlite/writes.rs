@@ -7,7 +7,7 @@ use sqlx::types::Json;
 
 use crate::store::List;
 use crate::store::batch::Writes;
-use crate::store::group::{Admit, INSERT_CHUNK, OnError, insert_sql};
+use crate::store::group::{Admit, INSERT_CHUNK, OnError, RETURNING, insert_sql};
 use crate::store::inbox::{FINISH_SET, Finish, NewUpdate};
 use crate::store::subscriptions::{AttemptRecord, ClaimedDelivery};
 
@@ -148,11 +148,11 @@ pub(crate) async fn insert_updates(
 ) -> sqlx::Result<Vec<(String, i64)>> {
     let mut ids = Vec::with_capacity(updates.len());
     for chunk in updates.chunks(INSERT_CHUNK) {
-        let sql = insert_sql(OnError::Statement, Admit::Now, chunk.len());
+        let sql = insert_sql(OnError::Statement, Admit::Now, chunk.len()) + RETURNING;
         let mut q = sqlx::query_as(AssertSqlSafe(sql));
         // The values the group writer binds through rusqlite, so both store the same text.
         for v in chunk.iter().flat_map(super::group::values) {
-            q = match v {
+            q = match super::group::owned(v) {
                 Value::Null => q.bind(None::<String>),
                 Value::Integer(i) => q.bind(i),
                 Value::Real(f) => q.bind(f),
