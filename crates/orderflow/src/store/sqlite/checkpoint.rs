@@ -20,10 +20,11 @@ use sqlx::{ConnectOptions, SqliteConnection};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How often the WAL is copied into the database file. Often enough that the writer's
-/// inline checkpoint, due every 1,000 pages of acknowledged writes (see `sqlite::GROUP_WAL_BOUND`),
-/// finds little left to copy and only syncs: at 100 ms it copied most of it itself (ERP
-/// ingest at half rate, six interleaved rounds: p99 median 9.5 ms at 100 ms, 6.8 ms at
-/// 20 ms). A call with nothing to copy reads the WAL's header and returns.
+/// inline checkpoint, due every 1,000 pages of acknowledged writes (see
+/// `sqlite::GROUP_WAL_BOUND`), finds little left to copy and only syncs: at 100 ms it
+/// copied most of it itself (ERP ingest at half rate, six interleaved rounds: p99 median
+/// 9.5 ms at 100 ms, 6.8 ms at 20 ms). A call with nothing to copy reads the WAL's header
+/// and returns.
 const EVERY: Duration = Duration::from_millis(20);
 
 /// The running checkpointer: it stops on [`Checkpointer::stop`], or when the last clone is

@@ -195,13 +195,14 @@ fn insert_and_commit(own: &mut Own, updates: &[NewUpdate]) -> rusqlite::Result<V
                     .map(|(u, seq)| (u.id.clone(), seq)),
             );
         } else {
-            let ids_json =
-                serde_json::Value::from(chunk.iter().map(|u| u.id.as_str()).collect::<Vec<_>>())
-                    .to_string();
-            let mut read = conn.prepare_cached(
-                "SELECT id, seq FROM inbox WHERE id IN (SELECT value FROM json_each(?1))",
-            )?;
-            let mut rows = read.query([ids_json])?;
+            // The ids as one JSON list, the store's way of binding a list (`store::List`).
+            let chunk_ids: Vec<&str> = chunk.iter().map(|u| u.id.as_str()).collect();
+            let sql = format!(
+                "SELECT id, seq FROM inbox WHERE {}",
+                super::DIALECT.in_list("id", 1)
+            );
+            let mut read = conn.prepare_cached(&sql)?;
+            let mut rows = read.query([serde_json::Value::from(chunk_ids).to_string()])?;
             while let Some(row) = rows.next()? {
                 ids.push((row.get(0)?, row.get(1)?));
             }
@@ -256,9 +257,8 @@ pub(super) fn owned(v: ToSqlOutput<'_>) -> Value {
         ToSqlOutput::Borrowed(ValueRef::Text(t)) => {
             Value::Text(String::from_utf8_lossy(t).into_owned())
         }
-        ToSqlOutput::Borrowed(ValueRef::Integer(i)) => Value::Integer(i),
         ToSqlOutput::Owned(v) => v,
-        // `values` makes neither of the others.
+        // `values` borrows only text.
         _ => Value::Null,
     }
 }

@@ -90,13 +90,19 @@ pub(super) static DIALECT: Dialect = Dialect {
          ORDER BY f.seq DESC LIMIT 1",
 };
 
-/// How a write transaction begins on the writer: under a WAL bound of 1,000 pages (see
-/// [`connect`]).
-pub(super) const BEGIN: &str = "PRAGMA wal_autocheckpoint = 1000; BEGIN IMMEDIATE";
+/// The WAL bound of a write transaction on the writer, 1,000 pages (see [`connect`]).
+macro_rules! writer_wal_bound {
+    () => {
+        "PRAGMA wal_autocheckpoint = 1000"
+    };
+}
+
+/// How a write transaction begins on the writer: under its WAL bound.
+pub(super) const BEGIN: &str = concat!(writer_wal_bound!(), "; BEGIN IMMEDIATE");
 
 /// The WAL bound of [`BEGIN`], set once on the ERP inbox's group writer's own connection,
 /// where only groups are written.
-pub(super) const GROUP_WAL_BOUND: &str = "PRAGMA wal_autocheckpoint = 1000";
+pub(super) const GROUP_WAL_BOUND: &str = writer_wal_bound!();
 
 /// How a worker's batch begins: under a WAL bound of 10,000 pages (see [`connect`]).
 const BATCH_BEGIN: &str = "PRAGMA wal_autocheckpoint = 10000; BEGIN IMMEDIATE";
@@ -148,11 +154,11 @@ pub(super) async fn connect(url: &str) -> Result<SqliteStore> {
     // that finds the WAL past `wal_autocheckpoint` pages, gets to its end and fsyncs the
     // database file: a sync of everything copied since the last one, while every write
     // waits. The bound is set by each write transaction as it begins: 1,000 pages
-    // (SQLite's default; [`BEGIN`], and [`GROUP_WAL_BOUND`] for the ERP inbox's groups) where a caller
-    // waits for the commit, so a sync holds the writer a few milliseconds; 10,000 (40 MB)
-    // for a worker's batch ([`BATCH_BEGIN`]), where fewer, larger syncs write a page that
-    // changed many times once (measured: the ingest's p99 at half rate 16–28 ms at 10,000
-    // pages, 8–11 ms at 1,000; a drain 0.7–0.9 times as fast at 1,000).
+    // (SQLite's default; [`BEGIN`], and [`GROUP_WAL_BOUND`] for the ERP inbox's groups)
+    // where a caller waits for the commit, so a sync holds the writer a few milliseconds;
+    // 10,000 (40 MB) for a worker's batch ([`BATCH_BEGIN`]), where fewer, larger syncs
+    // write a page that changed many times once (measured: the ingest's p99 at half rate
+    // 16–28 ms at 10,000 pages, 8–11 ms at 1,000; a drain 0.7–0.9 times as fast at 1,000).
     //
     // temp_store=MEMORY on the writer: a batch is one transaction of several multi-row
     // statements, and SQLite keeps a statement journal (the pages each statement changes,
