@@ -234,6 +234,18 @@ impl OrderService {
             tx.commit().await.map_err(DomainError::from)?;
             self.committed();
         }
+        if !m.dry_run {
+            tracing::info!(
+                process = m.process,
+                to_process = m.to_process,
+                from = m.from,
+                to = m.to,
+                orders = report.orders,
+                items = report.items,
+                skipped = report.skipped.len(),
+                "items moved by an operator"
+            );
+        }
         Ok(report)
     }
 }

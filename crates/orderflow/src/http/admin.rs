@@ -91,10 +91,10 @@ pub(super) struct Stats {
         (status = 403, description = "forbidden: admin role only"),
         (status = 422, description = "invalid_request"),
     ))]
-#[tracing::instrument(skip_all, fields(client))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name))]
 pub(super) async fn list_inbox(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiQuery(q): ApiQuery<InboxQuery>,
 ) -> ApiResult<Json<InboxPage>> {
     let limit = PageLimit::get(q.limit);
@@ -124,10 +124,10 @@ pub(super) async fn list_inbox(
         (status = 403, description = "forbidden: admin role only"),
         (status = 404, description = "not_found"),
     ))]
-#[tracing::instrument(skip_all, fields(client, update = %id))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name, update = %id))]
 pub(super) async fn get_inbox_update(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<UpdateDetail>> {
     match state.inbox.store().update_by_id(&id).await? {
@@ -148,10 +148,10 @@ pub(super) async fn get_inbox_update(
         (status = 404, description = "not_found"),
         (status = 409, description = "not_retryable: applied, accepted or processing (`status` names it)"),
     ))]
-#[tracing::instrument(skip_all, fields(client, update = %id))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name, update = %id))]
 pub(super) async fn retry_update(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<UpdateDetail>> {
     // The store wakes the worker when the retry commits.
@@ -168,10 +168,10 @@ pub(super) async fn retry_update(
         (status = 403, description = "forbidden: admin role only"),
         (status = 422, description = "invalid_request: no filter, or a malformed one"),
     ))]
-#[tracing::instrument(skip_all, fields(client))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name))]
 pub(super) async fn replay(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> ApiResult<Json<ReplayReport>> {
     let filter = InboxFilter {
@@ -192,10 +192,10 @@ pub(super) async fn replay(
         (status = 200, body = Stats),
         (status = 403, description = "forbidden: admin role only"),
     ))]
-#[tracing::instrument(skip_all, fields(client))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name))]
 pub(super) async fn stats(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
 ) -> ApiResult<Json<Stats>> {
     let store = state.inbox.store();
     let inbox = ops::refresh_gauges(store).await?;

@@ -143,10 +143,10 @@ pub(super) struct EffectsPage {
         (status = 403, description = "forbidden: admin role only"),
         (status = 422, description = "invalid_request"),
     ))]
-#[tracing::instrument(skip_all, fields(client))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name))]
 pub(super) async fn list_effects(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiQuery(q): ApiQuery<EffectsQuery>,
 ) -> ApiResult<Json<EffectsPage>> {
     let limit = PageLimit::get(q.limit);
@@ -180,10 +180,10 @@ pub(super) async fn list_effects(
         (status = 403, description = "forbidden: admin role only"),
         (status = 404, description = "not_found"),
     ))]
-#[tracing::instrument(skip_all, fields(client, effect = id))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name, effect = id))]
 pub(super) async fn get_effect(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Effect>> {
     let store = state.service.store();
@@ -205,10 +205,10 @@ pub(super) async fn get_effect(
         (status = 404, description = "not_found"),
         (status = 409, description = "not_retryable: only dead effects (`status` names its status)"),
     ))]
-#[tracing::instrument(skip_all, fields(client, effect = id))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name, effect = id))]
 pub(super) async fn retry_effect(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Effect>> {
     let store = state.service.store();
@@ -219,6 +219,7 @@ pub(super) async fn retry_effect(
             status: row.status,
         }),
         Some((row, true)) => {
+            tracing::info!("effect retried by an operator");
             let attempts = store.effect_attempts(id).await?;
             Ok(Json(Effect::of(&row, Some(attempts))))
         }

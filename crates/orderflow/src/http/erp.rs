@@ -80,7 +80,7 @@ pub(super) struct BatchResults {
         (status = 409, description = "Wait mode: event_not_applicable under the reject policy"),
         (status = 422, description = "invalid_request (with `path`), unknown_event, idempotency_key_reused; in wait mode also a rejected update, with its code (`unknown_item`, `command_refused`, ...) and `update_id`"),
     ))]
-#[tracing::instrument(skip_all, fields(client))]
+#[tracing::instrument(skip_all, fields(client = %caller.name))]
 pub(super) async fn post_update(
     State(state): State<AppState>,
     ErpOrAdmin(caller): ErpOrAdmin,
@@ -125,7 +125,7 @@ pub(super) async fn post_update(
         (status = 202, body = BatchResults),
         (status = 422, description = "invalid_request: not `{updates: [...]}`, or more than max_batch entries"),
     ))]
-#[tracing::instrument(skip_all, fields(client, size))]
+#[tracing::instrument(skip_all, fields(client = %caller.name, size))]
 pub(super) async fn post_batch(
     State(state): State<AppState>,
     ErpOrAdmin(caller): ErpOrAdmin,

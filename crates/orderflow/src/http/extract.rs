@@ -376,7 +376,6 @@ impl FromRequestParts<AppState> for Caller {
             .await
             .map_err(|e| ApiError::Internal(Box::new(e)))?
             .ok_or(ApiError::Unauthenticated("unknown token"))?;
-        tracing::Span::current().record("client", client.name.as_str());
         if let Err(retry_after) = state.rate_limits.check(&client.name) {
             metrics::counter!("orderflow_http_rate_limited_total", "client" => client.name.clone())
                 .increment(1);

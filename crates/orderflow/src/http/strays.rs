@@ -38,10 +38,10 @@ pub(super) struct MoveRequest {
 /// start and after each move (also shown by `/readyz`).
 #[utoipa::path(get, path = "/v1/admin/strays", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = Vec<Strays>)))]
-#[tracing::instrument(skip_all, fields(client))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name))]
 pub(super) async fn list_strays(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
 ) -> ApiResult<Json<Vec<Strays>>> {
     Ok(Json(state.service.strays().await?))
 }
@@ -55,10 +55,10 @@ pub(super) async fn list_strays(
         (status = 200, body = MoveReport),
         (status = 422, description = "invalid_request: the process is not loaded or has no state `to`"),
     ))]
-#[tracing::instrument(skip_all, fields(client))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name))]
 pub(super) async fn move_items(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiJson(req): ApiJson<MoveRequest>,
 ) -> ApiResult<Json<MoveReport>> {
     let now = crate::store::now();

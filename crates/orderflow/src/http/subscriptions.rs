@@ -101,10 +101,10 @@ pub(super) struct ReplayRequest {
         (status = 403, description = "forbidden: admin role only"),
         (status = 422, description = "invalid_request: a URL that is not http(s), has credentials, or (with outbound.block_private_addresses) points inside; an unknown event type"),
     ))]
-#[tracing::instrument(skip_all, fields(client))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name))]
 pub(super) async fn create(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiJson(body): ApiJson<NewSubscription>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let events: Vec<String> = body.events.iter().map(|t| t.as_str().to_owned()).collect();
@@ -119,10 +119,10 @@ pub(super) async fn create(
         (status = 200, body = SubscriptionList),
         (status = 403, description = "forbidden: admin role only"),
     ))]
-#[tracing::instrument(skip_all, fields(client))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name))]
 pub(super) async fn list(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
 ) -> ApiResult<Json<SubscriptionList>> {
     let subscriptions = subs::list(state.service.store()).await?;
     Ok(Json(SubscriptionList { subscriptions }))
@@ -137,10 +137,10 @@ pub(super) async fn list(
         (status = 403, description = "forbidden: admin role only"),
         (status = 404, description = "not_found"),
     ))]
-#[tracing::instrument(skip_all, fields(client, subscription = id))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name, subscription = id))]
 pub(super) async fn get(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<SubscriptionView>> {
     Ok(Json(subs::get(state.service.store(), id).await?))
@@ -155,10 +155,10 @@ pub(super) async fn get(
         (status = 403, description = "forbidden: admin role only"),
         (status = 404, description = "not_found"),
     ))]
-#[tracing::instrument(skip_all, fields(client, subscription = id))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name, subscription = id))]
 pub(super) async fn patch(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<SubscriptionPatch>,
 ) -> ApiResult<Json<SubscriptionView>> {
@@ -178,10 +178,10 @@ pub(super) async fn patch(
         (status = 403, description = "forbidden: admin role only"),
         (status = 404, description = "not_found"),
     ))]
-#[tracing::instrument(skip_all, fields(client, subscription = id))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name, subscription = id))]
 pub(super) async fn delete(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
     subs::delete(state.service.store(), id).await?;
@@ -199,10 +199,10 @@ pub(super) async fn delete(
         (status = 404, description = "not_found"),
         (status = 422, description = "invalid_request"),
     ))]
-#[tracing::instrument(skip_all, fields(client, subscription = id))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name, subscription = id))]
 pub(super) async fn deliveries(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> ApiResult<Json<DeliveryPage>> {
@@ -232,10 +232,10 @@ pub(super) async fn deliveries(
         (status = 403, description = "forbidden: admin role only"),
         (status = 404, description = "not_found"),
     ))]
-#[tracing::instrument(skip_all, fields(client, subscription = path.0, delivery = path.1))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name, subscription = path.0, delivery = path.1))]
 pub(super) async fn retry(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiPath(path): ApiPath<(i64, i64)>,
 ) -> ApiResult<Json<DeliveryView>> {
     let view = subs::retry(state.service.store(), path.0, path.1).await?;
@@ -255,10 +255,10 @@ pub(super) async fn retry(
         (status = 404, description = "not_found"),
         (status = 422, description = "invalid_request"),
     ))]
-#[tracing::instrument(skip_all, fields(client, subscription = id))]
+#[tracing::instrument(skip_all, fields(client = %admin.0.name, subscription = id))]
 pub(super) async fn replay(
     State(state): State<AppState>,
-    _admin: AdminOnly,
+    admin: AdminOnly,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> ApiResult<Json<ReplayReport>> {

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod admin_audit;
 mod admin_inbox;
 mod admin_ui;
 mod api_bounds;

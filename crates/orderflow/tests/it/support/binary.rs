@@ -93,6 +93,14 @@ impl Server {
         notable[notable.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Every JSON line the server has logged so far.
+    pub(crate) fn log_lines(&self) -> Vec<Value> {
+        read(&self.log)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// The server's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id().expect("the server is running")
