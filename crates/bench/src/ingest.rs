@@ -37,12 +37,29 @@ pub(crate) struct Args {
     /// Orders the updates are spread over.
     #[arg(long, default_value_t = 1_000)]
     orders: u64,
+    /// Share of the requests that resend an update: the same key and body as a new update
+    /// sent about 500 requests earlier, as an ERP retries what it did not see
+    /// acknowledged. A resend is answered with the first answer and stores nothing; `0`
+    /// sends only new updates.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    resent: f64,
     /// Inbox transports to measure one after the other, each on a server of its own:
     /// `database`, or a broker URL (`amqp://...`, `redis://...`). The first is the baseline
     /// of the others. A broker's queues or streams get a prefix of their own and are deleted
     /// afterwards (`rabbitmqctl` / `redis-cli`); Redis runs with `accept_loss` set.
     #[arg(long, value_delimiter = ',', default_value = "database")]
     inbox: Vec<String>,
+}
+
+/// How many requests back a resent update was first sent (`--resent`); a multiple of 100.
+const RESEND_DISTANCE: u64 = 500;
+
+/// A share from 0 up to, not including, 1 (some updates must be new to be resent).
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share from 0 up to 1")),
+    }
 }
 
 /// One transport's medians.
@@ -286,13 +303,23 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
         let base = base.clone();
         Arc::new(move |c: &reqwest::Client, _n: u64| c.get(format!("{base}/healthz")))
     };
-    // Keys are unique over all phases and runs: every request is a new update, never a
-    // replay of an earlier one.
+    // Keys are unique over all phases and runs: every request is a new update, unless it
+    // is one of the `--resent` share, which repeats the key and body of a new update sent
+    // about `RESEND_DISTANCE` requests earlier (committed by then). Of each hundred
+    // requests in a row, the first `resent` ones resend, each a different new update of
+    // the hundred that many requests back.
     let sent = Arc::new(AtomicU64::new(0));
+    let resent = ((args.resent * 100.0).round() as u64).min(99);
     let ingest: MakeRequest = {
         let base = base.clone();
         Arc::new(move |c: &reqwest::Client, _n: u64| {
-            let n = sent.fetch_add(1, Ordering::Relaxed);
+            let s = sent.fetch_add(1, Ordering::Relaxed);
+            let n = match s % 100 {
+                r if r < resent && s >= RESEND_DISTANCE + 100 => {
+                    s - s % 100 - RESEND_DISTANCE + resent + r % (100 - resent)
+                }
+                _ => s,
+            };
             c.post(format!("{base}/v1/erp/order-updates"))
                 .bearer_auth(&token)
                 .header("content-type", "application/json")
@@ -306,12 +333,13 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
     };
 
     println!(
-        "ingest benchmark, {} inbox: {} connections, {} s per phase, {} runs, server {} ({}), \
-         worker off, {} cores, load average {}",
+        "ingest benchmark, {} inbox: {} connections, {} s per phase, {} runs, {} % of the \
+         updates resent, server {} ({}), worker off, {} cores, load average {}",
         transport.name,
         args.connections,
         args.seconds,
         args.runs,
+        resent,
         base,
         if args.database_url.is_some() {
             "given database"

@@ -19,12 +19,12 @@
 //!
 //! The group writer runs on a thread of its own with both backends (`inbox::writer`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::AssertSqlSafe;
 
 use super::inbox::{COLUMNS, NewUpdate, Stored, UpdateRow};
-use super::{Pools, Result, Store, StoreError, postgres, sqlite};
+use super::{List, Pools, Result, Store, StoreError, postgres, sqlite};
 
 /// Rows per multi-row INSERT (SQLite): 11 binds a row stays far below SQLite's bind limit.
 pub(super) const INSERT_CHUNK: usize = 500;
@@ -61,11 +61,28 @@ impl GroupWriter {
             self.store.wakeups().raise_inbox();
         }
         let inserted: HashMap<String, i64> = ids.into_iter().collect();
+        let repeats: Vec<&NewUpdate> = updates
+            .iter()
+            .filter(|u| !inserted.contains_key(&u.id))
+            .collect();
+        let first = self.existing(&repeats).await?;
         let mut out = Vec::with_capacity(updates.len());
         for u in updates {
             match inserted.get(&u.id) {
                 Some(seq) => out.push(Stored::New(*seq)),
-                None => out.push(Stored::Existing(Box::new(self.existing(u).await?))),
+                None => {
+                    let row = u
+                        .idempotency_key
+                        .as_ref()
+                        .and_then(|key| first.get(&(u.client.clone(), key.clone())))
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "update {} was neither stored nor found by its idempotency key",
+                                u.id
+                            ))
+                        })?;
+                    out.push(Stored::Existing(Box::new(row.clone())));
+                }
             }
         }
         Ok(out)
@@ -77,31 +94,58 @@ impl GroupWriter {
         self.sqlite.release();
     }
 
-    /// The row stored first under `u`'s key: committed (earlier, or in this group), so a
-    /// reader sees it.
-    async fn existing(&mut self, u: &NewUpdate) -> Result<UpdateRow> {
-        let sql = format!("SELECT {COLUMNS} FROM inbox WHERE client = $1 AND idempotency_key = $2");
-        let row: Option<UpdateRow> = match &self.store.pools {
-            Pools::Sqlite(s) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(&u.client)
-                    .bind(&u.idempotency_key)
-                    .fetch_optional(s.reader())
-                    .await?
+    /// The rows stored first under the keys of `repeats`, by `(client, key)`: committed
+    /// (earlier, or in this group), so a reader sees them. One query per client, however
+    /// many repeats a group holds: a burst of resent updates (an ERP retrying a batch) must
+    /// not hold up the next group by a round trip each.
+    async fn existing(
+        &mut self,
+        repeats: &[&NewUpdate],
+    ) -> Result<HashMap<(String, String), UpdateRow>> {
+        let mut keys: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for u in repeats {
+            if let Some(key) = &u.idempotency_key {
+                keys.entry(u.client.as_str()).or_default().push(key);
             }
-            // On the writer's own connection: a pooled one opened on the writer's thread
-            // would have its socket driven by the writer's runtime after it went back.
-            Pools::Postgres(p) => {
-                let key = u.idempotency_key.as_deref();
-                self.postgres.existing(p, &sql, &u.client, key).await?
+        }
+        let mut first = HashMap::new();
+        for (client, mut keys) in keys {
+            keys.sort_unstable();
+            keys.dedup();
+            let rows: Vec<UpdateRow> = match &self.store.pools {
+                Pools::Sqlite(s) => {
+                    let sql = format!(
+                        "SELECT {COLUMNS} FROM inbox WHERE client = $1 AND {}",
+                        sqlite::DIALECT.in_list("idempotency_key", 2)
+                    );
+                    sqlx::query_as(AssertSqlSafe(sql))
+                        .bind(client)
+                        .bind(List(&keys))
+                        .fetch_all(s.reader())
+                        .await?
+                }
+                // On the writer's own connection (a pooled one opened on the writer's
+                // thread would have its socket driven by the writer's runtime after it went
+                // back). A key at a time, as the single-key lookup: `idempotency_key =
+                // ANY($2)`, or this join flattened (without `OFFSET 0`), is planned while
+                // the inbox is new as a read of all the client's rows, filtered, which grows
+                // with the inbox until the statistics catch up.
+                Pools::Postgres(p) => {
+                    let sql = format!(
+                        "SELECT {COLUMNS} FROM UNNEST($2::text[]) AS k(key), LATERAL \
+                         (SELECT {COLUMNS} FROM inbox WHERE client = $1 \
+                         AND idempotency_key = k.key OFFSET 0) AS i"
+                    );
+                    self.postgres.existing(p, &sql, client, &keys).await?
+                }
+            };
+            for row in rows {
+                if let Some(key) = row.idempotency_key.clone() {
+                    first.insert((row.client.clone(), key), row);
+                }
             }
-        };
-        row.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "update {} was neither stored nor found by its idempotency key",
-                u.id
-            ))
-        })
+        }
+        Ok(first)
     }
 }
 

@@ -17,6 +17,7 @@ backend_tests!(
     a_failed_group_stores_nothing_and_the_next_one_is_stored,
     a_request_that_cannot_be_stored_fails_alone,
     each_row_of_a_group_answers_with_its_own_seq,
+    each_repeat_in_a_group_gets_the_row_stored_first_under_its_key,
 );
 
 async fn post_update(s: &TestServer, key: &str, body: &Value) -> (StatusCode, Value) {
@@ -124,6 +125,59 @@ fn new_update(id: &str, key: &str) -> NewUpdate {
         response: None,
         received_at: store::now(),
     }
+}
+
+/// A group of many repeats, read back in one query per client: each repeat gets the row
+/// stored first under its own client and key, whether that was in an earlier group or
+/// earlier in this one; the same key of another client is a new update.
+async fn each_repeat_in_a_group_gets_the_row_stored_first_under_its_key(backend: Backend) {
+    let Some(s) = start(backend).await else {
+        return;
+    };
+    let mut writer = GroupWriter::new(s.store.clone());
+    let earlier = [new_update("r-1", "r-a"), new_update("r-2", "r-b")];
+    writer.insert(&earlier).await.expect("insert");
+    let other_client = NewUpdate {
+        client: "shop".into(),
+        ..new_update("r-5", "r-a")
+    };
+    let group = [
+        new_update("r-3", "r-b"),
+        new_update("r-4", "r-a"),
+        other_client,
+        new_update("r-6", "r-b"),
+        new_update("r-7", "r-c"),
+        new_update("r-8", "r-c"),
+    ];
+    let stored = writer.insert(&group).await.expect("insert");
+    let answers: Vec<(&str, &str)> = group
+        .iter()
+        .zip(&stored)
+        .map(|(u, answer)| {
+            let first = match answer {
+                Stored::New(_) => "new",
+                Stored::Existing(row) => {
+                    assert_eq!(row.client, u.client, "{}", u.id);
+                    assert_eq!(row.idempotency_key, u.idempotency_key, "{}", u.id);
+                    row.id.as_str()
+                }
+            };
+            (u.id.as_str(), first)
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            ("r-3", "r-2"),
+            ("r-4", "r-1"),
+            ("r-5", "new"),
+            ("r-6", "r-2"),
+            ("r-7", "new"),
+            ("r-8", "r-7"),
+        ]
+    );
+    writer.release();
+    s.stop().await;
 }
 
 /// The `seq` a group's answer gives each new row is the one the store holds for it, also

@@ -11,8 +11,8 @@ use sqlx::{AssertSqlSafe, Connection as _};
 
 use super::writes::{INSERT_UPDATES, bind_new};
 use super::{CHANNEL, DUE, PING_IDLE};
-use crate::store::Result;
 use crate::store::inbox::{NewUpdate, UpdateRow};
+use crate::store::{List, Result};
 
 /// [`INSERT_UPDATES`] and a `NOTIFY` of due updates (`$10`, `$11`). The `woke` CTE calls a
 /// volatile function, so it is materialised: evaluated at most once, when the join first
@@ -55,21 +55,21 @@ impl GroupConn {
         self.kept(inserted)
     }
 
-    /// The row stored under `(client, key)`, read on the writer's connection.
+    /// The rows of `client` stored under `keys`, read on the writer's connection.
     pub(crate) async fn existing(
         &mut self,
         pool: &PgPool,
         sql: &str,
         client: &str,
-        key: Option<&str>,
-    ) -> Result<Option<UpdateRow>> {
+        keys: &[&str],
+    ) -> Result<Vec<UpdateRow>> {
         let conn = self.conn(pool).await?;
-        let row = sqlx::query_as(AssertSqlSafe(sql))
+        let rows = sqlx::query_as(AssertSqlSafe(sql))
             .bind(client)
-            .bind(key)
-            .fetch_optional(&mut *conn)
+            .bind(List(keys))
+            .fetch_all(&mut *conn)
             .await;
-        self.kept(row)
+        self.kept(rows)
     }
 
     /// The connection, opened on first use on the caller's runtime (the writer's). One that
