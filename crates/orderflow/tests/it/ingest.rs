@@ -18,6 +18,7 @@ backend_tests!(
     a_request_that_cannot_be_stored_fails_alone,
     each_row_of_a_group_answers_with_its_own_seq,
     each_repeat_in_a_group_gets_the_row_stored_first_under_its_key,
+    a_group_larger_than_one_insert_keeps_its_order_and_answers,
 );
 
 async fn post_update(s: &TestServer, key: &str, body: &Value) -> (StatusCode, Value) {
@@ -224,6 +225,47 @@ async fn each_row_of_a_group_answers_with_its_own_seq(backend: Backend) {
         seqs.is_sorted(),
         "seqs follow the order of the group: {seqs:?}"
     );
+    writer.release();
+    s.stop().await;
+}
+
+/// A group of 75 updates (SQLite stores it as inserts of up to 32 rows), with repeats in
+/// the second and the last insert: every new row answers with its own `seq`, in the
+/// group's order, and every repeat with the row stored first under its key.
+async fn a_group_larger_than_one_insert_keeps_its_order_and_answers(backend: Backend) {
+    let Some(s) = start(backend).await else {
+        return;
+    };
+    let mut writer = GroupWriter::new(s.store.clone());
+    let repeats = [(40, 3), (70, 45), (74, 0)];
+    let group: Vec<NewUpdate> = (0..75)
+        .map(|i| {
+            let key = match repeats.iter().find(|(at, _)| *at == i) {
+                Some((_, first)) => format!("big-{first}"),
+                None => format!("big-{i}"),
+            };
+            new_update(&format!("big-id-{i}"), &key)
+        })
+        .collect();
+    let stored = writer.insert(&group).await.expect("insert");
+    assert_eq!(stored.len(), group.len());
+    let mut seqs = Vec::new();
+    for (i, (u, answer)) in group.iter().zip(stored).enumerate() {
+        let row = s.store.update_by_id(&u.id).await.expect("read");
+        match (answer, repeats.iter().find(|(at, _)| *at == i)) {
+            (Stored::New(seq), None) => {
+                assert_eq!(seq, row.expect("a new row is stored").seq, "{}", u.id);
+                seqs.push(seq);
+            }
+            (Stored::Existing(first), Some((_, at))) => {
+                assert_eq!(first.id, format!("big-id-{at}"), "the repeat at {i}");
+                assert!(row.is_none(), "a repeat stores no row");
+            }
+            (answer, _) => panic!("update {i}: unexpected {answer:?}"),
+        }
+    }
+    assert_eq!(seqs.len(), 72);
+    assert!(seqs.is_sorted(), "seqs follow the group's order: {seqs:?}");
     writer.release();
     s.stop().await;
 }
