@@ -1,10 +1,14 @@
 //! Ingest benchmark: async ERP updates with unique idempotency keys over many connections,
 //! against the same server's `GET /healthz` as the baseline in the same run.
 //!
-//! Each run measures three phases on one server: the baseline at full speed, updates at
-//! full speed (every 202 is a durable ack: the update was committed first), and updates
-//! paced at half the rate just reached, for the latency a server sees when it is not
-//! saturated. With several runs the medians are printed at the end.
+//! Each run measures, on one server and for each number of connections given (64 and 256
+//! by default), the baseline at full speed and updates at full speed (every 202 is a
+//! durable ack: the update was committed first); then updates paced at half the best rate
+//! reached, on the fewest connections, for the latency a server sees when it is not
+//! saturated. The ratio compares the best rate of each, whatever number of connections
+//! reached it: a no-op keeps two cores busy with 64 requests in flight, while an update
+//! waits for its group's commit (a disk flush) and needs more to do the same. With several
+//! runs the medians are printed at the end.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,8 +30,12 @@ pub(crate) struct Args {
     /// Database URL (default: a fresh SQLite file).
     #[arg(long)]
     database_url: Option<String>,
-    #[arg(long, default_value_t = 64)]
-    connections: usize,
+    /// Connections of the load client; with several (`64,256`), the baseline and the
+    /// updates at full speed run at each, and each rate counts at its best: an update's
+    /// acknowledgement waits for a commit, so it takes more requests in flight than
+    /// `/healthz` to keep the cores busy. The half-rate phase runs on the fewest.
+    #[arg(long, value_delimiter = ',', default_value = "64,256", value_parser = clap::value_parser!(u16).range(1..))]
+    connections: Vec<u16>,
     /// Seconds per measured phase.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -136,12 +144,13 @@ impl Phase {
 
 /// Runs `connections` loops for `duration`; `pace` (requests/s over all loops) throttles.
 async fn phase(
-    connections: usize,
+    connections: u16,
     duration: Duration,
     pace: Option<f64>,
     request: MakeRequest,
     expect: u16,
 ) -> Phase {
+    let connections = usize::from(connections);
     let counter = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
@@ -271,6 +280,19 @@ struct Figures {
     /// The share of the POST at max the group writer spent storing groups (`None`: a
     /// broker transport, which has no group commits).
     writer_busy: Option<f64>,
+    /// The connections of the best baseline and of the best POST at max.
+    top_connections: (u16, u16),
+}
+
+/// One number of connections of a run: the baseline and the updates at full speed.
+struct Swept {
+    connections: u16,
+    baseline: Phase,
+    full: Phase,
+    idle_at_baseline: Option<f64>,
+    idle_at_max: Option<f64>,
+    /// The group commits during the updates at full speed.
+    commits: Commits,
 }
 
 /// Prints what the phase from `before` to `after` used of the CPUs; returns it.
@@ -336,7 +358,11 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
         "ingest benchmark, {} inbox: {} connections, {} s per phase, {} runs, {} % of the \
          updates resent, server {} ({}), worker off, {} cores, load average {}",
         transport.name,
-        args.connections,
+        args.connections
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         args.seconds,
         args.runs,
         resent,
@@ -353,52 +379,92 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
     for run in 1..=args.runs.max(1) {
         println!("run {run} (load average {}):", load_average());
         let cpu = || CpuClock::read(server.pid());
-        let start = cpu();
-        let baseline = rt.block_on(phase(args.connections, duration, None, health.clone(), 200));
-        let end = cpu();
-        baseline.print("GET /healthz");
-        let at_baseline = print_cpu(start, end);
-        let before = rt.block_on(Commits::read(&base));
-        let start = cpu();
-        let full = rt.block_on(phase(args.connections, duration, None, ingest.clone(), 202));
-        let end = cpu();
-        let after = rt.block_on(Commits::read(&base));
-        full.print("POST async (max)");
-        let at_max = print_cpu(start, end);
-        if full.requests == 0 {
-            bail!(
-                "no update was acknowledged; see {}",
-                server.dir.join("server.log").display()
+        // Each number of connections: the baseline, then the updates at full speed.
+        let mut sweep = Vec::new();
+        for &connections in &args.connections {
+            if args.connections.len() > 1 {
+                println!(" {connections} connections:");
+            }
+            let start = cpu();
+            let baseline = rt.block_on(phase(connections, duration, None, health.clone(), 200));
+            let end = cpu();
+            baseline.print("GET /healthz");
+            let at_baseline = print_cpu(start, end);
+            let before = rt.block_on(Commits::read(&base));
+            let start = cpu();
+            let full = rt.block_on(phase(connections, duration, None, ingest.clone(), 202));
+            let end = cpu();
+            let after = rt.block_on(Commits::read(&base));
+            full.print("POST async (max)");
+            let at_max = print_cpu(start, end);
+            if full.requests == 0 {
+                bail!(
+                    "no update was acknowledged; see {}",
+                    server.dir.join("server.log").display()
+                );
+            }
+            let commits = after.since(before);
+            println!(
+                "  ratio to baseline {:.2}; {:.1} updates per commit at max",
+                full.rate() / baseline.rate(),
+                commits.per_commit()
             );
+            // The database transport's group commits (a broker transport has none).
+            if commits.commits > 0.0 {
+                println!(
+                    "  at max: {:.2} ms per commit, the writer storing a group {:.2} of the time",
+                    commits.ms_per_commit(),
+                    commits.busy(&full)
+                );
+            }
+            sweep.push(Swept {
+                connections,
+                baseline,
+                full,
+                idle_at_baseline: at_baseline.map(|u| u.idle),
+                idle_at_max: at_max.map(|u| u.idle),
+                commits,
+            });
         }
+        // Each rate at its best number of connections: a durable ack waits for a commit, so
+        // it needs more requests in flight than a no-op to keep the same cores busy.
+        let best = |rate: fn(&Swept) -> f64| {
+            sweep
+                .iter()
+                .max_by(|a, b| rate(a).total_cmp(&rate(b)))
+                .expect("at least one number of connections")
+        };
+        let top_baseline = best(|s| s.baseline.rate());
+        let top = best(|s| s.full.rate());
+        // Half the best rate reached, paced over the fewest connections measured.
+        let fewest = args.connections.iter().copied().min().unwrap_or(1);
+        let before = rt.block_on(Commits::read(&base));
         let half = rt.block_on(phase(
-            args.connections,
+            fewest,
             duration,
-            Some(full.rate() / 2.0),
+            Some(top.full.rate() / 2.0),
             ingest.clone(),
             202,
         ));
         let end = rt.block_on(Commits::read(&base));
         half.print("POST async (half rate)");
-        let max_commits = after.since(before);
-        let commit_size = max_commits.per_commit();
-        let half_commits = end.since(after);
-        println!(
-            "  ratio to baseline {:.2}; {commit_size:.1} updates per commit at max",
-            full.rate() / baseline.rate()
-        );
-        // The database transport's group commits (a broker transport has none).
-        let writer_busy = (max_commits.commits > 0.0).then(|| max_commits.busy(&full));
-        if let Some(busy) = writer_busy {
+        let half_commits = end.since(before);
+        if args.connections.len() > 1 {
             println!(
-                "  at max: {:.2} ms per commit, the writer storing a group {busy:.2} of the time",
-                max_commits.ms_per_commit()
+                "  best rates: GET /healthz {:.0}/s ({} connections), POST async {:.0}/s ({} \
+                 connections); ratio {:.2}",
+                top_baseline.baseline.rate(),
+                top_baseline.connections,
+                top.full.rate(),
+                top.connections,
+                top.full.rate() / top_baseline.baseline.rate()
             );
         }
         if half_commits.commits > 0.0 {
             println!(
-                "  at half rate: {:.1} updates per commit, {:.2} ms per commit, the writer \
-                 storing a group {:.2} of the time, {:.0} of {:.0} commits took over 10 ms",
+                "  at half rate ({fewest} connections): {:.1} updates per commit, {:.2} ms per \
+                 commit, the writer storing a group {:.2} of the time, {:.0} of {:.0} commits \
+                 took over 10 ms",
                 half_commits.per_commit(),
                 half_commits.ms_per_commit(),
                 half_commits.busy(&half),
@@ -407,16 +473,17 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
             );
         }
         runs.push(Figures {
-            baseline: baseline.rate(),
-            rate: full.rate(),
-            p50: full.ms(0.5),
-            p99: full.ms(0.99),
-            p999: full.ms(0.999),
+            baseline: top_baseline.baseline.rate(),
+            rate: top.full.rate(),
+            p50: top.full.ms(0.5),
+            p99: top.full.ms(0.99),
+            p999: top.full.ms(0.999),
             half_p99: half.ms(0.99),
-            commit_size,
-            idle_at_baseline: at_baseline.map(|u| u.idle),
-            idle_at_max: at_max.map(|u| u.idle),
-            writer_busy,
+            commit_size: top.commits.per_commit(),
+            idle_at_baseline: top_baseline.idle_at_baseline,
+            idle_at_max: top.idle_at_max,
+            writer_busy: (top.commits.commits > 0.0).then(|| top.commits.busy(&top.full)),
+            top_connections: (top_baseline.connections, top.connections),
         });
     }
     let med = |f: fn(&Figures) -> f64| median(runs.iter().map(f).collect());
@@ -424,7 +491,7 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
         "median of {} runs (load average now {}):\n  \
          GET /healthz {:.0} req/s; POST async {:.0} durable acks/s, p50 {:.2} ms, \
          p99 {:.2} ms, p99.9 {:.2} ms; ratio {:.2}; p99 at half rate {:.2} ms; \
-         {:.1} updates per commit",
+         {:.1} updates per commit{}",
         runs.len(),
         load_average(),
         med(|f| f.baseline),
@@ -435,6 +502,21 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
         med(|f| f.rate / f.baseline),
         med(|f| f.half_p99),
         med(|f| f.commit_size),
+        if args.connections.len() > 1 {
+            let at = |pick: fn(&Figures) -> u16| {
+                runs.iter()
+                    .map(|f| pick(f).to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            };
+            format!(
+                "\n  best rates (connections per run): GET /healthz at {}, POST async at {}",
+                at(|f| f.top_connections.0),
+                at(|f| f.top_connections.1)
+            )
+        } else {
+            String::new()
+        },
     );
     // Idle cores while the updates ran at full speed: where they are left over, the
     // acknowledgements wait on the store's commits, not on the CPU.
