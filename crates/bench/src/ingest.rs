@@ -1,13 +1,13 @@
 //! Ingest benchmark: async ERP updates with unique idempotency keys over many connections,
 //! against the same server's `GET /healthz` as the baseline in the same run.
 //!
-//! Each run measures, on one server and for each number of connections given (64 and 256
-//! by default), the baseline at full speed and updates at full speed (every 202 is a
+//! Each run measures, on one server and for each number of connections given (16, 64 and
+//! 256 by default), the baseline at full speed and updates at full speed (every 202 is a
 //! durable ack: the update was committed first); then updates paced at half the best rate
 //! reached, on the fewest connections, for the latency a server sees when it is not
 //! saturated. The ratio compares the best rate of each, whatever number of connections
-//! reached it: a no-op keeps two cores busy with 64 requests in flight, while an update
-//! waits for its group's commit (a disk flush) and needs more to do the same. With several
+//! reached it: a no-op does best with few requests in flight (8 to 16 here), while an update
+//! waits for its group's commit (a disk flush) and needs many more to keep the cores busy. With several
 //! runs the medians are printed at the end.
 
 use std::path::PathBuf;
@@ -30,11 +30,11 @@ pub(crate) struct Args {
     /// Database URL (default: a fresh SQLite file).
     #[arg(long)]
     database_url: Option<String>,
-    /// Connections of the load client; with several (`64,256`), the baseline and the
+    /// Connections of the load client; with several (`16,64,256`), the baseline and the
     /// updates at full speed run at each, and each rate counts at its best: an update's
     /// acknowledgement waits for a commit, so it takes more requests in flight than
     /// `/healthz` to keep the cores busy. The half-rate phase runs on the fewest.
-    #[arg(long, value_delimiter = ',', default_value = "64,256", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_delimiter = ',', default_value = "16,64,256", value_parser = clap::value_parser!(u16).range(1..))]
     connections: Vec<u16>,
     /// Seconds per measured phase.
     #[arg(long, default_value_t = 5)]
