@@ -23,7 +23,7 @@ use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use sqlx::pool::PoolConnection;
 
 use super::SqliteStore;
-use crate::store::group::{Admit, OnError, insert_sql};
+use crate::store::group::{Admit, INSERT_CHUNK, OnError, insert_sql};
 use crate::store::inbox::NewUpdate;
 use crate::store::{Result, StoreError};
 
@@ -51,18 +51,13 @@ struct Own {
     inserts: Vec<Option<String>>,
 }
 
-/// The insert of `rows` updates (at most [`CHUNK`]), from `kept`.
+/// The insert of `rows` updates (at most [`INSERT_CHUNK`]), from `kept`.
 fn insert_text(kept: &mut Vec<Option<String>>, rows: usize) -> &str {
     if kept.len() <= rows {
         kept.resize(rows + 1, None);
     }
     kept[rows].get_or_insert_with(|| insert_sql(OnError::Transaction, Admit::Later, rows))
 }
-
-/// Rows per insert statement: a group is stored in chunks of up to this many. Each size
-/// is its own prepared statement, kept, and a statement's program grows with its rows: one
-/// per size up to 256 held about 12 MB at 256 connections (massif), up to 32 well under 1.
-const CHUNK: usize = 32;
 
 impl GroupConn {
     /// Stores `updates` in one transaction; the `(id, seq)` of each inserted one.
@@ -151,7 +146,7 @@ fn open(s: &SqliteStore) -> Result<rusqlite::Connection> {
 
 /// Prepared statements kept: an insert per chunk size, `BEGIN`, `COMMIT` and the read of a
 /// chunk's `seq`s when a repeated key inserted nothing.
-const STATEMENTS: usize = CHUNK + 3;
+const STATEMENTS: usize = INSERT_CHUNK + 3;
 
 /// `BEGIN IMMEDIATE`, the inserts and `COMMIT`: `Ok` only after the commit. On error the
 /// transaction is rolled back. The three statements stay prepared.
@@ -179,7 +174,7 @@ fn insert(own: &mut Own, updates: &[NewUpdate]) -> Result<Vec<(String, i64)>> {
 fn insert_and_commit(own: &mut Own, updates: &[NewUpdate]) -> rusqlite::Result<Vec<(String, i64)>> {
     let Own { conn, inserts } = own;
     let mut ids = Vec::with_capacity(updates.len());
-    for chunk in updates.chunks(CHUNK) {
+    for chunk in updates.chunks(INSERT_CHUNK) {
         let inserted = conn
             .prepare_cached(insert_text(inserts, chunk.len()))?
             .execute(rusqlite::params_from_iter(chunk.iter().flat_map(values)))?;
