@@ -7,17 +7,21 @@
 //! reached, on the fewest connections, for the latency a server sees when it is not
 //! saturated. The ratio compares the best rate of each, whatever number of connections
 //! reached it: a no-op does best with few requests in flight (8 to 16 here), while an update
-//! waits for its group's commit (a disk flush) and needs many more to keep the cores busy. With several
-//! runs the medians are printed at the end.
+//! waits for its group's commit (a disk flush) and needs many more to keep the cores busy.
+//! With several runs the medians are printed at the end.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::bail;
-use hdrhistogram::Histogram;
-use tokio::sync::Mutex;
+
+mod commits;
+mod phase;
+
+use commits::Commits;
+use phase::{MakeRequest, Phase, phase};
 
 use crate::median;
 use crate::server::{CpuClock, CpuUse, Server, Transport, default_binary};
@@ -107,152 +111,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Builds the n-th request of a phase on a connection's client.
-type MakeRequest = Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
-
-struct Phase {
-    requests: u64,
-    errors: u64,
-    elapsed: Duration,
-    latency: Histogram<u64>,
-}
-
-impl Phase {
-    fn rate(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-
-    /// Latency at quantile `q`, in milliseconds.
-    fn ms(&self, q: f64) -> f64 {
-        self.latency.value_at_quantile(q) as f64 / 1000.0
-    }
-
-    fn print(&self, name: &str) {
-        println!(
-            "  {name:<24} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms  ({} requests, {} errors)",
-            self.rate(),
-            self.ms(0.5),
-            self.ms(0.99),
-            self.ms(0.999),
-            self.requests,
-            self.errors
-        );
-    }
-}
-
-/// Runs `connections` loops for `duration`; `pace` (requests/s over all loops) throttles.
-async fn phase(
-    connections: u16,
-    duration: Duration,
-    pace: Option<f64>,
-    request: MakeRequest,
-    expect: u16,
-) -> Phase {
-    let connections = usize::from(connections);
-    let counter = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let (counter, errors, hist, request) = (
-            counter.clone(),
-            errors.clone(),
-            hist.clone(),
-            request.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .expect("client");
-            let mut local = Histogram::<u64>::new(3).expect("histogram");
-            let interval = pace.map(|p| Duration::from_secs_f64(connections as f64 / p));
-            let mut next = Instant::now()
-                + interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / connections as f64));
-            while start.elapsed() < duration {
-                if let Some(i) = interval {
-                    tokio::time::sleep_until(next.into()).await;
-                    next += i;
-                }
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let t = Instant::now();
-                match request(&client, n).send().await {
-                    Ok(r) if r.status().as_u16() == expect => {
-                        let _ = r.bytes().await;
-                        local.record(t.elapsed().as_micros() as u64).ok();
-                    }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            hist.lock().await.add(&local).ok();
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = start.elapsed();
-    let latency = hist.lock().await.clone();
-    Phase {
-        requests: latency.len(),
-        errors: errors.load(Ordering::Relaxed),
-        elapsed,
-        latency,
-    }
-}
-
-/// The server's group commits so far (`orderflow_inbox_group_commit_size` and `_seconds`).
-#[derive(Clone, Copy)]
-struct Commits {
-    /// Updates stored.
-    updates: f64,
-    commits: f64,
-    /// Seconds the writer spent storing groups (from taking a group to its commit's end).
-    seconds: f64,
-    /// Commits that took over 10 ms.
-    slow: f64,
-}
-
-impl Commits {
-    async fn read(base: &str) -> Self {
-        let value = |name| async move { crate::server::metric(base, name).await.unwrap_or(0.0) };
-        Self {
-            updates: value("orderflow_inbox_group_commit_size_sum").await,
-            commits: value("orderflow_inbox_group_commit_size_count").await,
-            seconds: value("orderflow_inbox_group_commit_seconds_sum").await,
-            slow: value("orderflow_inbox_group_commit_seconds_count").await
-                - value("orderflow_inbox_group_commit_seconds_bucket{le=\"0.01\"}").await,
-        }
-    }
-
-    /// What happened since `before`.
-    fn since(self, before: Self) -> Self {
-        Self {
-            updates: self.updates - before.updates,
-            commits: self.commits - before.commits,
-            seconds: self.seconds - before.seconds,
-            slow: self.slow - before.slow,
-        }
-    }
-
-    fn per_commit(self) -> f64 {
-        self.updates / self.commits.max(1.0)
-    }
-
-    /// Milliseconds per commit.
-    fn ms_per_commit(self) -> f64 {
-        self.seconds * 1000.0 / self.commits.max(1.0)
-    }
-
-    /// The share of `phase` the writer spent storing groups: near 1, the one writer's
-    /// commits are the bound; well below, the requests do not reach it fast enough.
-    fn busy(self, phase: &Phase) -> f64 {
-        self.seconds / phase.elapsed.as_secs_f64()
-    }
 }
 
 /// The 1-minute load average (Linux), to print beside the figures: the load generator and
