@@ -312,12 +312,21 @@ pub(crate) fn memory_of(pid: u32) -> Option<(f64, f64)> {
 /// The value of the unlabelled series `name` on the server's `/metrics` (`None`: not there
 /// yet, or the server did not answer).
 pub(crate) async fn metric(base: &str, name: &str) -> Option<f64> {
-    let text = ::reqwest::get(format!("{base}/metrics"))
+    series(&metrics(base).await?, name)
+}
+
+/// The server's `/metrics` text (`None`: the server did not answer).
+pub(crate) async fn metrics(base: &str) -> Option<String> {
+    ::reqwest::get(format!("{base}/metrics"))
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+/// The value of the unlabelled series `name` in a `/metrics` text.
+pub(crate) fn series(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
 }

@@ -15,14 +15,16 @@ pub(super) struct Commits {
 }
 
 impl Commits {
+    /// One scrape (each refreshes the server's inbox gauges, a few reads of its store).
     pub(super) async fn read(base: &str) -> Self {
-        let value = |name| async move { crate::server::metric(base, name).await.unwrap_or(0.0) };
+        let text = crate::server::metrics(base).await.unwrap_or_default();
+        let value = |name| crate::server::series(&text, name).unwrap_or(0.0);
         Self {
-            updates: value("orderflow_inbox_group_commit_size_sum").await,
-            commits: value("orderflow_inbox_group_commit_size_count").await,
-            seconds: value("orderflow_inbox_group_commit_seconds_sum").await,
-            slow: value("orderflow_inbox_group_commit_seconds_count").await
-                - value("orderflow_inbox_group_commit_seconds_bucket{le=\"0.01\"}").await,
+            updates: value("orderflow_inbox_group_commit_size_sum"),
+            commits: value("orderflow_inbox_group_commit_size_count"),
+            seconds: value("orderflow_inbox_group_commit_seconds_sum"),
+            slow: value("orderflow_inbox_group_commit_seconds_count")
+                - value("orderflow_inbox_group_commit_seconds_bucket{le=\"0.01\"}"),
         }
     }
 

@@ -369,7 +369,8 @@ async fn wait_mode_applies_inline_and_the_server_worker_applies_async(backend: B
 
 backend_tests!(
     an_update_is_claimed_only_after_its_predecessors_are_admitted,
-    the_claim_reads_the_due_and_the_per_order_index
+    the_claim_reads_the_due_and_the_per_order_index,
+    the_oldest_pending_update_is_the_first_stored_of_any_pending_status
 );
 
 /// On SQLite the group commit stores updates outside the per-order index, and a claim of
@@ -456,4 +457,37 @@ async fn the_claim_reads_the_due_and_the_per_order_index(backend: Backend) {
         // PostgreSQL picks by its statistics (a new table has none worth reading).
         _ => assert!(!text.is_empty()),
     }
+}
+
+/// The inbox gauge's oldest pending update: the first stored of those accepted, parked or
+/// processing, whichever status it has; finished updates do not count, however old.
+async fn the_oldest_pending_update_is_the_first_stored_of_any_pending_status(backend: Backend) {
+    let Some(f) = Fixture::new(backend, "1h").await else {
+        return;
+    };
+    assert_eq!(f.store().oldest_pending().await.unwrap(), None);
+    f.order("OLD-1").await;
+    // Parks (no such order), then one that applies, both before the next.
+    let ids = f
+        .store_updates(&[
+            json!({"order_reference": "OLD-MISSING", "event": "ship"}),
+            json!({"order_reference": "OLD-1", "event": "pay"}),
+        ])
+        .await;
+    let received = |id: &str| {
+        let (store, id) = (f.store().clone(), id.to_owned());
+        async move { store.update_by_id(&id).await.unwrap().unwrap().received_at }
+    };
+    let parked = received(&ids[0]).await;
+    assert_eq!(f.store().oldest_pending().await.unwrap(), Some(parked));
+    f.run_once().await;
+    assert_eq!(f.status(&ids[0]).await.0, "parked");
+    assert_eq!(f.status(&ids[1]).await.0, "applied");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let later = f
+        .store_updates(&[json!({"order_reference": "OLD-2", "event": "ship"})])
+        .await;
+    // The parked one is older than the accepted one stored after it.
+    assert_eq!(f.store().oldest_pending().await.unwrap(), Some(parked));
+    assert!(received(&later[0]).await > parked);
 }
