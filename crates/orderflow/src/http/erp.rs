@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::extract::{Caller, ErpOrAdmin, JsonBody, parse_json};
+use super::extract::{Caller, ErpOrAdmin, JsonRequest, parse_json};
 use super::{ApiError, ApiResult, AppState};
 use crate::config::ErpMode;
 use crate::domain::types::{Role, check_idempotency_key};
@@ -84,8 +84,7 @@ pub(super) struct BatchResults {
 pub(super) async fn post_update(
     State(state): State<AppState>,
     ErpOrAdmin(caller): ErpOrAdmin,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    JsonRequest { headers, body }: JsonRequest,
 ) -> ApiResult<Response> {
     verify_signature(&caller, &headers, &body)?;
     let value: Value = parse_json(&body)?;
@@ -105,11 +104,9 @@ pub(super) async fn post_update(
     // future is moved several times on its way into hyper's task; a pointer moves cheaply.
     let accepted = Box::pin(state.inbox.accept(incoming, mode)).await?;
     let mut response = answer_response(accepted.answer());
-    if let Ok(v) = HeaderValue::from_str(&applied) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static("preference-applied"), v);
-    }
+    response
+        .headers_mut()
+        .insert(HeaderName::from_static("preference-applied"), applied);
     Ok(response)
 }
 
@@ -129,8 +126,7 @@ pub(super) async fn post_update(
 pub(super) async fn post_batch(
     State(state): State<AppState>,
     ErpOrAdmin(caller): ErpOrAdmin,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    JsonRequest { headers, body }: JsonRequest,
 ) -> ApiResult<Response> {
     verify_signature(&caller, &headers, &body)?;
     let envelope: BatchEnvelope = parse_json(&body)?;
@@ -250,12 +246,13 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 /// The mode from `Prefer` (RFC 7240), else the configured default, and the preference
-/// applied. `respond-async` with `wait=N` waits up to N seconds, then answers 202.
+/// applied (`Preference-Applied`). `respond-async` with `wait=N` waits up to N seconds,
+/// then answers 202.
 fn mode(
     headers: &HeaderMap,
     default: ErpMode,
     default_wait: Duration,
-) -> ApiResult<(Mode, String)> {
+) -> ApiResult<(Mode, HeaderValue)> {
     let mut respond_async = false;
     let mut wait = None;
     for value in headers.get_all("prefer") {
@@ -268,9 +265,9 @@ fn mode(
             let (name, arg) = pref.split_once('=').map_or((pref, None), |(n, a)| {
                 (n.trim(), Some(a.trim().trim_matches('"')))
             });
-            match (name.to_ascii_lowercase().as_str(), arg) {
-                ("respond-async", _) => respond_async = true,
-                ("wait", Some(n)) => {
+            match (name, arg) {
+                (name, _) if name.eq_ignore_ascii_case("respond-async") => respond_async = true,
+                (name, Some(n)) if name.eq_ignore_ascii_case("wait") => {
                     let secs: u64 = n.parse().map_err(|_| bad_prefer())?;
                     wait = Some(Duration::from_secs(secs).min(MAX_WAIT));
                 }
@@ -279,16 +276,17 @@ fn mode(
             }
         }
     }
-    Ok(match (respond_async, wait) {
-        (_, Some(w)) => (Mode::Wait(w), format!("wait={}", w.as_secs())),
-        (true, None) => (Mode::Async, "respond-async".into()),
-        (false, None) => match default {
-            ErpMode::Async => (Mode::Async, "respond-async".into()),
-            ErpMode::Wait => (
-                Mode::Wait(default_wait.min(MAX_WAIT)),
-                format!("wait={}", default_wait.min(MAX_WAIT).as_secs()),
-            ),
-        },
+    // `wait=N` is digits after ASCII: always a valid header value.
+    let waits = |w: Duration| match HeaderValue::try_from(format!("wait={}", w.as_secs())) {
+        Ok(v) => (Mode::Wait(w), v),
+        Err(_) => unreachable!("wait=<digits> is a valid header value"),
+    };
+    Ok(match (respond_async, wait, default) {
+        (_, Some(w), _) => waits(w),
+        (true, None, _) | (false, None, ErpMode::Async) => {
+            (Mode::Async, HeaderValue::from_static("respond-async"))
+        }
+        (false, None, ErpMode::Wait) => waits(default_wait.min(MAX_WAIT)),
     })
 }
 
