@@ -29,29 +29,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let JsonBody(bytes) = JsonBody::from_request(req, state).await?;
-        parse_json(&bytes).map(Self)
+        let body = JsonRequest::from_request(req, state).await?.body;
+        parse_json(&body).map(Self)
     }
 }
 
-/// The raw bytes of a JSON body (content type and size checked), for handlers that need
-/// them as sent: signatures are computed over the exact bytes.
-pub struct JsonBody(pub Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers()) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        read_body(req, state).await.map(Self)
-    }
-}
-
-/// A JSON body's raw bytes (as [`JsonBody`]) and the request's headers, moved out of the
-/// request: axum's `HeaderMap` extractor copies them, a map and its custom names on every
-/// request.
+/// A JSON body's raw bytes (content type and size checked) and the request's headers, for
+/// handlers that need the bytes as sent (signatures are computed over them). The headers
+/// are moved out of the request: axum's `HeaderMap` extractor copies them, a map and its
+/// custom names on every request.
 pub struct JsonRequest {
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -66,30 +52,25 @@ impl<S: Send + Sync> FromRequest<S> for JsonRequest {
         }
         // Reading the body needs only its extensions (the limits), not the headers.
         let headers = std::mem::take(req.headers_mut());
-        let body = read_body(req, state).await?;
+        let limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
+        let timeout = req
+            .extensions()
+            .get::<BodyTimeout>()
+            .map_or(Duration::from_secs(30), |t| t.0);
+        let read = tokio::time::timeout(timeout, Bytes::from_request(req, state));
+        let read = read.await.map_err(|_| ApiError::BodyTimeout(timeout))?;
+        let body = read.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::InvalidRequest {
+                    message: e.body_text(),
+                    path: None,
+                }
+            }
+        })?;
         Ok(Self { headers, body })
     }
-}
-
-/// Reads a body within its size limit (413) and time limit.
-async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    let limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
-    let timeout = req
-        .extensions()
-        .get::<BodyTimeout>()
-        .map_or(Duration::from_secs(30), |t| t.0);
-    let read = tokio::time::timeout(timeout, Bytes::from_request(req, state));
-    let read = read.await.map_err(|_| ApiError::BodyTimeout(timeout))?;
-    read.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge { limit }
-        } else {
-            ApiError::InvalidRequest {
-                message: e.body_text(),
-                path: None,
-            }
-        }
-    })
 }
 
 /// Parses a JSON body into `T`. Not JSON at all (a syntax error, cut short, or anything
