@@ -22,11 +22,10 @@ mod subscriptions;
 pub mod validate;
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::response::IntoResponse;
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -190,69 +189,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
         .fallback(|| async { ApiError::NotFound("no such route".into()).into_response() })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))
-        .layer(middleware::from_fn(refuse_nul))
-        .layer(middleware::from_fn(edge::envelope))
-        .layer(middleware::from_fn(track))
+        .layer(middleware::from_fn_with_state(
+            edge::Meters::new(),
+            edge::edge,
+        ))
         .layer(TraceLayer::new_for_http());
     (router, api)
-}
-
-/// Refuses a path or query that decodes to a NUL character (`%00`): no store can hold it
-/// (see [`validate`]). Only the sequence `%00` decodes to NUL, and a raw NUL byte never
-/// gets past the HTTP parser.
-async fn refuse_nul(req: Request, next: Next) -> Response {
-    let uri = req.uri();
-    let checks = [
-        ("path", uri.path()),
-        ("query", uri.query().unwrap_or_default()),
-    ];
-    for (what, raw) in checks {
-        if raw.contains("%00") {
-            let v = validate::nul(what);
-            return ApiError::InvalidRequest {
-                message: v.message,
-                path: Some(v.path),
-            }
-            .into_response();
-        }
-    }
-    next.run(req).await
-}
-
-/// Counts requests and their duration per route and status. Every label takes a bounded
-/// set of values, whatever a client sends: the route template (or `unmatched`), a known
-/// method (or `other`) and the status code.
-async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = method_label(req.method()).to_owned();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("orderflow_http_requests_total", &labels).increment(1);
-    metrics::histogram!("orderflow_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
-/// The `method` label: one of the standard methods, else `other`.
-fn method_label(method: &axum::http::Method) -> &'static str {
-    use axum::http::Method as M;
-    match *method {
-        M::GET => "GET",
-        M::POST => "POST",
-        M::PUT => "PUT",
-        M::PATCH => "PATCH",
-        M::DELETE => "DELETE",
-        M::HEAD => "HEAD",
-        M::OPTIONS => "OPTIONS",
-        M::TRACE => "TRACE",
-        M::CONNECT => "CONNECT",
-        _ => "other",
-    }
 }
 
 /// Serves on an already bound listener until `shutdown` is cancelled, then finishes the
