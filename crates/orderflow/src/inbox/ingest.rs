@@ -222,10 +222,9 @@ impl Inbox {
 
     /// Stores a request's updates in one group commit; one [`Stored`] per update, in order.
     pub async fn store_updates(&self, updates: Vec<NewUpdate>) -> Result<Vec<Stored>> {
-        self.writer
-            .submit(StoreBatch(updates))
-            .await?
-            .map_err(IngestError::Store)
+        // The rows come back with the answer and are dropped here (see `Writer::flush`).
+        let answer = self.writer.submit(StoreBatch(updates)).await?;
+        answer.stored.map_err(IngestError::Store)
     }
 
     /// Accepts one update: answers once it is stored (async), or with the outcome of

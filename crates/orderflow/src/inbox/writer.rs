@@ -17,8 +17,12 @@ use crate::store::inbox::{NewUpdate, Stored};
 /// The updates of one request, stored together.
 pub struct StoreBatch(pub Vec<NewUpdate>);
 
-/// One answer per update of the request, or the store's error for all of them.
-pub type BatchAnswer = Result<Vec<Stored>, Arc<StoreError>>;
+/// One answer per update of the request, or the store's error for all of them; and the
+/// request's rows, handed back (see `Writer::flush`).
+pub struct BatchAnswer {
+    pub stored: Result<Vec<Stored>, Arc<StoreError>>,
+    pub rows: Vec<NewUpdate>,
+}
 
 /// Requests stored in one transaction at most (a batch request holds up to `max_batch`
 /// updates).
@@ -66,8 +70,51 @@ struct Writer {
 }
 
 impl Writer {
+    /// Stores a group: `all` holds the updates of requests of `sizes` updates each, in
+    /// order. One answer per request.
+    async fn store(
+        &mut self,
+        sizes: &[usize],
+        all: &[NewUpdate],
+    ) -> Vec<Result<Vec<Stored>, Arc<StoreError>>> {
+        metrics::histogram!("orderflow_inbox_group_commit_size").record(all.len() as f64);
+        // How long the requests of a group wait for their commit (and every request that
+        // queued behind it for the next): a stall of the store shows here first.
+        let started = std::time::Instant::now();
+        let stored = self.group.insert(all).await;
+        metrics::histogram!("orderflow_inbox_group_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match stored {
+            Ok(stored) => {
+                // The store's commit woke the worker (Store::wakeups).
+                let mut stored = stored.into_iter();
+                sizes
+                    .iter()
+                    .map(|&n| Ok(stored.by_ref().take(n).collect()))
+                    .collect()
+            }
+            Err(e) if sizes.len() > 1 => {
+                // One request's bad row must not fail the others that shared its
+                // transaction: store each request on its own, so only a request whose own
+                // rows fail gets the error.
+                tracing::warn!(error = %e, requests = sizes.len(), "storing a group failed; storing its requests one by one");
+                let mut answers = Vec::with_capacity(sizes.len());
+                let mut start = 0;
+                for &n in sizes {
+                    answers.push(self.store_one(&all[start..start + n]).await);
+                    start += n;
+                }
+                answers
+            }
+            Err(e) => {
+                tracing::error!(error = %e, updates = all.len(), "storing updates failed");
+                vec![Err(Arc::new(e))]
+            }
+        }
+    }
+
     /// Stores one request's updates in a transaction of their own.
-    async fn store_one(&mut self, updates: &[NewUpdate]) -> BatchAnswer {
+    async fn store_one(&mut self, updates: &[NewUpdate]) -> Result<Vec<Stored>, Arc<StoreError>> {
         match self.group.insert(updates).await {
             Ok(stored) => Ok(stored),
             Err(e) => {
@@ -79,43 +126,28 @@ impl Writer {
 }
 
 impl Flush<StoreBatch, BatchAnswer> for Writer {
-    async fn flush(&mut self, requests: Vec<StoreBatch>) -> Vec<BatchAnswer> {
+    /// Stores the requests' updates as one group. Each request gets its rows back, in the
+    /// vector it sent them in: they were made on the server's runtime threads, and freed
+    /// there they go back to the allocator's pages of the thread that made them, instead of
+    /// each of their strings and JSON values being freed from this thread.
+    async fn flush(&mut self, mut requests: Vec<StoreBatch>) -> Vec<BatchAnswer> {
         let sizes: Vec<usize> = requests.iter().map(|g| g.0.len()).collect();
-        let all: Vec<NewUpdate> = requests.into_iter().flat_map(|g| g.0).collect();
-        metrics::histogram!("orderflow_inbox_group_commit_size").record(all.len() as f64);
-        // How long the requests of a group wait for their commit (and every request that
-        // queued behind it for the next): a stall of the store shows here first.
-        let started = std::time::Instant::now();
-        let stored = self.group.insert(&all).await;
-        metrics::histogram!("orderflow_inbox_group_commit_seconds")
-            .record(started.elapsed().as_secs_f64());
-        match stored {
-            Ok(stored) => {
-                // The store's commit woke the worker (Store::wakeups).
-                let mut stored = stored.into_iter();
-                sizes
-                    .into_iter()
-                    .map(|n| Ok(stored.by_ref().take(n).collect()))
-                    .collect()
-            }
-            Err(e) if sizes.len() > 1 => {
-                // One request's bad row must not fail the others that shared its
-                // transaction: store each request on its own, so only a request whose own
-                // rows fail gets the error.
-                tracing::warn!(error = %e, requests = sizes.len(), "storing a group failed; storing its requests one by one");
-                let mut all = all.into_iter();
-                let mut answers = Vec::with_capacity(sizes.len());
-                for n in sizes {
-                    let one: Vec<NewUpdate> = all.by_ref().take(n).collect();
-                    answers.push(self.store_one(&one).await);
-                }
-                answers
-            }
-            Err(e) => {
-                tracing::error!(error = %e, updates = all.len(), "storing updates failed");
-                vec![Err(Arc::new(e))]
-            }
+        let mut all = Vec::with_capacity(sizes.iter().sum());
+        for request in &mut requests {
+            // Moves the rows; the request's vector keeps its capacity for their return.
+            all.append(&mut request.0);
         }
+        let answers = self.store(&sizes, &all).await;
+        let mut rows = all.into_iter();
+        requests
+            .into_iter()
+            .zip(sizes)
+            .zip(answers)
+            .map(|((StoreBatch(mut back), n), stored)| {
+                back.extend(rows.by_ref().take(n));
+                BatchAnswer { stored, rows: back }
+            })
+            .collect()
     }
 
     async fn idle(&mut self) {
