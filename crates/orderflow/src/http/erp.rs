@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::extract::{Caller, ErpOrAdmin, JsonRequest, parse_json};
+use super::extract::{Caller, ErpOrAdmin, JsonRequest, parse_json, parse_json_value};
 use super::{ApiError, ApiResult, AppState};
 use crate::config::ErpMode;
 use crate::domain::types::{Role, check_idempotency_key};
@@ -87,7 +87,7 @@ pub(super) async fn post_update(
     JsonRequest { headers, body }: JsonRequest,
 ) -> ApiResult<Response> {
     verify_signature(&caller, &headers, &body)?;
-    let value: Value = parse_json(&body)?;
+    let value = parse_json_value(&body)?;
     let key = idempotency_key(&headers)?;
     let (mode, applied) = mode(
         &headers,

@@ -80,21 +80,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // One pass for the syntax (a 400 even when the start of the body already has the wrong
     // shape) and for what no store can keep (NUL characters, numbers past 1e300, a key
     // twice, deep nesting).
-    super::validate::check_json(bytes).map_err(|p| match p {
-        Problem::Syntax(e) => malformed(e),
-        Problem::Rule(v) => ApiError::InvalidRequest {
-            message: v.message,
-            path: Some(v.path),
-        },
-    })?;
-    // Every body of this API is an object; serde would also take a struct as an array
-    // of its fields in order.
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::InvalidRequest {
-            message: "the body must be a JSON object".into(),
-            path: Some("$".into()),
-        });
-    }
+    super::validate::check_json(bytes).map_err(refused)?;
+    an_object(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match T::deserialize(&mut de) {
         Ok(value) => {
@@ -105,6 +92,37 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         // an allocation per field on every body).
         Err(_) => Err(shape_error::<T>(bytes)),
     }
+}
+
+/// [`parse_json`] into a JSON value, which the checks make in their own pass: the body is
+/// read once.
+pub fn parse_json_value(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let value = super::validate::check_json_value(bytes).map_err(refused)?;
+    an_object(bytes)?;
+    Ok(value)
+}
+
+/// A body that is not JSON, or breaks one of the rules of [`super::validate`].
+fn refused(problem: Problem) -> ApiError {
+    match problem {
+        Problem::Syntax(e) => malformed(e),
+        Problem::Rule(v) => ApiError::InvalidRequest {
+            message: v.message,
+            path: Some(v.path),
+        },
+    }
+}
+
+/// Every body of this API is an object; serde would also take a struct as an array of its
+/// fields in order.
+fn an_object(bytes: &[u8]) -> Result<(), ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        return Ok(());
+    }
+    Err(ApiError::InvalidRequest {
+        message: "the body must be a JSON object".into(),
+        path: Some("$".into()),
+    })
 }
 
 /// Why a syntactically valid body is not a `T`, at its JSON path.
