@@ -127,9 +127,10 @@ impl Writer {
 
 impl Flush<StoreBatch, BatchAnswer> for Writer {
     /// Stores the requests' updates as one group. Each request gets its rows back, in the
-    /// vector it sent them in: they were made on the server's runtime threads, and freed
-    /// there they go back to the allocator's pages of the thread that made them, instead of
-    /// each of their strings and JSON values being freed from this thread.
+    /// vector it sent them in, and its task drops them: they were made on the server's
+    /// runtime threads, and are freed there instead of each of their strings and JSON
+    /// values being freed from this thread (a free from another thread than the one that
+    /// allocated costs the allocator more, on both threads).
     async fn flush(&mut self, mut requests: Vec<StoreBatch>) -> Vec<BatchAnswer> {
         let sizes: Vec<usize> = requests.iter().map(|g| g.0.len()).collect();
         let mut all = Vec::with_capacity(sizes.iter().sum());
