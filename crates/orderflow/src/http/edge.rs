@@ -37,14 +37,16 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub async fn edge(State(meters): State<Meters>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(req.method());
+    // The method as sent, for the 405's message (a standard one is copied without
+    // allocating); the metrics' label is one of a bounded set.
+    let method = req.method().clone();
     let response = match refusal(&req) {
         Some(refused) => refused,
-        None => envelope(method, next.run(req).await),
+        None => envelope(method.as_str(), next.run(req).await),
     };
     meters.record(
         route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        method,
+        method_label(&method),
         response.status(),
         started.elapsed().as_secs_f64(),
     );

@@ -294,6 +294,9 @@ async fn every_error_status_has_a_json_body() {
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     let e: Value = resp.json().await.unwrap();
     assert_eq!(e["error"]["code"], "method_not_allowed", "{e}");
+    // The message names the method as sent, not the metrics' `other`.
+    let message = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("BREW"), "{e}");
 
     let long = format!("/healthz?x={}", "a".repeat(9 * 1024));
     let resp = request(Method::GET, &long).send().await.unwrap();
