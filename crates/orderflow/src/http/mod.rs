@@ -23,10 +23,10 @@ pub mod validate;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
@@ -41,7 +41,6 @@ use crate::config::Config;
 use crate::domain::OrderService;
 use crate::inbox::Inbox;
 pub use error::{ApiError, ApiResult};
-use extract::BodyLimit;
 use ratelimit::RateLimits;
 
 /// What handlers share: one `Arc`, so the copy every middleware layer and extractor takes
@@ -124,6 +123,8 @@ impl Modify for BearerAuth {
 }
 
 /// The router with every route, and the OpenAPI document generated from the handlers.
+/// [`serve`] wraps it in the limits (`limits::enforce`), which also hand the extractors the
+/// body limit and the body's read timeout.
 pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openapi::OpenApi) {
     let max_batch = state.inbox.settings().max_batch();
     let processes = state.service.processes();
@@ -199,7 +200,6 @@ pub fn router(state: AppState, max_body_bytes: usize) -> (Router, utoipa::openap
     let router = Router::new().fallback_service(
         tower::ServiceBuilder::new()
             .layer(TraceLayer::new_for_http())
-            .layer(Extension(BodyLimit(max_body_bytes)))
             .layer(DefaultBodyLimit::max(max_body_bytes))
             .service(routes),
     );

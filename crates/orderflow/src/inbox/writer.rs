@@ -17,10 +17,12 @@ use crate::store::inbox::{NewUpdate, Stored};
 /// The updates of one request, stored together.
 pub struct StoreBatch(pub Vec<NewUpdate>);
 
-/// One answer per update of the request, or the store's error for all of them; and the
-/// request's rows, handed back (see `Writer::flush`).
+/// One answer per update of a request, or the store's error for all of them.
+pub type Outcome = Result<Vec<Stored>, Arc<StoreError>>;
+
+/// A request's [`Outcome`], and its rows, handed back (see `Writer::flush`).
 pub struct BatchAnswer {
-    pub stored: Result<Vec<Stored>, Arc<StoreError>>,
+    pub stored: Outcome,
     pub rows: Vec<NewUpdate>,
 }
 
@@ -72,11 +74,7 @@ struct Writer {
 impl Writer {
     /// Stores a group: `all` holds the updates of requests of `sizes` updates each, in
     /// order. One answer per request.
-    async fn store(
-        &mut self,
-        sizes: &[usize],
-        all: &[NewUpdate],
-    ) -> Vec<Result<Vec<Stored>, Arc<StoreError>>> {
+    async fn store(&mut self, sizes: &[usize], all: &[NewUpdate]) -> Vec<Outcome> {
         metrics::histogram!("orderflow_inbox_group_commit_size").record(all.len() as f64);
         // How long the requests of a group wait for their commit (and every request that
         // queued behind it for the next): a stall of the store shows here first.
@@ -114,7 +112,7 @@ impl Writer {
     }
 
     /// Stores one request's updates in a transaction of their own.
-    async fn store_one(&mut self, updates: &[NewUpdate]) -> Result<Vec<Stored>, Arc<StoreError>> {
+    async fn store_one(&mut self, updates: &[NewUpdate]) -> Outcome {
         match self.group.insert(updates).await {
             Ok(stored) => Ok(stored),
             Err(e) => {
