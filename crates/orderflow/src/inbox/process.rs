@@ -225,20 +225,26 @@ impl Inbox {
             .into_iter()
             .map(|o| (o.reference.clone(), o))
             .collect();
-        let mut writes = Writes::default();
-        let mut finishes = Vec::with_capacity(held.len());
-        let mut out = Vec::with_capacity(held.len());
-        let mut changed = false;
-        for row in held {
-            let loaded = orders.remove(&row.order_reference).map(|o| {
-                let its = items.remove(&o.id).unwrap_or_default();
-                (o, its)
-            });
-            let (status, finish, ch) = self.decide(row, loaded, now, &mut writes);
-            changed |= ch;
-            out.push(status);
-            finishes.push(finish);
-        }
+        // The decisions run the process's commands, synchronous plugins that may block
+        // their thread (a remote call; the `sleep` command): off the runtime's turn, so
+        // the runtime's other tasks (this worker's other loops) go on meanwhile.
+        let (out, finishes, writes, changed) = may_block(|| {
+            let mut writes = Writes::default();
+            let mut finishes = Vec::with_capacity(held.len());
+            let mut out = Vec::with_capacity(held.len());
+            let mut changed = false;
+            for row in held {
+                let loaded = orders.remove(&row.order_reference).map(|o| {
+                    let its = items.remove(&o.id).unwrap_or_default();
+                    (o, its)
+                });
+                let (status, finish, ch) = self.decide(row, loaded, now, &mut writes);
+                changed |= ch;
+                out.push(status);
+                finishes.push(finish);
+            }
+            (out, finishes, writes, changed)
+        });
         tx.write(&writes).await?;
         tx.finish_updates(&finishes).await?;
         Ok((out, changed))
@@ -317,6 +323,18 @@ impl Inbox {
             None => Err(DomainError::OrderNotFound),
         };
         self.outcome(row, applied, now)
+    }
+}
+
+/// Runs `f`, which may block its thread, without holding up the runtime's other tasks: on
+/// a multi-thread runtime under `block_in_place` (the runtime hands this thread's queue to
+/// another thread for the while), inline on a current-thread runtime (which has no other
+/// thread to hand it to, and where `block_in_place` panics).
+fn may_block<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
