@@ -276,6 +276,11 @@ impl Command for CommandBinding {
         }
     }
 
+    /// Only `sleep` waits; `http` hands its call to the outbound worker after the commit.
+    fn may_block(&self) -> bool {
+        matches!(self, Self::Sleep { .. })
+    }
+
     fn run(&self, ctx: &mut CommandContext<'_>) -> Result<(), PluginError> {
         match self {
             Self::SetAttributes { scope, values } => {
@@ -344,6 +349,44 @@ mod tests {
             entered_at: "2026-01-10T00:00:00Z".parse().unwrap(),
         };
         b.due_at(&ctx).map(|t| t.to_rfc3339())
+    }
+
+    #[test]
+    fn only_a_wait_or_a_command_of_unknown_code_may_block() {
+        let xml = r#"<?xml version="1.0"?>
+<statemachine xmlns="spryker:oms-01">
+  <process name="P" main="true">
+    <states><state name="new"/><state name="done"/></states>
+    <transitions>
+      <transition><source>new</source><target>done</target><event>go</event></transition>
+    </transitions>
+    <events><event name="go" command="Cmd/Go"/></events>
+  </process>
+</statemachine>"#;
+        let process =
+            crate::parse::load_str(xml, "p.xml", std::path::Path::new("."), &Default::default())
+                .unwrap()
+                .process;
+        let bound = |binding: Value| {
+            let mut r = crate::plugin::Registry::default();
+            r.bind(&serde_json::from_value(json!({"commands": {"Cmd/Go": binding}})).unwrap());
+            r.may_block(&process)
+        };
+        assert!(!bound(json!({"type": "noop"})));
+        assert!(!bound(json!({"type": "emit_event", "event": "go"})));
+        assert!(bound(json!({"type": "sleep", "millis": 5})));
+        // Unbound: nothing runs.
+        assert!(!crate::plugin::Registry::default().may_block(&process));
+        // An embedder's own command may block unless it says otherwise.
+        struct Remote;
+        impl Command for Remote {
+            fn run(&self, _: &mut CommandContext<'_>) -> Result<(), PluginError> {
+                Ok(())
+            }
+        }
+        let mut r = crate::plugin::Registry::default();
+        r.register_command("Cmd/Go", Remote);
+        assert!(r.may_block(&process));
     }
 
     #[test]

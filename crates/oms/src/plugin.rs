@@ -202,6 +202,14 @@ pub trait Command: Send + Sync {
     /// Does the work and stages changes on `ctx`. An error drops what was staged and keeps
     /// the items where they are; [`PluginError::retryable`] says whether to try again.
     fn run(&self, ctx: &mut CommandContext<'_>) -> Result<(), PluginError>;
+
+    /// Whether [`Command::run`] may block its thread (a remote call, a wait). A caller on
+    /// an async runtime runs the engine where blocking is allowed when any command it may
+    /// run says so. Code the engine cannot see into may: `true` unless a command says
+    /// otherwise.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// Plugins by name.
@@ -314,6 +322,17 @@ impl Registry {
             self.timeout_processors
                 .insert(name.clone(), Arc::new(b.clone()));
         }
+    }
+
+    /// Whether a command bound for one of `process`'s events may block its thread (see
+    /// [`Command::may_block`]).
+    pub fn may_block(&self, process: &Process) -> bool {
+        process
+            .events()
+            .iter()
+            .filter_map(|e| e.command.as_deref())
+            .filter_map(|name| self.commands.get(name))
+            .any(|c| c.may_block())
     }
 
     /// Condition, command and timeout processor names `process` uses that nothing is

@@ -33,6 +33,8 @@ pub struct ProcessSet {
     processes: BTreeMap<String, Arc<Process>>,
     registry: Registry,
     options: EngineOptions,
+    /// A command bound for one of the processes may block its thread.
+    may_block: bool,
 }
 
 impl ProcessSet {
@@ -48,9 +50,11 @@ impl ProcessSet {
                 return Err(ProcessError::Duplicate(name));
             }
         }
+        let may_block = map.values().any(|p| registry.may_block(p));
         Ok(Self {
             processes: map,
             registry,
+            may_block,
             // Unbound names never pass silently: the item stays and the reason is recorded.
             options: EngineOptions {
                 unbound: UnboundPolicy::Fail,
@@ -153,5 +157,85 @@ impl ProcessSet {
 
     pub fn engine<'a>(&'a self, process: &'a Process) -> Engine<'a> {
         Engine::new(process, &self.registry).with_options(self.options)
+    }
+
+    /// Runs `f`, which runs the engine and so the processes' commands. When one of them
+    /// may block its thread (a remote call; the `sleep` binding), on a multi-thread
+    /// runtime `f` runs under `block_in_place`: the runtime hands this thread's queue to
+    /// another thread for the while, so the tasks behind it (another worker loop, other
+    /// requests) go on. Otherwise, and on a current-thread runtime (no other thread to hand
+    /// the queue to; `block_in_place` panics there), `f` runs as it is.
+    pub fn run_engine<R>(&self, f: impl FnOnce() -> R) -> R {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        if self.may_block
+            && Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+        {
+            tokio::task::block_in_place(f)
+        } else {
+            f()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use oms::plugin::{Command, CommandContext, PluginError};
+
+    use super::*;
+
+    const XML: &str = r#"<?xml version="1.0"?>
+<statemachine xmlns="spryker:oms-01">
+  <process name="P" main="true">
+    <states><state name="new"/><state name="done"/></states>
+    <transitions>
+      <transition><source>new</source><target>done</target><event>go</event></transition>
+    </transitions>
+    <events><event name="go" command="Remote/Call"/></events>
+  </process>
+</statemachine>"#;
+
+    struct Remote;
+
+    impl Command for Remote {
+        fn run(&self, _: &mut CommandContext<'_>) -> Result<(), PluginError> {
+            Ok(())
+        }
+    }
+
+    fn set(registry: Registry) -> ProcessSet {
+        let loaded =
+            oms::parse::load_str(XML, "p.xml", Path::new("."), &LoadOptions::default()).unwrap();
+        ProcessSet::new([loaded.process], registry).unwrap()
+    }
+
+    /// Two tasks on a runtime with one worker thread each run the engine and block until
+    /// the other has started too: they meet only if the first hands the thread on while
+    /// it blocks (as a worker's second loop needs while its first waits on a command).
+    #[test]
+    fn a_command_that_may_block_leaves_the_runtime_to_the_other_tasks() {
+        let mut registry = Registry::default();
+        registry.register_command("Remote/Call", Remote);
+        let processes = Arc::new(set(registry));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let (a_tx, a_rx) = mpsc::channel::<()>();
+        let (b_tx, b_rx) = mpsc::channel::<()>();
+        let meet = |processes: Arc<ProcessSet>, tx: mpsc::Sender<()>, rx: mpsc::Receiver<()>| async move {
+            processes.run_engine(|| {
+                tx.send(()).unwrap();
+                rx.recv_timeout(Duration::from_secs(10)).is_ok()
+            })
+        };
+        let met = runtime.block_on(async {
+            let a = tokio::spawn(meet(processes.clone(), a_tx, b_rx));
+            let b = tokio::spawn(meet(processes.clone(), b_tx, a_rx));
+            (a.await.unwrap(), b.await.unwrap())
+        });
+        assert_eq!(met, (true, true));
     }
 }

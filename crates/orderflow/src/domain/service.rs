@@ -131,7 +131,9 @@ impl OrderService {
             });
         }
         let mut order = engine_order(&row, &items, &process)?;
-        let decisions = self.processes.engine(&process).start(&mut order, now);
+        let decisions = self
+            .processes
+            .run_engine(|| self.processes.engine(&process).start(&mut order, now));
         let placed: Vec<Placed> = items
             .iter()
             .map(|i| Placed {
@@ -189,7 +191,9 @@ impl OrderService {
         .ok_or(DomainError::OrderNotFound)?;
         let items = tx.items(row.id).await?;
         let mut writes = Writes::default();
-        let applied = self.decide(row, items, change, now, &mut writes)?;
+        let applied = self
+            .processes
+            .run_engine(|| self.decide(row, items, change, now, &mut writes))?;
         tx.write(&writes).await?;
         Ok(applied)
     }

@@ -194,8 +194,11 @@ impl OrderService {
             }
             let decisions = self
                 .processes()
-                .engine(&definition)
-                .enter(&mut order, &ids, target, now)
+                .run_engine(|| {
+                    self.processes()
+                        .engine(&definition)
+                        .enter(&mut order, &ids, target, now)
+                })
                 .map_err(|e| DomainError::Store(StoreError::Corrupt(e.to_string())))?;
             let reason = if across {
                 format!("moved by an operator from process {}", m.process)

@@ -191,7 +191,10 @@ impl OrderService {
         let mut moved = Vec::new();
         let mut changed = false;
         if !due_items.is_empty() {
-            match self.decide_due(&row, &items, &due_items, now) {
+            match self
+                .processes()
+                .run_engine(|| self.decide_due(&row, &items, &due_items, now))
+            {
                 Ok((process, order, decisions)) => {
                     moved = decisions.timers_dropped.clone();
                     let plan = Plan {

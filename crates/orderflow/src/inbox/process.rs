@@ -225,10 +225,9 @@ impl Inbox {
             .into_iter()
             .map(|o| (o.reference.clone(), o))
             .collect();
-        // The decisions run the process's commands, synchronous plugins that may block
-        // their thread (a remote call; the `sleep` command): off the runtime's turn, so
-        // the runtime's other tasks (this worker's other loops) go on meanwhile.
-        let (out, finishes, writes, changed) = may_block(|| {
+        // The decisions run the processes' commands, which may block their thread (see
+        // `ProcessSet::run_engine`): once for the batch, not once an update.
+        let (out, finishes, writes, changed) = self.service.processes().run_engine(|| {
             let mut writes = Writes::default();
             let mut finishes = Vec::with_capacity(held.len());
             let mut out = Vec::with_capacity(held.len());
@@ -323,18 +322,6 @@ impl Inbox {
             None => Err(DomainError::OrderNotFound),
         };
         self.outcome(row, applied, now)
-    }
-}
-
-/// Runs `f`, which may block its thread, without holding up the runtime's other tasks: on
-/// a multi-thread runtime under `block_in_place` (the runtime hands this thread's queue to
-/// another thread for the while), inline on a current-thread runtime (which has no other
-/// thread to hand it to, and where `block_in_place` panics).
-fn may_block<R>(f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
 
