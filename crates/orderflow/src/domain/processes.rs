@@ -186,16 +186,14 @@ mod tests {
 
     use super::*;
 
-    const XML: &str = r#"<?xml version="1.0"?>
-<statemachine xmlns="spryker:oms-01">
-  <process name="P" main="true">
-    <states><state name="new"/><state name="done"/></states>
-    <transitions>
-      <transition><source>new</source><target>done</target><event>go</event></transition>
-    </transitions>
-    <events><event name="go" command="Remote/Call"/></events>
-  </process>
-</statemachine>"#;
+    /// One event, bound to a command of the embedder's.
+    const XML: &str = concat!(
+        r#"<statemachine xmlns="spryker:oms-01"><process name="P" main="true">"#,
+        r#"<states><state name="new"/><state name="called"/></states><transitions>"#,
+        r#"<transition><source>new</source><target>called</target><event>call</event>"#,
+        r#"</transition></transitions><events><event name="call" command="Remote/Call"/>"#,
+        r#"</events></process></statemachine>"#
+    );
 
     struct Remote;
 
