@@ -193,6 +193,10 @@ pub enum TimeoutProcessorBinding {
 }
 
 impl TimeoutProcessor for TimeoutProcessorBinding {
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn due_at(&self, ctx: &TimeoutContext<'_>) -> Option<DateTime<Utc>> {
         match self {
             Self::EnteredAt => ctx.plain(),
@@ -238,6 +242,10 @@ fn lookup<'v>(attributes: &'v Map<String, Value>, path: &str) -> Option<&'v Valu
 }
 
 impl Condition for ConditionBinding {
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn check(&self, order: &Order, item: &Item, _now: DateTime<Utc>) -> Result<bool, PluginError> {
         match self {
             Self::Constant { value } => Ok(*value),
@@ -352,29 +360,46 @@ mod tests {
     }
 
     #[test]
-    fn only_a_wait_or_a_command_of_unknown_code_may_block() {
+    fn only_a_wait_or_a_plugin_of_unknown_code_may_block() {
         let xml = r#"<?xml version="1.0"?>
 <statemachine xmlns="spryker:oms-01">
   <process name="P" main="true">
     <states><state name="new"/><state name="done"/></states>
     <transitions>
-      <transition><source>new</source><target>done</target><event>go</event></transition>
+      <transition condition="Cond/Ok"><source>new</source><target>done</target><event>go</event></transition>
     </transitions>
-    <events><event name="go" command="Cmd/Go"/></events>
+    <events><event name="go" command="Cmd/Go" timeout="1 hour" timeoutProcessor="Due/At"/></events>
   </process>
 </statemachine>"#;
         let process =
             crate::parse::load_str(xml, "p.xml", std::path::Path::new("."), &Default::default())
                 .unwrap()
                 .process;
-        let bound = |binding: Value| {
+        let bound = |command: Value| {
             let mut r = crate::plugin::Registry::default();
-            r.bind(&serde_json::from_value(json!({"commands": {"Cmd/Go": binding}})).unwrap());
-            r.may_block(&process)
+            r.bind(
+                &serde_json::from_value(json!({
+                    "commands": {"Cmd/Go": command},
+                    "conditions": {"Cond/Ok": {"type": "constant", "value": true}},
+                    "timeout_processors": {"Due/At": {"type": "entered_at"}},
+                }))
+                .unwrap(),
+            );
+            r
         };
-        assert!(!bound(json!({"type": "noop"})));
-        assert!(!bound(json!({"type": "emit_event", "event": "go"})));
-        assert!(bound(json!({"type": "sleep", "millis": 5})));
+        assert!(!bound(json!({"type": "noop"})).may_block(&process));
+        assert!(!bound(json!({"type": "emit_event", "event": "go"})).may_block(&process));
+        assert!(bound(json!({"type": "sleep", "millis": 5})).may_block(&process));
+        // An embedder's condition may block unless it says otherwise.
+        struct Lookup;
+        impl Condition for Lookup {
+            fn check(&self, _: &Order, _: &Item, _: DateTime<Utc>) -> Result<bool, PluginError> {
+                Ok(true)
+            }
+        }
+        let mut r = bound(json!({"type": "noop"}));
+        r.register_condition("Cond/Ok", Lookup);
+        assert!(r.may_block(&process));
         // Unbound: nothing runs.
         assert!(!crate::plugin::Registry::default().may_block(&process));
         // An embedder's own command may block unless it says otherwise.

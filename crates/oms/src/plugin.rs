@@ -59,6 +59,11 @@ pub trait Condition: Send + Sync {
     /// True when `item` may take the transition. An error keeps the item where it is and
     /// is reported as [`StayReason::ConditionFailed`](crate::engine::StayReason).
     fn check(&self, order: &Order, item: &Item, now: DateTime<Utc>) -> Result<bool, PluginError>;
+
+    /// Whether [`Condition::check`] may block its thread; as [`Command::may_block`].
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// How a command is run for the items that an event moves. Exhaustive on purpose: these
@@ -324,15 +329,31 @@ impl Registry {
         }
     }
 
-    /// Whether a command bound for one of `process`'s events may block its thread (see
-    /// [`Command::may_block`]).
+    /// Whether a plugin bound for `process` (a transition's condition, an event's command
+    /// or timeout processor) may block its thread (see [`Command::may_block`]).
     pub fn may_block(&self, process: &Process) -> bool {
-        process
-            .events()
+        let conditions = process
+            .transitions()
             .iter()
-            .filter_map(|e| e.command.as_deref())
-            .filter_map(|name| self.commands.get(name))
-            .any(|c| c.may_block())
+            .filter_map(|t| t.condition.as_deref())
+            .filter_map(|name| self.conditions.get(name))
+            .any(|c| c.may_block());
+        let events = process.events().iter();
+        let commands = || {
+            events
+                .clone()
+                .filter_map(|e| e.command.as_deref())
+                .filter_map(|name| self.commands.get(name))
+                .any(|c| c.may_block())
+        };
+        let timeouts = || {
+            events
+                .clone()
+                .filter_map(|e| e.timeout_processor.as_deref())
+                .filter_map(|name| self.timeout_processors.get(name))
+                .any(|p| p.may_block())
+        };
+        conditions || commands() || timeouts()
     }
 
     /// Condition, command and timeout processor names `process` uses that nothing is

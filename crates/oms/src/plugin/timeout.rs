@@ -38,4 +38,10 @@ pub trait TimeoutProcessor: Send + Sync {
     /// The due time; `None` means the processor has no answer for this item and the plain
     /// timeout applies (none at all when the event has no `timeout`).
     fn due_at(&self, ctx: &TimeoutContext<'_>) -> Option<DateTime<Utc>>;
+
+    /// Whether [`TimeoutProcessor::due_at`] may block its thread; as
+    /// [`Command::may_block`](crate::plugin::Command::may_block).
+    fn may_block(&self) -> bool {
+        true
+    }
 }

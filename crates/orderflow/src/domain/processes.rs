@@ -33,7 +33,7 @@ pub struct ProcessSet {
     processes: BTreeMap<String, Arc<Process>>,
     registry: Registry,
     options: EngineOptions,
-    /// A command bound for one of the processes may block its thread.
+    /// A plugin bound for one of the processes may block its thread.
     may_block: bool,
 }
 
@@ -159,12 +159,13 @@ impl ProcessSet {
         Engine::new(process, &self.registry).with_options(self.options)
     }
 
-    /// Runs `f`, which runs the engine and so the processes' commands. When one of them
-    /// may block its thread (a remote call; the `sleep` binding), on a multi-thread
-    /// runtime `f` runs under `block_in_place`: the runtime hands this thread's queue to
-    /// another thread for the while, so the tasks behind it (another worker loop, other
-    /// requests) go on. Otherwise, and on a current-thread runtime (no other thread to hand
-    /// the queue to; `block_in_place` panics there), `f` runs as it is.
+    /// Runs `f`, which runs the engine and so the processes' plugins (commands, conditions,
+    /// timeout processors). When one of them may block its thread (a remote call; the
+    /// `sleep` binding), on a multi-thread runtime `f` runs under `block_in_place`: the
+    /// runtime hands this thread's queue to another thread for the while, so the tasks
+    /// behind it (another worker loop, other requests) go on. Otherwise, and on a
+    /// current-thread runtime (no other thread to hand the queue to; `block_in_place`
+    /// panics there), `f` runs as it is.
     pub fn run_engine<R>(&self, f: impl FnOnce() -> R) -> R {
         use tokio::runtime::{Handle, RuntimeFlavor};
         if self.may_block
