@@ -332,28 +332,30 @@ impl Registry {
     /// Whether a plugin bound for `process` (a transition's condition, an event's command
     /// or timeout processor) may block its thread (see [`Command::may_block`]).
     pub fn may_block(&self, process: &Process) -> bool {
-        let conditions = process
-            .transitions()
-            .iter()
-            .filter_map(|t| t.condition.as_deref())
-            .filter_map(|name| self.conditions.get(name))
-            .any(|c| c.may_block());
-        let events = process.events().iter();
-        let commands = || {
-            events
-                .clone()
-                .filter_map(|e| e.command.as_deref())
-                .filter_map(|name| self.commands.get(name))
-                .any(|c| c.may_block())
-        };
-        let timeouts = || {
-            events
-                .clone()
-                .filter_map(|e| e.timeout_processor.as_deref())
-                .filter_map(|name| self.timeout_processors.get(name))
-                .any(|p| p.may_block())
-        };
-        conditions || commands() || timeouts()
+        fn any<'a, P: ?Sized>(
+            names: impl Iterator<Item = Option<&'a str>>,
+            plugins: &HashMap<String, Arc<P>>,
+            blocks: impl Fn(&P) -> bool,
+        ) -> bool {
+            names
+                .flatten()
+                .filter_map(|name| plugins.get(name))
+                .any(|p| blocks(p))
+        }
+        let events = process.events();
+        any(
+            process.transitions().iter().map(|t| t.condition.as_deref()),
+            &self.conditions,
+            |c| c.may_block(),
+        ) || any(
+            events.iter().map(|e| e.command.as_deref()),
+            &self.commands,
+            |c| c.may_block(),
+        ) || any(
+            events.iter().map(|e| e.timeout_processor.as_deref()),
+            &self.timeout_processors,
+            |p| p.may_block(),
+        )
     }
 
     /// Condition, command and timeout processor names `process` uses that nothing is
