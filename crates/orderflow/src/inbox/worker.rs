@@ -1,11 +1,14 @@
-//! The inbox worker: claims due updates in batches under a lease and processes them; on
-//! PostgreSQL `worker.concurrency` batches at a time.
+//! The inbox worker: claims due updates in batches and processes them, each batch in the
+//! transaction that claimed it (a lease committed first only where a batch fails and its
+//! updates are processed one at a time); on PostgreSQL `worker.concurrency` batches at a
+//! time.
 //!
 //! It wakes on the store's wake-ups ([`crate::store::Wakeups`]: updates stored, woken by a
 //! change of their order or retried, here or in another process) and polls every
 //! `worker.poll_interval` as the floor. The loop is [`Inbox::run_worker`]; its step,
 //! [`Inbox::process_next_batch`], takes the time so tests can drive it. On shutdown it stops claiming, gives the batch in
-//! flight a grace period, releases the leases of whatever it could not finish and returns.
+//! flight a grace period, releases the leases of whatever it could not finish and returns
+//! (a batch held in its transaction is rolled back and due at once).
 
 use std::time::Duration;
 

@@ -29,7 +29,8 @@ pub(crate) struct Dialect {
     /// A worker's batch is claimed and processed in one transaction, which holds the
     /// claimed updates until it commits (else the claim commits a lease first).
     pub claims_in_transaction: bool,
-    /// Appended to a claim's read of rows `r` (effects): skip rows other claims hold.
+    /// Appended to a claim's read of rows `r` (effects, a worker's batch of updates): hold
+    /// them until commit, skipping rows other transactions hold.
     pub claim_lock: &'static str,
     /// The inbox claim's read around `inner` (due rows in claim order, no limit): at most `$2`
     /// rows, skipping those other claims hold.

@@ -1,7 +1,8 @@
 //! A fleet of `orderflow worker` processes (the real binary) on one PostgreSQL database:
-//! one is killed with SIGKILL while it holds leases, the others take its updates over once
-//! the leases run out. Checked from the database afterwards: every update applied exactly
-//! once, and the updates of each order applied in the order they were received.
+//! one is killed with SIGKILL in the middle of a batch, while its transaction holds the
+//! updates it claimed; the others take them over once PostgreSQL has rolled it back.
+//! Checked from the database afterwards: every update applied exactly once, and the updates
+//! of each order applied in the order they were received.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -85,11 +86,6 @@ impl Worker {
         }
     }
 
-    /// The prefix of this process's lease owner name (`<pid>-<uuid>`).
-    fn owner_prefix(&self) -> String {
-        format!("{}-%", self.child.id())
-    }
-
     fn tail(&self) -> String {
         let log = self.log.lock().unwrap();
         log[log.len().saturating_sub(5)..].join("\n")
@@ -112,7 +108,6 @@ async fn store_updates(inbox: &Inbox, sent: &mut Sent, updates: &[(NewUpdate, us
     }
 }
 
-/// Updates `prefix`'s worker holds a lease on.
 /// Waits until no connection named `name` is left (at most 30 s).
 async fn gone(pool: &PgPool, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -134,12 +129,33 @@ async fn gone(pool: &PgPool, name: &str) {
     }
 }
 
-async fn held(pool: &PgPool, prefix: &str) -> Vec<i64> {
-    sqlx::query_scalar("SELECT seq FROM inbox WHERE status = 'processing' AND lease_owner LIKE $1")
-        .bind(prefix)
-        .fetch_all(pool)
-        .await
-        .unwrap()
+/// The waiting updates that an open transaction of the connections named `name` holds: a
+/// row's `xmax` is the transaction that locked it (`FOR UPDATE`) or changed it, not yet
+/// committed.
+async fn held(pool: &PgPool, name: &str) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT i.seq FROM inbox i JOIN pg_stat_activity a ON i.xmax = a.backend_xid \
+         WHERE a.application_name = $1 \
+           AND i.status IN ('accepted', 'parked', 'processing')",
+    )
+    .bind(name)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Of the updates `seqs`, those not processed before `at`: still waiting, or processed
+/// later.
+async fn not_done_before(pool: &PgPool, seqs: &[i64], at: DateTime<Utc>) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT seq FROM inbox WHERE seq = ANY($1) \
+         AND (status IN ('accepted', 'parked', 'processing') OR processed_at > $2)",
+    )
+    .bind(seqs)
+    .bind(at)
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,35 +203,43 @@ async fn workers_apply_every_update_once_and_in_order_when_one_is_killed() {
         .collect();
     store_updates(&inbox, &mut sent, rest).await;
 
-    // Kill a worker while it holds leases, after it has finished a few batches. Should
-    // its batch commit between the look and the kill, a fresh worker takes its place.
+    // Kill a worker in the middle of a batch, after it has finished a few: while its
+    // transaction holds updates. Should that batch commit between the look and the kill,
+    // a fresh worker takes its place.
     let mut orphans: Vec<i64> = Vec::new();
+    let mut killed_at = Utc::now();
     let mut kills = 0;
     while orphans.is_empty() {
-        assert!(kills < 5, "could not kill a worker while it held leases");
+        assert!(
+            kills < 5,
+            "could not kill a worker in the middle of a batch"
+        );
         let victim = &workers[0];
-        let prefix = victim.owner_prefix();
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let holding = loop {
             assert!(
                 Instant::now() < deadline,
-                "worker never held leases: {}",
+                "worker never held updates: {}",
                 victim.tail()
             );
-            if victim.batches.load(Ordering::Relaxed) >= 2 && !held(&pool, &prefix).await.is_empty()
-            {
-                break;
+            if victim.batches.load(Ordering::Relaxed) >= 2 {
+                let holding = held(&pool, &victim.name).await;
+                if !holding.is_empty() {
+                    break holding;
+                }
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        };
         let mut victim = workers.remove(0);
         victim.child.kill().unwrap();
+        killed_at = Utc::now();
         victim.child.wait().unwrap();
         kills += 1;
-        // A COMMIT the worker sent just before it died still lands: look at its leases
-        // only once PostgreSQL has closed its connections.
+        // A COMMIT the worker sent just before it died still lands, with the time its
+        // batch began as the updates' `processed_at`: look only once PostgreSQL has
+        // closed its connections. What it held and did not commit is left to the others.
         gone(&pool, &victim.name).await;
-        orphans = held(&pool, &prefix).await;
+        orphans = not_done_before(&pool, &holding, killed_at).await;
         if orphans.is_empty() {
             workers.push(Worker::spawn(&url, dir.path()));
         }
@@ -265,17 +289,17 @@ async fn workers_apply_every_update_once_and_in_order_when_one_is_killed() {
         assert!(status.success(), "worker exit {status}: {}", w.tail());
     }
 
-    check_database(&pool, &sent, &orphans).await;
+    check_database(&pool, &sent, &orphans, killed_at).await;
     eprintln!(
         "fleet: {UPDATES} updates over {ORDERS} orders, {WORKERS} workers, {kills} killed \
-         holding {} leases; drained in {:.1} s",
+         holding {} updates; drained in {:.1} s",
         orphans.len(),
         drained.as_secs_f64()
     );
 }
 
 /// Everything the test asserts, read back from the database.
-async fn check_database(pool: &PgPool, sent: &Sent, orphans: &[i64]) {
+async fn check_database(pool: &PgPool, sent: &Sent, orphans: &[i64], killed_at: DateTime<Utc>) {
     let statuses: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, COUNT(*) FROM inbox GROUP BY status")
             .fetch_all(pool)
@@ -352,14 +376,15 @@ async fn check_database(pool: &PgPool, sent: &Sent, orphans: &[i64]) {
         assert_eq!(attributes.0.get("last_n").cloned(), last, "{order}");
     }
 
-    // The killed worker's updates were attempted again and applied by another worker.
-    let attempts: HashMap<i64, i32> = processed.iter().map(|(_, s, _, a)| (*s, *a)).collect();
+    // The killed worker's updates were applied by another worker, after it died.
+    let at: HashMap<i64, DateTime<Utc>> = processed.iter().map(|(_, s, t, _)| (*s, *t)).collect();
     for seq in orphans {
         assert!(
-            attempts[seq] >= 2,
+            at[seq] > killed_at,
             "orphaned update {seq} was not taken over"
         );
     }
+    let attempts: HashMap<i64, i32> = processed.iter().map(|(_, s, _, a)| (*s, *a)).collect();
     let retried = attempts.values().filter(|a| **a > 1).count();
     eprintln!(
         "fleet: {retried} updates took more than one attempt ({} were orphaned)",

@@ -42,12 +42,14 @@ fn claimable(d: &Dialect) -> &'static str {
 }
 
 /// The worker's read of `columns` of the due updates `r` in claim order (`$1` = now, `$2` =
-/// the limit, `$3` = the admitted frontier), through the dialect's due index.
+/// the limit, `$3` = the admitted frontier), through the dialect's due index, holding the
+/// rows it returns until commit and skipping those another transaction holds.
 fn due_read(d: &Dialect, columns: &str) -> String {
     format!(
-        "SELECT {columns} FROM inbox r{} WHERE {} ORDER BY r.next_attempt_at, r.seq LIMIT $2",
+        "SELECT {columns} FROM inbox r{} WHERE {} ORDER BY r.next_attempt_at, r.seq LIMIT $2{}",
         d.due_index,
-        claimable(d)
+        claimable(d),
+        d.claim_lock
     )
 }
 
@@ -72,9 +74,10 @@ fn next_of_order(admits: bool, now: &str) -> String {
 /// A worker's claimed batch, held the way the store holds claims.
 pub enum Claimed {
     /// Read in this open transaction, which holds them until it commits: process them and
-    /// finish them in it (SQLite). The rows say what the claim would have written.
+    /// finish them in it (SQLite: the one writer; PostgreSQL: row locks, see the dialect's
+    /// `claims_in_transaction`). The rows say what the claim would have written.
     Held(Tx, Vec<UpdateRow>),
-    /// Claimed under a lease that is committed (PostgreSQL).
+    /// Claimed under a lease that is committed (where the dialect claims so).
     Leased(Vec<UpdateRow>),
 }
 
@@ -95,6 +98,7 @@ impl Store {
         }
         let mut tx = self.begin_as(self.dialect().batch_begin).await?;
         let mut rows = tx.due_updates(now, limit).await?;
+        metrics::counter!("orderflow_inbox_attempts_total").increment(rows.len() as u64);
         // What the claim would have written: finishing writes the attempt count.
         for r in &mut rows {
             r.attempts += 1;
@@ -206,8 +210,17 @@ impl Tx {
 
     /// The updates [`Store::claim_updates`] would claim, read but not marked: for a
     /// transaction that processes and finishes them itself, so holds them until it commits
-    /// (SQLite: the worker claims and processes a batch in one transaction, see
+    /// (the worker claims and processes a batch in one transaction, see
     /// `Inbox::process_next_batch`). At most one per order, in `seq` order.
+    ///
+    /// On PostgreSQL the read locks the rows it returns and skips rows another transaction
+    /// holds. Until this one commits, the others see the held updates as waiting, so the
+    /// order rule keeps them from every later update of the same orders; once it commits,
+    /// the held updates are final, or due again later (retried or parked), and a read that
+    /// began before the commit and reaches a held row checks it again as committed
+    /// (`READ COMMITTED`). So no claim by a lease's side checks (a lock per order, the
+    /// re-check) is needed here: they exist for a lease, whose claim commits before the
+    /// update is processed.
     pub async fn due_updates(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<UpdateRow>> {
         let frontier = self.admit_updates(limit).await?;
         let sql = due_read(self.dialect(), COLUMNS);

@@ -1,20 +1,22 @@
-//! The ERP inbox: updates stored before they are acknowledged, claimed by workers under a
-//! lease, and finished with their outcome in the same transaction as the order change.
+//! The ERP inbox: updates stored before they are acknowledged, claimed by workers, and
+//! finished with their outcome in the same transaction as the order change.
 //!
 //! Claiming keeps two rules on both backends:
 //! - an update is claimed only when no other update of its order is `processing` and no
 //!   earlier one is still waiting (`accepted`, or `parked` and due): updates of one order
 //!   are applied one at a time, in receive order (`seq`);
-//! - a claim sets `next_attempt_at` to the lease's end, so an update whose worker died is
-//!   due again when the lease runs out.
+//! - a worker's batch is held by the transaction that processes it, and an update whose
+//!   worker died is due again as soon as that transaction is rolled back; a claim that
+//!   commits a lease first (wait mode, a failed batch's updates one at a time) sets
+//!   `next_attempt_at` to the lease's end, so it is due again when the lease runs out.
 //!
-//! On PostgreSQL claims run side by side: each skips rows another transaction holds (`SKIP
-//! LOCKED`), so a claim never waits for an order transaction, takes a transaction lock per
-//! order (keyed by a hash of its reference) and checks its rows again after it got them
-//! (see the dialect's `claim_read` and `claim_recheck`). SQLite has one writer, which
-//! serialises them; there the worker reads the due updates ([`Tx::due_updates`]) and
-//! finishes them in the same transaction, which holds them as a lease would until it
-//! commits. On SQLite, too, the ERP's group commit leaves its updates out of the per-order
+//! The worker reads the due updates ([`Tx::due_updates`]) and finishes them in the same
+//! transaction, which holds them as a lease would until it commits. On PostgreSQL that read
+//! locks the rows and skips rows another transaction holds (`SKIP LOCKED`), so it never
+//! waits for another worker; SQLite has one writer, which serialises the batches. On
+//! PostgreSQL a leased claim also takes a transaction lock per order (keyed by a hash of
+//! its reference) and checks its rows again after it got them (see the dialect's
+//! `claim_read` and `claim_recheck`). On SQLite, too, the ERP's group commit leaves its updates out of the per-order
 //! index that the first rule reads, and each claim admits some first and claims none past
 //! the first one still left out ([`Tx::admit_updates`]).
 
@@ -278,16 +280,23 @@ impl Tx {
     /// `next_attempt_at` let PostgreSQL, with statistics from before a burst, read the due
     /// index for every update due later (tens of thousands in a backlog) in every batch,
     /// to find none parked; now only the orders' parked updates are read (`inbox_parked`).
+    ///
+    /// A parked update that a worker's batch holds is left alone (the dialect's
+    /// `claim_lock`): that batch is processing it, and reads its order only once this
+    /// transaction, which holds the order, has committed. Waiting for it instead could
+    /// deadlock, as that batch may be waiting for this transaction's order.
     pub async fn wake_parked_many(
         &mut self,
         references: &[String],
         now: DateTime<Utc>,
     ) -> Result<u64> {
+        let d = self.dialect();
         let sql = format!(
             "UPDATE inbox SET next_attempt_at = \
              CASE WHEN next_attempt_at > $2 THEN $2 ELSE next_attempt_at END \
-             WHERE {} AND status = 'parked'",
-            self.dialect().in_list("order_reference", 1)
+             WHERE seq IN (SELECT r.seq FROM inbox r WHERE {} AND r.status = 'parked'{})",
+            d.in_list("r.order_reference", 1),
+            d.claim_lock
         );
         let n = on_tx!(self, |c| sqlx::query(AssertSqlSafe(sql))
             .bind(List(references))

@@ -23,6 +23,10 @@ pub(super) use writes::{finish_updates, insert_updates, record_delivered, write}
 
 pub(super) static MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// Begins a transaction that claims from the due index (see `claim_begin`).
+const CLAIM_BEGIN: &str =
+    "BEGIN; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off";
+
 pub(super) static DIALECT: Dialect = Dialect {
     list: |col, n| format!("{col} = ANY(${n})"),
     placeholder: |n| format!("${n}"),
@@ -31,9 +35,14 @@ pub(super) static DIALECT: Dialect = Dialect {
     try_lock_order: " FOR NO KEY UPDATE SKIP LOCKED",
     lock_rows: " FOR UPDATE",
     due_index: "",
-    // The claim commits first, so other workers skip the claimed updates while this one
-    // processes them.
-    claims_in_transaction: false,
+    // The worker's read locks the due rows it returns (`FOR UPDATE OF r SKIP LOCKED`, see
+    // `claim_lock`) and processes and finishes them in the same transaction: one commit
+    // and one write of each row a batch, where a committed lease cost a second of each
+    // (the lease's `UPDATE` touched every index of `inbox`). Other workers skip the held
+    // rows, and see them waiting until the commit makes them final, so none claims a
+    // later update of their orders meanwhile. Wait mode and the one-by-one fallback
+    // still commit a lease first (`claim_read`).
+    claims_in_transaction: true,
     // Claims run side by side. Each locks the due rows it reads (skipping rows another
     // claim holds) and takes a transaction lock per order (keyed by a hash of its
     // reference; a row whose order another claim holds is left for the next claim). The
@@ -57,9 +66,9 @@ pub(super) static DIALECT: Dialect = Dialect {
     // a bitmap scan and sorts them, so each claim would cost time in proportion to the
     // backlog. Both settings end with the transaction; they go with its `BEGIN`, in one
     // round trip.
-    claim_begin: Some("BEGIN; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"),
-    // Claims are leased and committed on their own; a batch begins as any transaction.
-    batch_begin: None,
+    claim_begin: Some(CLAIM_BEGIN),
+    // The worker's batch reads the due index as a claim does (see `claim_begin`).
+    batch_begin: Some(CLAIM_BEGIN),
     append_error: "errors || jsonb_build_array($4::jsonb)",
     retry_set: "status = 'accepted', next_attempt_at = $1, park_until = NULL, \
          lease_owner = NULL, lease_until = NULL, processed_at = NULL, \
