@@ -16,9 +16,9 @@
 //! waits for another worker; SQLite has one writer, which serialises the batches. On
 //! PostgreSQL a leased claim also takes a transaction lock per order (keyed by a hash of
 //! its reference) and checks its rows again after it got them (see the dialect's
-//! `claim_read` and `claim_recheck`). On SQLite, too, the ERP's group commit leaves its updates out of the per-order
-//! index that the first rule reads, and each claim admits some first and claims none past
-//! the first one still left out ([`Tx::admit_updates`]).
+//! `claim_read` and `claim_recheck`). On SQLite the ERP's group commit leaves its updates
+//! out of the per-order index that the first rule reads, and each claim admits some first
+//! and claims none past the first one still left out ([`Tx::admit_updates`]).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
