@@ -44,7 +44,7 @@ use crate::domain::types::OrderReference;
 use crate::domain::view::ItemState;
 use crate::domain::{Applied, Change, DomainError, Target};
 use crate::store::batch::Writes;
-use crate::store::inbox::{Claimed, Finish, UpdateRow};
+use crate::store::inbox::{Finish, UpdateRow};
 use crate::store::orders::{ItemRow, OrderRow};
 use crate::store::{self, StoreError, Tx};
 
@@ -61,8 +61,9 @@ impl Inbox {
     /// was lost to another worker); empty when nothing was due. Tests step `now` to drive
     /// backoff and leases without waiting.
     ///
-    /// How the claim is held is the store's choice ([`Claimed`]): in the processing
-    /// transaction itself (one commit for the batch), or under a lease committed first.
+    /// The claim is held by the processing transaction itself (one commit for the batch,
+    /// see `Store::claim_batch`); should that transaction fail, the batch is claimed under
+    /// a lease and processed one update at a time.
     pub async fn process_next_batch(
         &self,
         owner: &str,
@@ -71,7 +72,7 @@ impl Inbox {
         let started = Instant::now();
         let lease = chrono::Duration::from_std(self.settings.worker.lease).unwrap_or_default();
         let limit = i64::from(self.settings.batch_size());
-        let claimed = self
+        let (mut tx, rows) = self
             .store()
             .claim_batch(now, limit, owner, now + lease)
             .await?;
@@ -80,37 +81,32 @@ impl Inbox {
         // never recorded as processed before the one of its order that another worker
         // finished while this one claimed.
         let now = now.max(store::now());
-        let rows = match claimed {
-            Claimed::Leased(rows) => rows,
-            Claimed::Held(mut tx, rows) => {
-                if rows.is_empty() {
-                    // Committed, not dropped: reading the due updates may have set an
-                    // unreadable one dead (with its `update.dead` events).
-                    tx.commit().await?;
-                    return Ok(Vec::new());
-                }
-                let done = match self.apply_held(&mut tx, &rows, now).await {
-                    Ok((statuses, changed)) => tx.commit().await.map(|()| (statuses, changed)),
-                    Err(e) => {
-                        // Roll back first: the transaction may hold the only writer.
-                        drop(tx);
-                        Err(e)
-                    }
-                };
-                match done {
-                    Ok((statuses, changed)) => {
-                        let out: Vec<_> = statuses.into_iter().map(Some).collect();
-                        self.processed(&rows, &out, changed, started);
-                        return Ok(out);
-                    }
-                    // Claim on its own, then find the update at fault one at a time.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "batch failed; claiming it on its own");
-                        self.store()
-                            .claim_updates(now, limit, owner, now + lease)
-                            .await?
-                    }
-                }
+        if rows.is_empty() {
+            // Committed, not dropped: reading the due updates may have set an unreadable
+            // one dead (with its `update.dead` events).
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let done = match self.apply_held(&mut tx, &rows, now).await {
+            Ok((statuses, changed)) => tx.commit().await.map(|()| (statuses, changed)),
+            Err(e) => {
+                // Roll back first: the transaction may hold the only writer.
+                drop(tx);
+                Err(e)
+            }
+        };
+        let rows = match done {
+            Ok((statuses, changed)) => {
+                let out: Vec<_> = statuses.into_iter().map(Some).collect();
+                self.processed(&rows, &out, changed, started);
+                return Ok(out);
+            }
+            // Claim on its own, then find the update at fault one at a time.
+            Err(e) => {
+                tracing::warn!(error = %e, "batch failed; claiming it on its own");
+                self.store()
+                    .claim_updates(now, limit, owner, now + lease)
+                    .await?
             }
         };
         if rows.is_empty() {

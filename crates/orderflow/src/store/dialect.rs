@@ -26,9 +26,6 @@ pub(crate) struct Dialect {
     pub lock_rows: &'static str,
     /// Read the inbox through its due index (`inbox r` + this).
     pub due_index: &'static str,
-    /// A worker's batch is claimed and processed in one transaction, which holds the
-    /// claimed updates until it commits (else the claim commits a lease first).
-    pub claims_in_transaction: bool,
     /// Appended to a claim's read of rows `r` (effects, a worker's batch of updates): hold
     /// them until commit, skipping rows other transactions hold.
     pub claim_lock: &'static str,
@@ -45,8 +42,7 @@ pub(crate) struct Dialect {
     /// Begins a claim's transaction, with what runs before the claim in it (else a plain
     /// [`Store::begin`](super::Store::begin)).
     pub claim_begin: Option<&'static str>,
-    /// Begins the transaction that holds a worker's batch where claims are held in it
-    /// (see [`Dialect::claims_in_transaction`]; else a plain
+    /// Begins the transaction that claims and holds a worker's batch (else a plain
     /// [`Store::begin`](super::Store::begin)).
     pub batch_begin: Option<&'static str>,
     /// `errors` with the JSON value `$4` appended.

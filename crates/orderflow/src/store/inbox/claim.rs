@@ -71,31 +71,19 @@ fn next_of_order(admits: bool, now: &str) -> String {
     )
 }
 
-/// A worker's claimed batch, held the way the store holds claims.
-pub enum Claimed {
-    /// Read in this open transaction, which holds them until it commits: process them and
-    /// finish them in it (SQLite: the one writer; PostgreSQL: row locks, see the dialect's
-    /// `claims_in_transaction`). The rows say what the claim would have written.
-    Held(Tx, Vec<UpdateRow>),
-    /// Claimed under a lease that is committed (where the dialect claims so).
-    Leased(Vec<UpdateRow>),
-}
-
 impl Store {
     /// Claims the next batch for the worker `owner`: up to `limit` due updates, at most one
-    /// per order, each the next of its order. How the claim is held is the store's choice
-    /// (see [`Claimed`]).
+    /// per order, each the next of its order, read in the returned open transaction, which
+    /// holds them until it commits (SQLite: the one writer; PostgreSQL: row locks, see
+    /// [`Tx::due_updates`]): process them and finish them in it. The rows say what a
+    /// leased claim would have written.
     pub async fn claim_batch(
         &self,
         now: DateTime<Utc>,
         limit: i64,
         owner: &str,
         lease_until: DateTime<Utc>,
-    ) -> Result<Claimed> {
-        if !self.dialect().claims_in_transaction {
-            let rows = self.claim_updates(now, limit, owner, lease_until).await?;
-            return Ok(Claimed::Leased(rows));
-        }
+    ) -> Result<(Tx, Vec<UpdateRow>)> {
         let mut tx = self.begin_as(self.dialect().batch_begin).await?;
         let mut rows = tx.due_updates(now, limit).await?;
         metrics::counter!("orderflow_inbox_attempts_total").increment(rows.len() as u64);
@@ -106,7 +94,7 @@ impl Store {
             r.lease_owner = Some(owner.to_owned());
             r.lease_until = Some(lease_until);
         }
-        Ok(Claimed::Held(tx, rows))
+        Ok((tx, rows))
     }
 
     /// Claims up to `limit` due updates for `owner` until `lease_until`: at most one per

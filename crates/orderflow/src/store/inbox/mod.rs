@@ -32,7 +32,6 @@ mod claim;
 mod operator;
 
 use super::{List, Result, Store, Tx, on_reader, on_tx, per_backend};
-pub use claim::Claimed;
 pub use operator::{RETRY_CODE, RetryPage};
 
 /// Every column of an inbox row.

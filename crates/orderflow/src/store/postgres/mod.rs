@@ -35,14 +35,6 @@ pub(super) static DIALECT: Dialect = Dialect {
     try_lock_order: " FOR NO KEY UPDATE SKIP LOCKED",
     lock_rows: " FOR UPDATE",
     due_index: "",
-    // The worker's read locks the due rows it returns (`FOR UPDATE OF r SKIP LOCKED`, see
-    // `claim_lock`) and processes and finishes them in the same transaction: one commit
-    // and one write of each row a batch, where a committed lease cost a second of each
-    // (the lease's `UPDATE` touched every index of `inbox`). Other workers skip the held
-    // rows, and see them waiting until the commit makes them final, so none claims a
-    // later update of their orders meanwhile. Wait mode and the one-by-one fallback
-    // still commit a lease first (`claim_read`).
-    claims_in_transaction: true,
     // Claims run side by side. Each locks the due rows it reads (skipping rows another
     // claim holds) and takes a transaction lock per order (keyed by a hash of its
     // reference; a row whose order another claim holds is left for the next claim). The
@@ -67,7 +59,13 @@ pub(super) static DIALECT: Dialect = Dialect {
     // backlog. Both settings end with the transaction; they go with its `BEGIN`, in one
     // round trip.
     claim_begin: Some(CLAIM_BEGIN),
-    // The worker's batch reads the due index as a claim does (see `claim_begin`).
+    // The worker's batch reads the due index as a claim does (see `claim_begin`). Its read
+    // locks the due rows it returns (`claim_lock`), and the transaction processes and
+    // finishes them: one commit and one write of each row a batch, where a committed lease
+    // cost a second of each (the lease's `UPDATE` touched every index of `inbox`). Other
+    // workers skip the held rows and see them waiting until the commit makes them final,
+    // so none claims a later update of their orders meanwhile. Wait mode and the
+    // one-by-one fallback still commit a lease first (`claim_read`).
     batch_begin: Some(CLAIM_BEGIN),
     append_error: "errors || jsonb_build_array($4::jsonb)",
     retry_set: "status = 'accepted', next_attempt_at = $1, park_until = NULL, \

@@ -34,10 +34,6 @@ pub(super) static DIALECT: Dialect = Dialect {
     // waiting update and sorts them all: each claim then costs time in proportion to the
     // backlog.
     due_index: " INDEXED BY inbox_due",
-    // One writer: the claiming transaction holds the updates as a lease would (no other
-    // worker can claim them before it commits, and a crash rolls the claim back with the
-    // work), and a batch costs one commit instead of two.
-    claims_in_transaction: true,
     // One writer at a time: a claim's read sees every claim before it.
     claim_lock: "",
     claim_read: |inner| format!("{inner} LIMIT $2"),
@@ -47,6 +43,9 @@ pub(super) static DIALECT: Dialect = Dialect {
     admits: true,
     claim_recheck: false,
     claim_begin: None,
+    // One writer: the batch's transaction holds the updates as a lease would (no other
+    // worker can claim them before it commits, and a crash rolls the claim back with the
+    // work), and a batch costs one commit instead of two.
     batch_begin: Some(BATCH_BEGIN),
     append_error: "CASE WHEN json_valid(errors) AND json_type(errors) = 'array' \
          THEN json_insert(errors, '$[#]', json($4)) ELSE json_array(json($4)) END",
@@ -231,7 +230,6 @@ mod tests {
     /// for the commit, 10,000 in a worker's batch, and 1,000 again after one.
     #[tokio::test]
     async fn a_worker_batch_commits_under_a_larger_wal_bound_than_other_writes() {
-        use crate::store::inbox::Claimed;
         use crate::store::{Conn, Store, Tx};
 
         async fn bound(tx: &mut Tx) -> i64 {
@@ -251,10 +249,7 @@ mod tests {
         let mut tx = store.begin().await.unwrap();
         seen.push(bound(&mut tx).await);
         tx.commit().await.unwrap();
-        let Claimed::Held(mut tx, rows) = store.claim_batch(now, 10, "w", now).await.unwrap()
-        else {
-            panic!("SQLite holds a batch's claims in its transaction")
-        };
+        let (mut tx, rows) = store.claim_batch(now, 10, "w", now).await.unwrap();
         assert!(rows.is_empty());
         seen.push(bound(&mut tx).await);
         tx.commit().await.unwrap();
