@@ -168,7 +168,7 @@ impl Run<'_> {
         let (id, secret) = subscribe(&filler, self.url)?;
         let stored = fill(&filler, self.args.orders, self.args.updates).await?;
         filler.terminate()?;
-        let (applied, took) = drain_once(&filler, &processes, &config)?;
+        let (applied, took) = drain_once(&filler, &processes, &config, None)?;
         let drained = applied as f64 / took.as_secs_f64();
         println!(
             "{name}: drain (worker --once, start-up included): {drained:.0} applied/s ({applied} \

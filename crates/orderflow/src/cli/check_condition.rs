@@ -41,7 +41,7 @@ pub(super) async fn run(args: CheckConditionArgs) -> anyhow::Result<ExitCode> {
     let store = service.store().clone();
     if args.once {
         let backoff = timers::timer_backoff(poll);
-        let batch = config.worker.batch_size.max(1);
+        let batch = config.worker.batch_size(store.backend());
         let (passes, total) = run_once(&service, batch, backoff).await?;
         println!(
             "check-condition: {passes} passes, {} orders, {} items moved, {} timers fired, \

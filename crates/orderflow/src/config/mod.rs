@@ -285,6 +285,10 @@ impl Config {
     pub fn to_masked_toml(&self) -> String {
         let mut masked = self.clone();
         masked.database_url = mask_url_password(&self.database_url);
+        // The batch size its database gets when none is set.
+        if let Ok(backend) = crate::store::Backend::of_url(&self.database_url) {
+            masked.worker.batch_size = Some(self.worker.batch_size(backend));
+        }
         // An HTTP command's headers may carry credentials (`Authorization`).
         for binding in masked.commands.values_mut() {
             if let CommandBinding::Http { headers, .. } = binding {

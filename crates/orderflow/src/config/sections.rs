@@ -124,8 +124,9 @@ pub struct WorkerConfig {
     /// turns this off, for a fleet of separate `orderflow worker` processes). Default
     /// true.
     pub in_process: bool,
-    /// Updates claimed per batch (at most one per order). Default 100.
-    pub batch_size: u32,
+    /// Updates claimed per batch (at most one per order). Default 100 on PostgreSQL, 500 on
+    /// SQLite ([`WorkerConfig::batch_size`]).
+    pub batch_size: Option<u32>,
     /// Batches a worker process has in flight at once on PostgreSQL, each claimed and
     /// processed by a loop of its own (its own lease owner), so the worker and the database
     /// work at the same time instead of waiting on each other. SQLite has one writer, which
@@ -154,7 +155,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             in_process: true,
-            batch_size: 100,
+            batch_size: None,
             concurrency: 2,
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
@@ -162,6 +163,22 @@ impl Default for WorkerConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(600),
         }
+    }
+}
+
+impl WorkerConfig {
+    /// Updates claimed per batch on `backend` (at least 1). On SQLite a batch is one
+    /// transaction on the one writer, and most of its cost is the pages it writes (four an
+    /// update at random places, each a 4 KiB WAL frame): the larger the batch, the more of
+    /// its updates share an order's, an item's or an index's page, so the default is five
+    /// times PostgreSQL's. On PostgreSQL several workers claim side by side, and a batch
+    /// holds its orders until it commits (with slow commands, longer), so it stays small.
+    pub fn batch_size(&self, backend: crate::store::Backend) -> u32 {
+        let default = match backend {
+            crate::store::Backend::Sqlite => 500,
+            crate::store::Backend::Postgres => 100,
+        };
+        self.batch_size.unwrap_or(default).max(1)
     }
 }
 

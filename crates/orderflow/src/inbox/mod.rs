@@ -72,11 +72,6 @@ impl InboxSettings {
         self.erp.max_batch.max(1)
     }
 
-    /// Updates claimed per worker step at most.
-    pub fn batch_size(&self) -> u32 {
-        self.worker.batch_size.max(1)
-    }
-
     /// Batches in flight per worker process (at least 1).
     pub fn concurrency(&self) -> u32 {
         self.worker.concurrency.max(1)

@@ -71,7 +71,7 @@ impl Inbox {
     ) -> Result<Vec<Option<UpdateStatus>>, StoreError> {
         let started = Instant::now();
         let lease = chrono::Duration::from_std(self.settings.worker.lease).unwrap_or_default();
-        let limit = i64::from(self.settings.batch_size());
+        let limit = i64::from(self.settings.worker.batch_size(self.store().backend()));
         let (mut tx, rows) = self
             .store()
             .claim_batch(now, limit, owner, now + lease)

@@ -293,11 +293,9 @@ impl Store {
     /// backend's plain one).
     pub(crate) async fn begin_as(&self, begin: Option<&'static str>) -> Result<Tx> {
         let conn = match (&self.pools, begin) {
-            (Pools::Sqlite(s), begin) => Conn::Sqlite(
-                s.writer()
-                    .begin_with(begin.unwrap_or(sqlite::BEGIN))
-                    .await?,
-            ),
+            (Pools::Sqlite(s), begin) => {
+                Conn::Sqlite(s.begin_with(begin.unwrap_or(sqlite::BEGIN)).await?)
+            }
             (Pools::Postgres(p), None) => Conn::Postgres(p.begin().await?),
             (Pools::Postgres(p), Some(sql)) => Conn::Postgres(p.begin_with(sql).await?),
         };

@@ -193,6 +193,18 @@ fn config_prints_effective_values_with_secrets_masked() {
         "flag beats env"
     );
 
+    // Without a batch size, each database gets its own default.
+    std::fs::write(dir.path().join("empty.toml"), "").unwrap();
+    for (url, size) in [("sqlite://x.db", 500), ("postgres://db.internal/of", 100)] {
+        let out = orderflow(
+            dir.path(),
+            &["config", "--config", "empty.toml", "--database-url", url],
+            &[],
+        );
+        let v: toml::Value = toml::from_str(&text(&out.stdout)).unwrap();
+        assert_eq!(v["worker"]["batch_size"].as_integer(), Some(size), "{url}");
+    }
+
     std::fs::write(dir.path().join("bad.toml"), "[worker]\nbatch_sise = 7\n").unwrap();
     let out = orderflow(dir.path(), &["config", "--config", "bad.toml"], &[]);
     assert!(!out.status.success());

@@ -9,10 +9,19 @@
 //! only frames no reader still needs. The writer's `wal_autocheckpoint` stays as the bound
 //! on the WAL's size: when it fires, little is left to copy.
 //!
+//! Except while worker batches alone write: a batch begins under a bound of its own,
+//! 10,000 pages (`sqlite::BATCH_BEGIN`), so that the inline checkpoint copies a page that
+//! changed in many batches once. Copied here every 20 ms, nearly every frame a batch wrote
+//! was copied to the database file and synced (`strace`, `worker --once` on 100,000
+//! updates: 359,113 page writes and 849 syncs of the database file, against 58,542 and 37
+//! when the batches' bound does it). So a tick after which only batches began is skipped;
+//! any other write ([`Writes::acked`]), or none at all, and the tick checkpoints.
+//!
 //! Durability is unchanged: every commit still fsyncs the WAL (`synchronous = FULL`), and a
 //! checkpoint only moves committed pages.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::sqlite::SqliteConnectOptions;
@@ -26,6 +35,30 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 /// 9.5 ms at 100 ms, 6.8 ms at 20 ms). A call with nothing to copy reads the WAL's header
 /// and returns.
 const EVERY: Duration = Duration::from_millis(20);
+
+/// What began to write since the checkpointer's last tick, marked by the writers.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Writes(Arc<AtomicU8>);
+
+const BATCH: u8 = 1;
+const ACKED: u8 = 2;
+
+impl Writes {
+    /// A worker's batch begins (under the batches' own WAL bound).
+    pub(super) fn batch(&self) {
+        self.0.fetch_or(BATCH, Ordering::Relaxed);
+    }
+
+    /// Any other write transaction begins: an ERP group, or one a caller waits for.
+    pub(super) fn acked(&self) {
+        self.0.fetch_or(ACKED, Ordering::Relaxed);
+    }
+
+    /// True when only batches began since the last call.
+    fn batches_alone(&self) -> bool {
+        self.0.swap(0, Ordering::Relaxed) == BATCH
+    }
+}
 
 /// The running checkpointer: it stops on [`Checkpointer::stop`], or when the last clone is
 /// dropped with the store.
@@ -43,7 +76,7 @@ impl Checkpointer {
 
 /// Starts the checkpointer on a connection of its own. Without a connection the writer's
 /// autocheckpoint does the work, as SQLite would by itself.
-pub(super) async fn spawn(options: &SqliteConnectOptions) -> Option<Checkpointer> {
+pub(super) async fn spawn(options: &SqliteConnectOptions, writes: Writes) -> Option<Checkpointer> {
     let conn = match options.connect().await {
         Ok(c) => c,
         Err(e) => {
@@ -52,20 +85,23 @@ pub(super) async fn spawn(options: &SqliteConnectOptions) -> Option<Checkpointer
         }
     };
     let stop = CancellationToken::new();
-    tokio::spawn(run(conn, stop.clone()));
+    tokio::spawn(run(conn, writes, stop.clone()));
     Some(Checkpointer {
         _dropped: Arc::new(stop.clone().drop_guard()),
         stop,
     })
 }
 
-async fn run(mut conn: SqliteConnection, stop: CancellationToken) {
+async fn run(mut conn: SqliteConnection, writes: Writes, stop: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             _ = tick.tick() => {}
+        }
+        if writes.batches_alone() {
+            continue;
         }
         let started = Instant::now();
         // (busy, frames in the WAL, frames copied); -1s when the database is not in WAL mode.

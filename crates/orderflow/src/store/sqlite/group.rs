@@ -70,6 +70,7 @@ impl GroupConn {
             Some(c) => c,
             None => s.writer().acquire().await?,
         };
+        s.group_begins();
         let result = self.own(s).and_then(|own| {
             let mut own = own.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             insert(&mut own, updates)

@@ -115,11 +115,32 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Copies the WAL into the database file off the write path.
     checkpointer: Option<checkpoint::Checkpointer>,
+    /// What began to write, for the checkpointer.
+    writes: checkpoint::Writes,
 }
 
 impl SqliteStore {
     pub(super) fn writer(&self) -> &SqlitePool {
         &self.writer
+    }
+
+    /// Begins a write transaction on the writer with `begin` ([`BEGIN`] or
+    /// [`BATCH_BEGIN`]), marked for the checkpointer.
+    pub(super) async fn begin_with(
+        &self,
+        begin: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        if begin == BATCH_BEGIN {
+            self.writes.batch();
+        } else {
+            self.writes.acked();
+        }
+        Ok(self.writer.begin_with(begin).await?)
+    }
+
+    /// An ERP group is about to be written (on the group writer's own connection).
+    pub(super) fn group_begins(&self) {
+        self.writes.acked();
     }
 
     pub(super) fn reader(&self) -> &SqlitePool {
@@ -187,8 +208,10 @@ pub(super) async fn connect(url: &str) -> Result<SqliteStore> {
         .test_before_acquire(false)
         .connect_with(options.clone().read_only(true))
         .await?;
-    let checkpointer = checkpoint::spawn(&options).await;
+    let writes = checkpoint::Writes::default();
+    let checkpointer = checkpoint::spawn(&options, writes.clone()).await;
     Ok(SqliteStore {
+        writes,
         writer,
         reader,
         checkpointer,
