@@ -14,8 +14,9 @@
 //! changed in many batches once. Copied here every 20 ms, nearly every frame a batch wrote
 //! was copied to the database file and synced (`strace`, `worker --once` on 100,000
 //! updates: 359,113 page writes and 849 syncs of the database file, against 58,542 and 37
-//! when the batches' bound does it). So a tick after which only batches began is skipped;
-//! any other write ([`Writes::acked`]), or none at all, and the tick checkpoints.
+//! when the batches' bound does it). So while batches alone write (one began in the last
+//! [`QUIET_TICKS`] ticks, and nothing else began since the last tick), a tick is skipped;
+//! after any other write ([`Writes::acked`]), or a quiet spell, the tick checkpoints.
 //!
 //! Durability is unchanged: every commit still fsyncs the WAL (`synchronous = FULL`), and a
 //! checkpoint only moves committed pages.
@@ -54,11 +55,16 @@ impl Writes {
         self.0.fetch_or(ACKED, Ordering::Relaxed);
     }
 
-    /// True when only batches began since the last call.
-    fn batches_alone(&self) -> bool {
-        self.0.swap(0, Ordering::Relaxed) == BATCH
+    /// What began since the last call: ([`BATCH`], [`ACKED`]).
+    fn take(&self) -> (bool, bool) {
+        let marks = self.0.swap(0, Ordering::Relaxed);
+        (marks & BATCH != 0, marks & ACKED != 0)
     }
 }
+
+/// Ticks without a batch beginning after which the checkpointer copies again: a batch of
+/// 500 takes 40–100 ms, so ticks between two batches' `BEGIN`s see nothing begin.
+const QUIET_TICKS: u32 = 10;
 
 /// The running checkpointer: it stops on [`Checkpointer::stop`], or when the last clone is
 /// dropped with the store.
@@ -95,12 +101,19 @@ pub(super) async fn spawn(options: &SqliteConnectOptions, writes: Writes) -> Opt
 async fn run(mut conn: SqliteConnection, writes: Writes, stop: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut since_batch = QUIET_TICKS;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if writes.batches_alone() {
+        let (batch, acked) = writes.take();
+        since_batch = if batch {
+            0
+        } else {
+            since_batch.saturating_add(1)
+        };
+        if !acked && since_batch < QUIET_TICKS {
             continue;
         }
         let started = Instant::now();
