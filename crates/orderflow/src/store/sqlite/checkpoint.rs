@@ -66,6 +66,17 @@ impl Writes {
 /// 500 takes 40–100 ms, so ticks between two batches' `BEGIN`s see nothing begin.
 const QUIET_TICKS: u32 = 10;
 
+/// Whether a tick copies, given what began since the last one; `since_batch` counts the
+/// ticks since a batch began.
+fn copy_now(batch: bool, acked: bool, since_batch: &mut u32) -> bool {
+    *since_batch = if batch {
+        0
+    } else {
+        since_batch.saturating_add(1)
+    };
+    acked || *since_batch >= QUIET_TICKS
+}
+
 /// The running checkpointer: it stops on [`Checkpointer::stop`], or when the last clone is
 /// dropped with the store.
 #[derive(Clone, Debug)]
@@ -108,12 +119,7 @@ async fn run(mut conn: SqliteConnection, writes: Writes, stop: CancellationToken
             _ = tick.tick() => {}
         }
         let (batch, acked) = writes.take();
-        since_batch = if batch {
-            0
-        } else {
-            since_batch.saturating_add(1)
-        };
-        if !acked && since_batch < QUIET_TICKS {
+        if !copy_now(batch, acked, &mut since_batch) {
             continue;
         }
         let started = Instant::now();
@@ -139,6 +145,29 @@ async fn run(mut conn: SqliteConnection, writes: Writes, stop: CancellationToken
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    #[test]
+    fn a_tick_copies_unless_batches_alone_keep_beginning() {
+        let mut since = super::QUIET_TICKS;
+        // Nothing wrote for long: copy (a call with nothing to copy is cheap).
+        assert!(super::copy_now(false, false, &mut since));
+        // A drain: a batch begins every few ticks, nothing else writes.
+        for tick in 0..30 {
+            assert!(
+                !super::copy_now(tick % 3 == 0, false, &mut since),
+                "tick {tick}"
+            );
+        }
+        // An ERP group (or any other write) in between: copy at once.
+        assert!(super::copy_now(true, true, &mut since));
+        assert!(super::copy_now(false, true, &mut since));
+        // The drain ends: ten quiet ticks later, copy again.
+        assert!(!super::copy_now(true, false, &mut since));
+        for _ in 1..super::QUIET_TICKS {
+            assert!(!super::copy_now(false, false, &mut since));
+        }
+        assert!(super::copy_now(false, false, &mut since));
+    }
 
     #[tokio::test]
     async fn committed_pages_reach_the_database_file_without_the_writer_checkpointing() {
