@@ -70,7 +70,8 @@ impl GroupConn {
             Some(c) => c,
             None => s.writer().acquire().await?,
         };
-        s.group_begins();
+        // An ERP group begins (on this writer's own connection): mark it for the checkpointer.
+        s.writes.acked();
         let result = self.own(s).and_then(|own| {
             let mut own = own.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             insert(&mut own, updates)

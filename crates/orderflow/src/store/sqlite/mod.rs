@@ -138,11 +138,6 @@ impl SqliteStore {
         Ok(self.writer.begin_with(begin).await?)
     }
 
-    /// An ERP group is about to be written (on the group writer's own connection).
-    pub(super) fn group_begins(&self) {
-        self.writes.acked();
-    }
-
     pub(super) fn reader(&self) -> &SqlitePool {
         &self.reader
     }
