@@ -124,9 +124,19 @@ impl Server {
         Ok(out.stdout)
     }
 
-    /// `orderflow clients create NAME --role ROLE --json`; returns the token.
+    /// `orderflow clients create NAME --role ROLE --reissue --json`; returns the token. With
+    /// `--reissue` a benchmark can run again on a database given to it (`--database-url`),
+    /// where its clients already exist.
     pub(crate) fn create_client(&self, name: &str, role: &str) -> anyhow::Result<String> {
-        let out = self.cli(&["clients", "create", name, "--role", role, "--json"])?;
+        let out = self.cli(&[
+            "clients",
+            "create",
+            name,
+            "--role",
+            role,
+            "--reissue",
+            "--json",
+        ])?;
         let v: serde_json::Value = serde_json::from_slice(&out)?;
         v["token"]
             .as_str()
