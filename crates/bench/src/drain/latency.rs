@@ -13,9 +13,12 @@ enum Reader {
 /// Settled updates after `seq` `$1`, by seq.
 const SETTLED_AFTER: &str = "SELECT seq, id FROM inbox WHERE seq > $1 \
      AND status NOT IN ('accepted', 'processing') ORDER BY seq";
-/// When each applied update after `seq` `$1` was received and processed.
-const STAMPS: &str =
-    "SELECT received_at, processed_at FROM inbox WHERE status = 'applied' AND seq > $1";
+/// When each applied update after `seq` `$1` was received and processed, with its `seq` and
+/// attempts.
+const STAMPS: &str = "SELECT seq, attempts, received_at, processed_at FROM inbox \
+     WHERE status = 'applied' AND seq > $1";
+/// The errors of the update `$1`'s failed attempts, as text.
+const ERRORS: &str = "SELECT CAST(errors AS TEXT) FROM inbox WHERE seq = $1";
 /// The last `seq` stored.
 const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM inbox";
 /// `--prefill`: applied updates `$1..=$2` over `$3` orders, received `$4` a second until
@@ -45,6 +48,9 @@ const PREFILL_POSTGRES: &str = "INSERT INTO inbox (id, client, request_hash, ord
        to_timestamp($5 - ($2 - i)::float8 / $4 + 0.01), to_timestamp($5 - ($2 - i)::float8 / $4) \
      FROM generate_series($1::bigint, $2::bigint) AS i";
 
+/// An applied update's `seq`, attempts, `received_at` and `processed_at`.
+type Stamp = (i64, i32, DateTime<Utc>, DateTime<Utc>);
+
 impl Reader {
     async fn settled_after(&self, low: i64) -> sqlx::Result<Vec<(i64, String)>> {
         match self {
@@ -53,10 +59,17 @@ impl Reader {
         }
     }
 
-    async fn stamps(&self, low: i64) -> sqlx::Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
+    async fn stamps(&self, low: i64) -> sqlx::Result<Vec<Stamp>> {
         match self {
             Self::Sqlite(p) => sqlx::query_as(STAMPS).bind(low).fetch_all(p).await,
             Self::Postgres(p) => sqlx::query_as(STAMPS).bind(low).fetch_all(p).await,
+        }
+    }
+
+    async fn errors(&self, seq: i64) -> sqlx::Result<String> {
+        match self {
+            Self::Sqlite(p) => sqlx::query_scalar(ERRORS).bind(seq).fetch_one(p).await,
+            Self::Postgres(p) => sqlx::query_scalar(ERRORS).bind(seq).fetch_one(p).await,
         }
     }
 
@@ -241,17 +254,30 @@ pub(super) async fn end_to_end(
     }
     let stamps = reader.stamps(low).await?;
     let mut server_side = Tenths::new()?;
-    let first = stamps.iter().map(|s| s.0).min().unwrap_or_default();
-    let last = stamps.iter().map(|s| s.0).max().unwrap_or_default();
+    let first = stamps.iter().map(|s| s.2).min().unwrap_or_default();
+    let last = stamps.iter().map(|s| s.2).max().unwrap_or_default();
     let span = (last - first).to_std().unwrap_or_default();
-    for (received, processed) in &stamps {
+    // The slowest update, and how many took over a second or more than one attempt: a
+    // maximum far above the p99 is one of these, and its errors say why.
+    let mut slowest: Option<(u64, &Stamp)> = None;
+    let (mut over_a_second, mut retried) = (0, 0);
+    for stamp @ (_, attempts, received, processed) in &stamps {
         let d = (*processed - *received)
             .num_microseconds()
             .unwrap_or(0)
-            .max(0);
+            .max(0) as u64;
         let since = (*received - first).to_std().unwrap_or_default();
-        server_side.record(since, span, d as u64);
+        server_side.record(since, span, d);
+        over_a_second += usize::from(d > 1_000_000);
+        retried += usize::from(*attempts > 1);
+        if slowest.is_none_or(|(most, _)| d > most) {
+            slowest = Some((d, stamp));
+        }
     }
+    let slowest_errors = match slowest {
+        Some((_, (seq, attempts, ..))) if *attempts > 1 => Some(reader.errors(*seq).await?),
+        _ => None,
+    };
     reader.close().await;
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
@@ -302,6 +328,15 @@ pub(super) async fn end_to_end(
         ms(&server_side.first, 0.99),
         ms(&server_side.last, 0.99),
     );
+    if let Some((d, (seq, attempts, received, _))) = slowest {
+        println!(
+            "  slowest update: seq {seq}, received {}, {:.1} ms to processed in {attempts} \
+             attempt(s){}; {over_a_second} took over 1 s, {retried} more than one attempt",
+            received.format("%H:%M:%S%.3f"),
+            d as f64 / 1000.0,
+            slowest_errors.map_or(String::new(), |e| format!(", errors {e}"))
+        );
+    }
     let samples = rss.await?;
     let tenth = (samples.len() / 10).max(1);
     let median_of = |s: &[f64]| {
