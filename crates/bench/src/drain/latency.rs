@@ -195,6 +195,7 @@ pub(super) async fn end_to_end(
         tasks.push(tokio::spawn(async move {
             let mut next = started + interval.mul_f64(c as f64 / connections as f64);
             let mut errors = 0_u64;
+            let mut failures = Vec::new();
             while next < started + duration {
                 tokio::time::sleep_until(next.into()).await;
                 next += interval;
@@ -222,15 +223,30 @@ pub(super) async fn end_to_end(
                             acked.lock().unwrap().insert(id.to_owned(), at);
                         }
                     }
-                    _ => errors += 1,
+                    other => {
+                        errors += 1;
+                        // What went wrong, for the first few: a status and its body, or
+                        // the client's error (a connection closed under a request, say).
+                        if failures.len() < 3 {
+                            failures.push(match other {
+                                Ok(r) => {
+                                    format!("{} {}", r.status(), r.text().await.unwrap_or_default())
+                                }
+                                Err(e) => format!("{e:?}"),
+                            });
+                        }
+                    }
                 }
             }
-            errors
+            (errors, failures)
         }));
     }
     let mut errors = 0;
+    let mut failures = Vec::new();
     for t in tasks {
-        errors += t.await?;
+        let (n, f) = t.await?;
+        errors += n;
+        failures.extend(f);
     }
     let sent_for = started.elapsed();
     let total = acked.lock().unwrap().len();
@@ -288,6 +304,9 @@ pub(super) async fn end_to_end(
         sent_for.as_secs_f64(),
         observed.len(),
     );
+    for f in failures.iter().take(3) {
+        println!("  error: {f}");
+    }
     let answers = answers.lock().unwrap().clone();
     println!(
         "  request -> 202 (durable):               p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms  max {:.1} ms",

@@ -29,12 +29,25 @@ const ADMIT_AT_MOST: i64 = 1024;
 static CLAIMABLE: LazyLock<[String; 2]> = LazyLock::new(|| {
     [false, true].map(|admits| {
         format!(
-            "r.status IN ('accepted', 'parked', 'processing') AND r.next_attempt_at <= $1 \
-             AND r.seq <= $3 AND {}",
+            "{} AND r.next_attempt_at <= $1 AND r.seq <= $3 AND {}",
+            waiting(admits, "r"),
             next_of_order(admits, "$1")
         )
     })
 });
+
+/// `t` is waiting: accepted, parked or processing, in the words of the per-order and due
+/// indexes' conditions. Where the store admits (SQLite), those say it as an equality and a
+/// list of two: SQLite evaluates a list of more than two constants as an ephemeral table,
+/// and for an index's condition filled it anew for every row written (migration `0014`).
+/// A claim's terms must match the conditions' for SQLite to read those indexes.
+fn waiting(admits: bool, t: &str) -> String {
+    if admits {
+        format!("({t}.status = 'accepted' OR {t}.status IN ('parked', 'processing'))")
+    } else {
+        format!("{t}.status IN ('accepted', 'parked', 'processing')")
+    }
+}
 
 /// [`CLAIMABLE`] in the dialect's words.
 fn claimable(d: &Dialect) -> &'static str {
@@ -63,11 +76,12 @@ fn next_of_order(admits: bool, now: &str) -> String {
         "(r.status = 'processing' OR NOT EXISTS ( \
          SELECT 1 FROM inbox o \
          WHERE o.order_reference = r.order_reference \
-           AND o.status IN ('accepted', 'parked', 'processing') {admitted}\
+           AND {} {admitted}\
            AND o.seq <> r.seq \
            AND (o.status = 'processing' \
                 OR (o.seq < r.seq AND (o.status = 'accepted' \
-                    OR (o.status = 'parked' AND o.next_attempt_at <= {now}))))))"
+                    OR (o.status = 'parked' AND o.next_attempt_at <= {now}))))))",
+        waiting(admits, "o")
     )
 }
 
