@@ -144,7 +144,8 @@ fn open(s: &SqliteStore) -> Result<rusqlite::Connection> {
     // Nor does anything else run on it, and a group's `status` is the literal `'accepted'`
     // (`insert_sql`), which the table's one CHECK (the seven statuses) always admits. SQLite
     // tests that list for every row, as an ephemeral table filled anew (seven inserts and
-    // a clear a row, about 2 % of an update's instructions): not on this connection.
+    // a clear a row; see the README, "Constant lists that SQLite fills in for every row"):
+    // not on this connection.
     conn.execute_batch("PRAGMA ignore_check_constraints = ON")
         .map_err(failed)?;
     // One prepared insert per chunk size, each kept.
