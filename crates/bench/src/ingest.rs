@@ -23,8 +23,9 @@ mod phase;
 use commits::Commits;
 use phase::{MakeRequest, Phase, phase};
 
+use crate::machine::{CpuClock, CpuUse};
 use crate::median;
-use crate::server::{CpuClock, CpuUse, Server, Transport, default_binary};
+use crate::server::{Server, Transport, default_binary};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

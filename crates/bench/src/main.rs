@@ -7,6 +7,7 @@ mod drain;
 mod engine;
 mod ingest;
 mod load;
+mod machine;
 mod server;
 
 use clap::{Parser, Subcommand};

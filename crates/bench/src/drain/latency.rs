@@ -170,7 +170,7 @@ pub(super) async fn end_to_end(
         tokio::spawn(async move {
             let mut samples = Vec::new();
             while sending.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Some((now, _)) = crate::server::memory_of(pid) {
+                if let Some((now, _)) = crate::machine::memory_of(pid) {
                     samples.push(now);
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;

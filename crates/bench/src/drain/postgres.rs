@@ -3,7 +3,7 @@
 //! until every update is settled.
 
 use super::*;
-use crate::server::{ProcessClock, cores, pids_named};
+use crate::machine::{ProcessClock, cores, pids_named};
 
 /// A scratch database on the PostgreSQL server, dropped with it.
 pub(crate) struct ScratchDb {
