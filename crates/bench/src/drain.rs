@@ -7,6 +7,9 @@
 //!   `serve --no-worker`. The server is stopped; then `orderflow worker --once` (SQLite) or
 //!   N `orderflow worker` processes (PostgreSQL) apply the backlog. The baseline in the same
 //!   run is the rate at which the same updates were stored (durable, through the API).
+//! - Acks behind the backlog (SQLite, `--backlog-rate`): a `serve` with its worker starts
+//!   on a copy of the filled backlog while `--backlog-rate` single async updates a second
+//!   arrive; their 202's latency while it drains, against the same stream once it is idle.
 //! - I/O mode (PostgreSQL): the same with a process whose `touch` runs a command that
 //!   waits `--io-ms` (a remote call), drained by 1, 3 and 6 workers; each rate against N
 //!   times the 1-worker rate.
@@ -16,6 +19,7 @@
 //!   (`processed_at - received_at`); the latencies of the first and the last tenth of the
 //!   run side by side, and the server's RSS over them, so a long run shows any growth.
 
+mod backlog;
 mod latency;
 mod postgres;
 
@@ -82,6 +86,10 @@ pub(crate) struct Args {
     /// three rounds, and 6 workers reached 0.68 × 6 where 12,000 gave 0.88).
     #[arg(long, default_value_t = 12_000)]
     io_updates: u64,
+    /// Updates per second offered to a `serve` (with its worker) while it drains a copy of
+    /// the SQLite backlog, for the wait of the 202 behind the worker's batches (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    backlog_rate: u64,
     /// Inbox transports of the PostgreSQL drains, one after the other: `database`, or a
     /// broker URL (`amqp://...`, `redis://...`): the backlog is accepted into the broker and
     /// the workers consume it (see `bench ingest --inbox`).
@@ -184,9 +192,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let stored = rt.block_on(fill(&server, args.orders, args.updates))?;
     server.terminate()?;
+    let copy = match args.backlog_rate {
+        0 => None,
+        _ => Some(backlog::copy_database(&server)?),
+    };
     let (applied, took) = drain_once(&server, &plain.processes, &plain.config, args.batch_size)?;
     report("SQLite, worker --once", applied, args.updates, took, stored);
     drop(server);
+    if let Some((_dir, url)) = &copy {
+        rt.block_on(backlog::acks_behind_backlog(
+            &binary,
+            url,
+            args.orders,
+            args.backlog_rate,
+        ))?;
+    }
 
     if let Some(admin) = &args.postgres {
         for inbox in &args.inbox {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 mod commits;
-mod phase;
+pub(crate) mod phase;
 
 use commits::Commits;
 use phase::{MakeRequest, Phase, phase};

@@ -9,27 +9,35 @@ use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 
 /// Builds the n-th request of a phase on a connection's client.
-pub(super) type MakeRequest =
+pub(crate) type MakeRequest =
     Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
 
-pub(super) struct Phase {
-    pub(super) requests: u64,
+pub(crate) struct Phase {
+    pub(crate) requests: u64,
     errors: u64,
-    pub(super) elapsed: Duration,
+    pub(crate) elapsed: Duration,
     latency: Histogram<u64>,
 }
 
 impl Phase {
-    pub(super) fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
 
     /// Latency at quantile `q`, in milliseconds.
-    pub(super) fn ms(&self, q: f64) -> f64 {
+    pub(crate) fn ms(&self, q: f64) -> f64 {
         self.latency.value_at_quantile(q) as f64 / 1000.0
     }
 
-    pub(super) fn print(&self, name: &str) {
+    /// Adds `other`'s requests, errors, time and latencies to this phase's.
+    pub(crate) fn merge(&mut self, other: &Phase) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latency.add(&other.latency).ok();
+    }
+
+    pub(crate) fn print(&self, name: &str) {
         println!(
             "  {name:<24} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms  ({} requests, {} errors)",
             self.rate(),
@@ -43,7 +51,7 @@ impl Phase {
 }
 
 /// Runs `connections` loops for `duration`; `pace` (requests/s over all loops) throttles.
-pub(super) async fn phase(
+pub(crate) async fn phase(
     connections: u16,
     duration: Duration,
     pace: Option<f64>,
