@@ -21,7 +21,7 @@ mod commits;
 pub(crate) mod phase;
 
 use commits::Commits;
-use phase::{MakeRequest, Phase, phase};
+use phase::{MakeRequest, Phase, async_update, phase};
 
 use crate::machine::{CpuClock, CpuUse};
 use crate::median;
@@ -201,15 +201,16 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
                 }
                 _ => s,
             };
-            c.post(format!("{base}/v1/erp/order-updates"))
-                .bearer_auth(&token)
-                .header("content-type", "application/json")
-                .header("prefer", "respond-async")
-                .header("idempotency-key", format!("bench-{run_id}-{n}"))
-                .body(format!(
+            async_update(
+                c,
+                &base,
+                &token,
+                format!("bench-{run_id}-{n}"),
+                format!(
                     r#"{{"order_reference":"BENCH-{}","event":"ship","attributes":{{"tracking":"T{n}"}}}}"#,
                     n % orders
-                ))
+                ),
+            )
         })
     };
 

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
-use crate::ingest::phase::{MakeRequest, Phase, phase};
+use crate::ingest::phase::{MakeRequest, Phase, async_update, phase};
 
 /// Connections of the stream (paced, so the number only bounds requests in flight).
 const CONNECTIONS: u16 = 16;
@@ -63,15 +63,16 @@ pub(super) async fn acks_behind_backlog(
         let base = server.base.clone();
         Arc::new(move |c: &reqwest::Client, _n: u64| {
             let n = sent.fetch_add(1, Ordering::Relaxed);
-            c.post(format!("{base}/v1/erp/order-updates"))
-                .bearer_auth(&token)
-                .header("content-type", "application/json")
-                .header("prefer", "respond-async")
-                .header("idempotency-key", format!("backlog-{run}-{n}"))
-                .body(format!(
+            async_update(
+                c,
+                &base,
+                &token,
+                format!("backlog-{run}-{n}"),
+                format!(
                     r#"{{"order_reference":"D-{}","event":"touch","attributes":{{"stream":{n}}}}}"#,
                     n % orders
-                ))
+                ),
+            )
         })
     };
     let pace = Some(rate as f64);

@@ -12,6 +12,23 @@ use tokio::sync::Mutex;
 pub(crate) type MakeRequest =
     Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
 
+/// `POST /v1/erp/order-updates` of `body` under the idempotency key `key`, answered as soon
+/// as it is stored (`Prefer: respond-async`).
+pub(crate) fn async_update(
+    c: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: String,
+    body: String,
+) -> reqwest::RequestBuilder {
+    c.post(format!("{base}/v1/erp/order-updates"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("prefer", "respond-async")
+        .header("idempotency-key", key)
+        .body(body)
+}
+
 pub(crate) struct Phase {
     pub(crate) requests: u64,
     errors: u64,
