@@ -54,7 +54,7 @@ pub(super) async fn acks_behind_backlog(
     let started = Instant::now();
     let token = server.create_client("bench-erp", "erp")?;
     let reader = sqlx::SqlitePool::connect(&format!("{database_url}?mode=ro")).await?;
-    let backlog: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM inbox")
+    let backlog: i64 = sqlx::query_scalar(super::latency::LAST_SEQ)
         .fetch_one(&reader)
         .await?;
     let sent = Arc::new(AtomicU64::new(0));

@@ -20,7 +20,7 @@ const STAMPS: &str = "SELECT seq, attempts, received_at, processed_at FROM inbox
 /// The errors of the update `$1`'s failed attempts, as text.
 const ERRORS: &str = "SELECT CAST(errors AS TEXT) FROM inbox WHERE seq = $1";
 /// The last `seq` stored.
-const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM inbox";
+pub(super) const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM inbox";
 /// `--prefill`: applied updates `$1..=$2` over `$3` orders, received `$4` a second until
 /// the unix time `$5` (SQLite).
 const PREFILL_SQLITE: &str = "WITH RECURSIVE n(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM n \
