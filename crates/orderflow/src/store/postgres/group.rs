@@ -4,12 +4,12 @@
 //! connection of the group writer's own: one round trip per group, instead of the pool's
 //! acquire, `BEGIN`, `INSERT`, `pg_notify` and `COMMIT` (see `store::group`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{AssertSqlSafe, Connection as _};
 
-use super::writes::{INSERT_UPDATES, bind_new};
+use super::writes::{INSERT_UPDATES, INSERT_UPDATES_NO_REPEAT, bind_new};
 use super::{CHANNEL, DUE, PING_IDLE};
 use crate::store::inbox::{NewUpdate, UpdateRow};
 use crate::store::{List, Result};
@@ -18,12 +18,24 @@ use crate::store::{List, Result};
 /// volatile function, so it is materialised: evaluated at most once, when the join first
 /// reads it (the plan reads `ins` first, so a group that inserted nothing notifies nobody;
 /// a notify too many would only wake a worker that finds nothing).
-static INSERT_NOTIFYING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+static INSERT_NOTIFYING: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| notifying(INSERT_UPDATES));
+
+/// The same with [`INSERT_UPDATES_NO_REPEAT`]: fails, storing nothing, if a key repeats.
+static INSERT_NO_REPEAT_NOTIFYING: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| notifying(INSERT_UPDATES_NO_REPEAT));
+
+fn notifying(insert: &str) -> String {
     format!(
-        "WITH ins AS ({INSERT_UPDATES}), woke AS (SELECT pg_notify($10, $11)) \
+        "WITH ins AS ({insert}), woke AS (SELECT pg_notify($10, $11)) \
          SELECT ins.id, ins.seq FROM ins, woke"
     )
-});
+}
+
+/// After a group met a repeated key, the groups of this long insert with `ON CONFLICT`
+/// first: an ERP that resends, resends a run of updates (a batch it retries), and each
+/// failed statement costs a group's work.
+const AFTER_REPEAT: Duration = Duration::from_secs(10);
 
 /// The group writer's own connection, opened at the first group and kept (see
 /// `store::group`: the writer runs on a thread and runtime of its own, and a connection of
@@ -31,6 +43,8 @@ static INSERT_NOTIFYING: std::sync::LazyLock<String> = std::sync::LazyLock::new(
 #[derive(Default)]
 pub(crate) struct GroupConn {
     own: Option<Own>,
+    /// When a group last met a repeated key.
+    repeat_at: Option<Instant>,
 }
 
 struct Own {
@@ -41,11 +55,31 @@ struct Own {
 impl GroupConn {
     /// Stores `updates` in one statement, committed when it returns; the `(id, seq)` of
     /// each inserted one. A failed statement stores nothing.
+    ///
+    /// Most groups hold no repeated key, so a group is first inserted without `ON CONFLICT`
+    /// (see [`INSERT_UPDATES_NO_REPEAT`]). If a key repeats, that statement fails and
+    /// stores nothing, and the group goes again with it, as do the groups of the next
+    /// [`AFTER_REPEAT`].
     pub(crate) async fn insert(
         &mut self,
         pool: &PgPool,
         updates: &[NewUpdate],
     ) -> Result<Vec<(String, i64)>> {
+        let repeats_likely = self.repeat_at.is_some_and(|at| at.elapsed() < AFTER_REPEAT);
+        let conn = self.conn(pool).await?;
+        if !repeats_likely {
+            let inserted = bind_new(sqlx::query_as(INSERT_NO_REPEAT_NOTIFYING.as_str()), updates)
+                .bind(CHANNEL)
+                .bind(DUE)
+                .fetch_all(&mut *conn)
+                .await;
+            match inserted {
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    self.repeat_at = Some(Instant::now());
+                }
+                inserted => return self.kept(inserted),
+            }
+        }
         let conn = self.conn(pool).await?;
         let inserted = bind_new(sqlx::query_as(INSERT_NOTIFYING.as_str()), updates)
             .bind(CHANNEL)
