@@ -2,7 +2,8 @@
 //! it is a transaction of its own, committed (`synchronous_commit`: flushed) before the
 //! answer comes back. It inserts the rows and notifies the listening processes, on a
 //! connection of the group writer's own: one round trip per group, instead of the pool's
-//! acquire, `BEGIN`, `INSERT`, `pg_notify` and `COMMIT` (see `store::group`).
+//! acquire, `BEGIN`, `INSERT`, `pg_notify` and `COMMIT` (see `store::group`); two for a
+//! group that meets a repeated key while none was expected (see `GroupConn::insert`).
 
 use std::time::{Duration, Instant};
 
