@@ -33,9 +33,9 @@ fn notifying(insert: &str) -> String {
     )
 }
 
-/// After a group met a repeated key, the groups of this long insert with `ON CONFLICT`
-/// first: an ERP that resends, resends a run of updates (a batch it retries), and each
-/// failed statement costs a group's work.
+/// For this long after a group met a repeated key, groups go with `ON CONFLICT` at once:
+/// an ERP that resends, resends a run of updates (a batch it retries), and each failed
+/// statement costs a group's work.
 const AFTER_REPEAT: Duration = Duration::from_secs(10);
 
 /// The group writer's own connection, opened at the first group and kept (see

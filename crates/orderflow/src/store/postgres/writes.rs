@@ -219,7 +219,7 @@ pub(super) const INSERT_UPDATES: &str = concat!(
 /// [`INSERT_UPDATES`] without its `ON CONFLICT`: a repeated key fails the statement, which
 /// then stores nothing. PostgreSQL inserts a row that may conflict as a speculative one
 /// (checked against the index first, a lock on a token, a second WAL record to confirm it),
-/// about a sixth of its work for an inbox row; a group with no repeat needs none of that
+/// a tenth to a sixth of its work for an inbox row here; a group with no repeat needs none of that
 /// (see `GroupConn::insert`).
 pub(super) const INSERT_UPDATES_NO_REPEAT: &str = concat!(insert_new!(), " RETURNING id, seq");
 
