@@ -54,25 +54,38 @@ impl GroupWriter {
 
     /// Stores `updates` in one transaction, in order; a repeated `(client,
     /// idempotency_key)` stores nothing and answers with the row stored first, also when
-    /// the repeat is in the same group. The inbox worker is woken after the commit.
+    /// the repeat is in the same group. The inbox worker is woken after the commit. The
+    /// backends answer with each update's `seq`, or none for a repeat, in order: a group
+    /// without repeats (most) is answered without looking anything up by id.
     pub async fn insert(&mut self, updates: &[NewUpdate]) -> Result<Vec<Stored>> {
-        let ids = match &self.store.pools {
+        let seqs = match &self.store.pools {
             Pools::Sqlite(s) => self.sqlite.insert(s, updates).await?,
             Pools::Postgres(p) => self.postgres.insert(p, updates).await?,
         };
-        if !ids.is_empty() {
+        if seqs.len() != updates.len() {
+            return Err(StoreError::Corrupt(format!(
+                "a group of {} updates answered with {} rows",
+                updates.len(),
+                seqs.len()
+            )));
+        }
+        if seqs.iter().any(Option::is_some) {
             self.store.wakeups().raise_inbox();
         }
-        let inserted: HashMap<String, i64> = ids.into_iter().collect();
         let repeats: Vec<&NewUpdate> = updates
             .iter()
-            .filter(|u| !inserted.contains_key(&u.id))
+            .zip(&seqs)
+            .filter(|(_, seq)| seq.is_none())
+            .map(|(u, _)| u)
             .collect();
+        if repeats.is_empty() {
+            return Ok(seqs.into_iter().flatten().map(Stored::New).collect());
+        }
         let first = self.existing(&repeats).await?;
         let mut out = Vec::with_capacity(updates.len());
-        for u in updates {
-            match inserted.get(&u.id) {
-                Some(seq) => out.push(Stored::New(*seq)),
+        for (u, seq) in updates.iter().zip(seqs) {
+            match seq {
+                Some(seq) => out.push(Stored::New(seq)),
                 None => {
                     let row = u
                         .idempotency_key

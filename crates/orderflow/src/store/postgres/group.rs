@@ -5,6 +5,7 @@
 //! acquire, `BEGIN`, `INSERT`, `pg_notify` and `COMMIT` (see `store::group`); two for a
 //! group that meets a repeated key while none was expected (see `GroupConn::insert`).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnection, PgPool};
@@ -19,19 +20,22 @@ use crate::store::{List, Result};
 /// volatile function, so it is materialised: evaluated at most once, when the join first
 /// reads it (the plan reads `ins` first, so a group that inserted nothing notifies nobody;
 /// a notify too many would only wake a worker that finds nothing).
-static INSERT_NOTIFYING: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| notifying(INSERT_UPDATES));
-
-/// The same with [`INSERT_UPDATES_NO_REPEAT`]: fails, storing nothing, if a key repeats.
-static INSERT_NO_REPEAT_NOTIFYING: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| notifying(INSERT_UPDATES_NO_REPEAT));
-
-fn notifying(insert: &str) -> String {
+static INSERT_NOTIFYING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH ins AS ({insert}), woke AS (SELECT pg_notify($10, $11)) \
+        "WITH ins AS ({INSERT_UPDATES}), woke AS (SELECT pg_notify($10, $11)) \
          SELECT ins.id, ins.seq FROM ins, woke"
     )
-}
+});
+
+/// The same with [`INSERT_UPDATES_NO_REPEAT`], which fails, storing nothing, if a key
+/// repeats; it answers with the `seq`s alone, ascending, in one row: every row was
+/// inserted, in the order given, so they are the updates' in order.
+static INSERT_NO_REPEAT_NOTIFYING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH ins AS ({INSERT_UPDATES_NO_REPEAT}), woke AS (SELECT pg_notify($10, $11)) \
+         SELECT array_agg(ins.seq ORDER BY ins.seq) FROM ins, woke"
+    )
+});
 
 /// For this long after a group met a repeated key, groups go with `ON CONFLICT` at once:
 /// an ERP that resends, resends a run of updates (a batch it retries), and each failed
@@ -54,8 +58,9 @@ struct Own {
 }
 
 impl GroupConn {
-    /// Stores `updates` in one statement, committed when it returns; the `(id, seq)` of
-    /// each inserted one. A failed statement stores nothing.
+    /// Stores `updates` in one statement, committed when it returns; the `seq` of each, in
+    /// order, or `None` where a repeated key stored nothing. A failed statement stores
+    /// nothing.
     ///
     /// Most groups hold no repeated key, so a group is first inserted without `ON CONFLICT`
     /// (see [`INSERT_UPDATES_NO_REPEAT`]). If a key repeats, that statement fails and
@@ -65,29 +70,35 @@ impl GroupConn {
         &mut self,
         pool: &PgPool,
         updates: &[NewUpdate],
-    ) -> Result<Vec<(String, i64)>> {
+    ) -> Result<Vec<Option<i64>>> {
         let repeats_likely = self.repeat_at.is_some_and(|at| at.elapsed() < AFTER_REPEAT);
         let conn = self.conn(pool).await?;
         if !repeats_likely {
-            let inserted = bind_new(sqlx::query_as(INSERT_NO_REPEAT_NOTIFYING.as_str()), updates)
-                .bind(CHANNEL)
-                .bind(DUE)
-                .fetch_all(&mut *conn)
-                .await;
+            let inserted: sqlx::Result<(Option<Vec<i64>>,)> =
+                bind_new(sqlx::query_as(INSERT_NO_REPEAT_NOTIFYING.as_str()), updates)
+                    .bind(CHANNEL)
+                    .bind(DUE)
+                    .fetch_one(&mut *conn)
+                    .await;
             match inserted {
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                     self.repeat_at = Some(Instant::now());
                 }
-                inserted => return self.kept(inserted),
+                inserted => {
+                    let (seqs,) = self.kept(inserted)?;
+                    return Ok(seqs.unwrap_or_default().into_iter().map(Some).collect());
+                }
             }
         }
         let conn = self.conn(pool).await?;
-        let inserted = bind_new(sqlx::query_as(INSERT_NOTIFYING.as_str()), updates)
-            .bind(CHANNEL)
-            .bind(DUE)
-            .fetch_all(&mut *conn)
-            .await;
-        self.kept(inserted)
+        let inserted: sqlx::Result<Vec<(String, i64)>> =
+            bind_new(sqlx::query_as(INSERT_NOTIFYING.as_str()), updates)
+                .bind(CHANNEL)
+                .bind(DUE)
+                .fetch_all(&mut *conn)
+                .await;
+        let seq_of: HashMap<String, i64> = self.kept(inserted)?.into_iter().collect();
+        Ok(updates.iter().map(|u| seq_of.get(&u.id).copied()).collect())
     }
 
     /// The rows of `client` stored under `keys`, read on the writer's connection.

@@ -17,6 +17,7 @@
 //! `synchronous = FULL`, foreign keys, `temp_store = MEMORY`); an update is acknowledged
 //! only after `COMMIT` returned, which synced the WAL.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
@@ -60,12 +61,13 @@ fn insert_text(kept: &mut Vec<Option<String>>, rows: usize) -> &str {
 }
 
 impl GroupConn {
-    /// Stores `updates` in one transaction; the `(id, seq)` of each inserted one.
+    /// Stores `updates` in one transaction; the `seq` of each, in order, or `None` where a
+    /// repeated key stored nothing.
     pub(crate) async fn insert(
         &mut self,
         s: &SqliteStore,
         updates: &[NewUpdate],
-    ) -> Result<Vec<(String, i64)>> {
+    ) -> Result<Vec<Option<i64>>> {
         let conn = match self.held.take() {
             Some(c) => c,
             None => s.writer().acquire().await?,
@@ -163,7 +165,7 @@ const STATEMENTS: usize = INSERT_CHUNK + 3;
 /// The transaction holds nothing but the group, and any failure rolls all of it back, so
 /// the inserts are `INSERT OR ROLLBACK`: SQLite then keeps no statement journal (a copy of
 /// every page a statement changes, kept so that the statement alone can be undone).
-fn insert(own: &mut Own, updates: &[NewUpdate]) -> Result<Vec<(String, i64)>> {
+fn insert(own: &mut Own, updates: &[NewUpdate]) -> Result<Vec<Option<i64>>> {
     own.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     match insert_and_commit(own, updates) {
         Ok(ids) => Ok(ids),
@@ -180,9 +182,9 @@ fn insert(own: &mut Own, updates: &[NewUpdate]) -> Result<Vec<(String, i64)>> {
 /// temporary table first, opened, filled, read and dropped for every group. A chunk that
 /// inserted every row got consecutive `seq`s ending at the last one inserted; one in which
 /// a repeated key inserted nothing for its row reads the `seq`s of the rows it did insert.
-fn insert_and_commit(own: &mut Own, updates: &[NewUpdate]) -> rusqlite::Result<Vec<(String, i64)>> {
+fn insert_and_commit(own: &mut Own, updates: &[NewUpdate]) -> rusqlite::Result<Vec<Option<i64>>> {
     let Own { conn, inserts } = own;
-    let mut ids = Vec::with_capacity(updates.len());
+    let mut seqs = Vec::with_capacity(updates.len());
     for chunk in updates.chunks(INSERT_CHUNK) {
         let inserted = conn
             .prepare_cached(insert_text(inserts, chunk.len()))?
@@ -190,12 +192,7 @@ fn insert_and_commit(own: &mut Own, updates: &[NewUpdate]) -> rusqlite::Result<V
         if inserted == chunk.len() {
             let last = conn.last_insert_rowid();
             let first = last - chunk.len() as i64 + 1;
-            ids.extend(
-                chunk
-                    .iter()
-                    .zip(first..)
-                    .map(|(u, seq)| (u.id.clone(), seq)),
-            );
+            seqs.extend((first..=last).map(Some));
         } else {
             // The ids as one JSON list, the store's way of binding a list (`store::List`).
             let chunk_ids: Vec<&str> = chunk.iter().map(|u| u.id.as_str()).collect();
@@ -205,13 +202,15 @@ fn insert_and_commit(own: &mut Own, updates: &[NewUpdate]) -> rusqlite::Result<V
             );
             let mut read = conn.prepare_cached(&sql)?;
             let mut rows = read.query([serde_json::Value::from(chunk_ids).to_string()])?;
+            let mut found = HashMap::new();
             while let Some(row) = rows.next()? {
-                ids.push((row.get(0)?, row.get(1)?));
+                found.insert(row.get::<_, String>(0)?, row.get::<_, i64>(1)?);
             }
+            seqs.extend(chunk.iter().map(|u| found.get(&u.id).copied()));
         }
     }
     conn.prepare_cached("COMMIT")?.execute([])?;
-    Ok(ids)
+    Ok(seqs)
 }
 
 /// The 11 values of an update, in `INSERT_HEAD` order: the one encoding of an inbox row,
