@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 
 use super::extract::{Caller, ErpOrAdmin, JsonRequest, parse_json, parse_json_value};
@@ -119,15 +120,10 @@ async fn accept_update(
     };
     // Boxed: the accepting future is large (wait mode, transports), and the handler's own
     // future is moved several times on its way into hyper's task; a pointer moves cheaply.
+    let accepting = state.inbox.accept(incoming, mode);
     let accepted = match mode {
-        Mode::Async => Box::pin(state.inbox.accept(incoming, mode)).await?,
-        Mode::Wait(_) => {
-            Box::pin(tracing::Instrument::instrument(
-                state.inbox.accept(incoming, mode),
-                span(),
-            ))
-            .await?
-        }
+        Mode::Async => Box::pin(accepting).await?,
+        Mode::Wait(_) => Box::pin(accepting.instrument(span())).await?,
     };
     let mut response = answer_response(accepted.answer());
     response

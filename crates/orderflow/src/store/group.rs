@@ -62,13 +62,6 @@ impl GroupWriter {
             Pools::Sqlite(s) => self.sqlite.insert(s, updates).await?,
             Pools::Postgres(p) => self.postgres.insert(p, updates).await?,
         };
-        if seqs.len() != updates.len() {
-            return Err(StoreError::Corrupt(format!(
-                "a group of {} updates answered with {} rows",
-                updates.len(),
-                seqs.len()
-            )));
-        }
         if seqs.iter().any(Option::is_some) {
             self.store.wakeups().raise_inbox();
         }
@@ -78,9 +71,6 @@ impl GroupWriter {
             .filter(|(_, seq)| seq.is_none())
             .map(|(u, _)| u)
             .collect();
-        if repeats.is_empty() {
-            return Ok(seqs.into_iter().flatten().map(Stored::New).collect());
-        }
         let first = self.existing(&repeats).await?;
         let mut out = Vec::with_capacity(updates.len());
         for (u, seq) in updates.iter().zip(seqs) {

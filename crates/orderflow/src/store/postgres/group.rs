@@ -14,28 +14,34 @@ use sqlx::{AssertSqlSafe, Connection as _};
 use super::writes::{INSERT_UPDATES, INSERT_UPDATES_NO_REPEAT, bind_new};
 use super::{CHANNEL, DUE, PING_IDLE};
 use crate::store::inbox::{NewUpdate, UpdateRow};
-use crate::store::{List, Result};
+use crate::store::{List, Result, StoreError};
 
-/// [`INSERT_UPDATES`] and a `NOTIFY` of due updates (`$10`, `$11`). The `woke` CTE calls a
-/// volatile function, so it is materialised: evaluated at most once, when the join first
-/// reads it (the plan reads `ins` first, so a group that inserted nothing notifies nobody;
-/// a notify too many would only wake a worker that finds nothing).
-static INSERT_NOTIFYING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH ins AS ({INSERT_UPDATES}), woke AS (SELECT pg_notify($10, $11)) \
-         SELECT ins.id, ins.seq FROM ins, woke"
-    )
-});
+/// [`INSERT_UPDATES`] and a `NOTIFY` of due updates (`$10`, `$11`), answering with the
+/// `(id, seq)` of each inserted row.
+static INSERT_NOTIFYING: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| notifying(INSERT_UPDATES, "ins.id, ins.seq"));
 
 /// The same with [`INSERT_UPDATES_NO_REPEAT`], which fails, storing nothing, if a key
 /// repeats; it answers with the `seq`s alone, ascending, in one row: every row was
 /// inserted, in the order given, so they are the updates' in order.
 static INSERT_NO_REPEAT_NOTIFYING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH ins AS ({INSERT_UPDATES_NO_REPEAT}), woke AS (SELECT pg_notify($10, $11)) \
-         SELECT array_agg(ins.seq ORDER BY ins.seq) FROM ins, woke"
+    notifying(
+        INSERT_UPDATES_NO_REPEAT,
+        "array_agg(ins.seq ORDER BY ins.seq)",
     )
 });
+
+/// `insert` (its `RETURNING` read as `ins`) with a `NOTIFY` of due updates (`$10`, `$11`),
+/// answering with `answer`. The `woke` CTE calls a volatile function, so it is
+/// materialised: evaluated at most once, when the join first reads it (the plan reads
+/// `ins` first, so a group that inserted nothing notifies nobody; a notify too many would
+/// only wake a worker that finds nothing).
+fn notifying(insert: &str, answer: &str) -> String {
+    format!(
+        "WITH ins AS ({insert}), woke AS (SELECT pg_notify($10, $11)) \
+         SELECT {answer} FROM ins, woke"
+    )
+}
 
 /// For this long after a group met a repeated key, groups go with `ON CONFLICT` at once:
 /// an ERP that resends, resends a run of updates (a batch it retries), and each failed
@@ -85,8 +91,15 @@ impl GroupConn {
                     self.repeat_at = Some(Instant::now());
                 }
                 inserted => {
-                    let (seqs,) = self.kept(inserted)?;
-                    return Ok(seqs.unwrap_or_default().into_iter().map(Some).collect());
+                    let seqs = self.kept(inserted)?.0.unwrap_or_default();
+                    if seqs.len() != updates.len() {
+                        return Err(StoreError::Corrupt(format!(
+                            "a group of {} updates was stored as {} rows",
+                            updates.len(),
+                            seqs.len()
+                        )));
+                    }
+                    return Ok(seqs.into_iter().map(Some).collect());
                 }
             }
         }

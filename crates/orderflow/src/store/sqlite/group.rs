@@ -168,7 +168,7 @@ const STATEMENTS: usize = INSERT_CHUNK + 3;
 fn insert(own: &mut Own, updates: &[NewUpdate]) -> Result<Vec<Option<i64>>> {
     own.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     match insert_and_commit(own, updates) {
-        Ok(ids) => Ok(ids),
+        Ok(seqs) => Ok(seqs),
         Err(e) => {
             // `INSERT OR ROLLBACK` may have ended the transaction already; then this
             // ROLLBACK fails harmlessly.
