@@ -8,9 +8,12 @@
 //! the order service, and sends the rows all of them write in one multi-row statement per
 //! table ([`Writes`]): a batch costs a dozen round trips, not a dozen per update.
 //!
-//! Should that transaction fail (a database error), the batch is done again one update at
-//! a time, each under a savepoint: an update whose processing hits a database error is
-//! rolled back to its savepoint and recorded as a failed attempt; the others commit.
+//! Should that transaction fail (a database error, or a panic in the engine or in a
+//! plugin's command or condition), the batch is done again one update at a time, each
+//! under a savepoint: an update whose processing hits a database error or panics is rolled
+//! back to its savepoint and recorded as a failed attempt (code `store_error` or
+//! `panicked`, retried with backoff, `dead` after `worker.max_attempts`); the others commit.
+//! One update that panics each time cannot stop the worker.
 //!
 //! Outcomes:
 //! - applied: the change committed; the result names the new version and the moves;
@@ -22,18 +25,21 @@
 //!   delays the answer;
 //! - the update cannot apply to this order (unknown item or SKU, an event its process
 //!   lacks): `rejected` at once (a fatal error; retrying cannot help);
-//! - a retryable failure (database error, a command that failed retryably, a process
-//!   this worker has not loaded): `accepted` again after an exponential backoff with
+//! - a retryable failure (database error, a panic, a command that failed retryably, a
+//!   process this worker has not loaded): `accepted` again after an exponential backoff with
 //!   jitter, `dead` after `worker.max_attempts`.
 
 mod outcome;
 
 use outcome::unreadable;
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -223,23 +229,28 @@ impl Inbox {
             .collect();
         // The decisions run the processes' commands, which may block their thread (see
         // `ProcessSet::run_engine`): once for the batch, not once an update.
-        let (out, finishes, writes, changed) = self.service.processes().run_engine(|| {
-            let mut writes = Writes::default();
-            let mut finishes = Vec::with_capacity(held.len());
-            let mut out = Vec::with_capacity(held.len());
-            let mut changed = false;
-            for row in held {
-                let loaded = orders.remove(&row.order_reference).map(|o| {
-                    let its = items.remove(&o.id).unwrap_or_default();
-                    (o, its)
-                });
-                let (status, finish, ch) = self.decide(row, loaded, now, &mut writes);
-                changed |= ch;
-                out.push(status);
-                finishes.push(finish);
-            }
-            (out, finishes, writes, changed)
+        // A panic (a bug in the engine or a plugin) fails the transaction like a database
+        // error: the batch is then done one update at a time, where it fails only its own.
+        let decided = self.service.processes().run_engine(|| {
+            caught(|| {
+                let mut writes = Writes::default();
+                let mut finishes = Vec::with_capacity(held.len());
+                let mut out = Vec::with_capacity(held.len());
+                let mut changed = false;
+                for row in held {
+                    let loaded = orders.remove(&row.order_reference).map(|o| {
+                        let its = items.remove(&o.id).unwrap_or_default();
+                        (o, its)
+                    });
+                    let (status, finish, ch) = self.decide(row, loaded, now, &mut writes);
+                    changed |= ch;
+                    out.push(status);
+                    finishes.push(finish);
+                }
+                (out, finishes, writes, changed)
+            })
         });
+        let (out, finishes, writes, changed) = decided?;
         tx.write(&writes).await?;
         tx.finish_updates(&finishes).await?;
         Ok((out, changed))
@@ -263,11 +274,22 @@ impl Inbox {
                 out.push(None);
                 continue;
             }
-            let (status, finish, ch) = match self.apply_one(&mut tx, row, now).await {
+            let applied = AssertUnwindSafe(self.apply_one(&mut tx, row, now))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(panicked(panic.as_ref())));
+            let (status, finish, ch) = match applied {
                 Ok(done) => done,
                 Err(e) => {
                     tx.rollback_to_savepoint().await?;
-                    self.retry_later(row, now, "store_error", &e.to_string())
+                    let code = match e {
+                        StoreError::Panicked(_) => {
+                            tracing::error!(update = %row.id, order = %row.order_reference, error = %e, "processing the update panicked");
+                            "panicked"
+                        }
+                        _ => "store_error",
+                    };
+                    self.retry_later(row, now, code, &e.to_string())
                 }
             };
             tx.finish_updates(std::slice::from_ref(&finish)).await?;
@@ -319,6 +341,22 @@ impl Inbox {
         };
         self.outcome(row, applied, now)
     }
+}
+
+/// `f`'s value, or [`StoreError::Panicked`] if it panicked.
+fn caught<R>(f: impl FnOnce() -> R) -> Result<R, StoreError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|panic| panicked(panic.as_ref()))
+}
+
+/// A panic's payload as an error, with its message (`panic!` and `assert!` give a `&str`
+/// or a `String`).
+fn panicked(panic: &(dyn Any + Send)) -> StoreError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    StoreError::Panicked(message)
 }
 
 /// The change an update makes, or why its stored payload cannot be read.

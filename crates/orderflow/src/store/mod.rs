@@ -70,6 +70,11 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Deciding an update panicked inside the transaction (a bug in the engine or in a
+    /// plugin's command or condition): the transaction is rolled back, as on a database
+    /// error, and the updates are tried again one at a time.
+    #[error("processing panicked: {0}")]
+    Panicked(String),
 }
 
 /// A stored value this build cannot read (an unknown status, timer kind or role) is

@@ -19,6 +19,7 @@ mod cli_process;
 mod cli_spryker;
 mod cli_store;
 mod cli_worker;
+mod command_panics;
 mod command_refused;
 mod corpus;
 mod crash;
