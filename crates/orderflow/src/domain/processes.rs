@@ -10,6 +10,8 @@ use oms::parse::LoadOptions;
 use oms::plugin::Unbound;
 use oms::{Engine, Process, Registry};
 
+use crate::store::StoreError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error("cannot load processes from {dir}")]
@@ -176,6 +178,24 @@ impl ProcessSet {
             f()
         }
     }
+
+    /// [`ProcessSet::run_engine`], with a panic in `f` (a bug in the engine or in a plugin's
+    /// command, condition or timeout processor) caught: it is [`StoreError::Panicked`] with
+    /// the panic's message, so the transaction around it is rolled back like on a database
+    /// error and one order's panic fails only its own work, not the task that runs it.
+    pub fn run_engine_caught<R>(&self, f: impl FnOnce() -> R) -> Result<R, StoreError> {
+        self.run_engine(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
+            .map_err(|panic| StoreError::Panicked(panic_message(panic.as_ref())))
+    }
+}
+
+/// A panic's message (`panic!` and `assert!` give a `&str` or a `String`).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 #[cfg(test)]
@@ -208,6 +228,24 @@ mod tests {
         let loaded =
             oms::parse::load_str(XML, "p.xml", Path::new("."), &LoadOptions::default()).unwrap();
         ProcessSet::new([loaded.process], registry).unwrap()
+    }
+
+    /// A panic in the engine's closure is an error with the panic's message; the thread
+    /// that ran it goes on, and so does the next run.
+    #[test]
+    fn a_panic_in_the_engine_is_an_error_with_its_message() {
+        let processes = set(Registry::default());
+        let caught = processes.run_engine_caught(|| -> u8 { panic!("a plugin's bug") });
+        assert!(
+            matches!(&caught, Err(StoreError::Panicked(m)) if m == "a plugin's bug"),
+            "{caught:?}"
+        );
+        let formatted = processes.run_engine_caught(|| -> u8 { panic!("item {} of {}", 2, 3) });
+        assert!(
+            matches!(&formatted, Err(StoreError::Panicked(m)) if m == "item 2 of 3"),
+            "{formatted:?}"
+        );
+        assert_eq!(processes.run_engine_caught(|| 7).ok(), Some(7));
     }
 
     /// Two tasks on a runtime with one worker thread each run the engine and block until

@@ -133,7 +133,7 @@ impl OrderService {
         let mut order = engine_order(&row, &items, &process)?;
         let decisions = self
             .processes
-            .run_engine(|| self.processes.engine(&process).start(&mut order, now));
+            .run_engine_caught(|| self.processes.engine(&process).start(&mut order, now))?;
         let placed: Vec<Placed> = items
             .iter()
             .map(|i| Placed {
@@ -193,7 +193,7 @@ impl OrderService {
         let mut writes = Writes::default();
         let applied = self
             .processes
-            .run_engine(|| self.decide(row, items, change, now, &mut writes))?;
+            .run_engine_caught(|| self.decide(row, items, change, now, &mut writes))??;
         tx.write(&writes).await?;
         Ok(applied)
     }

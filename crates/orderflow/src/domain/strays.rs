@@ -194,11 +194,12 @@ impl OrderService {
             }
             let decisions = self
                 .processes()
-                .run_engine(|| {
+                .run_engine_caught(|| {
                     self.processes()
                         .engine(&definition)
                         .enter(&mut order, &ids, target, now)
                 })
+                .map_err(DomainError::Store)?
                 .map_err(|e| DomainError::Store(StoreError::Corrupt(e.to_string())))?;
             let reason = if across {
                 format!("moved by an operator from process {}", m.process)

@@ -193,7 +193,9 @@ impl OrderService {
         if !due_items.is_empty() {
             match self
                 .processes()
-                .run_engine(|| self.decide_due(&row, &items, &due_items, now))
+                .run_engine_caught(|| self.decide_due(&row, &items, &due_items, now))
+                .map_err(DomainError::from)
+                .and_then(|decided| decided)
             {
                 Ok((process, order, decisions)) => {
                     moved = decisions.timers_dropped.clone();

@@ -33,13 +33,10 @@ mod outcome;
 
 use outcome::unreadable;
 
-use std::any::Any;
 use std::collections::{HashMap, HashSet};
-use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use futures_util::FutureExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -228,11 +225,11 @@ impl Inbox {
             .map(|o| (o.reference.clone(), o))
             .collect();
         // The decisions run the processes' commands, which may block their thread (see
-        // `ProcessSet::run_engine`): once for the batch, not once an update.
-        // A panic (a bug in the engine or a plugin) fails the transaction like a database
-        // error: the batch is then done one update at a time, where it fails only its own.
-        let decided = self.service.processes().run_engine(|| {
-            caught(|| {
+        // `ProcessSet::run_engine`): once for the batch, not once an update. A panic (a bug
+        // in the engine or a plugin) fails the transaction like a database error: the
+        // batch is then done one update at a time, where it fails only its own update.
+        let (out, finishes, writes, changed) =
+            self.service.processes().run_engine_caught(|| {
                 let mut writes = Writes::default();
                 let mut finishes = Vec::with_capacity(held.len());
                 let mut out = Vec::with_capacity(held.len());
@@ -248,9 +245,7 @@ impl Inbox {
                     finishes.push(finish);
                 }
                 (out, finishes, writes, changed)
-            })
-        });
-        let (out, finishes, writes, changed) = decided?;
+            })?;
         tx.write(&writes).await?;
         tx.finish_updates(&finishes).await?;
         Ok((out, changed))
@@ -274,11 +269,7 @@ impl Inbox {
                 out.push(None);
                 continue;
             }
-            let applied = AssertUnwindSafe(self.apply_one(&mut tx, row, now))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| Err(panicked(panic.as_ref())));
-            let (status, finish, ch) = match applied {
+            let (status, finish, ch) = match self.apply_one(&mut tx, row, now).await {
                 Ok(done) => done,
                 Err(e) => {
                     tx.rollback_to_savepoint().await?;
@@ -341,22 +332,6 @@ impl Inbox {
         };
         self.outcome(row, applied, now)
     }
-}
-
-/// `f`'s value, or [`StoreError::Panicked`] if it panicked.
-fn caught<R>(f: impl FnOnce() -> R) -> Result<R, StoreError> {
-    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|panic| panicked(panic.as_ref()))
-}
-
-/// A panic's payload as an error, with its message (`panic!` and `assert!` give a `&str`
-/// or a `String`).
-fn panicked(panic: &(dyn Any + Send)) -> StoreError {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned());
-    StoreError::Panicked(message)
 }
 
 /// The change an update makes, or why its stored payload cannot be read.

@@ -1,7 +1,8 @@
 //! A command that panics (a bug in an embedder's plugin) on one order's ERP update: that
 //! update alone fails. It is tried again with backoff and goes `dead` after
 //! `worker.max_attempts`, with the panic's message as its error; the updates of other
-//! orders, in the same batch or after it, are applied, and the worker keeps running.
+//! orders, in the same batch or after it, are applied, and the worker keeps running. The
+//! same command run by a manual event gets `500 internal`.
 
 use std::time::Duration;
 
@@ -26,8 +27,8 @@ impl oms::plugin::Command for PanicsOnOne {
     }
 }
 
-/// An order with two items, paid (so that `export` runs `Test/NotBound`).
-async fn paid_order(s: &TestServer, reference: &str) {
+/// An order with two items, paid (so that `export` runs `Test/NotBound`): its id.
+async fn paid_order(s: &TestServer, reference: &str) -> Value {
     let order = s
         .create_order(reference, &[("SKU-A", 1), ("SKU-B", 2)])
         .await;
@@ -40,6 +41,7 @@ async fn paid_order(s: &TestServer, reference: &str) {
         )
         .await;
     assert_eq!(code, StatusCode::OK, "{paid}");
+    id.clone()
 }
 
 /// `POST /v1/erp/order-updates` (async) of `export` for `reference`: the update's id.
@@ -81,7 +83,8 @@ async fn a_panicking_command_fails_its_update_alone(b: Backend) {
     let Some(s) = start_with_plugins(b, configure, registry).await else {
         return;
     };
-    for reference in ["PANIC-1", "CALM-1", "CALM-2"] {
+    let id = paid_order(&s, "PANIC-1").await;
+    for reference in ["CALM-1", "CALM-2"] {
         paid_order(&s, reference).await;
     }
     // Sent together, so that the first attempt holds all three in one batch.
@@ -104,6 +107,21 @@ async fn a_panicking_command_fails_its_update_alone(b: Backend) {
         message.contains("the plugin's bug"),
         "the panic's message is the error: {v}"
     );
+
+    // A manual event through the orders API runs the same command: the request gets
+    // `500 internal` (the connection is not dropped), and the order is unchanged.
+    let (_, before) = s.get(&format!("/v1/orders/{id}"), &s.shop).await;
+    let (code, body) = s
+        .post(
+            &format!("/v1/orders/{id}/events"),
+            &s.shop,
+            json!({"event": "export"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"]["code"], "internal", "{body}");
+    let (_, after) = s.get(&format!("/v1/orders/{id}"), &s.shop).await;
+    assert_eq!(after, before);
 
     // The worker is still running: a later update of another order is applied.
     paid_order(&s, "CALM-3").await;
