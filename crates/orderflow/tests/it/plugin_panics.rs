@@ -1,19 +1,28 @@
-//! A command that panics (a bug in an embedder's plugin) on one order's ERP update: that
-//! update alone fails. It is tried again with backoff and goes `dead` after
+//! Plugins that panic (a bug in an embedder's code) fail only the work of their own order.
+//!
+//! A command that panics on one order's ERP update: that update alone fails. It is tried again with backoff and goes `dead` after
 //! `worker.max_attempts`, with the panic's message as its error; the updates of other
 //! orders, in the same batch or after it, are applied, and the worker keeps running. The
 //! same command run by a manual event gets `500 internal`.
+//!
+//! A condition that panics on one order: the check-condition pass goes on, the other
+//! orders' items move, and that order's timer is checked again on its backoff.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use oms::Registry;
+use oms::engine::{Item, Order};
 use oms::plugin::{CommandContext, PluginError};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{Backend, TestServer, backend_tests, eventually, start_with_plugins};
 
-backend_tests!(a_panicking_command_fails_its_update_alone);
+backend_tests!(
+    a_panicking_command_fails_its_update_alone,
+    a_panicking_condition_holds_back_its_order_alone
+);
 
 const MAX_ATTEMPTS: u32 = 3;
 
@@ -128,4 +137,76 @@ async fn a_panicking_command_fails_its_update_alone(b: Backend) {
     let later = export(&s, "CALM-3").await;
     let v = settled(&s, &later).await;
     assert_eq!(v["status"], "applied", "{v}");
+}
+
+/// `Test/Approved` of Timeout01 (`review -> approved`): the order attribute `approved` is
+/// `true`; panics when it is `"boom"`.
+struct ApprovedOrPanics;
+
+impl oms::plugin::Condition for ApprovedOrPanics {
+    fn check(&self, order: &Order, _: &Item, _: DateTime<Utc>) -> Result<bool, PluginError> {
+        let approved = order.attributes.get("approved");
+        assert!(approved != Some(&json!("boom")), "the condition's bug");
+        Ok(approved == Some(&json!(true)))
+    }
+
+    fn may_block(&self) -> bool {
+        false
+    }
+}
+
+/// A Timeout01 order in `review` (a condition timer, due at once), its attribute
+/// `approved` then set to `approved`: the order's id.
+async fn in_review(s: &TestServer, reference: &str, approved: Value) -> i64 {
+    let body = json!({"reference": reference, "process": "Timeout01",
+        "items": [{"sku": "SKU-1", "quantity": 1}]});
+    let (status, o) = s.post("/v1/orders", &s.shop, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{o}");
+    let id = o["id"].as_i64().expect("id");
+    let events = format!("/v1/orders/{id}/events");
+    let (status, r) = s.post(&events, &s.shop, json!({"event": "review"})).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let version = r["order"]["version"].as_i64().expect("version");
+    let body = json!({"version": version, "attributes": {"approved": approved}});
+    let (status, r) = s.patch(&format!("/v1/orders/{id}"), &s.shop, body).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    id
+}
+
+async fn state_of(s: &TestServer, id: i64) -> Value {
+    let (_, o) = s.get(&format!("/v1/orders/{id}"), &s.shop).await;
+    o["items"][0]["state"].clone()
+}
+
+async fn a_panicking_condition_holds_back_its_order_alone(b: Backend) {
+    let mut registry = Registry::new();
+    registry.register_condition("Test/Approved", ApprovedOrPanics);
+    let configure = |c: &mut orderflow::config::Config| {
+        // The test's binding of `Test/Approved` would replace the registered condition.
+        c.conditions.remove("Test/Approved");
+        // The server's own check-condition loop stays out of the way.
+        c.worker.poll_interval = Duration::from_secs(3600);
+    };
+    let Some(s) = start_with_plugins(b, configure, registry).await else {
+        return;
+    };
+    let poisoned = in_review(&s, "T-PANIC", json!("boom")).await;
+    let calm = in_review(&s, "T-CALM", json!(true)).await;
+
+    let now = orderflow::store::now() + chrono::TimeDelta::seconds(1);
+    let pass = s
+        .service
+        .check_due(now, 100)
+        .await
+        .expect("the pass goes on");
+    assert_eq!((pass.orders, pass.items_moved, pass.rescheduled), (2, 1, 1));
+    assert_eq!(state_of(&s, calm).await, "approved");
+    assert_eq!(state_of(&s, poisoned).await, "review");
+    // Backed off: not checked again at once.
+    let again = s
+        .service
+        .check_due(now, 100)
+        .await
+        .expect("the pass goes on");
+    assert_eq!(again.timers_fired, 0);
 }
