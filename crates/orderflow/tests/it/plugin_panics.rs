@@ -41,16 +41,8 @@ async fn paid_order(s: &TestServer, reference: &str) -> Value {
     let order = s
         .create_order(reference, &[("SKU-A", 1), ("SKU-B", 2)])
         .await;
-    let id = &order["id"];
-    let (code, paid) = s
-        .post(
-            &format!("/v1/orders/{id}/events"),
-            &s.shop,
-            json!({"event": "pay"}),
-        )
-        .await;
-    assert_eq!(code, StatusCode::OK, "{paid}");
-    id.clone()
+    s.event(&order["id"], "pay").await;
+    order["id"].clone()
 }
 
 /// `POST /v1/erp/order-updates` (async) of `export` for `reference`: the update's id.
@@ -163,9 +155,7 @@ async fn in_review(s: &TestServer, reference: &str, approved: Value) -> i64 {
     let (status, o) = s.post("/v1/orders", &s.shop, body).await;
     assert_eq!(status, StatusCode::CREATED, "{o}");
     let id = o["id"].as_i64().expect("id");
-    let events = format!("/v1/orders/{id}/events");
-    let (status, r) = s.post(&events, &s.shop, json!({"event": "review"})).await;
-    assert_eq!(status, StatusCode::OK, "{r}");
+    let r = s.event(&o["id"], "review").await;
     let version = r["order"]["version"].as_i64().expect("version");
     let body = json!({"version": version, "attributes": {"approved": approved}});
     let (status, r) = s.patch(&format!("/v1/orders/{id}"), &s.shop, body).await;

@@ -507,6 +507,14 @@ impl TestServer {
         order
     }
 
+    /// The shop's event `event` on the order `id`, answered `200 OK`: the answer.
+    pub(crate) async fn event(&self, id: &Value, event: &str) -> Value {
+        let path = format!("/v1/orders/{id}/events");
+        let (status, r) = self.post(&path, &self.shop, json!({"event": event})).await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+        r
+    }
+
     pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
