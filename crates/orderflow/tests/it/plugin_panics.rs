@@ -88,7 +88,8 @@ async fn a_panicking_command_fails_its_update_alone(b: Backend) {
     for reference in ["CALM-1", "CALM-2"] {
         paid_order(&s, reference).await;
     }
-    // Sent together, so that the first attempt holds all three in one batch.
+    // Sent together, so that a batch may hold all three (whether it does depends on when
+    // the worker claims; either way only the poisoned update may fail).
     let (poisoned, calm_1, calm_2) = tokio::join!(
         export(&s, "PANIC-1"),
         export(&s, "CALM-1"),

@@ -216,12 +216,13 @@ pub(super) const INSERT_UPDATES: &str = concat!(
     " ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING id, seq"
 );
 
-/// [`INSERT_UPDATES`] without its `ON CONFLICT`: a repeated key fails the statement, which
-/// then stores nothing. PostgreSQL inserts a row that may conflict as a speculative one
-/// (checked against the index first, a lock on a token, a second WAL record to confirm it),
-/// a tenth to a sixth of its work for an inbox row here; a group with no repeat needs none of that
-/// (see `GroupConn::insert`).
-pub(super) const INSERT_UPDATES_NO_REPEAT: &str = concat!(insert_new!(), " RETURNING id, seq");
+/// [`INSERT_UPDATES`] without its `ON CONFLICT`, `RETURNING seq` (every row is inserted, so
+/// the ids are known): a repeated key fails the statement, which then stores nothing.
+/// PostgreSQL inserts a row that may conflict as a speculative one (checked against the
+/// index first, a lock on a token, a second WAL record to confirm it), a tenth to a sixth
+/// of its work for an inbox row here; a group with no repeat needs none of that (see
+/// `GroupConn::insert`).
+pub(super) const INSERT_UPDATES_NO_REPEAT: &str = concat!(insert_new!(), " RETURNING seq");
 
 /// Binds the new updates `u` to `$1`..`$9` of [`INSERT_UPDATES`], one array per column.
 pub(super) fn bind_new<'q, O>(
