@@ -24,10 +24,34 @@ pub fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let _ = match format {
+    let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    if installed.is_ok() {
+        std::panic::set_hook(Box::new(log_panic));
+    }
+}
+
+/// The panic hook once logs are set up: a panic is an ERROR line of the log, in its format,
+/// instead of text on stderr beside it (a JSON log stays parseable). A panic the engine
+/// catches (a plugin's bug, see `ProcessSet::run_engine_caught`) is also logged where it is
+/// caught, with the update or order it failed. With `RUST_BACKTRACE=1` the line holds the
+/// backtrace, as the default hook would print it.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let message = crate::domain::processes::panic_message(info.payload());
+    let location = info.location().map(ToString::to_string).unwrap_or_default();
+    let thread = std::thread::current();
+    let backtrace = std::backtrace::Backtrace::capture();
+    let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+        .then(|| backtrace.to_string());
+    tracing::error!(
+        panic.message = message,
+        panic.location = %location,
+        panic.thread = thread.name().unwrap_or("unnamed"),
+        panic.backtrace = backtrace,
+        "panicked"
+    );
 }
 
 /// A count is reused for the gauges until this many times its duration has passed.
@@ -134,6 +158,57 @@ fn spawn_upkeep(handle: PrometheusHandle) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `MakeWriter` into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panic_is_an_error_line_of_the_json_log() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        // The hook is the process's; the panic runs on this thread, whose subscriber is
+        // the buffer's. The previous hook is put back at once.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(log_panic));
+        let caught = tracing::subscriber::with_default(subscriber, || {
+            std::panic::catch_unwind(|| panic!("a plugin's bug in {}", "SKU-1"))
+        });
+        std::panic::set_hook(previous);
+        assert!(caught.is_err());
+        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+        assert_eq!(line["level"], "ERROR", "{line}");
+        assert_eq!(line["fields"]["message"], "panicked", "{line}");
+        assert_eq!(
+            line["fields"]["panic.message"], "a plugin's bug in SKU-1",
+            "{line}"
+        );
+        let location = line["fields"]["panic.location"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            location.starts_with("crates/orderflow/src/telemetry.rs:"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn a_count_is_reused_for_a_hundred_times_its_cost() {

@@ -190,7 +190,7 @@ impl ProcessSet {
 }
 
 /// A panic's message (`panic!` and `assert!` give a `&str` or a `String`).
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -45,10 +45,10 @@ use tracing::Instrument as _;
 
 use super::plan::{self, Kind, Patched, Plan, engine_order};
 use super::service::{DomainError, OrderService, Result, Source};
-use crate::store;
 use crate::store::batch::Writes;
 use crate::store::orders::{ItemRow, OrderRow};
 use crate::store::timers::{DueCursor, TimerRow};
+use crate::store::{self, StoreError};
 
 /// Timers read per batch by the background loop.
 pub const BATCH: u32 = 100;
@@ -216,6 +216,12 @@ impl OrderService {
                     changed = plan::plan(&mut writes, &plan, row, items, &order).changed;
                     tx.write(&writes).await?;
                 }
+                // A plugin's bug: backed off like the case below, but it is not the data.
+                Err(e @ DomainError::Store(StoreError::Panicked(_))) => tracing::error!(
+                    order = order_id,
+                    error = %e,
+                    "checking due timers panicked; backing off"
+                ),
                 // The order cannot be checked as stored (its process is gone, an item is in
                 // a state the process lacks): back off instead of failing every pass.
                 Err(e) => tracing::warn!(
