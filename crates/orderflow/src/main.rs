@@ -5,7 +5,7 @@ use orderflow::cli::{Cli, run};
 
 /// mimalloc instead of the system allocator: a request allocates and frees many small
 /// objects, which glibc's malloc spends about a fifth of the ingest path on (callgrind;
-/// see the README's Benchmarks).
+/// see docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

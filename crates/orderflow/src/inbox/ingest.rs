@@ -256,8 +256,8 @@ impl Inbox {
             .pop()
             .ok_or_else(|| StoreError::Corrupt("no answer".into()))?;
         // The rare paths are boxed, so the common one (async, a new update) keeps a small
-        // future: it is moved on its way into the connection's task (see the README's
-        // Benchmarks, "where a request's time goes").
+        // future: it is moved on its way into the connection's task (see
+        // docs/benchmarks.md, "Where a request's time goes").
         match stored {
             Stored::Existing(row) => Box::pin(self.replay(&row, &hash, Some(deadline))).await,
             Stored::New(_) if matches!(mode, Mode::Async) => Ok(Accepted::Stored(pending)),

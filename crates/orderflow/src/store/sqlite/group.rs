@@ -8,8 +8,8 @@
 //! the ingest's one serial step and has a thread of its own (`inbox::writer`), so it
 //! drives SQLite synchronously with `rusqlite` (the same bundled SQLite, through
 //! `libsqlite3-sys`): measured, a commit took 0.8–0.95 ms for 16–17 updates instead of
-//! 1.5–1.6 ms for 20–21 (see the README, "The one writer's cycle"). Everything else stays
-//! on sqlx.
+//! 1.5–1.6 ms for 20–21 (see docs/benchmarks.md, "The one writer's cycle"). Everything
+//! else stays on sqlx.
 //!
 //! One writer at a time still holds: a group is written only while the writer pool's one
 //! connection is held (`GroupConn::held`), so no sqlx write runs beside it, and `seq`
@@ -146,8 +146,8 @@ fn open(s: &SqliteStore) -> Result<rusqlite::Connection> {
     // Nor does anything else run on it, and a group's `status` is the literal `'accepted'`
     // (`insert_sql`), which the table's one CHECK (the seven statuses) always admits. SQLite
     // tests that list for every row, as an ephemeral table filled anew (seven inserts and
-    // a clear a row; see the README, "Constant lists that SQLite fills in for every row"):
-    // not on this connection.
+    // a clear a row; see docs/benchmarks.md, "Constant lists that SQLite fills in for every
+    // row"): not on this connection.
     conn.execute_batch("PRAGMA ignore_check_constraints = ON")
         .map_err(failed)?;
     // One prepared insert per chunk size, each kept.
