@@ -136,6 +136,10 @@ struct Figures {
     /// `/proc` not readable).
     idle_at_baseline: Option<f64>,
     idle_at_max: Option<f64>,
+    /// The CPU a request took (server, load client, others; see `CpuUse::per_request`)
+    /// at the best baseline and at the best POST at max.
+    cpu_baseline: Option<[f64; 3]>,
+    cpu_max: Option<[f64; 3]>,
     /// The share of the POST at max the group writer spent storing groups (`None`: a
     /// broker transport, which has no group commits).
     writer_busy: Option<f64>,
@@ -148,16 +152,23 @@ struct Swept {
     connections: u16,
     baseline: Phase,
     full: Phase,
-    idle_at_baseline: Option<f64>,
-    idle_at_max: Option<f64>,
+    /// What the baseline and the updates at full speed used of the CPUs.
+    at_baseline: Option<CpuUse>,
+    at_max: Option<CpuUse>,
     /// The group commits during the updates at full speed.
     commits: Commits,
 }
 
-/// Prints what the phase from `before` to `after` used of the CPUs; returns it.
-fn print_cpu(before: Option<CpuClock>, after: Option<CpuClock>) -> Option<CpuUse> {
+/// Prints what `phase`, from `before` to `after`, used of the CPUs, also per request;
+/// returns it.
+fn print_cpu(before: Option<CpuClock>, after: Option<CpuClock>, phase: &Phase) -> Option<CpuUse> {
     let used = after?.since(before?);
-    println!("  {:<24} {used}", "");
+    let [server, client, others] = used.per_request(phase.rate());
+    println!(
+        "  {:<24} {used}\n  {:<24} CPU per request: server {server:.1} µs, load client \
+         {client:.1} µs, others {others:.1} µs",
+        "", ""
+    );
     Some(used)
 }
 
@@ -249,14 +260,14 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
             let baseline = rt.block_on(phase(connections, duration, None, health.clone(), 200));
             let end = cpu();
             baseline.print("GET /healthz");
-            let at_baseline = print_cpu(start, end);
+            let at_baseline = print_cpu(start, end, &baseline);
             let before = rt.block_on(Commits::read(&base));
             let start = cpu();
             let full = rt.block_on(phase(connections, duration, None, ingest.clone(), 202));
             let end = cpu();
             let after = rt.block_on(Commits::read(&base));
             full.print("POST async (max)");
-            let at_max = print_cpu(start, end);
+            let at_max = print_cpu(start, end, &full);
             if full.requests == 0 {
                 bail!(
                     "no update was acknowledged; see {}",
@@ -281,8 +292,8 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
                 connections,
                 baseline,
                 full,
-                idle_at_baseline: at_baseline.map(|u| u.idle),
-                idle_at_max: at_max.map(|u| u.idle),
+                at_baseline,
+                at_max,
                 commits,
             });
         }
@@ -340,8 +351,12 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
             p999: top.full.ms(0.999),
             half_p99: half.ms(0.99),
             commit_size: top.commits.per_commit(),
-            idle_at_baseline: top_baseline.idle_at_baseline,
-            idle_at_max: top.idle_at_max,
+            idle_at_baseline: top_baseline.at_baseline.map(|u| u.idle),
+            idle_at_max: top.at_max.map(|u| u.idle),
+            cpu_baseline: top_baseline
+                .at_baseline
+                .map(|u| u.per_request(top_baseline.baseline.rate())),
+            cpu_max: top.at_max.map(|u| u.per_request(top.full.rate())),
             writer_busy: (top.commits.commits > 0.0).then(|| top.commits.busy(&top.full)),
             top_connections: (top_baseline.connections, top.connections),
         });
@@ -389,6 +404,30 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
             med(|f| f.idle_at_baseline.unwrap_or_default()),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             med(|f| f.idle_at_max.unwrap_or_default()),
+        );
+    }
+    // Where the CPU of a request went: an update's extra over a no-op's is what the ratio
+    // pays for.
+    if runs
+        .iter()
+        .all(|f| f.cpu_baseline.is_some() && f.cpu_max.is_some())
+    {
+        let cpu = |pick: fn(&Figures) -> Option<[f64; 3]>, i: usize| {
+            median(
+                runs.iter()
+                    .map(|f| pick(f).unwrap_or_default()[i])
+                    .collect(),
+            )
+        };
+        println!(
+            "  CPU per request (server / load client / others, µs): GET /healthz {:.1} / {:.1} \
+             / {:.1}, POST async (max) {:.1} / {:.1} / {:.1}",
+            cpu(|f| f.cpu_baseline, 0),
+            cpu(|f| f.cpu_baseline, 1),
+            cpu(|f| f.cpu_baseline, 2),
+            cpu(|f| f.cpu_max, 0),
+            cpu(|f| f.cpu_max, 1),
+            cpu(|f| f.cpu_max, 2),
         );
     }
     if runs.iter().all(|f| f.writer_busy.is_some()) {

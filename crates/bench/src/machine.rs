@@ -67,6 +67,19 @@ impl CpuClock {
     }
 }
 
+impl CpuUse {
+    /// The cores nobody measured used: the database's processes, mostly, and anything else.
+    pub(crate) fn others(&self) -> f64 {
+        (self.cores - self.server - self.client - self.idle).max(0.0)
+    }
+
+    /// The CPU time a request took at `rate` requests/s, in µs: the server's, the load
+    /// client's and the others' (see [`CpuUse::others`]).
+    pub(crate) fn per_request(&self, rate: f64) -> [f64; 3] {
+        [self.server, self.client, self.others()].map(|c| c * 1e6 / rate.max(f64::MIN_POSITIVE))
+    }
+}
+
 impl std::fmt::Display for CpuUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -75,7 +88,7 @@ impl std::fmt::Display for CpuUse {
              (waiting for the disk {:.2})",
             self.server,
             self.client,
-            (self.cores - self.server - self.client - self.idle).max(0.0),
+            self.others(),
             self.idle,
             self.cores,
             self.iowait
