@@ -29,7 +29,23 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
     };
     if installed.is_ok() {
-        std::panic::set_hook(Box::new(log_panic));
+        std::panic::set_hook(Box::new(panic_hook(std::panic::take_hook())));
+    }
+}
+
+/// A hook as `std::panic::set_hook` takes it.
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+
+/// The panic hook with logs set up: [`log_panic`], unless the filter drops this module's
+/// ERROR lines (`RUST_LOG=off`): panics are never dropped, so they then go to `previous`
+/// (Rust's own hook, which prints them to stderr as without a log).
+fn panic_hook(previous: PanicHook) -> impl Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send {
+    move |info| {
+        if tracing::enabled!(tracing::Level::ERROR) {
+            log_panic(info);
+        } else {
+            previous(info);
+        }
     }
 }
 
@@ -176,6 +192,30 @@ mod tests {
         }
     }
 
+    /// Panics once under `subscriber` with [`panic_hook`] installed (put back at once);
+    /// whether the hook before it was called instead.
+    fn panic_under(subscriber: impl tracing::Subscriber + Send + Sync) -> bool {
+        // The hook is the process's: one test at a time sets it.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        let fell_back = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = fell_back.clone();
+        // Other tests' panics (run_engine_caught's) may reach this hook meanwhile.
+        let this = std::thread::current().id();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(panic_hook(Box::new(move |_| {
+            if std::thread::current().id() == this {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }))));
+        let caught = tracing::subscriber::with_default(subscriber, || {
+            std::panic::catch_unwind(|| panic!("a plugin's bug in {}", "SKU-1"))
+        });
+        std::panic::set_hook(previous);
+        assert!(caught.is_err());
+        fell_back.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     #[test]
     fn a_panic_is_an_error_line_of_the_json_log() {
         let buffer = Buffer::default();
@@ -184,15 +224,7 @@ mod tests {
             .json()
             .with_writer(move || writer.clone())
             .finish();
-        // The hook is the process's; the panic runs on this thread, whose subscriber is
-        // the buffer's. The previous hook is put back at once.
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(log_panic));
-        let caught = tracing::subscriber::with_default(subscriber, || {
-            std::panic::catch_unwind(|| panic!("a plugin's bug in {}", "SKU-1"))
-        });
-        std::panic::set_hook(previous);
-        assert!(caught.is_err());
+        assert!(!panic_under(subscriber));
         let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let line: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
         assert_eq!(line["level"], "ERROR", "{line}");
@@ -208,6 +240,18 @@ mod tests {
             location.starts_with("crates/orderflow/src/telemetry.rs:"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn a_panic_the_log_filters_out_goes_to_the_hook_before() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("off"))
+            .with_writer(move || writer.clone())
+            .finish();
+        assert!(panic_under(subscriber));
+        assert!(buffer.0.lock().unwrap().is_empty());
     }
 
     #[test]
