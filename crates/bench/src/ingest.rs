@@ -56,12 +56,51 @@ pub(crate) struct Args {
     /// sends only new updates.
     #[arg(long, default_value_t = 0.0, value_parser = share)]
     resent: f64,
+    /// The idempotency keys: `counter` (`bench-<pid>-<n>`, each new key a little after the
+    /// last, as an ERP that numbers its messages sends) or `uuid` (random UUIDs, as many
+    /// ERPs send: each key lands anywhere in the store's index of keys).
+    #[arg(long, value_enum, default_value_t = Keys::Counter)]
+    keys: Keys,
     /// Inbox transports to measure one after the other, each on a server of its own:
     /// `database`, or a broker URL (`amqp://...`, `redis://...`). The first is the baseline
     /// of the others. A broker's queues or streams get a prefix of their own and are deleted
     /// afterwards (`rabbitmqctl` / `redis-cli`); Redis runs with `accept_loss` set.
     #[arg(long, value_delimiter = ',', default_value = "database")]
     inbox: Vec<String>,
+}
+
+/// How `bench ingest` makes idempotency keys (`--keys`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Keys {
+    Counter,
+    Uuid,
+}
+
+impl Keys {
+    /// The key of the `n`-th new update of run `run_id`; the same for the same `n`, so a
+    /// resend repeats it.
+    fn key(self, run_id: u32, n: u64) -> String {
+        match self {
+            Self::Counter => format!("bench-{run_id}-{n}"),
+            Self::Uuid => {
+                // Two splitmix64 steps from (run, n): random-looking, and repeatable.
+                let mix = |mut z: u64| {
+                    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    z ^ (z >> 31)
+                };
+                let high = mix((u64::from(run_id) << 40) ^ n);
+                let low = mix(high ^ n);
+                let mut bytes = [0u8; 16];
+                bytes[..8].copy_from_slice(&high.to_be_bytes());
+                bytes[8..].copy_from_slice(&low.to_be_bytes());
+                uuid::Builder::from_random_bytes(bytes)
+                    .into_uuid()
+                    .to_string()
+            }
+        }
+    }
 }
 
 /// How many requests back a resent update was first sent (`--resent`); a multiple of 100.
@@ -190,6 +229,7 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
     let base = server.base.clone();
     let run_id = std::process::id();
     let orders = args.orders;
+    let keys = args.keys;
 
     let health = {
         let base = base.clone();
@@ -216,7 +256,7 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
                 c,
                 &base,
                 &token,
-                format!("bench-{run_id}-{n}"),
+                keys.key(run_id, n),
                 format!(
                     r#"{{"order_reference":"BENCH-{}","event":"ship","attributes":{{"tracking":"T{n}"}}}}"#,
                     n % orders
@@ -227,7 +267,7 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
 
     println!(
         "ingest benchmark, {} inbox: {} connections, {} s per phase, {} runs, {} % of the \
-         updates resent, server {} ({}), worker off, {} cores, load average {}",
+         updates resent, {} keys, server {} ({}), worker off, {} cores, load average {}",
         transport.name,
         args.connections
             .iter()
@@ -237,6 +277,10 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
         args.seconds,
         args.runs,
         resent,
+        match args.keys {
+            Keys::Counter => "counter",
+            Keys::Uuid => "UUID",
+        },
         base,
         if args.database_url.is_some() {
             "given database"
@@ -451,4 +495,29 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
         p99: med(|f| f.p99),
         p999: med(|f| f.p999),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn uuid_keys_are_random_looking_and_the_same_for_a_resend() {
+        let a = Keys::Uuid.key(7, 1_000);
+        assert_eq!(a, Keys::Uuid.key(7, 1_000), "a resend repeats its key");
+        let parsed = uuid::Uuid::parse_str(&a).expect(&a);
+        assert_eq!(parsed.get_version_num(), 4, "{a}");
+        let mut keys: Vec<String> = (0..1_000).map(|n| Keys::Uuid.key(7, n)).collect();
+        let sorted = {
+            let mut s = keys.clone();
+            s.sort();
+            s
+        };
+        assert_ne!(keys, sorted, "UUID keys do not arrive in order");
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 1_000);
+        assert_ne!(Keys::Uuid.key(7, 1), Keys::Uuid.key(8, 1), "runs differ");
+        assert_eq!(Keys::Counter.key(7, 12), "bench-7-12");
+    }
 }
