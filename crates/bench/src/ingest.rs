@@ -18,9 +18,11 @@ use std::time::Duration;
 use anyhow::bail;
 
 mod commits;
+mod keys;
 pub(crate) mod phase;
 
 use commits::Commits;
+use keys::Keys;
 use phase::{MakeRequest, Phase, async_update, phase};
 
 use crate::machine::{CpuClock, CpuUse};
@@ -67,40 +69,6 @@ pub(crate) struct Args {
     /// afterwards (`rabbitmqctl` / `redis-cli`); Redis runs with `accept_loss` set.
     #[arg(long, value_delimiter = ',', default_value = "database")]
     inbox: Vec<String>,
-}
-
-/// How `bench ingest` makes idempotency keys (`--keys`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Keys {
-    Counter,
-    Uuid,
-}
-
-impl Keys {
-    /// The key of the `n`-th new update of run `run_id`; the same for the same `n`, so a
-    /// resend repeats it.
-    fn key(self, run_id: u32, n: u64) -> String {
-        match self {
-            Self::Counter => format!("bench-{run_id}-{n}"),
-            Self::Uuid => {
-                // Two splitmix64 steps from (run, n): random-looking, and repeatable.
-                let mix = |mut z: u64| {
-                    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                    z ^ (z >> 31)
-                };
-                let high = mix((u64::from(run_id) << 40) ^ n);
-                let low = mix(high ^ n);
-                let mut bytes = [0u8; 16];
-                bytes[..8].copy_from_slice(&high.to_be_bytes());
-                bytes[8..].copy_from_slice(&low.to_be_bytes());
-                uuid::Builder::from_random_bytes(bytes)
-                    .into_uuid()
-                    .to_string()
-            }
-        }
-    }
 }
 
 /// How many requests back a resent update was first sent (`--resent`); a multiple of 100.
@@ -171,20 +139,19 @@ struct Figures {
     p999: f64,
     half_p99: f64,
     commit_size: f64,
-    /// Cores idle during the baseline and during the updates at full speed (`None`:
-    /// `/proc` not readable).
-    idle_at_baseline: Option<f64>,
-    idle_at_max: Option<f64>,
-    /// The CPU a request took (server, load client, others; see `CpuUse::per_request`)
-    /// at the best baseline and at the best POST at max.
-    cpu_baseline: Option<[f64; 3]>,
-    cpu_max: Option<[f64; 3]>,
+    /// What the best baseline and the best POST at max used of the CPUs (`None`: `/proc`
+    /// not readable).
+    at_baseline: Option<CpuUse>,
+    at_max: Option<CpuUse>,
     /// The share of the POST at max the group writer spent storing groups (`None`: a
     /// broker transport, which has no group commits).
     writer_busy: Option<f64>,
     /// The connections of the best baseline and of the best POST at max.
     top_connections: (u16, u16),
 }
+
+/// A run's CPU readings at the best baseline and the best POST at max, with its figures.
+type Measured<'a> = (CpuUse, CpuUse, &'a Figures);
 
 /// One number of connections of a run: the baseline and the updates at full speed.
 struct Swept {
@@ -277,10 +244,7 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
         args.seconds,
         args.runs,
         resent,
-        match args.keys {
-            Keys::Counter => "counter",
-            Keys::Uuid => "UUID",
-        },
+        args.keys.name(),
         base,
         if args.database_url.is_some() {
             "given database"
@@ -395,12 +359,8 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
             p999: top.full.ms(0.999),
             half_p99: half.ms(0.99),
             commit_size: top.commits.per_commit(),
-            idle_at_baseline: top_baseline.at_baseline.map(|u| u.idle),
-            idle_at_max: top.at_max.map(|u| u.idle),
-            cpu_baseline: top_baseline
-                .at_baseline
-                .map(|u| u.per_request(top_baseline.baseline.rate())),
-            cpu_max: top.at_max.map(|u| u.per_request(top.full.rate())),
+            at_baseline: top_baseline.at_baseline,
+            at_max: top.at_max,
             writer_busy: (top.commits.commits > 0.0).then(|| top.commits.busy(&top.full)),
             top_connections: (top_baseline.connections, top.connections),
         });
@@ -438,40 +398,28 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
         },
     );
     // Idle cores while the updates ran at full speed: where they are left over, the
-    // acknowledgements wait on the store's commits, not on the CPU.
-    if runs
+    // acknowledgements wait on the store's commits, not on the CPU. And where the CPU of a
+    // request went: an update's extra over a no-op's is what the ratio pays for.
+    let measured: Option<Vec<Measured>> = runs
         .iter()
-        .all(|f| f.idle_at_max.is_some() && f.idle_at_baseline.is_some())
-    {
+        .map(|f| Some((f.at_baseline?, f.at_max?, f)))
+        .collect();
+    if let Some(measured) = measured {
+        let med_of = |pick: fn(&Measured) -> f64| median(measured.iter().map(pick).collect());
         println!(
             "  cores idle: {:.2} of {} during GET /healthz, {:.2} during POST async (max)",
-            med(|f| f.idle_at_baseline.unwrap_or_default()),
+            med_of(|(baseline, _, _)| baseline.idle),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
-            med(|f| f.idle_at_max.unwrap_or_default()),
+            med_of(|(_, max, _)| max.idle),
         );
-    }
-    // Where the CPU of a request went: an update's extra over a no-op's is what the ratio
-    // pays for.
-    if runs
-        .iter()
-        .all(|f| f.cpu_baseline.is_some() && f.cpu_max.is_some())
-    {
-        let cpu = |pick: fn(&Figures) -> Option<[f64; 3]>, i: usize| {
-            median(
-                runs.iter()
-                    .map(|f| pick(f).unwrap_or_default()[i])
-                    .collect(),
-            )
+        let per_request = |pick: fn(&Measured) -> [f64; 3]| -> [f64; 3] {
+            std::array::from_fn(|i| median(measured.iter().map(|m| pick(m)[i]).collect()))
         };
+        let [hs, hc, ho] = per_request(|(baseline, _, f)| baseline.per_request(f.baseline));
+        let [us, uc, uo] = per_request(|(_, max, f)| max.per_request(f.rate));
         println!(
-            "  CPU per request (server / load client / others, µs): GET /healthz {:.1} / {:.1} \
-             / {:.1}, POST async (max) {:.1} / {:.1} / {:.1}",
-            cpu(|f| f.cpu_baseline, 0),
-            cpu(|f| f.cpu_baseline, 1),
-            cpu(|f| f.cpu_baseline, 2),
-            cpu(|f| f.cpu_max, 0),
-            cpu(|f| f.cpu_max, 1),
-            cpu(|f| f.cpu_max, 2),
+            "  CPU per request (server / load client / others, µs): GET /healthz {hs:.1} / \
+             {hc:.1} / {ho:.1}, POST async (max) {us:.1} / {uc:.1} / {uo:.1}"
         );
     }
     if runs.iter().all(|f| f.writer_busy.is_some()) {
@@ -495,29 +443,4 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
         p99: med(|f| f.p99),
         p999: med(|f| f.p999),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Keys;
-
-    #[test]
-    fn uuid_keys_are_random_looking_and_the_same_for_a_resend() {
-        let a = Keys::Uuid.key(7, 1_000);
-        assert_eq!(a, Keys::Uuid.key(7, 1_000), "a resend repeats its key");
-        let parsed = uuid::Uuid::parse_str(&a).expect(&a);
-        assert_eq!(parsed.get_version_num(), 4, "{a}");
-        let mut keys: Vec<String> = (0..1_000).map(|n| Keys::Uuid.key(7, n)).collect();
-        let sorted = {
-            let mut s = keys.clone();
-            s.sort();
-            s
-        };
-        assert_ne!(keys, sorted, "UUID keys do not arrive in order");
-        keys.sort();
-        keys.dedup();
-        assert_eq!(keys.len(), 1_000);
-        assert_ne!(Keys::Uuid.key(7, 1), Keys::Uuid.key(8, 1), "runs differ");
-        assert_eq!(Keys::Counter.key(7, 12), "bench-7-12");
-    }
 }
