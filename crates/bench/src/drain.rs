@@ -22,6 +22,7 @@
 mod backlog;
 mod latency;
 mod postgres;
+mod prefill;
 
 use latency::end_to_end;
 pub(crate) use postgres::ScratchDb;

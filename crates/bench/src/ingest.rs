@@ -421,6 +421,18 @@ fn run_transport(args: &Args, inbox: &str) -> anyhow::Result<Summary> {
             "  CPU per request (server / load client / others, µs): GET /healthz {hs:.1} / \
              {hc:.1} / {ho:.1}, POST async (max) {us:.1} / {uc:.1} / {uo:.1}"
         );
+        // Were both phases bound by the cores alone, the ratio would be what a no-op's CPU
+        // is of an update's: the ceiling for an update that costs what it costs now. A
+        // ratio under it is the updates waiting (on the commits) with cores left idle.
+        let ceiling = med_of(|(baseline, max, f)| {
+            let total = |[s, c, o]: [f64; 3]| s + c + o;
+            total(baseline.per_request(f.baseline)) / total(max.per_request(f.rate))
+        });
+        println!(
+            "  ratio if both were bound by the cores alone (CPU per GET /healthz ÷ CPU per \
+             update): {ceiling:.2}; reached {:.2}",
+            med(|f| f.rate / f.baseline)
+        );
     }
     if runs.iter().all(|f| f.writer_busy.is_some()) {
         println!(

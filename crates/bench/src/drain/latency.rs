@@ -21,33 +21,6 @@ const STAMPS: &str = "SELECT seq, attempts, received_at, processed_at FROM inbox
 const ERRORS: &str = "SELECT CAST(errors AS TEXT) FROM inbox WHERE seq = $1";
 /// The last `seq` stored.
 pub(super) const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM inbox";
-/// `--prefill`: applied updates `$1..=$2` over `$3` orders, received `$4` a second until
-/// the unix time `$5` (SQLite).
-const PREFILL_SQLITE: &str = "WITH RECURSIVE n(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM n \
-     WHERE i < $2) \
-     INSERT INTO inbox (id, client, request_hash, order_reference, event, payload, status, \
-       attempts, result, response_status, response_body, received_at, processed_at, \
-       next_attempt_at) \
-     SELECT printf('prefill-%012d', i), 'bench', printf('%064d', i), 'D-' || (i % $3), \
-       'touch', json_object('order_reference', 'D-' || (i % $3), 'event', 'touch', \
-       'attributes', json_object('c', i % 32)), 'applied', 1, '{}', 202, \
-       json_object('id', printf('prefill-%012d', i), 'status', 'accepted'), \
-       strftime('%Y-%m-%dT%H:%M:%f+00:00', $5 - ($2 - i) * 1.0 / $4, 'unixepoch'), \
-       strftime('%Y-%m-%dT%H:%M:%f+00:00', $5 - ($2 - i) * 1.0 / $4 + 0.01, 'unixepoch'), \
-       strftime('%Y-%m-%dT%H:%M:%f+00:00', $5 - ($2 - i) * 1.0 / $4, 'unixepoch') \
-     FROM n";
-/// The same on PostgreSQL.
-const PREFILL_POSTGRES: &str = "INSERT INTO inbox (id, client, request_hash, order_reference, \
-       event, payload, status, attempts, result, response_status, response_body, received_at, \
-       processed_at, next_attempt_at) \
-     SELECT 'prefill-' || lpad(i::text, 12, '0'), 'bench', lpad(i::text, 64, '0'), \
-       'D-' || (i % $3), 'touch', jsonb_build_object('order_reference', 'D-' || (i % $3), \
-       'event', 'touch', 'attributes', jsonb_build_object('c', i % 32)), 'applied', 1, '{}', \
-       202, jsonb_build_object('id', 'prefill-' || lpad(i::text, 12, '0'), 'status', \
-       'accepted'), to_timestamp($5 - ($2 - i)::float8 / $4), \
-       to_timestamp($5 - ($2 - i)::float8 / $4 + 0.01), to_timestamp($5 - ($2 - i)::float8 / $4) \
-     FROM generate_series($1::bigint, $2::bigint) AS i";
-
 /// An applied update's `seq`, attempts, `received_at` and `processed_at`.
 type Stamp = (i64, i32, DateTime<Utc>, DateTime<Utc>);
 
@@ -138,7 +111,8 @@ pub(super) async fn end_to_end(
 
     if args.prefill > 0 {
         let took = Instant::now();
-        prefill(&server.database_url, args.prefill, orders, args.rate.max(1)).await?;
+        super::prefill::prefill(&server.database_url, args.prefill, orders, args.rate.max(1))
+            .await?;
         println!(
             "end to end, {backend} serve: {} applied updates stored before the run in {:.1} s",
             args.prefill,
@@ -196,12 +170,15 @@ pub(super) async fn end_to_end(
             let mut next = started + interval.mul_f64(c as f64 / connections as f64);
             let mut errors = 0_u64;
             let mut failures = Vec::new();
+            let mut behind = Behind::default();
             while next < started + duration {
                 tokio::time::sleep_until(next.into()).await;
+                let scheduled = next;
                 next += interval;
                 let body = json!({"order_reference": format!("D-{}", rng.below(orders)),
                     "event": "touch", "attributes": {"c": c}});
                 let sent = Instant::now();
+                behind.record(sent.saturating_duration_since(scheduled));
                 let r = http
                     .post(format!("{base}/v1/erp/order-updates"))
                     .bearer_auth(&erp)
@@ -238,15 +215,17 @@ pub(super) async fn end_to_end(
                     }
                 }
             }
-            (errors, failures)
+            (errors, failures, behind)
         }));
     }
     let mut errors = 0;
     let mut failures = Vec::new();
+    let mut behind = Behind::default();
     for t in tasks {
-        let (n, f) = t.await?;
+        let (n, f, b) = t.await?;
         errors += n;
         failures.extend(f);
+        behind.merge(b);
     }
     let sent_for = started.elapsed();
     let total = acked.lock().unwrap().len();
@@ -304,6 +283,18 @@ pub(super) async fn end_to_end(
         sent_for.as_secs_f64(),
         observed.len(),
     );
+    let reached = (total as u64 + errors) as f64 / sent_for.as_secs_f64();
+    if behind.count > 0 {
+        println!(
+            "  the load fell behind its schedule: {reached:.0} updates/s sent; {} requests went \
+             out over {} ms after their time (at most {:.1} ms): the {connections} connections, \
+             each waiting for its answer, could not keep up. The latencies below run from each \
+             request's actual send, so they understate what the schedule would have seen",
+            behind.count,
+            BEHIND.as_millis(),
+            behind.most.as_secs_f64() * 1e3
+        );
+    }
     for f in failures.iter().take(3) {
         println!("  error: {f}");
     }
@@ -379,53 +370,6 @@ pub(super) async fn end_to_end(
     Ok(())
 }
 
-/// Stores `n` applied updates over `orders` orders, received `rate` a second until now
-/// (`--prefill`), in transactions of 200,000, through the server's database.
-async fn prefill(database_url: &str, n: u64, orders: u64, rate: u64) -> anyhow::Result<()> {
-    const CHUNK: u64 = 200_000;
-    let now = Utc::now().timestamp_micros() as f64 / 1e6;
-    // Each chunk's `$1..$5`: first and last number, orders, rate, time of the last.
-    let chunks = (1..=n).step_by(CHUNK as usize).map(|a| {
-        let b = (a + CHUNK - 1).min(n);
-        let end = now - (n - b) as f64 / rate as f64;
-        (a as i64, b as i64, orders as i64, rate as f64, end)
-    });
-    macro_rules! chunk {
-        ($sql:expr, $p:expr) => {
-            sqlx::query($sql)
-                .bind($p.0)
-                .bind($p.1)
-                .bind($p.2)
-                .bind($p.3)
-                .bind($p.4)
-        };
-    }
-    if let Some(file) = database_url.strip_prefix("sqlite://") {
-        let mut c = sqlx::SqliteConnection::connect_with(
-            &sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(file)
-                .busy_timeout(Duration::from_secs(30)),
-        )
-        .await?;
-        for p in chunks {
-            chunk!(PREFILL_SQLITE, p).execute(&mut c).await?;
-        }
-        // The run starts with the prefill in the database file, not in the WAL.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut c)
-            .await?;
-        c.close().await?;
-    } else {
-        let mut c = sqlx::PgConnection::connect(database_url).await?;
-        for p in chunks {
-            chunk!(PREFILL_POSTGRES, p).execute(&mut c).await?;
-        }
-        sqlx::query("ANALYZE inbox").execute(&mut c).await?;
-        c.close().await?;
-    }
-    Ok(())
-}
-
 /// A latency over a whole run, and over its first and its last tenth: a server that slows
 /// down as its inbox grows shows in the difference.
 #[derive(Clone)]
@@ -488,4 +432,29 @@ async fn poll_applied(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     Ok(polls)
+}
+
+/// A request sent this much after its time in the schedule counts as behind it.
+const BEHIND: Duration = Duration::from_millis(10);
+
+/// How far a connection's requests went out after their time in the schedule: the latency
+/// of a request runs from its actual send, so a run that falls behind its schedule (every
+/// connection waiting for an answer) hides the wait before the send.
+#[derive(Debug, Default)]
+struct Behind {
+    /// Requests sent over [`BEHIND`] late, and the latest of all.
+    count: u64,
+    most: Duration,
+}
+
+impl Behind {
+    fn record(&mut self, late: Duration) {
+        self.count += u64::from(late > BEHIND);
+        self.most = self.most.max(late);
+    }
+
+    fn merge(&mut self, other: Behind) {
+        self.count += other.count;
+        self.most = self.most.max(other.most);
+    }
 }
