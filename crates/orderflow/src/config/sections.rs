@@ -142,6 +142,10 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Failed attempts before an update goes `dead`. Default 10.
     pub max_attempts: u32,
+    /// Batches whose process ended before their commit (an abort, a crash, the OOM killer)
+    /// that one update may be in, tried alone after the first, before it goes `dead`
+    /// without running again. Default 3.
+    pub max_crashes: u32,
     /// Delay after the first failed attempt; doubled per attempt, with jitter. Default
     /// `1s`.
     #[serde(with = "duration")]
@@ -160,6 +164,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             max_attempts: 10,
+            max_crashes: 3,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(600),
         }

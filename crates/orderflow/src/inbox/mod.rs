@@ -82,6 +82,11 @@ impl InboxSettings {
         self.worker.max_attempts.max(1)
     }
 
+    /// Batches whose process ended that an update may be in before it goes `dead`.
+    pub fn max_crashes(&self) -> u32 {
+        self.worker.max_crashes.max(1)
+    }
+
     /// The policy and park time limit for an event name (`None`: an update without event).
     pub fn policy(&self, event: Option<&str>) -> (EventPolicy, Duration) {
         event

@@ -13,7 +13,8 @@
 //! under a savepoint: an update whose processing hits a database error or panics is rolled
 //! back to its savepoint and recorded as a failed attempt (code `store_error` or
 //! `panicked`, retried with backoff, `dead` after `worker.max_attempts`); the others commit.
-//! One update that panics each time cannot stop the worker.
+//! One update that panics each time cannot stop the worker, and one that ends the process
+//! each time cannot stop the fleet ([`attempt`]).
 //!
 //! Outcomes:
 //! - applied: the change committed; the result names the new version and the moves;
@@ -29,8 +30,10 @@
 //!   process this worker has not loaded): `accepted` again after an exponential backoff with
 //!   jitter, `dead` after `worker.max_attempts`.
 
+mod attempt;
 mod outcome;
 
+use attempt::Attempt;
 use outcome::unreadable;
 
 use std::collections::{HashMap, HashSet};
@@ -90,11 +93,32 @@ impl Inbox {
             tx.commit().await?;
             return Ok(Vec::new());
         }
-        let done = match self.apply_held(&mut tx, &rows, now).await {
-            Ok((statuses, changed)) => tx.commit().await.map(|()| (statuses, changed)),
+        let (id, rows, cleared) = match self.begin_attempt(&mut tx, rows, owner, now).await? {
+            Attempt::Apply { id, rows, cleared } => (id, rows, cleared),
+            Attempt::Dead { row, crashes } => return self.finish_crashed(tx, row, crashes).await,
+            Attempt::Nothing => {
+                tx.commit().await?;
+                return Ok(Vec::new());
+            }
+        };
+        let held = async {
+            let done = self.apply_held(&mut tx, &rows, now).await?;
+            tx.end_attempt(id, &cleared).await?;
+            Ok::<_, StoreError>(done)
+        }
+        .await;
+        let done = match held {
+            Ok((statuses, changed)) => match tx.commit().await {
+                Ok(()) => Ok((statuses, changed)),
+                Err(e) => {
+                    self.forget_attempt(id).await;
+                    Err(e)
+                }
+            },
+            // Rolled back (the transaction may hold the only writer), its record gone: an
+            // error is not a crash.
             Err(e) => {
-                // Roll back first: the transaction may hold the only writer.
-                drop(tx);
+                self.abandon_attempt(tx, id).await;
                 Err(e)
             }
         };

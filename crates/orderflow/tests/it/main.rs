@@ -38,6 +38,7 @@ mod outbound_crash;
 mod park_policy;
 mod plugin_panics;
 mod postgres_skips;
+mod process_ended;
 mod store_types;
 mod strays;
 mod subscriptions;

@@ -476,6 +476,22 @@ impl TestServer {
         }
     }
 
+    /// The rows of `table` in the server's database, counted behind the API's back.
+    pub(crate) async fn count_rows(&self, table: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+        if self.database_url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(&self.database_url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.database_url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        }
+    }
+
     /// The text body of an unauthenticated `GET path` (`/metrics`, `/docs/`).
     pub(crate) async fn text(&self, path: &str) -> String {
         let resp = self.http.get(format!("{}{path}", self.base)).send().await;

@@ -143,17 +143,26 @@ impl Store {
         Ok(rows.into_iter().next())
     }
 
-    /// Gives back the updates `owner` still holds (shutdown past its grace period): due at
-    /// once for any worker.
+    /// Gives back the updates `owner` still holds (shutdown past its grace period, a failed
+    /// batch): due at once for any worker. The records of its batches go too: they did not
+    /// end with their process (`attempts`).
     pub async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
         const SQL: &str = "UPDATE inbox SET status = 'accepted', next_attempt_at = $2, \
              lease_owner = NULL, lease_until = NULL \
              WHERE lease_owner = $1 AND status = 'processing'";
+        const RECORDS: &str = "DELETE FROM inbox_attempts WHERE owner = $1";
         let mut tx = self.begin().await?;
         let n = on_tx!(&mut tx, |c| {
             sqlx::query(SQL)
                 .bind(owner)
                 .bind(now)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        on_tx!(&mut tx, |c| {
+            sqlx::query(RECORDS)
+                .bind(owner)
                 .execute(c)
                 .await
                 .map(|r| r.rows_affected())

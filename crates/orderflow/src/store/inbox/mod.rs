@@ -28,10 +28,12 @@ use sqlx::types::Json;
 use super::json::StoredJson;
 pub use super::status::UpdateStatus;
 
+mod attempts;
 mod claim;
 mod operator;
 
 use super::{List, Result, Store, Tx, on_reader, on_tx, per_backend};
+pub use attempts::{Leftovers, Recorded};
 pub use operator::{RETRY_CODE, RetryPage};
 
 /// Every column of an inbox row.
