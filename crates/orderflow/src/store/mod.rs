@@ -75,6 +75,13 @@ pub enum StoreError {
     /// error, and the updates are tried again one at a time.
     #[error("processing panicked: {0}")]
     Panicked(String),
+    /// A SQLite worker's batch was paused between recording itself and taking the writer
+    /// back for longer than `worker.lease`: another process took it for ended and applied
+    /// its updates. This one applies nothing.
+    #[error(
+        "another worker took this batch's updates over: it paused for longer than worker.lease"
+    )]
+    TakenOver,
 }
 
 /// A stored value this build cannot read (an unknown status, timer kind or role) is

@@ -124,6 +124,11 @@ impl Inbox {
             REDELIVERIES.fetch_add(redelivered, Ordering::Relaxed);
             metrics::counter!("orderflow_transit_redeliveries_total").increment(redelivered);
         }
+        // A redelivery means a consumer ended before it acknowledged: maybe by applying one
+        // of these updates (an abort, the OOM killer). Applied here again, it could end
+        // every consumer in turn; stored, the database worker applies them, and tries
+        // alone the updates of a batch whose process ended (`inbox::process::attempt`).
+        let apply = apply && redelivered == 0;
         let messages: Vec<TransitMessage> = delivered.into_iter().map(|d| d.message).collect();
         let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10)).jittered();
         let mut failures = 0;

@@ -39,6 +39,7 @@ pub struct Leftovers {
 
 /// How a batch's record is committed, by backend.
 const SQLITE_COMMIT_POINT: &str = "COMMIT; BEGIN IMMEDIATE";
+const KEPT: &str = "SELECT COUNT(*) FROM inbox_attempts WHERE id = $1";
 const POSTGRES_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit = off";
 
 impl Tx {
@@ -106,6 +107,11 @@ impl Tx {
             return Ok(None);
         }
         if matches!(self.conn, Conn::Postgres(_)) {
+            // A batch that found no ended one (nearly all) records itself in one statement
+            // of its own transaction, one round trip.
+            if ended.is_empty() {
+                return store.record_attempt(seqs, owner, now).await.map(Some);
+            }
             let mut side = store.begin_as(Some(POSTGRES_BEGIN)).await?;
             let id = side.record(ended, seqs, owner, now).await?;
             side.commit().await?;
@@ -114,6 +120,18 @@ impl Tx {
         let id = self.record(ended, seqs, owner, now).await?;
         if let Conn::Sqlite(t) = &mut self.conn {
             sqlx::raw_sql(SQLITE_COMMIT_POINT).execute(&mut **t).await?;
+            // Between the two, another process may have claimed these updates; it leaves
+            // them to this batch unless its record looked older than `worker.lease`, and
+            // then it deleted the record.
+            if let Some(id) = id {
+                let kept: i64 = sqlx::query_scalar(KEPT)
+                    .bind(id)
+                    .fetch_one(&mut **t)
+                    .await?;
+                if kept == 0 {
+                    return Err(StoreError::TakenOver);
+                }
+            }
         }
         Ok(id)
     }
@@ -214,6 +232,23 @@ impl Tx {
 }
 
 impl Store {
+    /// PostgreSQL: records the batch of `seqs` in a statement that is its own transaction,
+    /// committed without waiting for the disk (`set_config` of `synchronous_commit` for
+    /// that transaction, read when it commits).
+    async fn record_attempt(&self, seqs: &[i64], owner: &str, now: DateTime<Utc>) -> Result<i64> {
+        const SQL: &str = "WITH quick AS (SELECT set_config('synchronous_commit', 'off', true)) \
+             INSERT INTO inbox_attempts (owner, seqs, started_at) \
+             SELECT $1, $2, $3 FROM quick RETURNING id";
+        let text = serde_json::to_string(seqs).expect("a list of integers is JSON");
+        let pool = self.postgres_pool().expect("a PostgreSQL store");
+        Ok(sqlx::query_scalar(SQL)
+            .bind(owner)
+            .bind(&text)
+            .bind(now)
+            .fetch_one(pool)
+            .await?)
+    }
+
     /// Deletes a batch's record: the batch ended with an error, not with its process.
     pub async fn forget_attempt(&self, id: i64) -> Result<()> {
         let mut tx = self.begin().await?;
