@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use orderflow::domain::OrderService;
 use orderflow::domain::types::Role;
-use orderflow::domain::{OrderService, ProcessSet};
 use orderflow::store::Store;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
@@ -14,7 +14,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Backend, TestServer, backend_tests, fixtures, start, test_config};
+use crate::support::{Backend, TestServer, backend_tests, fixture_processes, start, test_config};
 
 backend_tests!(
     login_takes_admin_tokens_only,
@@ -512,13 +512,7 @@ async fn another_server_on_the_database_accepts_the_session(b: Backend) {
     let mut admin = logged_in(&s).await;
     // A second server process on the same database (PostgreSQL: any number of them).
     let config = test_config(&s.database_url);
-    let processes = ProcessSet::load_with_options(
-        &fixtures().join("processes"),
-        &config.bindings(),
-        oms::Registry::new(),
-        &config.load_options(),
-    )
-    .unwrap();
+    let processes = fixture_processes(&config, oms::Registry::new());
     let store = Store::open(&s.database_url).await.unwrap();
     let service = OrderService::new(store, std::sync::Arc::new(processes));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -37,7 +37,7 @@ impl oms::plugin::Command for PanicsOnOne {
 }
 
 /// An order with two items, paid (so that `export` runs `Test/NotBound`): its id.
-async fn paid_order(s: &TestServer, reference: &str) -> Value {
+pub(crate) async fn paid_order(s: &TestServer, reference: &str) -> Value {
     let order = s
         .create_order(reference, &[("SKU-A", 1), ("SKU-B", 2)])
         .await;
@@ -46,7 +46,7 @@ async fn paid_order(s: &TestServer, reference: &str) -> Value {
 }
 
 /// `POST /v1/erp/order-updates` (async) of `export` for `reference`: the update's id.
-async fn export(s: &TestServer, reference: &str) -> String {
+pub(crate) async fn export(s: &TestServer, reference: &str) -> String {
     let resp = s
         .http
         .post(format!("{}/v1/erp/order-updates", s.base))

@@ -14,16 +14,16 @@ use std::time::Duration;
 use oms::Registry;
 use oms::plugin::{CommandContext, PluginError};
 use orderflow::config::{Config, TransportKind};
-use orderflow::domain::{OrderService, ProcessSet};
+use orderflow::domain::OrderService;
 use orderflow::inbox::worker::WorkerOptions;
 use orderflow::inbox::{Inbox, InboxSettings};
 use orderflow::store::Store;
-use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::plugin_panics::{export, paid_order};
 use crate::support::{
-    AMQP_URL, Backend, TestServer, backend_tests, fixtures, start_with, test_config,
+    AMQP_URL, Backend, TestServer, backend_tests, fixture_processes, start_with, test_config,
 };
 
 backend_tests!(an_update_that_aborts_the_process_goes_dead_alone);
@@ -63,13 +63,7 @@ async fn helper() -> (Config, OrderService) {
     let mut registry = Registry::new();
     // `Test/NotBound` is the command of Test01's `export` event (paid -> exported).
     registry.register_command("Test/NotBound", AbortsOnOne);
-    let processes = ProcessSet::load_with_options(
-        &fixtures().join("processes"),
-        &config.bindings(),
-        registry,
-        &config.load_options(),
-    )
-    .expect("processes");
+    let processes = fixture_processes(&config, registry);
     let store = Store::open(&url).await.expect("open store");
     (config, OrderService::new(store, Arc::new(processes)))
 }
@@ -104,30 +98,6 @@ async fn abort_server() {
     orderflow::app::run(service, listener, &config, CancellationToken::new())
         .await
         .expect("the server's run");
-}
-
-/// An order with two items, paid (so that `export` runs `Test/NotBound`).
-async fn paid_order(s: &TestServer, reference: &str) {
-    let order = s
-        .create_order(reference, &[("SKU-A", 1), ("SKU-B", 2)])
-        .await;
-    s.event(&order["id"], "pay").await;
-}
-
-/// `POST /v1/erp/order-updates` (async) of `export` for `reference`: the update's id.
-async fn export(s: &TestServer, reference: &str) -> String {
-    let resp = s
-        .http
-        .post(format!("{}/v1/erp/order-updates", s.base))
-        .bearer_auth(&s.erp)
-        .header("prefer", "respond-async")
-        .json(&json!({"order_reference": reference, "event": "export"}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let v: Value = resp.json().await.expect("JSON body");
-    v["id"].as_str().expect("id").to_owned()
 }
 
 async fn update(s: &TestServer, id: &str) -> Value {

@@ -332,6 +332,17 @@ pub(crate) fn fixtures() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures"))
 }
 
+/// The fixture processes under `config`, with the test's own plugins in `registry`.
+pub(crate) fn fixture_processes(config: &Config, registry: Registry) -> ProcessSet {
+    ProcessSet::load_with_options(
+        &fixtures().join("processes"),
+        &config.bindings(),
+        registry,
+        &config.load_options(),
+    )
+    .expect("processes")
+}
+
 /// Starts a server; `None` means the backend is skipped (message printed).
 pub(crate) async fn start(backend: Backend) -> Option<TestServer> {
     start_with(backend, |_| {}).await
@@ -388,13 +399,7 @@ pub(crate) async fn start_with_plugins(
     if let Some(q) = &mut queues {
         q.shards = config.inbox.rabbitmq.shards;
     }
-    let processes = ProcessSet::load_with_options(
-        &fixtures().join("processes"),
-        &config.bindings(),
-        registry,
-        &config.load_options(),
-    )
-    .expect("processes");
+    let processes = fixture_processes(&config, registry);
     let store = Store::open(&url).await.expect("open store");
     let mut tokens = Vec::new();
     for (name, role) in [
