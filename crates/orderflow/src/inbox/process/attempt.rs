@@ -7,7 +7,7 @@
 //! that batch's process ended before its commit: on PostgreSQL a batch in flight would
 //! still hold the update; on SQLite the record commits a moment before its batch takes the
 //! one writer back, so a record younger than `worker.lease` may be another process's batch
-//! in flight, and its updates are left to it. Every update of an ended batch counts a
+//! in flight, and its updates are left to it, unless that process is gone ([`owner_gone`]). Every update of an ended batch counts a
 //! crash, and from then on is tried alone, in a batch of its own, until one commits: the
 //! innocent ones apply and their counts go. An update in `worker.max_crashes` ended batches
 //! goes `dead` without running again (error code `process_ended`).
@@ -46,7 +46,7 @@ impl Inbox {
         let mut ended = Vec::new();
         let mut taken = HashSet::new();
         for r in &left.recorded {
-            if sqlite && now < r.started_at + young {
+            if sqlite && now < r.started_at + young && !owner_gone(&r.owner) {
                 taken.extend(r.seqs.iter().copied());
                 continue;
             }
@@ -146,4 +146,16 @@ impl Inbox {
         self.processed(std::slice::from_ref(&row), &out, false, started);
         Ok(out)
     }
+}
+
+/// SQLite: the process of a record's owner (`<pid>-<uuid>`, see `Inbox::new`) has ended.
+/// Every process of a SQLite database runs on its host (WAL needs shared memory), so a
+/// record whose process `/proc` does not list ended, whatever its age. Where `/proc` cannot
+/// tell, or the pid is in use (maybe by another program), the age decides.
+fn owner_gone(owner: &str) -> bool {
+    let Some(pid) = owner.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    let proc = std::path::Path::new("/proc");
+    proc.join("self").exists() && !proc.join(pid.to_string()).exists()
 }
