@@ -7,10 +7,11 @@
 //! that batch's process ended before its commit: on PostgreSQL a batch in flight would
 //! still hold the update; on SQLite the record commits a moment before its batch takes the
 //! one writer back, so a record younger than `worker.lease` may be another process's batch
-//! in flight, and its updates are left to it, unless that process is gone ([`owner_gone`]). Every update of an ended batch counts a
-//! crash, and from then on is tried alone, in a batch of its own, until one commits: the
-//! innocent ones apply and their counts go. An update in `worker.max_crashes` ended batches
-//! goes `dead` without running again (error code `process_ended`).
+//! in flight, and its updates are left to it, unless that process is gone ([`owner_gone`]).
+//! Every update of an ended batch counts a crash, and from then on is tried alone, in a
+//! batch of its own, until one commits: the innocent ones apply and their counts go. An
+//! update in `worker.max_crashes` ended batches goes `dead` without running again (error
+//! code `process_ended`).
 
 use super::*;
 

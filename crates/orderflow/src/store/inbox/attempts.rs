@@ -72,9 +72,7 @@ impl Tx {
         for (id, owner, seqs, started_at, crashes) in rows {
             match (owner, seqs, started_at) {
                 (Some(owner), Some(seqs), Some(started_at)) => {
-                    let seqs: Vec<i64> = serde_json::from_str(&seqs).map_err(|e| {
-                        StoreError::Corrupt(format!("inbox_attempts {id}: seqs: {e}"))
-                    })?;
+                    let seqs = read_seqs(id, &seqs)?;
                     if seqs.iter().any(|s| claimed.contains(s)) {
                         out.recorded.push(Recorded {
                             id,
@@ -159,8 +157,7 @@ impl Tx {
                 sqlx::query_scalar(DROP).bind(id).fetch_optional(c).await
             })?;
             let Some(dropped) = dropped else { continue };
-            let held: Vec<i64> = serde_json::from_str(&dropped)
-                .map_err(|e| StoreError::Corrupt(format!("inbox_attempts {id}: seqs: {e}")))?;
+            let held = read_seqs(id, &dropped)?;
             on_tx!(self, |c| {
                 sqlx::query(AssertSqlSafe(count.clone()))
                     .bind(List(&held))
@@ -172,7 +169,7 @@ impl Tx {
         if seqs.is_empty() {
             return Ok(None);
         }
-        let text = serde_json::to_string(seqs).expect("a list of integers is JSON");
+        let text = seqs_text(seqs);
         let id: i64 = on_tx!(self, |c| {
             sqlx::query_scalar(INSERT)
                 .bind(owner)
@@ -211,9 +208,7 @@ impl Tx {
         }
         Ok(())
     }
-}
 
-impl Tx {
     /// Rolls back a batch that failed with an error (not a crash of its process) and
     /// deletes its record, before its updates can be claimed again: on PostgreSQL while
     /// this transaction still holds them; on SQLite once it has freed the one writer (other
@@ -239,7 +234,7 @@ impl Store {
         const SQL: &str = "WITH quick AS (SELECT set_config('synchronous_commit', 'off', true)) \
              INSERT INTO inbox_attempts (owner, seqs, started_at) \
              SELECT $1, $2, $3 FROM quick RETURNING id";
-        let text = serde_json::to_string(seqs).expect("a list of integers is JSON");
+        let text = seqs_text(seqs);
         let pool = self.postgres_pool().expect("a PostgreSQL store");
         Ok(sqlx::query_scalar(SQL)
             .bind(owner)
@@ -255,4 +250,15 @@ impl Store {
         tx.end_attempt(Some(id), &[]).await?;
         tx.commit().await
     }
+}
+
+/// A record's `seqs` column: a JSON array (TEXT on both backends).
+fn seqs_text(seqs: &[i64]) -> String {
+    serde_json::to_string(seqs).expect("a list of integers is JSON")
+}
+
+/// The updates of the record `id`, from its `seqs` column.
+fn read_seqs(id: i64, text: &str) -> Result<Vec<i64>> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("inbox_attempts {id}: seqs: {e}")))
 }
